@@ -1,0 +1,1 @@
+//! PCI: host bridge, configuration space, BAR allocation.
