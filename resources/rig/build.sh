@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Build the rig images (see /work/team/RIG-CONTRACT.md):
+#   target/rig/cargo/...            static vmm + guest-tools
+#   target/rig/l2-initramfs.cpio.gz busybox, /init = resources/rig/l2/init, guest-tools in /bin
+#   target/rig/l1-initramfs.cpio.gz busybox, KVM+VFIO module closure, /bin/vmm, guest-tools,
+#                                   /rig/l2/{vmlinuz,initramfs.cpio.gz}, /init, /rig/lib.sh, /rig/scenarios/
+#   target/rig/vmlinuz              the L1 (and L2) kernel
+# Runs fetch.sh first. Idempotent; cargo is incremental, the cpio archives are rebuilt (seconds).
+# Env: RIG_SRC=<dir> builds the Rust binaries from another checkout (e.g. a git worktree) instead of this one.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+RIG=$ROOT/target/rig
+SRC=${RIG_SRC:-$ROOT}
+TRIPLE=x86_64-unknown-linux-gnu
+BIN=$RIG/cargo/$TRIPLE/release
+
+say() { echo "rig-build: $*" >&2; }
+die() { echo "rig-build: ERROR: $*" >&2; exit 1; }
+
+for tool in cpio gzip cargo flock; do
+    command -v "$tool" >/dev/null || die "'$tool' not found; run resources/rig/setup.sh"
+done
+
+mkdir -p "$RIG"
+exec 8>"$RIG/build.lock"
+if ! flock -n 8; then
+    say "waiting for another build.sh to finish..."
+    flock 8
+fi
+
+"$HERE/fetch.sh"
+VER=$(cat "$RIG/kernel/version")
+MODDIR=$RIG/kernel/root/usr/lib/modules/$VER
+BB=$RIG/busybox
+
+say "cargo build (static, release) of vmm + guest-tools from $SRC..."
+t0=$(date +%s)
+(cd "$SRC" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target "$TRIPLE" \
+    --target-dir "$RIG/cargo" -p vmm -p guest-tools) || die "cargo build failed (see above)"
+say "cargo done in $(($(date +%s) - t0)) s"
+
+# Names of the guest-tools binaries (src/bin/<name>.rs and src/bin/<name>/main.rs).
+guest_tools=()
+for f in "$SRC"/resources/guest-tools/src/bin/*.rs "$SRC"/resources/guest-tools/src/bin/*/main.rs; do
+    [ -e "$f" ] || continue
+    case "$f" in
+        */main.rs) n=$(basename "$(dirname "$f")") ;;
+        *) n=$(basename "$f" .rs) ;;
+    esac
+    [ -x "$BIN/$n" ] || die "guest-tools binary $n was not built"
+    guest_tools+=("$n")
+done
+[ -x "$BIN/vmm" ] || die "vmm binary was not built"
+
+# A minimal root: busybox + applet links, /dev/console, mount points.
+make_root() {
+    local r=$1
+    rm -rf "$r"
+    mkdir -p "$r"/{bin,dev,proc,sys,tmp,run,rig}
+    ln -s bin "$r/sbin"
+    mkdir -p "$r/usr"
+    ln -s ../bin "$r/usr/bin"
+    ln -s ../bin "$r/usr/sbin"
+    cp "$BB" "$r/bin/busybox"
+    local a
+    for a in $("$BB" --list); do
+        [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"
+    done
+    # The kernel opens /dev/console before /init runs; without the node init has no stdio.
+    mknod -m 600 "$r/dev/console" c 5 1 2>/dev/null || true
+    mknod -m 666 "$r/dev/null" c 1 3 2>/dev/null || true
+    for t in "${guest_tools[@]}"; do
+        cp "$BIN/$t" "$r/bin/$t"
+    done
+}
+
+pack() { # DIR OUT
+    (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -1 >"$2.tmp")
+    mv "$2.tmp" "$2"
+}
+
+# ------------------------------------------------------------------ L2
+say "L2 initramfs..."
+L2=$RIG/l2-root
+make_root "$L2"
+install -m 755 "$HERE/l2/init" "$L2/init"
+mkdir -p "$L2/rig/l2"
+for s in "$HERE"/l2/*.sh; do
+    [ -e "$s" ] && install -m 755 "$s" "$L2/rig/l2/"
+done
+pack "$L2" "$RIG/l2-initramfs.cpio.gz"
+
+# ------------------------------------------------------------------ L1
+say "L1 initramfs..."
+L1=$RIG/l1-root
+make_root "$L1"
+install -m 755 "$HERE/l1/init" "$L1/init"
+cp "$BIN/vmm" "$L1/bin/vmm"
+install -m 644 "$HERE/lib.sh" "$L1/rig/lib.sh"
+mkdir -p "$L1/rig/scenarios" "$L1/rig/l2"
+for s in "$HERE"/scenarios/*.sh; do
+    [ -e "$s" ] && install -m 755 "$s" "$L1/rig/scenarios/"
+done
+cp "$MODDIR/vmlinuz" "$L1/rig/l2/vmlinuz"
+cp "$RIG/l2-initramfs.cpio.gz" "$L1/rig/l2/initramfs.cpio.gz"
+
+# Module closure, in load order (dependencies first), decompressed.
+KO=$L1/lib/modules/$VER
+mkdir -p "$KO"
+: >"$L1/rig/modules.list"
+declare -A seen=()
+while read -r m; do
+    m=${m%%#*}
+    m=$(echo "$m" | tr -d '[:space:]')
+    [ -n "$m" ] || continue
+    deps=$(modprobe -d "$RIG/kernel/root/usr" -S "$VER" --show-depends "$m") ||
+        die "module $m not found for kernel $VER"
+    while read -r kind path _; do
+        [ "$kind" = insmod ] || continue # 'builtin ...' lines need nothing
+        [ -z "${seen[$path]:-}" ] || continue
+        seen[$path]=1
+        name=$(basename "$path")
+        case "$name" in
+            *.ko.xz) out=${name%.xz}; xz -dc "$path" >"$KO/$out" ;;
+            *.ko.zst) out=${name%.zst}; zstd -qdc "$path" >"$KO/$out" ;;
+            *.ko.gz) out=${name%.gz}; gzip -dc "$path" >"$KO/$out" ;;
+            *.ko) out=$name; cp "$path" "$KO/$out" ;;
+            *) die "unexpected module file $path" ;;
+        esac
+        echo "/lib/modules/$VER/$out" >>"$L1/rig/modules.list"
+    done <<<"$deps"
+done <"$HERE/l1/modules"
+echo "$VER" >"$L1/rig/kernel-version"
+pack "$L1" "$RIG/l1-initramfs.cpio.gz"
+ln -sfn "kernel/root/usr/lib/modules/$VER/vmlinuz" "$RIG/vmlinuz"
+
+say "modules: $(xargs -n1 basename <"$L1/rig/modules.list" | tr '\n' ' ')"
+say "ready: $RIG/vmlinuz ($VER), l1-initramfs $(du -k "$RIG/l1-initramfs.cpio.gz" | cut -f1) KiB, l2-initramfs $(du -k "$RIG/l2-initramfs.cpio.gz" | cut -f1) KiB"

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Boot L1 in QEMU/TCG (FACTS section 2) and run one scenario inside it.
+#
+# Usage: resources/rig/run.sh SCENARIO [--timeout SECS] [--shm FILE] [--edu]
+#   SCENARIO        name of resources/rig/scenarios/SCENARIO.sh (passed as rig.scenario=SCENARIO)
+#   --timeout SECS  kill QEMU after SECS seconds (default 300)
+#   --shm FILE      ivshmem backing file in /dev/shm (created with 16 MiB if missing, kept afterwards);
+#                   default: a fresh /dev/shm/rig-SCENARIO-PID, removed afterwards
+#   --edu           add QEMU's `edu` device
+# Console is streamed to stdout and saved to target/rig/logs/SCENARIO.log.
+# Exit: 0 iff the RIG-RESULT line says status=PASS; 1 on FAIL; 3 if no result line (timeout, crash);
+#       2 on bad usage or missing images (run resources/rig/build.sh first).
+# Runs are serialised machine-wide with a lock on target/rig/run.lock (one QEMU at a time).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+RIG=$ROOT/target/rig
+
+usage() { sed -n '4,15p' "$0" >&2; exit 2; }
+die() { echo "rig-run: ERROR: $*" >&2; exit 2; }
+
+SCENARIO=""
+TIMEOUT=300
+SHM=""
+EDU=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --timeout) [ $# -ge 2 ] || usage; TIMEOUT=$2; shift 2 ;;
+        --shm) [ $# -ge 2 ] || usage; SHM=$2; shift 2 ;;
+        --edu) EDU=1; shift ;;
+        -h | --help) usage ;;
+        -*) echo "rig-run: unknown option $1" >&2; usage ;;
+        *) [ -z "$SCENARIO" ] || usage; SCENARIO=$1; shift ;;
+    esac
+done
+[ -n "$SCENARIO" ] || usage
+case "$SCENARIO" in *[!A-Za-z0-9_.-]*) die "bad scenario name '$SCENARIO'" ;; esac
+case "$TIMEOUT" in '' | *[!0-9]*) die "--timeout wants whole seconds, got '$TIMEOUT'" ;; esac
+[ -f "$HERE/scenarios/$SCENARIO.sh" ] || die "no scenario resources/rig/scenarios/$SCENARIO.sh"
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found; run resources/rig/setup.sh"
+for f in "$RIG/vmlinuz" "$RIG/l1-initramfs.cpio.gz"; do
+    [ -e "$f" ] || die "$f missing; run resources/rig/build.sh first"
+done
+if ! cmp -s "$HERE/scenarios/$SCENARIO.sh" "$RIG/l1-root/rig/scenarios/$SCENARIO.sh"; then
+    echo "rig-run: WARNING: scenarios/$SCENARIO.sh changed since the last build.sh (the image has the old one)" >&2
+fi
+
+mkdir -p "$RIG/logs"
+LOG=$RIG/logs/$SCENARIO.log
+
+exec 9>"$RIG/run.lock"
+if ! flock -n 9; then
+    echo "rig-run: another rig run holds $RIG/run.lock; waiting..." >&2
+    flock 9
+fi
+
+OWN_SHM=0
+if [ -z "$SHM" ]; then
+    SHM=/dev/shm/rig-$SCENARIO-$$
+    OWN_SHM=1
+fi
+if [ ! -e "$SHM" ]; then
+    truncate -s 16M "$SHM"
+fi
+cleanup() { if [ "$OWN_SHM" = 1 ]; then rm -f "$SHM"; fi; }
+trap cleanup EXIT
+
+QEMU=(qemu-system-x86_64 -M q35,accel=tcg,kernel-irqchip=split -cpu EPYC,+svm,+npt -smp 1 -m 2048
+    -nographic -no-reboot -nic none -device intel-iommu,intremap=on,caching-mode=on
+    -object "memory-backend-file,size=16M,share=on,mem-path=$SHM,id=hostmem"
+    -device ivshmem-plain,memdev=hostmem)
+[ "$EDU" = 0 ] || QEMU+=(-device edu)
+QEMU+=(-kernel "$RIG/vmlinuz" -initrd "$RIG/l1-initramfs.cpio.gz"
+    -append "console=ttyS0 panic=-1 intel_iommu=on iommu=pt quiet rig.scenario=$SCENARIO")
+
+echo "rig-run: scenario $SCENARIO, timeout ${TIMEOUT}s, shm $SHM, log $LOG" >&2
+t0=$(date +%s.%N)
+set +e
+timeout --foreground -k 5 "$TIMEOUT" "${QEMU[@]}" 2>&1 | tee "$LOG"
+qrc=${PIPESTATUS[0]}
+set -e
+t1=$(date +%s.%N)
+wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+
+result=$(tr -d '\r' <"$LOG" | grep -E "^RIG-RESULT scenario=$SCENARIO " | tail -n1 || true)
+if [ -z "$result" ]; then
+    if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then why="timed out after ${TIMEOUT}s"; else why="qemu exit $qrc"; fi
+    echo "rig-run: NO RESULT for $SCENARIO ($why, wall ${wall}s); log: $LOG" >&2
+    exit 3
+fi
+echo "rig-run: $result (wall ${wall}s, qemu exit $qrc)" >&2
+case "$result" in
+    *" status=PASS"*) exit 0 ;;
+    *) exit 1 ;;
+esac
