@@ -1,1 +1,33 @@
-//! PCI: host bridge, configuration space, BAR allocation.
+//! PCI: host bridge, configuration space, BAR allocation and routing.
+//!
+//! - [`PciConfigSpace`]: a type-0 header with write masks, BAR sizing and capabilities.
+//! - [`PciDevice`]: what a device on the bus implements (virtio-pci, VFIO, the host bridge).
+//! - [`PciBus`]: bus 0 with the host bridge at slot 0; devices get free slots and their BARs
+//!   guest addresses from a [`BarAllocator`].
+//! - [`PciConfigIo`]: configuration mechanism #1 at ports 0xCF8-0xCFF.
+//! - [`PciBarRouter`]: one MMIO (and port I/O) handler over the PCI windows that dispatches
+//!   to BARs by their current address.
+
+mod bar;
+mod bar_allocator;
+mod bar_router;
+mod bus;
+mod config_io;
+mod config_space;
+mod device;
+mod error;
+mod host_bridge;
+#[cfg(test)]
+mod tests;
+
+pub use bar::{
+    BarKind, BarReprogram, BarSpace, PciBar, MIN_IO_BAR_SIZE, MIN_MEM_BAR_SIZE, NUM_BARS,
+};
+pub use bar_allocator::{BarAllocator, BarWindow, MIN_MMIO_ALLOCATION};
+pub use bar_router::{lock_device, PciBarRouter, SharedPciDevice};
+pub use bus::{PciBus, NUM_SLOTS};
+pub use config_io::{PciConfigIo, PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT_SIZE};
+pub use config_space::*;
+pub use device::PciDevice;
+pub use error::{PciError, Result};
+pub use host_bridge::{PciHostBridge, HOST_BRIDGE_DEVICE_ID, HOST_BRIDGE_VENDOR_ID};

@@ -1,0 +1,425 @@
+//! Tests of the bus, configuration mechanism #1 and BAR routing working together.
+
+use std::sync::{Arc, Mutex};
+
+use vm_device::bus::{MmioAddress, MmioRange, PioAddress, PioRange};
+use vm_device::device_manager::{IoManager, MmioManager, PioManager};
+use vm_device::{DeviceMmio, MutDevicePio};
+
+use super::*;
+
+/// A device with a 4 KiB 32-bit BAR 0, a 64 KiB 64-bit BAR 2 and a 32-byte I/O BAR 4, each
+/// backed by bytes, recording the moves it is told about.
+struct FakeDevice {
+    config: PciConfigSpace,
+    bars: Vec<Vec<u8>>,
+    moves: Arc<Mutex<Vec<BarReprogram>>>,
+    fail_moves: bool,
+}
+
+impl FakeDevice {
+    fn new() -> (Self, Arc<Mutex<Vec<BarReprogram>>>) {
+        let mut config = PciConfigSpace::new(PciHeader {
+            vendor_id: 0x1af4,
+            device_id: 0x1110,
+            class: 0x05,
+            ..Default::default()
+        });
+        config
+            .add_bar(
+                0,
+                BarKind::Mem32 {
+                    prefetchable: false,
+                },
+                0x1000,
+            )
+            .unwrap();
+        config
+            .add_bar(2, BarKind::Mem64 { prefetchable: true }, 0x1_0000)
+            .unwrap();
+        config.add_bar(4, BarKind::Io, 0x20).unwrap();
+        let moves = Arc::new(Mutex::new(Vec::new()));
+        let bars = vec![
+            vec![0; 0x1000],
+            vec![],
+            vec![0; 0x1_0000],
+            vec![],
+            vec![0; 0x20],
+        ];
+        (
+            Self {
+                config,
+                bars,
+                moves: moves.clone(),
+                fail_moves: false,
+            },
+            moves,
+        )
+    }
+}
+
+impl PciDevice for FakeDevice {
+    fn name(&self) -> String {
+        "fake".into()
+    }
+    fn read_config_register(&mut self, reg_idx: usize) -> u32 {
+        self.config.read_reg(reg_idx)
+    }
+    fn write_config_register(
+        &mut self,
+        reg_idx: usize,
+        offset: usize,
+        data: &[u8],
+    ) -> Option<BarReprogram> {
+        self.config.write_reg(reg_idx, offset, data)
+    }
+    fn bars(&self) -> Vec<PciBar> {
+        self.config.bars()
+    }
+    fn program_bar(&mut self, index: usize, addr: u64) -> Option<BarReprogram> {
+        self.config.program_bar(index, addr)
+    }
+    fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        let start = offset as usize;
+        data.copy_from_slice(&self.bars[bar][start..start + data.len()]);
+    }
+    fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        let start = offset as usize;
+        self.bars[bar][start..start + data.len()].copy_from_slice(data);
+    }
+    fn move_bar(&mut self, reprogram: &BarReprogram) -> std::result::Result<(), String> {
+        if self.fail_moves {
+            return Err("refused".into());
+        }
+        self.moves.lock().unwrap().push(*reprogram);
+        Ok(())
+    }
+}
+
+const MMIO32: u64 = 0xc000_0000;
+const MMIO64: u64 = 0x1_0000_0000;
+
+fn allocator() -> BarAllocator {
+    BarAllocator::new(
+        BarWindow::new(MMIO32, 0x3ec0_0000),
+        Some(BarWindow::new(MMIO64, 0x1_0000_0000)),
+        Some(BarWindow::new(0x1000, 0xf000)),
+    )
+    .unwrap()
+}
+
+struct Rig {
+    bus: Arc<Mutex<PciBus>>,
+    io: PciConfigIo,
+    router: Arc<PciBarRouter>,
+    moves: Arc<Mutex<Vec<BarReprogram>>>,
+    slot: u8,
+}
+
+fn rig() -> Rig {
+    let mut bus = PciBus::new();
+    let (dev, moves) = FakeDevice::new();
+    let slot = bus
+        .add_device(Arc::new(Mutex::new(dev)), &mut allocator())
+        .unwrap();
+    let router = bus.router();
+    let bus = Arc::new(Mutex::new(bus));
+    Rig {
+        io: PciConfigIo::new(bus.clone()),
+        bus,
+        router,
+        moves,
+        slot,
+    }
+}
+
+fn cfg_addr(slot: u8, function: u8, offset: u8) -> u32 {
+    0x8000_0000 | (u32::from(slot) << 11) | (u32::from(function) << 8) | u32::from(offset & 0xfc)
+}
+
+fn cfg_read32(io: &mut PciConfigIo, slot: u8, offset: u8) -> u32 {
+    io.write(0, &cfg_addr(slot, 0, offset).to_le_bytes());
+    let mut b = [0u8; 4];
+    io.read(4, &mut b);
+    u32::from_le_bytes(b)
+}
+
+fn cfg_write32(io: &mut PciConfigIo, slot: u8, offset: u8, value: u32) {
+    io.write(0, &cfg_addr(slot, 0, offset).to_le_bytes());
+    io.write(4, &value.to_le_bytes());
+}
+
+#[test]
+fn host_bridge_at_slot_zero_and_empty_slots() {
+    let mut r = rig();
+    assert_eq!(r.slot, 1);
+    assert_eq!(cfg_read32(&mut r.io, 0, 0), 0x0d57_8086);
+    assert_eq!(cfg_read32(&mut r.io, 0, 8) >> 16, 0x0600);
+    assert_eq!(cfg_read32(&mut r.io, 0, 0x10), 0, "host bridge has no BARs");
+    for slot in 2..32 {
+        assert_eq!(cfg_read32(&mut r.io, slot, 0), 0xffff_ffff);
+    }
+    cfg_write32(&mut r.io, 7, 0x04, 0x7);
+    assert_eq!(cfg_read32(&mut r.io, 7, 0x04), 0xffff_ffff);
+}
+
+#[test]
+fn latch_semantics() {
+    let mut r = rig();
+    r.io.write(0, &0x8000_0813u32.to_le_bytes());
+    assert_eq!(r.io.address(), 0x8000_0810, "bits 1:0 read as zero");
+    let mut b = [0u8; 4];
+    r.io.read(0, &mut b);
+    assert_eq!(u32::from_le_bytes(b), 0x8000_0810);
+    // A byte write to 0xCF8 does not touch the latch.
+    r.io.write(0, &[0x00]);
+    assert_eq!(r.io.address(), 0x8000_0810);
+    // Enable bit clear: data port reads all-ones.
+    r.io.write(0, &(cfg_addr(0, 0, 0) & !0x8000_0000).to_le_bytes());
+    r.io.read(4, &mut b);
+    assert_eq!(b, [0xff; 4]);
+    // Another bus, another function: all-ones.
+    r.io.write(0, &(cfg_addr(0, 0, 0) | (1 << 16)).to_le_bytes());
+    r.io.read(4, &mut b);
+    assert_eq!(b, [0xff; 4]);
+    r.io.write(0, &cfg_addr(0, 1, 0).to_le_bytes());
+    r.io.read(4, &mut b);
+    assert_eq!(b, [0xff; 4]);
+}
+
+#[test]
+fn byte_and_word_data_accesses() {
+    let mut r = rig();
+    let slot = r.slot;
+    r.io.write(0, &cfg_addr(slot, 0, 0).to_le_bytes());
+    let mut w = [0u8; 2];
+    r.io.read(6, &mut w);
+    assert_eq!(u16::from_le_bytes(w), 0x1110);
+    let mut b = [0u8; 1];
+    r.io.read(5, &mut b);
+    assert_eq!(b[0], 0x1a);
+    // Word write to the command register at 0xCFC, byte write at 0xCFD.
+    r.io.write(0, &cfg_addr(slot, 0, 4).to_le_bytes());
+    r.io.write(4, &[0x06, 0x00]);
+    r.io.write(5, &[0x04]);
+    assert_eq!(cfg_read32(&mut r.io, slot, 4) & 0xffff, 0x0406);
+}
+
+#[test]
+fn initial_bars_allocated_programmed_and_routed() {
+    let r = rig();
+    let dev = r.bus.lock().unwrap().device(r.slot).unwrap();
+    let bars = lock_device(&dev).bars();
+    assert_eq!(bars.len(), 3);
+    assert_eq!(bars[0].addr, MMIO32);
+    assert_eq!(bars[1].addr, MMIO64);
+    assert_eq!(bars[2].kind, BarKind::Io);
+    assert_eq!(bars[2].addr % 0x20, 0);
+    assert_eq!(
+        r.moves.lock().unwrap().len(),
+        3,
+        "device followed each programmed BAR"
+    );
+    assert_eq!(r.router.route_count(), (2, 1));
+    r.router.write(BarSpace::Mmio, MMIO64 + 0x10, &[1, 2, 3, 4]);
+    let mut b = [0u8; 4];
+    r.router.read(BarSpace::Mmio, MMIO64 + 0x10, &mut b);
+    assert_eq!(b, [1, 2, 3, 4]);
+    r.router.write(BarSpace::Io, bars[2].addr + 2, &[9]);
+    let mut one = [0u8; 1];
+    r.router.read(BarSpace::Io, bars[2].addr + 2, &mut one);
+    assert_eq!(one[0], 9);
+}
+
+#[test]
+fn guest_bar_move_reroutes() {
+    let mut r = rig();
+    let slot = r.slot;
+    r.router.write(BarSpace::Mmio, MMIO32 + 8, &[0xab]);
+    r.moves.lock().unwrap().clear();
+    // Sizing through the config port is not a move.
+    cfg_write32(&mut r.io, slot, 0x10, 0xffff_ffff);
+    assert_eq!(cfg_read32(&mut r.io, slot, 0x10), 0xffff_f000);
+    cfg_write32(&mut r.io, slot, 0x10, MMIO32 as u32);
+    assert!(r.moves.lock().unwrap().is_empty());
+    // Move BAR 0.
+    let new = MMIO32 + 0x10_0000;
+    cfg_write32(&mut r.io, slot, 0x10, new as u32);
+    assert_eq!(
+        r.moves.lock().unwrap().as_slice(),
+        &[BarReprogram {
+            bar: 0,
+            kind: BarKind::Mem32 {
+                prefetchable: false
+            },
+            old_addr: MMIO32,
+            new_addr: new,
+            size: 0x1000
+        }]
+    );
+    let mut b = [0u8; 1];
+    r.router.read(BarSpace::Mmio, new + 8, &mut b);
+    assert_eq!(b[0], 0xab);
+    r.router.read(BarSpace::Mmio, MMIO32 + 8, &mut b);
+    assert_eq!(b[0], 0xff, "old address no longer decoded");
+    // Move the 64-bit BAR below 4 GiB: low then high.
+    cfg_write32(&mut r.io, slot, 0x18, 0xd000_0000);
+    cfg_write32(&mut r.io, slot, 0x1c, 0);
+    let last = *r.moves.lock().unwrap().last().unwrap();
+    assert_eq!(
+        (last.bar, last.old_addr, last.new_addr),
+        (2, MMIO64, 0xd000_0000)
+    );
+    r.router.write(BarSpace::Mmio, 0xd000_fffc, &[5, 6, 7, 8]);
+    let mut w = [0u8; 4];
+    r.router.read(BarSpace::Mmio, 0xd000_fffc, &mut w);
+    assert_eq!(w, [5, 6, 7, 8]);
+    assert_eq!(r.router.route_count(), (2, 1));
+}
+
+#[test]
+fn accesses_outside_bars_read_all_ones() {
+    let r = rig();
+    let mut b = [0u8; 8];
+    // Crossing the end of BAR 0 (4 KiB).
+    r.router.read(BarSpace::Mmio, MMIO32 + 0xffc, &mut b);
+    assert_eq!(b, [0xff; 8]);
+    r.router.write(BarSpace::Mmio, MMIO32 + 0xffc, &[1; 8]);
+    // Between BARs and at the ends of the address space.
+    r.router.read(BarSpace::Mmio, MMIO32 + 0x1000, &mut b);
+    assert_eq!(b, [0xff; 8]);
+    r.router.read(BarSpace::Mmio, u64::MAX, &mut b);
+    assert_eq!(b, [0xff; 8]);
+    r.router.read(BarSpace::Io, 0, &mut b);
+    assert_eq!(b, [0xff; 8]);
+}
+
+#[test]
+fn hostile_config_io_accesses() {
+    let mut r = rig();
+    r.io.write(0, &cfg_addr(r.slot, 0, 0).to_le_bytes());
+    let mut b = [0u8; 4];
+    // Crossing the data port end, too long, odd offsets beyond 8.
+    r.io.read(6, &mut b);
+    assert_eq!(b, [0xff; 4]);
+    r.io.write(7, &[1, 2]);
+    r.io.write(4, &[1, 2, 3]);
+    r.io.write(9, &[1]);
+    r.io.read(1000, &mut b);
+    assert_eq!(b, [0xff; 4]);
+    let mut big = [0u8; 16];
+    r.io.read(4, &mut big);
+    assert_eq!(big, [0xff; 16]);
+    r.io.write(4, &[0; 0]);
+    // The device is still intact.
+    assert_eq!(cfg_read32(&mut r.io, r.slot, 0), 0x1110_1af4);
+}
+
+#[test]
+fn failed_add_frees_everything() {
+    let mut bus = PciBus::new();
+    let mut alloc = BarAllocator::new(
+        BarWindow::new(MMIO32, 0x1000),
+        None,
+        Some(BarWindow::new(0x1000, 0x100)),
+    )
+    .unwrap();
+    let (dev, _) = FakeDevice::new();
+    // BAR 2 (64 KiB) does not fit the 4 KiB window.
+    assert!(matches!(
+        bus.add_device(Arc::new(Mutex::new(dev)), &mut alloc),
+        Err(PciError::WindowExhausted { .. })
+    ));
+    assert_eq!(
+        alloc
+            .allocate(
+                BarKind::Mem32 {
+                    prefetchable: false
+                },
+                0x1000
+            )
+            .unwrap(),
+        MMIO32
+    );
+    assert_eq!(bus.router().route_count(), (0, 0));
+
+    let (mut dev, _) = FakeDevice::new();
+    dev.fail_moves = true;
+    let mut alloc = allocator();
+    let err = bus
+        .add_device(Arc::new(Mutex::new(dev)), &mut alloc)
+        .unwrap_err();
+    assert!(matches!(err, PciError::MoveBar { .. }), "{err}");
+    assert_eq!(
+        alloc
+            .allocate(
+                BarKind::Mem32 {
+                    prefetchable: false
+                },
+                0x1000
+            )
+            .unwrap(),
+        MMIO32
+    );
+    assert!(bus.device(1).is_none());
+}
+
+#[test]
+fn bus_full_and_slot_errors() {
+    let mut bus = PciBus::new();
+    let mut alloc = allocator();
+    let host = bus.device(0).unwrap();
+    assert!(matches!(
+        bus.add_device_at(0, host.clone(), &mut alloc),
+        Err(PciError::SlotUnavailable(0))
+    ));
+    assert!(matches!(
+        bus.add_device_at(32, host, &mut alloc),
+        Err(PciError::SlotUnavailable(32))
+    ));
+    for _ in 1..32 {
+        bus.add_device(Arc::new(Mutex::new(PciHostBridge::new())), &mut alloc)
+            .unwrap();
+    }
+    assert_eq!(
+        bus.add_device(Arc::new(Mutex::new(PciHostBridge::new())), &mut alloc),
+        Err(PciError::BusFull)
+    );
+}
+
+#[test]
+fn works_through_vm_device_io_manager() {
+    let r = rig();
+    let mut manager = IoManager::new();
+    manager
+        .register_pio(
+            PioRange::new(PioAddress(PCI_CONFIG_IO_PORT), PCI_CONFIG_IO_PORT_SIZE).unwrap(),
+            Arc::new(Mutex::new(PciConfigIo::new(r.bus.clone()))),
+        )
+        .unwrap();
+    let router: Arc<dyn DeviceMmio + Send + Sync> = r.router.clone();
+    manager
+        .register_mmio(
+            MmioRange::new(MmioAddress(MMIO32), 0x3ec0_0000).unwrap(),
+            router,
+        )
+        .unwrap();
+    manager
+        .pio_write(PioAddress(0xcf8), &cfg_addr(r.slot, 0, 0).to_le_bytes())
+        .unwrap();
+    let mut b = [0u8; 2];
+    manager.pio_read(PioAddress(0xcfe), &mut b).unwrap();
+    assert_eq!(u16::from_le_bytes(b), 0x1110);
+    manager.mmio_write(MmioAddress(MMIO32 + 4), &[7]).unwrap();
+    let mut one = [0u8; 1];
+    manager
+        .mmio_read(MmioAddress(MMIO32 + 4), &mut one)
+        .unwrap();
+    assert_eq!(one[0], 7);
+    // The Mutex-wrapped form also works for callers that prefer it.
+    let mut io = PciConfigIo::new(r.bus.clone());
+    io.pio_write(PioAddress(0xcf8), 0, &cfg_addr(0, 0, 0).to_le_bytes());
+    let mut d = [0u8; 4];
+    io.pio_read(PioAddress(0xcf8), 4, &mut d);
+    assert_eq!(u32::from_le_bytes(d), 0x0d57_8086);
+}
