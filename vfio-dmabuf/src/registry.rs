@@ -1,0 +1,320 @@
+//! The device list: every passthrough device, its region table, and O(log n)
+//! lookup of the owning region by guest-physical or host-virtual address.
+//!
+//! The VFIO PCI device fills it when it maps BARs (and updates it when the
+//! guest moves a BAR); virtio-gpu reads it through [`crate::VfioExporter`].
+//! Share it as a [`SharedRegistry`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use crate::error::{DmaBufError, Errno, KernelOp, Result};
+use crate::region::{MmapPiece, RegionInfo};
+
+/// Identifies one registered passthrough device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeviceId(pub u32);
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// A (device, region index) pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RegionKey {
+    /// The device.
+    pub device: DeviceId,
+    /// The VFIO region index.
+    pub index: u32,
+}
+
+/// Default bound on a blob's number of entries (32768 pages = 128 MiB of
+/// 4 KiB pages, 512 KiB of ranges at most).
+pub const DEFAULT_MAX_ENTRIES: usize = 32768;
+
+/// A registry shared between the VFIO device (writer) and virtio-gpu (reader).
+pub type SharedRegistry = Arc<RwLock<DeviceRegistry>>;
+
+pub(crate) struct DeviceEntry {
+    pub(crate) name: String,
+    pub(crate) fd: OwnedFd,
+    pub(crate) regions: BTreeMap<u32, RegionInfo>,
+    /// Result of the one-time `PROBE`: `Ok` if the device exports dma-bufs.
+    pub(crate) probe: OnceLock<std::result::Result<(), Errno>>,
+}
+
+/// Host page size, from `sysconf(_SC_PAGESIZE)`; 4096 if unavailable.
+pub fn host_page_size() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(v)
+        .ok()
+        .filter(|v| v.is_power_of_two())
+        .unwrap_or(4096)
+}
+
+/// Registry of passthrough devices and their region tables.
+pub struct DeviceRegistry {
+    pub(crate) devices: BTreeMap<DeviceId, DeviceEntry>,
+    /// Guest base -> region; regions never overlap in guest-physical space.
+    pub(crate) by_gpa: BTreeMap<u64, RegionKey>,
+    /// Host address of each mmap piece -> (region, piece's region offset, piece size).
+    pub(crate) by_hva: BTreeMap<u64, (RegionKey, u64, u64)>,
+    next_id: u32,
+    pub(crate) page_size: u64,
+    pub(crate) max_entries: usize,
+}
+
+impl Default for DeviceRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for DeviceRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (id, d) in &self.devices {
+            m.entry(&(id, &d.name), &d.regions.values().collect::<Vec<_>>());
+        }
+        m.finish()
+    }
+}
+
+impl DeviceRegistry {
+    /// An empty registry with the host page size and [`DEFAULT_MAX_ENTRIES`].
+    pub fn new() -> Self {
+        Self::with_limits(host_page_size(), DEFAULT_MAX_ENTRIES)
+    }
+
+    /// An empty registry with an explicit page size (a power of two) and entry bound.
+    pub fn with_limits(page_size: u64, max_entries: usize) -> Self {
+        let page_size = if page_size.is_power_of_two() {
+            page_size
+        } else {
+            4096
+        };
+        DeviceRegistry {
+            devices: BTreeMap::new(),
+            by_gpa: BTreeMap::new(),
+            by_hva: BTreeMap::new(),
+            next_id: 0,
+            page_size,
+            max_entries,
+        }
+    }
+
+    /// A new, empty [`SharedRegistry`].
+    pub fn shared() -> SharedRegistry {
+        Arc::new(RwLock::new(Self::new()))
+    }
+
+    /// Page size used for alignment checks.
+    pub fn page_size(&self) -> u64 {
+        self.page_size
+    }
+
+    /// Bound on a blob's number of entries.
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    /// Registers a device. The fd (a VFIO device fd, from a group or a cdev)
+    /// is duplicated, so the registry's copy stays valid on its own; it is
+    /// closed by [`DeviceRegistry::unregister_device`].
+    pub fn register_device(
+        &mut self,
+        name: impl Into<String>,
+        device_fd: BorrowedFd<'_>,
+    ) -> Result<DeviceId> {
+        let fd = device_fd
+            .try_clone_to_owned()
+            .map_err(|e| DmaBufError::Kernel {
+                op: KernelOp::Dup,
+                errno: Errno(e.raw_os_error().unwrap_or(libc::EBADF)),
+            })?;
+        let id = DeviceId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1);
+        self.devices.insert(
+            id,
+            DeviceEntry {
+                name: name.into(),
+                fd,
+                regions: BTreeMap::new(),
+                probe: OnceLock::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    /// Removes a device and all its regions.
+    pub fn unregister_device(&mut self, id: DeviceId) -> Result<()> {
+        let dev = self
+            .devices
+            .remove(&id)
+            .ok_or(DmaBufError::UnknownDevice(id))?;
+        for r in dev.regions.values() {
+            Self::unindex(&mut self.by_gpa, &mut self.by_hva, r);
+        }
+        Ok(())
+    }
+
+    /// The device's fd (as registered).
+    pub fn device_fd(&self, id: DeviceId) -> Option<BorrowedFd<'_>> {
+        self.devices.get(&id).map(|d| d.fd.as_fd())
+    }
+
+    /// The device's name.
+    pub fn device_name(&self, id: DeviceId) -> Option<&str> {
+        self.devices.get(&id).map(|d| d.name.as_str())
+    }
+
+    /// Ids of all registered devices.
+    pub fn device_ids(&self) -> Vec<DeviceId> {
+        self.devices.keys().copied().collect()
+    }
+
+    /// One region record.
+    pub fn region(&self, id: DeviceId, index: u32) -> Option<&RegionInfo> {
+        self.devices.get(&id)?.regions.get(&index)
+    }
+
+    /// Inserts or replaces region `region.index` of a device. Rejected (and the
+    /// table left unchanged) if the record is invalid or overlaps another
+    /// region in guest-physical space or another mmap piece in host space.
+    pub fn set_region(&mut self, id: DeviceId, region: RegionInfo) -> Result<()> {
+        region.validate()?;
+        if !self.devices.contains_key(&id) {
+            return Err(DmaBufError::UnknownDevice(id));
+        }
+        let key = RegionKey {
+            device: id,
+            index: region.index,
+        };
+        if let Some(other) = self.gpa_overlap(region.guest_base, region.size, key) {
+            return Err(DmaBufError::InvalidRegion(format!(
+                "region {} of device {id} at {:#x}+{:#x} overlaps region {} of device {}",
+                region.index, region.guest_base, region.size, other.index, other.device
+            )));
+        }
+        for p in &region.mmap_pieces {
+            if let Some(other) = self.hva_overlap(p.host_addr, p.size, key) {
+                return Err(DmaBufError::InvalidRegion(format!(
+                    "mmap piece at host {:#x}+{:#x} overlaps a piece of region {} of device {}",
+                    p.host_addr, p.size, other.index, other.device
+                )));
+            }
+        }
+        let dev = self
+            .devices
+            .get_mut(&id)
+            .ok_or(DmaBufError::UnknownDevice(id))?;
+        if let Some(old) = dev.regions.remove(&region.index) {
+            Self::unindex(&mut self.by_gpa, &mut self.by_hva, &old);
+        }
+        self.by_gpa.insert(region.guest_base, key);
+        for p in &region.mmap_pieces {
+            self.by_hva
+                .insert(p.host_addr, (key, p.region_offset, p.size));
+        }
+        dev.regions.insert(region.index, region);
+        Ok(())
+    }
+
+    /// Removes one region (e.g. when the guest disables memory decoding).
+    pub fn remove_region(&mut self, id: DeviceId, index: u32) -> Result<RegionInfo> {
+        let dev = self
+            .devices
+            .get_mut(&id)
+            .ok_or(DmaBufError::UnknownDevice(id))?;
+        let old = dev
+            .regions
+            .remove(&index)
+            .ok_or(DmaBufError::UnknownRegion { device: id, index })?;
+        Self::unindex(&mut self.by_gpa, &mut self.by_hva, &old);
+        Ok(old)
+    }
+
+    /// The guest moved a BAR: only the guest base changes.
+    pub fn move_region(&mut self, id: DeviceId, index: u32, new_guest_base: u64) -> Result<()> {
+        let mut r = self
+            .region(id, index)
+            .cloned()
+            .ok_or(DmaBufError::UnknownRegion { device: id, index })?;
+        r.guest_base = new_guest_base;
+        self.set_region(id, r)
+    }
+
+    /// Replaces the host mmap pieces of a region (mapped, remapped or unmapped).
+    pub fn set_region_mmap(
+        &mut self,
+        id: DeviceId,
+        index: u32,
+        pieces: Vec<MmapPiece>,
+    ) -> Result<()> {
+        let mut r = self
+            .region(id, index)
+            .cloned()
+            .ok_or(DmaBufError::UnknownRegion { device: id, index })?;
+        r.mmap_pieces = pieces;
+        self.set_region(id, r)
+    }
+
+    /// The region containing guest-physical address `gpa`. O(log n).
+    pub fn lookup_gpa(&self, gpa: u64) -> Option<(RegionKey, &RegionInfo)> {
+        let (_, key) = self.by_gpa.range(..=gpa).next_back()?;
+        let r = self.region(key.device, key.index)?;
+        r.contains(gpa).then_some((*key, r))
+    }
+
+    /// The region whose host mmap contains `hva`, and the offset of `hva`
+    /// from the start of the region (not from the start of the mmap piece).
+    /// O(log n).
+    pub fn lookup_hva(&self, hva: u64) -> Option<(RegionKey, &RegionInfo, u64)> {
+        let (start, (key, region_offset, size)) = self.by_hva.range(..=hva).next_back()?;
+        let delta = hva - start;
+        if delta >= *size {
+            return None;
+        }
+        let r = self.region(key.device, key.index)?;
+        Some((*key, r, region_offset + delta))
+    }
+
+    /// Regions are disjoint, so only the nearest region starting below `end`
+    /// (other than the one being replaced) can overlap `[base, end)`.
+    fn gpa_overlap(&self, base: u64, size: u64, except: RegionKey) -> Option<RegionKey> {
+        let end = base.saturating_add(size);
+        let (_, k) = self
+            .by_gpa
+            .range(..end)
+            .rev()
+            .find(|(_, k)| **k != except)?;
+        let r = self.region(k.device, k.index)?;
+        (r.guest_end() > base).then_some(*k)
+    }
+
+    fn hva_overlap(&self, base: u64, size: u64, except: RegionKey) -> Option<RegionKey> {
+        let end = base.saturating_add(size);
+        let (start, (k, _, sz)) = self
+            .by_hva
+            .range(..end)
+            .rev()
+            .find(|(_, (k, _, _))| *k != except)?;
+        (start.saturating_add(*sz) > base).then_some(*k)
+    }
+
+    fn unindex(
+        by_gpa: &mut BTreeMap<u64, RegionKey>,
+        by_hva: &mut BTreeMap<u64, (RegionKey, u64, u64)>,
+        r: &RegionInfo,
+    ) {
+        by_gpa.remove(&r.guest_base);
+        for p in &r.mmap_pieces {
+            by_hva.remove(&p.host_addr);
+        }
+    }
+}
