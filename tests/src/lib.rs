@@ -1,1 +1,29 @@
 //! Kernel-in-the-loop rig harness.
+//!
+//! The rig (see `resources/rig/` and the team's RIG-CONTRACT) boots a Debian kernel (L1) in
+//! QEMU/TCG with nested SVM, an emulated VT-d and an ivshmem device, and runs one scenario
+//! script inside it. Scenarios report on the serial console with one line of the form
+//! `RIG-RESULT scenario=<name> status=PASS|FAIL [k=v ...]` and any number of
+//! `RIG-DATA scenario=<name> k=v ...` lines.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! let out = rig_tests::Scenario::new("l1-smoke")
+//!     .timeout(Duration::from_secs(180))
+//!     .shm_fill(|buf: &mut [u8]| buf[..4].copy_from_slice(&[1, 2, 3, 4]))
+//!     .run()
+//!     .expect("rig run");
+//! assert!(out.result.is_pass(), "{}", out.result);
+//! ```
+
+mod error;
+mod paths;
+mod result_line;
+mod scenario;
+mod shm;
+
+pub use error::RigError;
+pub use paths::{logs_dir, rig_dir, workspace_root};
+pub use result_line::{parse_lines, LineKind, ParseError, ResultLine, Status};
+pub use scenario::{Outcome, Scenario, DEFAULT_TIMEOUT};
+pub use shm::SHM_SIZE;

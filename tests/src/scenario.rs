@@ -1,0 +1,293 @@
+//! Running one rig scenario: build (once per process), boot L1 in QEMU via run.sh, collect lines.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::error::tail;
+use crate::paths::{logs_dir, rig_script, workspace_root};
+use crate::result_line::{parse_lines, LineKind, ResultLine};
+use crate::shm::{Fill, ShmFile};
+use crate::RigError;
+
+/// Default time QEMU may run for one scenario.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Extra time the harness' watchdog gives run.sh beyond the scenario timeout.
+const WATCHDOG_GRACE: Duration = Duration::from_secs(30);
+/// How long the harness waits for another process' rig run (run.sh's machine-wide lock).
+const LOCK_WAIT_MAX: Duration = Duration::from_secs(30 * 60);
+
+/// One QEMU at a time in this process (run.sh also locks machine-wide).
+static RUN_LOCK: Mutex<()> = Mutex::new(());
+static BUILT: AtomicBool = AtomicBool::new(false);
+
+/// A scenario to run in the rig: `resources/rig/scenarios/<name>.sh` inside L1.
+pub struct Scenario {
+    name: String,
+    timeout: Duration,
+    fill: Option<Fill>,
+    edu: bool,
+}
+
+/// What a finished run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The scenario's (last) `RIG-RESULT` line.
+    pub result: ResultLine,
+    /// Its `RIG-DATA` lines, in order.
+    pub data: Vec<ResultLine>,
+    /// The whole console output (also in `log_path`).
+    pub log: String,
+    /// `target/rig/logs/<scenario>.log`.
+    pub log_path: PathBuf,
+    /// The ivshmem backing file's 16 MiB after the run.
+    pub shm_after: Vec<u8>,
+}
+
+impl Outcome {
+    /// The first `RIG-DATA` value for `key`.
+    pub fn data_value(&self, key: &str) -> Option<&str> {
+        self.data.iter().find_map(|d| d.get(key))
+    }
+}
+
+impl Scenario {
+    /// A run of scenario `name` with the default timeout, a zeroed shm file and no `edu` device.
+    pub fn new(name: &str) -> Self {
+        Scenario {
+            name: name.to_string(),
+            timeout: DEFAULT_TIMEOUT,
+            fill: None,
+            edu: false,
+        }
+    }
+
+    /// How long QEMU may run (whole seconds; rounded up).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Fills the 16 MiB ivshmem backing file before the run (it starts zeroed).
+    pub fn shm_fill(mut self, fill: impl FnOnce(&mut [u8]) + Send + 'static) -> Self {
+        self.fill = Some(Box::new(fill));
+        self
+    }
+
+    /// Adds QEMU's `edu` device to L1.
+    pub fn edu(mut self, edu: bool) -> Self {
+        self.edu = edu;
+        self
+    }
+
+    /// Builds the rig (once per process; skipped with `RIG_SKIP_BUILD=1`), runs the scenario and
+    /// returns its lines. A scenario that reports FAIL is an `Ok` outcome; no result line is an error.
+    pub fn run(self) -> Result<Outcome, RigError> {
+        let _guard = RUN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        if !in_path("qemu-system-x86_64") {
+            return Err(RigError::QemuMissing);
+        }
+        if !BUILT.load(Ordering::Acquire) && std::env::var_os("RIG_SKIP_BUILD").is_none() {
+            build()?;
+            BUILT.store(true, Ordering::Release);
+        }
+        let shm = ShmFile::create(&self.name, self.fill)?;
+        let secs = self.timeout.as_secs() + u64::from(self.timeout.subsec_nanos() > 0);
+        let log_path = logs_dir().join(format!("{}.log", self.name));
+
+        let mut cmd = Command::new(rig_script("run.sh"));
+        cmd.arg(&self.name)
+            .arg("--timeout")
+            .arg(secs.max(1).to_string())
+            .arg("--shm")
+            .arg(shm.path());
+        if self.edu {
+            cmd.arg("--edu");
+        }
+        let (console, status) = stream(
+            cmd,
+            &self.name,
+            Duration::from_secs(secs) + WATCHDOG_GRACE,
+            &log_path,
+        )?;
+
+        let (lines, bad) = parse_lines(&console);
+        for (line, err) in bad {
+            eprintln!("rig-tests: malformed rig line ({err}): {line}");
+        }
+        let mine = |l: &&ResultLine| l.scenario() == self.name;
+        let result = lines
+            .iter()
+            .filter(mine)
+            .rfind(|l| l.kind == LineKind::Result)
+            .cloned()
+            .ok_or_else(|| RigError::NoResult {
+                scenario: self.name.clone(),
+                why: status.clone(),
+                log: log_path.clone(),
+                tail: tail(&console, 30),
+            })?;
+        let data = lines
+            .iter()
+            .filter(mine)
+            .filter(|l| l.kind == LineKind::Data)
+            .cloned()
+            .collect();
+        let shm_after = shm.read()?;
+        Ok(Outcome {
+            result,
+            data,
+            log: console,
+            log_path,
+            shm_after,
+        })
+    }
+}
+
+/// Runs build.sh with its output in `target/rig/logs/build.log`.
+fn build() -> Result<(), RigError> {
+    let logs = logs_dir();
+    std::fs::create_dir_all(&logs)
+        .map_err(|e| RigError::io(format!("create {}", logs.display()), e))?;
+    let log = logs.join("build.log");
+    eprintln!("rig-tests: resources/rig/build.sh (log: {})", log.display());
+    let started = Instant::now();
+    let out = Command::new(rig_script("build.sh"))
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| RigError::io("run resources/rig/build.sh", e))?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&log, &text).map_err(|e| RigError::io(format!("write {}", log.display()), e))?;
+    if !out.status.success() {
+        return Err(RigError::Build {
+            status: out.status.to_string(),
+            log,
+            tail: tail(&text, 25),
+        });
+    }
+    eprintln!(
+        "rig-tests: build done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+enum Event {
+    /// run.sh got the machine-wide lock and started QEMU.
+    Started,
+    /// run.sh's stdout closed.
+    Done,
+}
+
+/// Spawns run.sh in its own process group, echoes its console (stdout) and messages (stderr)
+/// line by line to stderr as they come, kills the group if it outlives `limit` after starting.
+/// Returns the console text and a description of how run.sh ended.
+fn stream(
+    mut cmd: Command,
+    scenario: &str,
+    limit: Duration,
+    log_path: &Path,
+) -> Result<(String, String), RigError> {
+    cmd.current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RigError::io("run resources/rig/run.sh", e))?;
+    let pid = child.id();
+    let (stdout, stderr) = match (child.stdout.take(), child.stderr.take()) {
+        (Some(o), Some(e)) => (o, e),
+        _ => {
+            return Err(RigError::io(
+                "run.sh pipes",
+                std::io::ErrorKind::BrokenPipe.into(),
+            ))
+        }
+    };
+
+    let (tx, rx) = mpsc::channel::<Event>();
+    let killed = std::sync::Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let killed = killed.clone();
+        thread::spawn(move || {
+            let mut deadline = Instant::now() + LOCK_WAIT_MAX;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(Event::Started) => deadline = Instant::now() + limit,
+                    Ok(Event::Done) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        killed.store(true, Ordering::Release);
+                        if let Ok(pgid) = libc::pid_t::try_from(pid) {
+                            // SAFETY: kill(2) with a negative pid signals the process group we
+                            // created for run.sh (process_group(0)); no memory is involved.
+                            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                        }
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let err_reader = {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.starts_with("rig-run: scenario ") {
+                    let _ = tx.send(Event::Started);
+                }
+                eprintln!("{line}");
+            }
+        })
+    };
+
+    let started = Instant::now();
+    let mut console = String::new();
+    let mut reader = BufReader::new(stdout);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                eprint!("{line}");
+                console.push_str(&line);
+            }
+            Err(e) => {
+                eprintln!("rig-tests: reading the console: {e}");
+                let _ = reader.read_to_end(&mut buf);
+                break;
+            }
+        }
+    }
+    let status = child.wait();
+    let _ = tx.send(Event::Done);
+    let _ = watchdog.join();
+    let _ = err_reader.join();
+    if killed.load(Ordering::Acquire) {
+        return Err(RigError::Watchdog {
+            scenario: scenario.to_string(),
+            after: started.elapsed(),
+            log: log_path.to_path_buf(),
+        });
+    }
+    let status = status.map_err(|e| RigError::io("wait for run.sh", e))?;
+    Ok((console, format!("run.sh {status}")))
+}
+
+fn in_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
