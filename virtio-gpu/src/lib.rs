@@ -1,1 +1,36 @@
-//! virtio-gpu
+//! virtio-gpu device with blob resources shown zero-copy from guest RAM (udmabuf) or from a
+//! passthrough BAR (VFIO dma-buf).
+//!
+//! - [`protocol`]: decode a request's bytes once into a typed [`protocol::Request`]; encode
+//!   responses.
+//! - [`device`]: the device model ([`GpuDevice`]): resources, scanouts, cursor, checks.
+//! - [`queue`]: virtqueue processing (control and cursor queues).
+//! - [`backing`]: backing entries checked against guest memory and placed (RAM / BAR).
+//! - [`exporter`]: the boundary to the dma-buf exporter ([`BlobBackingExporter`]).
+//! - [`display`]: display backends (`headless`, `capture=<dir>`).
+
+pub mod backing;
+pub mod device;
+pub mod display;
+pub mod edid;
+pub mod error;
+pub mod exporter;
+pub mod format;
+pub mod protocol;
+pub mod queue;
+pub mod resource;
+
+#[cfg(test)]
+mod device_tests;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_util;
+
+pub use device::{GpuConfig, GpuDevice};
+pub use display::{DisplayBackend, DisplayConfig, ScanoutFrame};
+pub use error::GpuError;
+pub use exporter::{BlobBackingExporter, ExportError, ExportKind, ExportedBlob, NoExporter};
+pub use queue::QueueKind;
+
+/// Feature bits offered by the device (`VIRTIO_GPU_F_*`, plus the transport's own).
+pub const DEVICE_FEATURES: u64 = (1 << virtio_bindings::virtio_gpu::VIRTIO_GPU_F_EDID)
+    | (1 << virtio_bindings::virtio_gpu::VIRTIO_GPU_F_RESOURCE_BLOB);

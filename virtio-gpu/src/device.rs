@@ -1,0 +1,773 @@
+//! The virtio-gpu device model: resources, scanouts, cursor, and one handler per command.
+//!
+//! Every guest field is checked here; a refused command returns a [`GpuError`] that the queue
+//! handler turns into the matching error response and a guest-error log line.
+
+use std::collections::{BTreeMap, HashSet};
+use std::os::fd::AsFd;
+
+use virtio_bindings::virtio_gpu as vg;
+
+use crate::backing::{Backing, BackingPixels, BlobPath, GuestMem};
+use crate::display::{CursorState, DisplayBackend, ScanoutFrame};
+use crate::edid;
+use crate::error::{GpuError, GpuResult};
+use crate::exporter::{BlobBackingExporter, ExportError, ExportedBlob, PixelSource};
+use crate::format::{PixelFormat, BYTES_PER_PIXEL};
+use crate::protocol::{
+    GpuCommand, GpuResponse, MemEntry, Rect, Request, ScanoutBlob, NUM_SCANOUTS,
+};
+use crate::resource::{BlobResource, Resource, Resource2d};
+
+/// Device configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuConfig {
+    /// Width of the display mode offered to the guest.
+    pub width: u32,
+    /// Height of the display mode offered to the guest.
+    pub height: u32,
+    /// Host memory all 2D resources together may use.
+    pub max_hostmem: u64,
+    /// Largest single 2D resource in bytes.
+    pub max_resource_bytes: u64,
+    /// Most resources alive at once.
+    pub max_resources: usize,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        GpuConfig {
+            width: 1280,
+            height: 800,
+            max_hostmem: 512 << 20,
+            // 8K (7680x4320) XRGB fits.
+            max_resource_bytes: 7680 * 4320 * 4,
+            max_resources: 4096,
+        }
+    }
+}
+
+/// What a scanout shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scanout {
+    Disabled,
+    TwoD {
+        resource_id: u32,
+        rect: Rect,
+    },
+    Blob {
+        resource_id: u32,
+        fourcc: u32,
+        width: u32,
+        height: u32,
+        stride: u32,
+        offset: u64,
+    },
+}
+
+impl Scanout {
+    fn resource_id(&self) -> Option<u32> {
+        match self {
+            Scanout::Disabled => None,
+            Scanout::TwoD { resource_id, .. } | Scanout::Blob { resource_id, .. } => {
+                Some(*resource_id)
+            }
+        }
+    }
+}
+
+/// The virtio-gpu device state.
+pub struct GpuDevice {
+    mem: GuestMem,
+    config: GpuConfig,
+    resources: BTreeMap<u32, Resource>,
+    scanouts: [Scanout; NUM_SCANOUTS as usize],
+    cursor: CursorState,
+    display: Box<dyn DisplayBackend>,
+    exporter: Box<dyn BlobBackingExporter>,
+    hostmem_used: u64,
+    logged_once: HashSet<String>,
+}
+
+impl GpuDevice {
+    /// A device over guest memory `mem`, showing scanouts on `display` and exporting blobs
+    /// with `exporter` (use [`crate::NoExporter`] for a CPU path only).
+    pub fn new(
+        mem: GuestMem,
+        config: GpuConfig,
+        display: Box<dyn DisplayBackend>,
+        exporter: Box<dyn BlobBackingExporter>,
+    ) -> Self {
+        GpuDevice {
+            mem,
+            config,
+            resources: BTreeMap::new(),
+            scanouts: [Scanout::Disabled; NUM_SCANOUTS as usize],
+            cursor: CursorState::default(),
+            display,
+            exporter,
+            hostmem_used: 0,
+            logged_once: HashSet::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GpuConfig {
+        &self.config
+    }
+
+    /// Guest memory.
+    pub fn memory(&self) -> &GuestMem {
+        &self.mem
+    }
+
+    /// Host memory used by 2D resources.
+    pub fn hostmem_used(&self) -> u64 {
+        self.hostmem_used
+    }
+
+    /// Number of live resources.
+    pub fn resource_count(&self) -> usize {
+        self.resources.len()
+    }
+
+    /// For a blob: how it is shown (export kind or CPU path) and whether a dma-buf is held.
+    pub fn blob_state(&self, id: u32) -> Option<(BlobPath, bool)> {
+        match self.resources.get(&id) {
+            Some(Resource::Blob(b)) => Some((b.path.clone(), b.export.is_some())),
+            _ => None,
+        }
+    }
+
+    /// The cursor state.
+    pub fn cursor(&self) -> CursorState {
+        self.cursor
+    }
+
+    /// Drops all resources and scanouts (device reset).
+    pub fn reset(&mut self) {
+        for id in 0..NUM_SCANOUTS {
+            self.disable_scanout(id);
+        }
+        self.resources.clear();
+        self.hostmem_used = 0;
+        self.cursor = CursorState::default();
+    }
+
+    /// Executes one decoded request and returns its response.
+    pub fn handle(&mut self, req: &Request) -> GpuResponse {
+        match self.execute(&req.cmd) {
+            Ok(resp) => resp,
+            Err(e) => {
+                log::warn!("virtio-gpu: guest error: {e}");
+                GpuResponse::Err(e.response_type())
+            }
+        }
+    }
+
+    fn execute(&mut self, cmd: &GpuCommand) -> GpuResult<GpuResponse> {
+        match cmd {
+            GpuCommand::GetDisplayInfo => Ok(self.display_info()),
+            GpuCommand::GetEdid { scanout } => self.get_edid(*scanout),
+            GpuCommand::ResourceCreate2d {
+                resource_id,
+                format,
+                width,
+                height,
+            } => self.create_2d(*resource_id, *format, *width, *height),
+            GpuCommand::ResourceUnref { resource_id } => self.unref(*resource_id),
+            GpuCommand::ResourceAttachBacking {
+                resource_id,
+                entries,
+            } => self.attach_backing(*resource_id, entries),
+            GpuCommand::ResourceDetachBacking { resource_id } => self.detach_backing(*resource_id),
+            GpuCommand::TransferToHost2d {
+                rect,
+                offset,
+                resource_id,
+            } => self.transfer_to_host_2d(*resource_id, *rect, *offset),
+            GpuCommand::SetScanout {
+                rect,
+                scanout_id,
+                resource_id,
+            } => self.set_scanout(*scanout_id, *resource_id, *rect),
+            GpuCommand::ResourceFlush { rect, resource_id } => {
+                self.resource_flush(*resource_id, *rect)
+            }
+            GpuCommand::UpdateCursor {
+                pos,
+                resource_id,
+                hot_x,
+                hot_y,
+            } => {
+                self.check_scanout(pos.scanout_id)?;
+                if *resource_id != 0 {
+                    self.resource_2d(*resource_id)?;
+                }
+                self.cursor = CursorState {
+                    resource_id: *resource_id,
+                    x: pos.x,
+                    y: pos.y,
+                    hot_x: *hot_x,
+                    hot_y: *hot_y,
+                };
+                self.display.cursor(pos.scanout_id, self.cursor);
+                Ok(GpuResponse::OkNoData)
+            }
+            GpuCommand::MoveCursor { pos } => {
+                self.check_scanout(pos.scanout_id)?;
+                self.cursor.x = pos.x;
+                self.cursor.y = pos.y;
+                self.display.cursor(pos.scanout_id, self.cursor);
+                Ok(GpuResponse::OkNoData)
+            }
+            GpuCommand::ResourceCreateBlob {
+                resource_id,
+                blob_mem,
+                blob_flags,
+                blob_id,
+                size,
+                entries,
+            } => self.create_blob(
+                *resource_id,
+                *blob_mem,
+                *blob_flags,
+                *blob_id,
+                *size,
+                entries,
+            ),
+            GpuCommand::SetScanoutBlob(b) => self.set_scanout_blob(b),
+        }
+    }
+
+    fn display_info(&self) -> GpuResponse {
+        let r = Rect {
+            x: 0,
+            y: 0,
+            width: self.config.width,
+            height: self.config.height,
+        };
+        GpuResponse::OkDisplayInfo(vec![(r, true); NUM_SCANOUTS as usize])
+    }
+
+    fn get_edid(&self, scanout: u32) -> GpuResult<GpuResponse> {
+        if scanout >= NUM_SCANOUTS {
+            // QEMU answers a bad EDID scanout with INVALID_PARAMETER.
+            return Err(GpuError::InvalidParameter(format!(
+                "GET_EDID for scanout {scanout}, only {NUM_SCANOUTS} exist"
+            )));
+        }
+        Ok(GpuResponse::OkEdid(
+            edid::generate(self.config.width, self.config.height).to_vec(),
+        ))
+    }
+
+    fn check_scanout(&self, id: u32) -> GpuResult<()> {
+        if id >= NUM_SCANOUTS {
+            return Err(GpuError::InvalidScanout(id));
+        }
+        Ok(())
+    }
+
+    fn check_new_id(&self, id: u32) -> GpuResult<()> {
+        if id == 0 {
+            return Err(GpuError::InvalidResource(0));
+        }
+        if self.resources.contains_key(&id) {
+            return Err(GpuError::ResourceExists(id));
+        }
+        if self.resources.len() >= self.config.max_resources {
+            return Err(GpuError::OutOfMemory(format!(
+                "{} resources already exist",
+                self.resources.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn resource_2d(&self, id: u32) -> GpuResult<&Resource2d> {
+        match self.resources.get(&id) {
+            Some(Resource::TwoD(r)) => Ok(r),
+            Some(Resource::Blob(_)) => Err(GpuError::WrongResourceKind { id, expected: "2D" }),
+            None => Err(GpuError::InvalidResource(id)),
+        }
+    }
+
+    fn create_2d(
+        &mut self,
+        id: u32,
+        format: u32,
+        width: u32,
+        height: u32,
+    ) -> GpuResult<GpuResponse> {
+        self.check_new_id(id)?;
+        let format = PixelFormat::from_virtio(format).ok_or(GpuError::InvalidFormat(format))?;
+        if width == 0 || height == 0 {
+            return Err(GpuError::InvalidParameter(format!(
+                "2D resource {id} has size {width}x{height}"
+            )));
+        }
+        let bytes = u64::from(width) * u64::from(height) * u64::from(BYTES_PER_PIXEL);
+        if bytes > self.config.max_resource_bytes {
+            return Err(GpuError::OutOfMemory(format!(
+                "2D resource {id} of {width}x{height} needs {bytes} bytes, the limit is {}",
+                self.config.max_resource_bytes
+            )));
+        }
+        if self.hostmem_used + bytes > self.config.max_hostmem {
+            return Err(GpuError::OutOfMemory(format!(
+                "2D resource {id} needs {bytes} bytes, {} of {} are in use",
+                self.hostmem_used, self.config.max_hostmem
+            )));
+        }
+        let mut data = Vec::new();
+        data.try_reserve_exact(bytes as usize)
+            .map_err(|e| GpuError::OutOfMemory(format!("2D resource {id}: {e}")))?;
+        data.resize(bytes as usize, 0);
+        self.hostmem_used += bytes;
+        self.resources.insert(
+            id,
+            Resource::TwoD(Resource2d {
+                format,
+                width,
+                height,
+                data,
+                backing: None,
+            }),
+        );
+        Ok(GpuResponse::OkNoData)
+    }
+
+    fn unref(&mut self, id: u32) -> GpuResult<GpuResponse> {
+        let res = self
+            .resources
+            .remove(&id)
+            .ok_or(GpuError::InvalidResource(id))?;
+        for s in 0..NUM_SCANOUTS {
+            if self.scanouts[s as usize].resource_id() == Some(id) {
+                self.disable_scanout(s);
+            }
+        }
+        if self.cursor.resource_id == id {
+            self.cursor.resource_id = 0;
+        }
+        if let Resource::TwoD(r) = &res {
+            self.hostmem_used -= r.data.len() as u64;
+        }
+        // Dropping `res` closes a blob's dma-buf and unmaps its CPU mapping.
+        drop(res);
+        Ok(GpuResponse::OkNoData)
+    }
+
+    fn attach_backing(&mut self, id: u32, entries: &[MemEntry]) -> GpuResult<GpuResponse> {
+        match self.resources.get(&id) {
+            None => return Err(GpuError::InvalidResource(id)),
+            Some(Resource::TwoD(r)) if r.backing.is_some() => {
+                return Err(GpuError::BackingAttached(id))
+            }
+            Some(Resource::Blob(b)) if b.backing.is_some() => {
+                return Err(GpuError::BackingAttached(id))
+            }
+            Some(_) => {}
+        }
+        if entries.is_empty() {
+            return Err(GpuError::InvalidParameter(format!(
+                "ATTACH_BACKING for resource {id} without entries"
+            )));
+        }
+        let is_blob = matches!(self.resources.get(&id), Some(Resource::Blob(_)));
+        if is_blob {
+            let size = match self.resources.get(&id) {
+                Some(Resource::Blob(b)) => b.size,
+                _ => return Err(GpuError::InvalidResource(id)),
+            };
+            // Re-attach of a blob: check and export again (a new dma-buf).
+            let (backing, path, export) = self.prepare_blob(id, size, entries)?;
+            if let Some(Resource::Blob(b)) = self.resources.get_mut(&id) {
+                b.backing = Some(backing);
+                b.path = path;
+                b.export = export;
+            }
+            self.refresh_scanouts_of(id);
+        } else {
+            let backing = Backing::guest_ram(&self.mem, entries)?;
+            if let Some(Resource::TwoD(r)) = self.resources.get_mut(&id) {
+                r.backing = Some(backing);
+            }
+        }
+        Ok(GpuResponse::OkNoData)
+    }
+
+    fn detach_backing(&mut self, id: u32) -> GpuResult<GpuResponse> {
+        match self.resources.get_mut(&id) {
+            None => Err(GpuError::InvalidResource(id)),
+            Some(Resource::TwoD(r)) => {
+                r.backing.take().ok_or(GpuError::NoBacking(id))?;
+                Ok(GpuResponse::OkNoData)
+            }
+            Some(Resource::Blob(b)) => {
+                b.backing.take().ok_or(GpuError::NoBacking(id))?;
+                // Release the dma-buf now; a later ATTACH_BACKING makes a new one.
+                b.export = None;
+                Ok(GpuResponse::OkNoData)
+            }
+        }
+    }
+
+    fn transfer_to_host_2d(&mut self, id: u32, rect: Rect, offset: u64) -> GpuResult<GpuResponse> {
+        let res = match self.resources.get_mut(&id) {
+            Some(Resource::TwoD(r)) => r,
+            Some(Resource::Blob(_)) => {
+                return Err(GpuError::WrongResourceKind { id, expected: "2D" })
+            }
+            None => return Err(GpuError::InvalidResource(id)),
+        };
+        let backing = res.backing.as_ref().ok_or(GpuError::NoBacking(id))?;
+        if !rect.is_inside(res.width, res.height) {
+            return Err(GpuError::InvalidParameter(format!(
+                "transfer rectangle {rect:?} outside resource {id} ({}x{})",
+                res.width, res.height
+            )));
+        }
+        if rect.is_empty() {
+            return Ok(GpuResponse::OkNoData);
+        }
+        let stride = u64::from(res.stride());
+        let row_len = u64::from(rect.width) * u64::from(BYTES_PER_PIXEL);
+        // Source of row h: offset + h * stride (as QEMU and the Linux driver lay it out).
+        let last_end = offset
+            .checked_add(stride * u64::from(rect.height - 1))
+            .and_then(|v| v.checked_add(row_len))
+            .filter(|end| *end <= backing.len())
+            .ok_or_else(|| {
+                GpuError::InvalidParameter(format!(
+                    "transfer of {rect:?} at offset {offset} reads past the {}-byte backing of resource {id}",
+                    backing.len()
+                ))
+            })?;
+        let _ = last_end;
+        let exporter = self.exporter.as_ref();
+        let read = |off: u64, dst: &mut [u8]| {
+            backing
+                .read_at(&self.mem, exporter, off, dst)
+                .map_err(|e| GpuError::GuestMemory(e.to_string()))
+        };
+        let dst_start = (u64::from(rect.y) * stride + u64::from(rect.x) * 4) as usize;
+        if rect.x == 0 && rect.width == res.width {
+            // Whole rows: one read.
+            let len = (stride * u64::from(rect.height)) as usize;
+            read(offset, &mut res.data[dst_start..dst_start + len])?;
+        } else {
+            for h in 0..u64::from(rect.height) {
+                let dst = dst_start + (h * stride) as usize;
+                read(
+                    offset + h * stride,
+                    &mut res.data[dst..dst + row_len as usize],
+                )?;
+            }
+        }
+        Ok(GpuResponse::OkNoData)
+    }
+
+    fn set_scanout(&mut self, scanout_id: u32, id: u32, rect: Rect) -> GpuResult<GpuResponse> {
+        self.check_scanout(scanout_id)?;
+        if id == 0 {
+            self.disable_scanout(scanout_id);
+            return Ok(GpuResponse::OkNoData);
+        }
+        let res = self.resource_2d(id)?;
+        if rect.is_empty() || !rect.is_inside(res.width, res.height) {
+            return Err(GpuError::InvalidParameter(format!(
+                "scanout rectangle {rect:?} outside resource {id} ({}x{})",
+                res.width, res.height
+            )));
+        }
+        self.scanouts[scanout_id as usize] = Scanout::TwoD {
+            resource_id: id,
+            rect,
+        };
+        self.show(scanout_id, None);
+        Ok(GpuResponse::OkNoData)
+    }
+
+    fn set_scanout_blob(&mut self, b: &ScanoutBlob) -> GpuResult<GpuResponse> {
+        self.check_scanout(b.scanout_id)?;
+        if b.resource_id == 0 {
+            self.disable_scanout(b.scanout_id);
+            return Ok(GpuResponse::OkNoData);
+        }
+        let id = b.resource_id;
+        let blob = match self.resources.get(&id) {
+            Some(Resource::Blob(blob)) => blob,
+            Some(Resource::TwoD(_)) => {
+                return Err(GpuError::WrongResourceKind {
+                    id,
+                    expected: "blob",
+                })
+            }
+            None => return Err(GpuError::InvalidResource(id)),
+        };
+        if blob.backing.is_none() {
+            return Err(GpuError::NoBacking(id));
+        }
+        let format = PixelFormat::from_virtio(b.format).ok_or(GpuError::InvalidFormat(b.format))?;
+        let bad = |what: String| Err(GpuError::InvalidParameter(what));
+        if b.width == 0 || b.height == 0 {
+            return bad(format!("blob framebuffer size {}x{}", b.width, b.height));
+        }
+        if b.rect.is_empty() || !b.rect.is_inside(b.width, b.height) {
+            return bad(format!(
+                "scanout rectangle {:?} outside the {}x{} framebuffer",
+                b.rect, b.width, b.height
+            ));
+        }
+        let stride = b.strides[0];
+        let row = u64::from(b.width) * u64::from(BYTES_PER_PIXEL);
+        if u64::from(stride) < row {
+            return bad(format!("stride {stride} below {row} bytes per row"));
+        }
+        // The framebuffer (plane 0) must lie within the blob.
+        let fb_end = u64::from(b.offsets[0]) + u64::from(stride) * u64::from(b.height - 1) + row;
+        if fb_end > blob.size {
+            return bad(format!(
+                "framebuffer (offset {}, stride {stride}, {}x{}) ends at {fb_end}, past the {}-byte blob {id}",
+                b.offsets[0], b.width, b.height, blob.size
+            ));
+        }
+        let offset = u64::from(b.offsets[0])
+            + u64::from(b.rect.y) * u64::from(stride)
+            + u64::from(b.rect.x) * u64::from(BYTES_PER_PIXEL);
+        self.scanouts[b.scanout_id as usize] = Scanout::Blob {
+            resource_id: id,
+            fourcc: format.fourcc,
+            width: b.rect.width,
+            height: b.rect.height,
+            stride,
+            offset,
+        };
+        self.show(b.scanout_id, None);
+        Ok(GpuResponse::OkNoData)
+    }
+
+    fn resource_flush(&mut self, id: u32, rect: Rect) -> GpuResult<GpuResponse> {
+        let (w, h) = match self.resources.get(&id) {
+            None => return Err(GpuError::InvalidResource(id)),
+            Some(Resource::TwoD(r)) => (r.width, r.height),
+            Some(Resource::Blob(b)) => {
+                if b.backing.is_none() {
+                    return Err(GpuError::NoBacking(id));
+                }
+                // A blob has no size of its own: check against the framebuffer it shows.
+                let fb = self.scanouts.iter().find_map(|s| match s {
+                    Scanout::Blob {
+                        resource_id,
+                        width,
+                        height,
+                        ..
+                    } if *resource_id == id => Some((*width, *height)),
+                    _ => None,
+                });
+                fb.unwrap_or((u32::MAX, u32::MAX))
+            }
+        };
+        if !rect.is_inside(w, h) {
+            return Err(GpuError::InvalidParameter(format!(
+                "flush rectangle {rect:?} outside resource {id} ({w}x{h})"
+            )));
+        }
+        for s in 0..NUM_SCANOUTS {
+            if self.scanouts[s as usize].resource_id() == Some(id) {
+                self.show(s, Some(rect));
+            }
+        }
+        Ok(GpuResponse::OkNoData)
+    }
+
+    fn create_blob(
+        &mut self,
+        id: u32,
+        blob_mem: u32,
+        blob_flags: u32,
+        blob_id: u64,
+        size: u64,
+        entries: &[MemEntry],
+    ) -> GpuResult<GpuResponse> {
+        self.check_new_id(id)?;
+        if blob_mem != vg::VIRTIO_GPU_BLOB_MEM_GUEST {
+            return Err(GpuError::InvalidParameter(format!(
+                "blob_mem {blob_mem}: only GUEST (1) is supported without 3D"
+            )));
+        }
+        let known = vg::VIRTIO_GPU_BLOB_FLAG_USE_MAPPABLE
+            | vg::VIRTIO_GPU_BLOB_FLAG_USE_SHAREABLE
+            | vg::VIRTIO_GPU_BLOB_FLAG_USE_CROSS_DEVICE;
+        if blob_flags & !known != 0 {
+            return Err(GpuError::InvalidParameter(format!(
+                "unknown blob flags {blob_flags:#x}"
+            )));
+        }
+        if blob_id != 0 {
+            return Err(GpuError::InvalidParameter(format!(
+                "blob_id {blob_id} given for a guest blob"
+            )));
+        }
+        if size == 0 || entries.is_empty() {
+            return Err(GpuError::InvalidParameter(format!(
+                "blob {id} with size {size} and {} entries",
+                entries.len()
+            )));
+        }
+        let (backing, path, export) = self.prepare_blob(id, size, entries)?;
+        self.resources.insert(
+            id,
+            Resource::Blob(BlobResource {
+                size,
+                flags: blob_flags,
+                backing: Some(backing),
+                path,
+                export,
+            }),
+        );
+        Ok(GpuResponse::OkNoData)
+    }
+
+    /// Checks a blob's entries, decides its path and exports it when possible.
+    fn prepare_blob(
+        &mut self,
+        id: u32,
+        size: u64,
+        entries: &[MemEntry],
+    ) -> GpuResult<(Backing, BlobPath, Option<ExportedBlob>)> {
+        let backing = Backing::blob(&self.mem, self.exporter.as_ref(), entries)?;
+        if backing.len() < size {
+            return Err(GpuError::InvalidParameter(format!(
+                "blob {id}: entries cover {} bytes, less than its size {size}",
+                backing.len()
+            )));
+        }
+        let path = backing.blob_path();
+        let kind = match &path {
+            BlobPath::Export(kind) => *kind,
+            BlobPath::Cpu(why) => {
+                self.log_once(format!("blob {id} uses the CPU path: {why}"));
+                return Ok((backing, path, None));
+            }
+        };
+        let export_entries: Vec<MemEntry> = backing.entries().collect();
+        match self.exporter.export(kind, &export_entries) {
+            Ok(exported) => {
+                log::info!("virtio-gpu: blob {id} ({size} bytes) exported as {kind}");
+                Ok((backing, path, Some(exported)))
+            }
+            Err(ExportError::Guest(why)) => Err(GpuError::InvalidParameter(format!(
+                "blob {id} cannot be exported as {kind}: {why}"
+            ))),
+            Err(ExportError::Unsupported(why)) => {
+                self.log_once(format!("blobs as {kind} use the CPU path: {why}"));
+                Ok((backing, BlobPath::Cpu(why), None))
+            }
+            Err(ExportError::Host(why)) => {
+                log::error!("virtio-gpu: host error exporting blob {id} as {kind}: {why}; using the CPU path");
+                Ok((backing, BlobPath::Cpu(why), None))
+            }
+        }
+    }
+
+    fn log_once(&mut self, msg: String) {
+        if !self.logged_once.contains(&msg) {
+            log::warn!("virtio-gpu: {msg}");
+            self.logged_once.insert(msg);
+        }
+    }
+
+    fn disable_scanout(&mut self, scanout_id: u32) {
+        if let Some(s) = self.scanouts.get_mut(scanout_id as usize) {
+            if *s != Scanout::Disabled {
+                *s = Scanout::Disabled;
+                if let Err(e) = self.display.set_scanout(scanout_id, None) {
+                    log::error!("virtio-gpu: display: {e}");
+                }
+            }
+        }
+    }
+
+    fn refresh_scanouts_of(&mut self, id: u32) {
+        for s in 0..NUM_SCANOUTS {
+            if self.scanouts[s as usize].resource_id() == Some(id) {
+                self.show(s, None);
+            }
+        }
+    }
+
+    /// Hands scanout `scanout_id` to the display: `set_scanout` when `flush` is `None`,
+    /// else a flush of that rectangle. Display errors are host errors: logged.
+    fn show(&mut self, scanout_id: u32, flush: Option<Rect>) {
+        let scanout = self.scanouts[scanout_id as usize];
+        let mem = &self.mem;
+        let exporter = self.exporter.as_ref();
+        let display = &mut self.display;
+        let result = match scanout {
+            Scanout::Disabled => return,
+            Scanout::TwoD { resource_id, rect } => {
+                let Some(Resource::TwoD(r)) = self.resources.get(&resource_id) else {
+                    return;
+                };
+                let stride = r.stride();
+                let frame = ScanoutFrame {
+                    dmabuf: None,
+                    pixels: &r.data,
+                    fourcc: r.format.fourcc,
+                    width: rect.width,
+                    height: rect.height,
+                    stride,
+                    offset: u64::from(rect.y) * u64::from(stride) + u64::from(rect.x) * 4,
+                };
+                match flush {
+                    None => display.set_scanout(scanout_id, Some(&frame)),
+                    Some(rect) => display.flush(scanout_id, &frame, rect),
+                }
+            }
+            Scanout::Blob {
+                resource_id,
+                fourcc,
+                width,
+                height,
+                stride,
+                offset,
+            } => {
+                let Some(Resource::Blob(b)) = self.resources.get(&resource_id) else {
+                    return;
+                };
+                let Some(backing) = b.backing.as_ref() else {
+                    return;
+                };
+                let cpu_path = BackingPixels {
+                    backing,
+                    mem,
+                    exporter,
+                };
+                let pixels: &dyn PixelSource =
+                    match b.export.as_ref().and_then(|e| e.cpu_mapping.as_deref()) {
+                        Some(mapping) => mapping,
+                        None => &cpu_path,
+                    };
+                let frame = ScanoutFrame {
+                    dmabuf: b.export.as_ref().map(|e| e.dmabuf.as_fd()),
+                    pixels,
+                    fourcc,
+                    width,
+                    height,
+                    stride,
+                    offset,
+                };
+                match flush {
+                    None => display.set_scanout(scanout_id, Some(&frame)),
+                    Some(rect) => display.flush(scanout_id, &frame, rect),
+                }
+            }
+        };
+        if let Err(e) = result {
+            log::error!("virtio-gpu: display (scanout {scanout_id}): {e}");
+        }
+    }
+}

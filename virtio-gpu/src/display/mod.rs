@@ -1,0 +1,204 @@
+//! Display backends: where scanouts go.
+//!
+//! A backend receives each scanout as a [`ScanoutFrame`] (a dma-buf when there is one, always
+//! a CPU-readable [`PixelSource`], the fourcc, size, stride and offset) and each flush as a
+//! rectangle. It reads rows through the pixel source on demand; it never copies guest memory
+//! wholesale.
+
+mod capture;
+mod headless;
+
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+
+pub use capture::CaptureDisplay;
+pub use headless::HeadlessDisplay;
+
+use crate::exporter::{PixelReadError, PixelSource};
+use crate::format::PixelFormat;
+use crate::protocol::Rect;
+
+/// A scanout's buffer as the backend sees it.
+pub struct ScanoutFrame<'a> {
+    /// The dma-buf behind the scanout, when the blob was exported (zero-copy consumers
+    /// import it; 2D resources and CPU-path blobs have none).
+    pub dmabuf: Option<BorrowedFd<'a>>,
+    /// CPU-readable bytes of the buffer (dma-buf CPU mapping, guest memory, or host copy).
+    pub pixels: &'a dyn PixelSource,
+    /// DRM fourcc.
+    pub fourcc: u32,
+    /// Visible width in pixels.
+    pub width: u32,
+    /// Visible height in pixels.
+    pub height: u32,
+    /// Bytes between rows.
+    pub stride: u32,
+    /// Byte offset of the first visible pixel in `pixels`.
+    pub offset: u64,
+}
+
+impl ScanoutFrame<'_> {
+    /// Reads row `y` (visible pixels only) into `row` (`width * 4` bytes).
+    pub fn read_row(&self, y: u32, row: &mut [u8]) -> Result<(), PixelReadError> {
+        let at = self.offset + u64::from(y) * u64::from(self.stride);
+        self.pixels.read_at(at, row)
+    }
+
+    /// The frame as tightly packed RGBA rows (one frame's worth of pixels, for encoders).
+    pub fn to_rgba(&self) -> Result<Vec<u8>, DisplayError> {
+        let format = PixelFormat::from_fourcc(self.fourcc)
+            .ok_or(DisplayError::UnsupportedFormat(self.fourcc))?;
+        let row_len = self.width as usize * 4;
+        let mut row = vec![0u8; row_len];
+        let mut out = Vec::new();
+        out.try_reserve_exact(row_len * self.height as usize)
+            .map_err(|e| DisplayError::Io(e.to_string()))?;
+        for y in 0..self.height {
+            self.read_row(y, &mut row)?;
+            for px in row.chunks_exact(4) {
+                out.extend_from_slice(&format.to_rgba(px));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Errors of display backends (host-side: logged, never sent to the guest).
+#[derive(Debug, thiserror::Error)]
+pub enum DisplayError {
+    /// Reading pixels failed.
+    #[error(transparent)]
+    Pixels(#[from] PixelReadError),
+    /// The fourcc has no converter.
+    #[error("unsupported fourcc {0:#x}")]
+    UnsupportedFormat(u32),
+    /// Writing output failed.
+    #[error("display output: {0}")]
+    Io(String),
+}
+
+/// A cursor image and position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CursorState {
+    /// Cursor resource (0: hidden).
+    pub resource_id: u32,
+    /// Position x.
+    pub x: u32,
+    /// Position y.
+    pub y: u32,
+    /// Hot spot x.
+    pub hot_x: u32,
+    /// Hot spot y.
+    pub hot_y: u32,
+}
+
+/// Where scanouts go.
+pub trait DisplayBackend: Send {
+    /// A scanout now shows `frame`, or nothing (`None`).
+    fn set_scanout(
+        &mut self,
+        scanout_id: u32,
+        frame: Option<&ScanoutFrame<'_>>,
+    ) -> Result<(), DisplayError>;
+
+    /// `rect` of the scanout's frame changed.
+    fn flush(
+        &mut self,
+        scanout_id: u32,
+        frame: &ScanoutFrame<'_>,
+        rect: Rect,
+    ) -> Result<(), DisplayError>;
+
+    /// The cursor changed (image or position). Default: ignored.
+    fn cursor(&mut self, _scanout_id: u32, _cursor: CursorState) {}
+}
+
+/// The `--display` choice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisplayConfig {
+    /// No output.
+    Headless,
+    /// A PNG per flushed frame in this directory, at most `max_fps` per second.
+    Capture {
+        /// Output directory.
+        dir: PathBuf,
+        /// Rate limit.
+        max_fps: u32,
+    },
+}
+
+impl DisplayConfig {
+    /// Frames per second written by `capture=<dir>` unless told otherwise.
+    pub const DEFAULT_CAPTURE_FPS: u32 = 10;
+
+    /// Parses `headless` or `capture=<dir>` (the `--display` argument).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "headless" {
+            return Ok(DisplayConfig::Headless);
+        }
+        match s.strip_prefix("capture=") {
+            Some(dir) if !dir.is_empty() => Ok(DisplayConfig::Capture {
+                dir: PathBuf::from(dir),
+                max_fps: Self::DEFAULT_CAPTURE_FPS,
+            }),
+            _ => Err(format!(
+                "unknown display '{s}': expected 'headless' or 'capture=<dir>'"
+            )),
+        }
+    }
+
+    /// Builds the backend (creates the capture directory).
+    pub fn build(&self) -> Result<Box<dyn DisplayBackend>, DisplayError> {
+        Ok(match self {
+            DisplayConfig::Headless => Box::new(HeadlessDisplay::default()),
+            DisplayConfig::Capture { dir, max_fps } => {
+                Box::new(CaptureDisplay::new(dir.clone(), *max_fps)?)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_display_argument() {
+        assert_eq!(
+            DisplayConfig::parse("headless"),
+            Ok(DisplayConfig::Headless)
+        );
+        assert_eq!(
+            DisplayConfig::parse("capture=/tmp/x"),
+            Ok(DisplayConfig::Capture {
+                dir: PathBuf::from("/tmp/x"),
+                max_fps: DisplayConfig::DEFAULT_CAPTURE_FPS
+            })
+        );
+        assert!(DisplayConfig::parse("capture=").is_err());
+        assert!(DisplayConfig::parse("sdl").is_err());
+    }
+
+    #[test]
+    fn frame_rows_respect_stride_and_offset() {
+        // 2x2 XRGB frame at offset 4 with stride 12 (one padding pixel per row).
+        let mut buf = vec![0u8; 4 + 12 * 2];
+        buf[4..8].copy_from_slice(&0x00ff_0000u32.to_le_bytes()); // red
+        buf[8..12].copy_from_slice(&0x0000_ff00u32.to_le_bytes()); // green
+        buf[16..20].copy_from_slice(&0x0000_00ffu32.to_le_bytes()); // blue
+        buf[20..24].copy_from_slice(&0x00ff_ffffu32.to_le_bytes()); // white
+        let frame = ScanoutFrame {
+            dmabuf: None,
+            pixels: &buf,
+            fourcc: crate::format::FORMATS[1].fourcc,
+            width: 2,
+            height: 2,
+            stride: 12,
+            offset: 4,
+        };
+        assert_eq!(
+            frame.to_rgba().unwrap(),
+            vec![255, 0, 0, 255, 0, 255, 0, 255, 0, 0, 255, 255, 255, 255, 255, 255]
+        );
+    }
+}
