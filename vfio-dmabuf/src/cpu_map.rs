@@ -191,3 +191,135 @@ impl DeviceRegistry {
         CpuMapping::map_ranges(fd, region.fd_offset, &t.ranges, writable)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memfd::create_memfd;
+    use crate::region::RegionInfo;
+    use crate::translate::BlobEntry;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::unix::fs::FileExt;
+
+    const P: u64 = 4096;
+
+    /// A memfd whose page `i` is filled with byte `i`.
+    fn pattern_fd(pages: u64) -> OwnedFd {
+        let fd = create_memfd("pattern", pages * P).unwrap();
+        let f = std::fs::File::from(fd.try_clone().unwrap());
+        for i in 0..pages {
+            f.write_all_at(&vec![i as u8; P as usize], i * P).unwrap();
+        }
+        fd
+    }
+
+    fn page_tags(m: &CpuMapping) -> Vec<u8> {
+        (0..m.len() / P as usize)
+            .map(|i| {
+                let mut b = [0u8; 2];
+                assert!(m.read_at(i * P as usize + 100, &mut b));
+                assert_eq!(b[0], b[1]);
+                b[0]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ranges_are_mapped_in_entry_order() {
+        let fd = pattern_fd(16);
+        let ranges = [
+            DmaRange {
+                offset: 9 * P,
+                len: 2 * P,
+            },
+            DmaRange { offset: 0, len: P },
+            DmaRange {
+                offset: 4 * P,
+                len: P,
+            },
+        ];
+        let m = CpuMapping::map_ranges(fd.as_fd(), 0, &ranges, false).unwrap();
+        assert_eq!(m.len(), 4 * P as usize);
+        assert_eq!(page_tags(&m), vec![9, 10, 0, 4]);
+        let mut b = [0u8; 1];
+        assert!(!m.read_at(m.len(), &mut b));
+        assert!(!m.read_at(usize::MAX, &mut b));
+    }
+
+    #[test]
+    fn region_fd_offset_is_added() {
+        let fd = pattern_fd(16);
+        let m = CpuMapping::map_ranges(fd.as_fd(), 8 * P, &[DmaRange { offset: P, len: P }], false)
+            .unwrap();
+        assert_eq!(page_tags(&m), vec![9]);
+    }
+
+    #[test]
+    fn registry_maps_a_translation_from_the_device_fd() {
+        let fd = pattern_fd(32);
+        let mut reg = DeviceRegistry::with_limits(P, 64);
+        let a = reg.register_device("fake", fd.as_fd()).unwrap();
+        // region 2 lives at fd offset 16 pages
+        reg.set_region(a, RegionInfo::new(2, 0x8000_0000, 16 * P, 16 * P, 7))
+            .unwrap();
+        reg.set_region(a, RegionInfo::new(0, 0x9000_0000, 16 * P, 0, 3))
+            .unwrap();
+        let t = reg
+            .translate(&[
+                BlobEntry::new(0x8000_0000 + 3 * P, P),
+                BlobEntry::new(0x8000_0000, P),
+            ])
+            .unwrap();
+        let m = reg.map_for_cpu(&t, false).unwrap();
+        assert_eq!(page_tags(&m), vec![19, 16]);
+        let t0 = reg.translate(&[BlobEntry::new(0x9000_0000, P)]).unwrap();
+        assert_eq!(
+            reg.map_for_cpu(&t0, false).unwrap_err(),
+            DmaBufError::NotMappable { index: 0 }
+        );
+    }
+
+    #[test]
+    fn mmap_failures_are_host_faults_and_release_the_reservation() {
+        // A read-only fd cannot back a shared writable mapping: EACCES.
+        let f = std::fs::File::open("/proc/self/exe").unwrap();
+        let e = CpuMapping::map_ranges(f.as_fd(), 0, &[DmaRange { offset: 0, len: P }], true)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            DmaBufError::Kernel {
+                op: KernelOp::Mmap,
+                errno: Errno(libc::EACCES)
+            }
+        );
+        assert!(!e.is_guest_fault());
+        assert!(
+            CpuMapping::map_ranges(f.as_fd(), 0, &[DmaRange { offset: 0, len: P }], false).is_ok()
+        );
+        let fd = pattern_fd(1);
+        let err = CpuMapping::map_ranges(
+            fd.as_fd(),
+            0,
+            &[
+                DmaRange { offset: 0, len: P },
+                DmaRange {
+                    offset: 0x800,
+                    len: P,
+                },
+            ],
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            DmaBufError::Kernel {
+                op: KernelOp::Mmap,
+                errno: Errno(libc::EINVAL)
+            }
+        );
+        assert_eq!(
+            CpuMapping::map_ranges(fd.as_fd(), 0, &[], false).unwrap_err(),
+            DmaBufError::NoEntries
+        );
+    }
+}

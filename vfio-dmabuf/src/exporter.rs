@@ -176,3 +176,102 @@ impl DmaBufExporter for BlobExporter {
         self.pick(entries)?.map_blob(entries)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_kernel::{FakeUdmabuf, FakeVfioPci};
+    use crate::memfd::{add_seals, create_memfd};
+    use crate::region::RegionInfo;
+    use crate::registry::DeviceRegistry;
+    use crate::udmabuf::{GuestRam, UdmabufLimits};
+    use std::os::unix::fs::FileExt;
+    use std::sync::{Arc, RwLock};
+
+    const P: u64 = 4096;
+    const BAR2: u64 = 0x8000_0000;
+
+    fn tagged_memfd(pages: u64, tag: u8) -> OwnedFd {
+        let fd = create_memfd("m", pages * P).unwrap();
+        let f = std::fs::File::from(fd.try_clone().unwrap());
+        for i in 0..pages {
+            f.write_all_at(&vec![tag + i as u8; P as usize], i * P)
+                .unwrap();
+        }
+        fd
+    }
+
+    fn combined() -> BlobExporter {
+        // "device fd" = a memfd standing in for the BAR, region at fd offset 0.
+        let dev = tagged_memfd(16, 100);
+        let mut reg = DeviceRegistry::with_limits(P, 1024);
+        let id = reg.register_device("fake", dev.as_fd()).unwrap();
+        reg.set_region(id, RegionInfo::new(2, BAR2, 16 * P, 0, 7))
+            .unwrap();
+        let vfio =
+            VfioExporter::with_ioctl(Arc::new(RwLock::new(reg)), FakeVfioPci::ivshmem_like());
+        let ramfd = tagged_memfd(16, 0);
+        add_seals(ramfd.as_fd(), libc::F_SEAL_SHRINK).unwrap();
+        let mut ram = GuestRam::new();
+        ram.add_region(0, 16 * P, ramfd.as_fd(), 0).unwrap();
+        let udm = UdmabufExporter::with_device(
+            create_memfd("udmabuf", 0).unwrap(),
+            ram,
+            UdmabufLimits::default(),
+            FakeUdmabuf::default(),
+        );
+        BlobExporter::new().with(Box::new(vfio)).with(Box::new(udm))
+    }
+
+    fn first_bytes(m: &CpuMapping) -> Vec<u8> {
+        (0..m.len() / P as usize)
+            .map(|i| {
+                let mut b = [0u8; 1];
+                assert!(m.read_at(i * P as usize, &mut b));
+                b[0]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dispatches_by_memory_kind() {
+        let x = combined();
+        let bar_blob = [BlobEntry::new(BAR2 + 3 * P, P), BlobEntry::new(BAR2, P)];
+        let d = x
+            .export_blob(&bar_blob, libc::O_RDONLY | libc::O_CLOEXEC)
+            .unwrap();
+        assert_eq!(d.size, 2 * P);
+        assert!(matches!(
+            d.source,
+            DmaBufSource::Vfio {
+                region_index: 2,
+                ..
+            }
+        ));
+        assert_eq!(first_bytes(&x.map_blob(&bar_blob).unwrap()), vec![103, 100]);
+
+        let ram_blob = [BlobEntry::new(5 * P, P), BlobEntry::new(P, P)];
+        let d = x.export_blob(&ram_blob, libc::O_RDWR).unwrap();
+        assert_eq!(d.source, DmaBufSource::Udmabuf);
+        assert_eq!(d.size, 2 * P);
+        assert_eq!(first_bytes(&x.map_blob(&ram_blob).unwrap()), vec![5, 1]);
+
+        let err = x
+            .export_blob(&[BlobEntry::new(0x4000_0000, P)], 0)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            DmaBufError::NotInRegion {
+                entry: 0,
+                addr: 0x4000_0000
+            }
+        );
+        assert_eq!(x.export_blob(&[], 0).unwrap_err(), DmaBufError::NoEntries);
+        // a blob starting in the BAR and continuing in RAM is refused
+        let err = x
+            .export_blob(&[BlobEntry::new(BAR2, P), BlobEntry::new(0, P)], 0)
+            .unwrap_err();
+        assert_eq!(err, DmaBufError::NotInRegion { entry: 1, addr: 0 });
+        assert!(err.is_guest_fault());
+    }
+}

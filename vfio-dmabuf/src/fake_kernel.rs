@@ -349,3 +349,257 @@ impl UdmabufIoctl for FakeUdmabuf {
         Ok(out.into_raw_fd())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The fake itself, against FACTS section 3's check list, in order.
+    use super::*;
+    use crate::vfio_export::encode_dma_buf_request;
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+    const P: u64 = 4096;
+    const GET_DMA_BUF: u32 = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF;
+
+    fn call(dev: &FakeVfioPci, arg: &mut [u8]) -> Result<i32, Errno> {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let r = dev.device_feature(f.as_fd(), arg);
+        if let Ok(fd) = r {
+            if fd > 0 {
+                // SAFETY: the fake returned a fresh fd that we now own.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        r
+    }
+
+    fn req(region: u32, ranges: &[(u64, u64)]) -> Vec<u8> {
+        let r: Vec<DmaRange> = ranges
+            .iter()
+            .map(|&(offset, len)| DmaRange { offset, len })
+            .collect();
+        encode_dma_buf_request(region, libc::O_RDWR as u32, &r).unwrap()
+    }
+
+    fn hdr(argsz: u32, flags: u32) -> Vec<u8> {
+        let mut v = argsz.to_ne_bytes().to_vec();
+        v.extend_from_slice(&flags.to_ne_bytes());
+        v
+    }
+
+    fn set_u32(v: &mut [u8], at: usize, x: u32) {
+        v[at..at + 4].copy_from_slice(&x.to_ne_bytes());
+    }
+
+    const EINVAL: Result<i32, Errno> = Err(Errno(libc::EINVAL));
+
+    #[test]
+    fn header_checks() {
+        let dev = FakeVfioPci::ivshmem_like();
+        assert_eq!(call(&dev, &mut [0u8; 4]), Err(Errno(libc::EFAULT)));
+        assert_eq!(call(&dev, &mut hdr(4, GET_DMA_BUF)), EINVAL);
+        assert_eq!(call(&dev, &mut hdr(8, GET_DMA_BUF | 1 << 20)), EINVAL);
+        assert_eq!(
+            call(&dev, &mut hdr(8, GET_DMA_BUF | VFIO_DEVICE_FEATURE_SET)),
+            EINVAL
+        );
+        assert_eq!(
+            call(&dev, &mut hdr(8, VFIO_DEVICE_FEATURE_GET | 9)),
+            Err(Errno(libc::ENOTTY))
+        );
+    }
+
+    #[test]
+    fn unsupported_driver_is_eopnotsupp_before_any_argument_check() {
+        let dev = FakeVfioPci::new(false, [None; 6]);
+        assert_eq!(
+            call(&dev, &mut hdr(8, GET_DMA_BUF)),
+            Err(Errno(libc::EOPNOTSUPP))
+        );
+        assert_eq!(
+            call(&dev, &mut hdr(8, VFIO_DEVICE_FEATURE_PROBE | GET_DMA_BUF)),
+            Err(Errno(libc::EOPNOTSUPP))
+        );
+    }
+
+    #[test]
+    fn check_feature_rules() {
+        let dev = FakeVfioPci::ivshmem_like();
+        let probe_set =
+            VFIO_DEVICE_FEATURE_PROBE | VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_DMA_BUF;
+        assert_eq!(call(&dev, &mut hdr(8, probe_set)), EINVAL);
+        assert_eq!(
+            call(&dev, &mut hdr(8, VFIO_DEVICE_FEATURE_PROBE | GET_DMA_BUF)),
+            Ok(0)
+        );
+        assert_eq!(call(&dev, &mut hdr(8, VFIO_DEVICE_FEATURE_DMA_BUF)), EINVAL);
+        // argsz must cover struct vfio_device_feature_dma_buf (16 bytes)
+        assert_eq!(call(&dev, &mut hdr(8 + 15, GET_DMA_BUF)), EINVAL);
+        let mut short = hdr(8 + 16, GET_DMA_BUF);
+        assert_eq!(call(&dev, &mut short), Err(Errno(libc::EFAULT)));
+    }
+
+    #[test]
+    fn nr_ranges_zero_or_flags_nonzero() {
+        let dev = FakeVfioPci::ivshmem_like();
+        assert_eq!(call(&dev, &mut req(2, &[])), EINVAL);
+        let mut r = req(2, &[(0, P)]);
+        set_u32(&mut r, 16, 1);
+        assert_eq!(call(&dev, &mut r), EINVAL);
+    }
+
+    #[test]
+    fn non_bar_region_is_enodev_before_range_checks() {
+        let dev = FakeVfioPci::ivshmem_like();
+        assert_eq!(call(&dev, &mut req(6, &[(0, P)])), Err(Errno(libc::ENODEV)));
+        assert_eq!(call(&dev, &mut req(9, &[(1, 0)])), Err(Errno(libc::ENODEV)));
+    }
+
+    #[test]
+    fn ranges_missing_from_the_buffer_fault() {
+        let dev = FakeVfioPci::ivshmem_like();
+        let mut r = req(2, &[(0, P)]);
+        set_u32(&mut r, 20, 2); // claims two ranges, carries one
+        assert_eq!(call(&dev, &mut r), Err(Errno(libc::EFAULT)));
+    }
+
+    #[test]
+    fn range_shape_checks() {
+        let dev = FakeVfioPci::ivshmem_like();
+        assert_eq!(call(&dev, &mut req(2, &[(0, 0)])), EINVAL);
+        assert_eq!(call(&dev, &mut req(2, &[(0x800, P)])), EINVAL);
+        assert_eq!(call(&dev, &mut req(2, &[(0, 0x1800)])), EINVAL);
+        // total length overflow
+        assert_eq!(
+            call(&dev, &mut req(2, &[(0, u64::MAX - P + 1), (0, 2 * P)])),
+            EINVAL
+        );
+        // DMA_IOVA_USE_SWIOTLB bit in the total
+        assert_eq!(call(&dev, &mut req(2, &[(0, 1 << 63)])), EINVAL);
+        // alignment is checked before bounds: unaligned and past the BAR is EINVAL, not EOVERFLOW
+        assert_eq!(call(&dev, &mut req(2, &[(u64::MAX - 0x7ff, P)])), EINVAL);
+    }
+
+    #[test]
+    fn provider_and_bounds_checks() {
+        let dev = FakeVfioPci::ivshmem_like();
+        // BAR0: no P2P provider (too small); BAR1: absent
+        assert_eq!(call(&dev, &mut req(0, &[(0, P)])), EINVAL);
+        assert_eq!(call(&dev, &mut req(1, &[(0, P)])), EINVAL);
+        // past the BAR
+        assert_eq!(call(&dev, &mut req(2, &[(0, P), (16 << 20, P)])), EINVAL);
+        assert_eq!(call(&dev, &mut req(2, &[((16 << 20) - P, 2 * P)])), EINVAL);
+        // arithmetic overflow of start + offset
+        assert_eq!(
+            call(&dev, &mut req(2, &[(u64::MAX - P + 1, P)])),
+            Err(Errno(libc::EOVERFLOW))
+        );
+        assert!(dev.exports().is_empty());
+    }
+
+    #[test]
+    fn success_returns_an_fd_and_records_the_request() {
+        let dev = FakeVfioPci::ivshmem_like();
+        let fd = call(&dev, &mut req(2, &[(4 * P, P), (0, 2 * P)])).unwrap();
+        assert!(fd > 0);
+        let ex = dev.exports();
+        assert_eq!(ex.len(), 1);
+        assert_eq!(ex[0].region_index, 2);
+        assert_eq!(ex[0].open_flags, libc::O_RDWR as u32);
+        assert_eq!(
+            ex[0].ranges,
+            vec![
+                DmaRange {
+                    offset: 4 * P,
+                    len: P
+                },
+                DmaRange {
+                    offset: 0,
+                    len: 2 * P
+                }
+            ]
+        );
+        assert_eq!(dev.calls(), 1);
+    }
+
+    // ---- udmabuf ----
+
+    fn udm_call(k: &FakeUdmabuf, arg: &mut [u8]) -> Result<i32, Errno> {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let r = k.create_list(f.as_fd(), arg);
+        if let Ok(fd) = r {
+            // SAFETY: the fake returned a fresh fd that we now own.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        r
+    }
+
+    fn sealed_memfd(size: u64, seals: i32) -> OwnedFd {
+        let fd = create_memfd("t", size).unwrap();
+        crate::memfd::add_seals(fd.as_fd(), seals).unwrap();
+        fd
+    }
+
+    #[test]
+    fn udmabuf_fake_follows_the_driver() {
+        use crate::udmabuf::encode_create_list;
+        let k = FakeUdmabuf {
+            list_limit: 4,
+            size_limit_mb: 1,
+        };
+        let good = sealed_memfd(1 << 20, libc::F_SEAL_SHRINK);
+        let g = good.as_raw_fd();
+        assert_eq!(udm_call(&k, &mut [0u8; 4]), Err(Errno(libc::EFAULT)));
+        assert_eq!(
+            udm_call(&k, &mut encode_create_list(0, &[(g, 0, P); 5]).unwrap()),
+            EINVAL
+        );
+        assert_eq!(
+            udm_call(&k, &mut encode_create_list(0, &[(g, 0x800, P)]).unwrap()),
+            EINVAL
+        );
+        assert_eq!(
+            udm_call(&k, &mut encode_create_list(0, &[(g, 0, 0x800)]).unwrap()),
+            EINVAL
+        );
+        assert_eq!(
+            udm_call(
+                &k,
+                &mut encode_create_list(0, &[(g, 0, (1 << 20) + P)]).unwrap()
+            ),
+            EINVAL
+        );
+        assert_eq!(
+            udm_call(&k, &mut encode_create_list(0, &[(g, 0, 0)]).unwrap()),
+            EINVAL
+        );
+        // limits are checked over all items before any fd is looked at
+        assert_eq!(
+            udm_call(
+                &k,
+                &mut encode_create_list(0, &[(-1, 0, P), (g, 1, P)]).unwrap()
+            ),
+            EINVAL
+        );
+        assert_eq!(
+            udm_call(&k, &mut encode_create_list(0, &[(-1, 0, P)]).unwrap()),
+            Err(Errno(libc::EBADFD))
+        );
+        let unsealed = create_memfd("u", 1 << 20).unwrap();
+        let u = unsealed.as_raw_fd();
+        assert_eq!(
+            udm_call(&k, &mut encode_create_list(0, &[(u, 0, P)]).unwrap()),
+            EINVAL
+        );
+        let write_sealed = sealed_memfd(1 << 20, libc::F_SEAL_SHRINK | libc::F_SEAL_WRITE);
+        let w = write_sealed.as_raw_fd();
+        assert_eq!(
+            udm_call(&k, &mut encode_create_list(0, &[(w, 0, P)]).unwrap()),
+            EINVAL
+        );
+        assert!(udm_call(
+            &k,
+            &mut encode_create_list(UDMABUF_FLAGS_CLOEXEC, &[(g, P, P), (g, 0, P)]).unwrap()
+        )
+        .is_ok());
+    }
+}

@@ -318,3 +318,177 @@ impl DeviceRegistry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::region::REGION_FLAG_MMAP;
+
+    fn devfd() -> std::fs::File {
+        std::fs::File::open("/dev/null").unwrap()
+    }
+
+    fn bar(index: u32, base: u64, size: u64) -> RegionInfo {
+        RegionInfo::new(index, base, size, u64::from(index) << 40, 7)
+    }
+
+    #[test]
+    fn register_dups_the_fd_and_unregister_clears_lookups() {
+        let f = devfd();
+        let mut reg = DeviceRegistry::with_limits(4096, 16);
+        let id = reg.register_device("ivshmem", f.as_fd()).unwrap();
+        drop(f); // the registry's copy stays valid
+        assert!(reg.device_fd(id).is_some());
+        assert_eq!(reg.device_name(id), Some("ivshmem"));
+        reg.set_region(id, bar(2, 0x1000_0000, 0x10_0000)).unwrap();
+        assert!(reg.lookup_gpa(0x1000_0000).is_some());
+        reg.unregister_device(id).unwrap();
+        assert!(reg.lookup_gpa(0x1000_0000).is_none());
+        assert_eq!(
+            reg.unregister_device(id),
+            Err(DmaBufError::UnknownDevice(id))
+        );
+        assert!(reg.device_ids().is_empty());
+    }
+
+    #[test]
+    fn lookup_gpa_respects_region_boundaries_across_devices() {
+        let f = devfd();
+        let mut reg = DeviceRegistry::with_limits(4096, 16);
+        let a = reg.register_device("a", f.as_fd()).unwrap();
+        let b = reg.register_device("b", f.as_fd()).unwrap();
+        reg.set_region(a, bar(0, 0x2000_0000, 0x1000)).unwrap();
+        reg.set_region(a, bar(2, 0x3000_0000, 0x10_0000)).unwrap();
+        reg.set_region(b, bar(2, 0x3010_0000, 0x10_0000)).unwrap();
+        assert_eq!(reg.lookup_gpa(0x1fff_ffff).map(|x| x.0), None);
+        assert_eq!(
+            reg.lookup_gpa(0x2000_0000).map(|x| x.0),
+            Some(RegionKey {
+                device: a,
+                index: 0
+            })
+        );
+        assert_eq!(
+            reg.lookup_gpa(0x2000_0fff).map(|x| x.0),
+            Some(RegionKey {
+                device: a,
+                index: 0
+            })
+        );
+        assert_eq!(reg.lookup_gpa(0x2000_1000).map(|x| x.0), None);
+        assert_eq!(
+            reg.lookup_gpa(0x300f_ffff).map(|x| x.0),
+            Some(RegionKey {
+                device: a,
+                index: 2
+            })
+        );
+        assert_eq!(
+            reg.lookup_gpa(0x3010_0000).map(|x| x.0),
+            Some(RegionKey {
+                device: b,
+                index: 2
+            })
+        );
+        assert_eq!(reg.lookup_gpa(0x3020_0000).map(|x| x.0), None);
+    }
+
+    #[test]
+    fn overlapping_regions_are_rejected_and_table_unchanged() {
+        let f = devfd();
+        let mut reg = DeviceRegistry::with_limits(4096, 16);
+        let a = reg.register_device("a", f.as_fd()).unwrap();
+        let b = reg.register_device("b", f.as_fd()).unwrap();
+        reg.set_region(a, bar(2, 0x3000_0000, 0x10_0000)).unwrap();
+        let err = reg.set_region(b, bar(0, 0x300f_f000, 0x2000)).unwrap_err();
+        assert!(matches!(err, DmaBufError::InvalidRegion(_)), "{err}");
+        assert!(!err.is_guest_fault());
+        assert!(reg.region(b, 0).is_none());
+        let err = reg.set_region(b, bar(0, 0x2fff_f000, 0x2000)).unwrap_err();
+        assert!(matches!(err, DmaBufError::InvalidRegion(_)));
+        // Replacing the same region at an overlapping address is fine.
+        reg.set_region(a, bar(2, 0x3008_0000, 0x10_0000)).unwrap();
+        assert!(reg.lookup_gpa(0x3000_0000).is_none());
+        assert!(reg.lookup_gpa(0x3008_0000).is_some());
+        assert_eq!(
+            reg.set_region(DeviceId(99), bar(0, 0, 0x1000)),
+            Err(DmaBufError::UnknownDevice(DeviceId(99)))
+        );
+    }
+
+    #[test]
+    fn bar_move_updates_lookups_and_keeps_mmaps() {
+        let f = devfd();
+        let mut reg = DeviceRegistry::with_limits(4096, 16);
+        let a = reg.register_device("a", f.as_fd()).unwrap();
+        let r = bar(2, 0x3000_0000, 0x10_0000).with_mmap_piece(MmapPiece {
+            region_offset: 0,
+            size: 0x10_0000,
+            host_addr: 0x7f00_0000_0000,
+        });
+        reg.set_region(a, r).unwrap();
+        reg.move_region(a, 2, 0x5000_0000).unwrap();
+        assert!(reg.lookup_gpa(0x3000_0000).is_none());
+        let (k, r) = reg.lookup_gpa(0x5000_1000).unwrap();
+        assert_eq!(k.index, 2);
+        assert_eq!(r.guest_base, 0x5000_0000);
+        assert_eq!(reg.lookup_hva(0x7f00_0000_2000).map(|x| x.2), Some(0x2000));
+        assert_eq!(
+            reg.move_region(a, 4, 0),
+            Err(DmaBufError::UnknownRegion {
+                device: a,
+                index: 4
+            })
+        );
+        let old = reg.remove_region(a, 2).unwrap();
+        assert_eq!(old.guest_base, 0x5000_0000);
+        assert!(reg.lookup_gpa(0x5000_1000).is_none());
+        assert!(reg.lookup_hva(0x7f00_0000_2000).is_none());
+    }
+
+    #[test]
+    fn sparse_mmap_hva_lookup_gives_region_offsets() {
+        // BAR of 64 KiB with an MSI-X table at 0x8000..0x9000 left unmapped:
+        // two pieces at unrelated host addresses.
+        let f = devfd();
+        let mut reg = DeviceRegistry::with_limits(4096, 16);
+        let a = reg.register_device("a", f.as_fd()).unwrap();
+        let r = RegionInfo::new(4, 0x4000_0000, 0x1_0000, 4 << 40, REGION_FLAG_MMAP | 3)
+            .with_mmap_piece(MmapPiece {
+                region_offset: 0,
+                size: 0x8000,
+                host_addr: 0x7f00_0010_0000,
+            })
+            .with_mmap_piece(MmapPiece {
+                region_offset: 0x9000,
+                size: 0x7000,
+                host_addr: 0x7f00_0000_0000,
+            });
+        reg.set_region(a, r).unwrap();
+        assert_eq!(reg.lookup_hva(0x7f00_0010_1000).map(|x| x.2), Some(0x1000));
+        // Offset inside the second piece is 0x1000, but inside the region it is 0xa000.
+        assert_eq!(reg.lookup_hva(0x7f00_0000_1000).map(|x| x.2), Some(0xa000));
+        assert!(reg.lookup_hva(0x7f00_0000_7000).is_none());
+        assert!(reg.lookup_hva(0x7f00_0010_8000).is_none());
+        reg.set_region_mmap(a, 4, Vec::new()).unwrap();
+        assert!(reg.lookup_hva(0x7f00_0010_1000).is_none());
+    }
+
+    #[test]
+    fn overlapping_host_mappings_are_rejected() {
+        let f = devfd();
+        let mut reg = DeviceRegistry::with_limits(4096, 16);
+        let a = reg.register_device("a", f.as_fd()).unwrap();
+        let p = MmapPiece {
+            region_offset: 0,
+            size: 0x1000,
+            host_addr: 0x7f00_0000_0000,
+        };
+        reg.set_region(a, bar(0, 0x1000_0000, 0x1000).with_mmap_piece(p))
+            .unwrap();
+        let err = reg
+            .set_region(a, bar(2, 0x2000_0000, 0x1000).with_mmap_piece(p))
+            .unwrap_err();
+        assert!(matches!(err, DmaBufError::InvalidRegion(_)));
+    }
+}

@@ -159,3 +159,248 @@ impl DeviceRegistry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::region::{MmapPiece, RegionInfo};
+    use std::os::fd::AsFd;
+
+    const P: u64 = 4096;
+    const BAR2: u64 = 0x8000_0000;
+    const BAR0: u64 = 0x9000_0000;
+    const OTHER: u64 = 0xa000_0000;
+
+    fn setup() -> (DeviceRegistry, DeviceId, DeviceId) {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let mut reg = DeviceRegistry::with_limits(P, 64);
+        let a = reg.register_device("a", f.as_fd()).unwrap();
+        let b = reg.register_device("b", f.as_fd()).unwrap();
+        reg.set_region(a, RegionInfo::new(2, BAR2, 16 << 20, 2 << 40, 7))
+            .unwrap();
+        reg.set_region(a, RegionInfo::new(0, BAR0, 0x100, 0, 7))
+            .unwrap();
+        reg.set_region(b, RegionInfo::new(2, OTHER, 1 << 20, 2 << 40, 7))
+            .unwrap();
+        (reg, a, b)
+    }
+
+    fn e(addr: u64, len: u64) -> BlobEntry {
+        BlobEntry::new(addr, len)
+    }
+
+    #[test]
+    fn out_of_order_ranges_keep_guest_order_and_adjacent_ones_coalesce() {
+        let (reg, a, _) = setup();
+        let t = reg
+            .translate(&[
+                e(BAR2 + 4 * P, P),
+                e(BAR2 + 5 * P, P),
+                e(BAR2, 2 * P),
+                e(BAR2 + 2 * P, P),
+                e(BAR2 + 9 * P, P),
+            ])
+            .unwrap();
+        assert_eq!(t.device, a);
+        assert_eq!(t.region_index, 2);
+        assert_eq!(
+            t.ranges,
+            vec![
+                DmaRange {
+                    offset: 4 * P,
+                    len: 2 * P
+                },
+                DmaRange {
+                    offset: 0,
+                    len: 3 * P
+                },
+                DmaRange {
+                    offset: 9 * P,
+                    len: P
+                },
+            ]
+        );
+        assert_eq!(t.total_len, 6 * P);
+    }
+
+    #[test]
+    fn descending_pages_do_not_coalesce() {
+        let (reg, _, _) = setup();
+        let t = reg.translate(&[e(BAR2 + P, P), e(BAR2, P)]).unwrap();
+        assert_eq!(t.ranges.len(), 2);
+    }
+
+    #[test]
+    fn entry_count_is_bounded() {
+        let (reg, _, _) = setup();
+        assert_eq!(reg.translate(&[]), Err(DmaBufError::NoEntries));
+        let many = vec![e(BAR2, P); 65];
+        assert_eq!(
+            reg.translate(&many),
+            Err(DmaBufError::TooManyEntries { count: 65, max: 64 })
+        );
+        assert!(reg.translate(&many[..64]).is_ok());
+    }
+
+    #[test]
+    fn zero_length_and_overflow_name_the_entry() {
+        let (reg, _, _) = setup();
+        assert_eq!(
+            reg.translate(&[e(BAR2, P), e(BAR2, 0)]),
+            Err(DmaBufError::ZeroLength { entry: 1 })
+        );
+        assert_eq!(
+            reg.translate(&[e(BAR2, 0)]),
+            Err(DmaBufError::ZeroLength { entry: 0 })
+        );
+        assert_eq!(
+            reg.translate(&[e(BAR2, P), e(u64::MAX - P + 1, 2 * P)]),
+            Err(DmaBufError::EntryOverflow {
+                entry: 1,
+                addr: u64::MAX - P + 1,
+                len: 2 * P
+            })
+        );
+    }
+
+    #[test]
+    fn entries_outside_any_region() {
+        let (reg, _, _) = setup();
+        assert_eq!(
+            reg.translate(&[e(0x1000, P)]),
+            Err(DmaBufError::NotInRegion {
+                entry: 0,
+                addr: 0x1000
+            })
+        );
+        assert_eq!(
+            reg.translate(&[e(BAR2, P), e(BAR2 + (16 << 20), P)]),
+            Err(DmaBufError::NotInRegion {
+                entry: 1,
+                addr: BAR2 + (16 << 20)
+            })
+        );
+    }
+
+    #[test]
+    fn two_regions_and_two_devices_are_refused() {
+        let (reg, _, _) = setup();
+        assert_eq!(
+            reg.translate(&[e(BAR2, P), e(BAR2 + P, P), e(BAR0, P)]),
+            Err(DmaBufError::DifferentRegion {
+                entry: 2,
+                addr: BAR0,
+                expected: 2,
+                found: 0
+            })
+        );
+        assert_eq!(
+            reg.translate(&[e(BAR2, P), e(OTHER, P)]),
+            Err(DmaBufError::DifferentDevice {
+                entry: 1,
+                addr: OTHER
+            })
+        );
+    }
+
+    #[test]
+    fn past_region_end() {
+        let (reg, _, _) = setup();
+        let end = BAR2 + (16 << 20);
+        assert_eq!(
+            reg.translate(&[e(end - P, 2 * P)]),
+            Err(DmaBufError::PastRegionEnd {
+                entry: 0,
+                addr: end - P,
+                len: 2 * P,
+                region_end: end
+            })
+        );
+        // BAR0 is smaller than a page: a one-page entry runs past its end.
+        assert!(matches!(
+            reg.translate(&[e(BAR0, P)]),
+            Err(DmaBufError::PastRegionEnd { entry: 0, .. })
+        ));
+        assert!(reg.translate(&[e(end - P, P)]).is_ok());
+    }
+
+    #[test]
+    fn unaligned_offset_or_length() {
+        let (reg, _, _) = setup();
+        assert_eq!(
+            reg.translate(&[e(BAR2, P), e(BAR2 + 0x800, P)]),
+            Err(DmaBufError::Unaligned {
+                entry: 1,
+                offset: 0x800,
+                len: P,
+                page_size: P
+            })
+        );
+        assert_eq!(
+            reg.translate(&[e(BAR2, 0x1800)]),
+            Err(DmaBufError::Unaligned {
+                entry: 0,
+                offset: 0,
+                len: 0x1800,
+                page_size: P
+            })
+        );
+    }
+
+    #[test]
+    fn first_broken_rule_in_guest_order_is_reported() {
+        let (reg, _, _) = setup();
+        let r = reg.translate(&[e(BAR2, P), e(BAR2 + 1, P), e(BAR2, 0)]);
+        assert_eq!(r.unwrap_err().entry(), Some(1));
+    }
+
+    #[test]
+    fn offsets_are_region_relative_with_sparse_mmaps() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let mut reg = DeviceRegistry::with_limits(P, 64);
+        let a = reg.register_device("a", f.as_fd()).unwrap();
+        let r = RegionInfo::new(4, BAR2, 0x1_0000, 4 << 40, 7)
+            .with_mmap_piece(MmapPiece {
+                region_offset: 0,
+                size: 0x8000,
+                host_addr: 0x7f00_0010_0000,
+            })
+            .with_mmap_piece(MmapPiece {
+                region_offset: 0x9000,
+                size: 0x7000,
+                host_addr: 0x7f00_0000_0000,
+            });
+        reg.set_region(a, r).unwrap();
+        let t = reg.translate(&[e(BAR2 + 0xa000, P)]).unwrap();
+        assert_eq!(
+            t.ranges,
+            vec![DmaRange {
+                offset: 0xa000,
+                len: P
+            }]
+        );
+    }
+
+    #[test]
+    fn push_coalesced_merges_only_continuations() {
+        let mut v = Vec::new();
+        push_coalesced(&mut v, DmaRange { offset: 0, len: P });
+        push_coalesced(&mut v, DmaRange { offset: P, len: P });
+        push_coalesced(&mut v, DmaRange { offset: 0, len: P });
+        push_coalesced(
+            &mut v,
+            DmaRange {
+                offset: u64::MAX,
+                len: 1,
+            },
+        );
+        assert_eq!(v.len(), 3);
+        assert_eq!(
+            v[0],
+            DmaRange {
+                offset: 0,
+                len: 2 * P
+            }
+        );
+    }
+}

@@ -367,3 +367,238 @@ impl<I: UdmabufIoctl> UdmabufExporter<I> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu_map::CpuMapping;
+    use crate::fake_kernel::FakeUdmabuf;
+    use crate::memfd::{add_seals, create_memfd};
+    use std::os::unix::fs::FileExt;
+
+    const P: u64 = 4096;
+    const RAM0: u64 = 0;
+    const RAM1: u64 = 0x1_0000_0000;
+
+    fn ram_memfd(pages: u64, tag: u8, seals: i32) -> OwnedFd {
+        let fd = create_memfd("ram", pages * P).unwrap();
+        let f = std::fs::File::from(fd.try_clone().unwrap());
+        for i in 0..pages {
+            f.write_all_at(&vec![tag.wrapping_add(i as u8); P as usize], i * P)
+                .unwrap();
+        }
+        if seals != 0 {
+            add_seals(fd.as_fd(), seals).unwrap();
+        }
+        fd
+    }
+
+    fn exporter(seals: i32, limits: UdmabufLimits) -> UdmabufExporter<FakeUdmabuf> {
+        // Two RAM regions (below and above 4 GiB) in one memfd, like a VMM's RAM.
+        let fd = ram_memfd(64, 0, seals);
+        let mut ram = GuestRam::new();
+        ram.add_region(RAM0, 32 * P, fd.as_fd(), 0).unwrap();
+        ram.add_region(RAM1, 32 * P, fd.as_fd(), 32 * P).unwrap();
+        let dev = create_memfd("dev", 0).unwrap();
+        UdmabufExporter::with_device(dev, ram, limits, FakeUdmabuf::default())
+    }
+
+    fn e(addr: u64, len: u64) -> BlobEntry {
+        BlobEntry::new(addr, len)
+    }
+
+    #[test]
+    fn export_coalesces_keeps_order_and_reads_back() {
+        let x = exporter(libc::F_SEAL_SHRINK, UdmabufLimits::default());
+        let entries = [
+            e(RAM1 + P, P),
+            e(RAM1 + 2 * P, P),
+            e(RAM0 + 5 * P, P),
+            e(RAM0, P),
+        ];
+        let (items, size) = x.prepare(&entries).unwrap();
+        assert_eq!(size, 4 * P);
+        assert_eq!(
+            items,
+            vec![
+                UdmabufItem {
+                    region_base: RAM1,
+                    offset: 33 * P,
+                    len: 2 * P
+                },
+                UdmabufItem {
+                    region_base: RAM0,
+                    offset: 5 * P,
+                    len: P
+                },
+                UdmabufItem {
+                    region_base: RAM0,
+                    offset: 0,
+                    len: P
+                },
+            ]
+        );
+        let (fd, size) = x.export(&entries, true).unwrap();
+        let m = CpuMapping::map_fd(fd.as_fd(), size, false).unwrap();
+        let mut tags = Vec::new();
+        for i in 0..4 {
+            let mut b = [0u8; 1];
+            assert!(m.read_at(i * P as usize + 7, &mut b));
+            tags.push(b[0]);
+        }
+        assert_eq!(tags, vec![33, 34, 5, 0]);
+    }
+
+    #[test]
+    fn adjacent_in_guest_space_but_different_regions_do_not_merge() {
+        let fd = ram_memfd(8, 0, libc::F_SEAL_SHRINK);
+        let mut ram = GuestRam::new();
+        ram.add_region(0, 4 * P, fd.as_fd(), 4 * P).unwrap();
+        ram.add_region(4 * P, 4 * P, fd.as_fd(), 0).unwrap();
+        let items = ram.translate(&[e(3 * P, P), e(4 * P, P)]).unwrap();
+        assert_eq!(items.len(), 2);
+        assert!(ram.add_region(2 * P, 4 * P, fd.as_fd(), 0).is_err());
+    }
+
+    #[test]
+    fn limits_are_guest_faults_checked_before_the_ioctl() {
+        let x = exporter(
+            libc::F_SEAL_SHRINK,
+            UdmabufLimits {
+                max_items: 4,
+                max_bytes: 8 * P,
+            },
+        );
+        let scattered: Vec<_> = (0..5).map(|i| e(RAM0 + 2 * i * P, P)).collect();
+        let err = x.export(&scattered, true).unwrap_err();
+        assert_eq!(err, DmaBufError::TooManyItems { items: 5, max: 4 });
+        assert!(err.is_guest_fault());
+        let err = x.export(&[e(RAM0, 9 * P)], true).unwrap_err();
+        assert_eq!(
+            err,
+            DmaBufError::TooLarge {
+                size: 9 * P,
+                max: 8 * P
+            }
+        );
+        assert!(err.is_guest_fault());
+        // Coalescing keeps a contiguous blob under the item limit.
+        assert!(x
+            .export(
+                &(0..8).map(|i| e(RAM0 + i * P, P)).collect::<Vec<_>>(),
+                true
+            )
+            .is_ok());
+    }
+
+    #[test]
+    fn translation_rules() {
+        let x = exporter(libc::F_SEAL_SHRINK, UdmabufLimits::default());
+        assert_eq!(x.export(&[], true).unwrap_err(), DmaBufError::NoEntries);
+        assert_eq!(
+            x.export(&[e(RAM0, 0)], true).unwrap_err(),
+            DmaBufError::ZeroLength { entry: 0 }
+        );
+        assert_eq!(
+            x.export(&[e(RAM0, P), e(0x8000_0000, P)], true)
+                .unwrap_err(),
+            DmaBufError::NotInRegion {
+                entry: 1,
+                addr: 0x8000_0000
+            }
+        );
+        assert!(matches!(
+            x.export(&[e(RAM0 + 31 * P, 2 * P)], true),
+            Err(DmaBufError::PastRegionEnd { entry: 0, .. })
+        ));
+        assert!(matches!(
+            x.export(&[e(RAM0 + 0x10, P)], true),
+            Err(DmaBufError::Unaligned { entry: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn seals_are_host_faults() {
+        for seals in [0, libc::F_SEAL_SHRINK | libc::F_SEAL_WRITE] {
+            let x = exporter(seals, UdmabufLimits::default());
+            let err = x.export(&[e(RAM0, P)], true).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    DmaBufError::BadSeals {
+                        guest_base: RAM0,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(!err.is_guest_fault());
+        }
+    }
+
+    #[test]
+    fn ram_not_in_a_memfd_is_a_host_fault() {
+        let f = std::fs::File::open("/proc/self/exe").unwrap();
+        let mut ram = GuestRam::new();
+        ram.add_region(0, 16 * P, f.as_fd(), 0).unwrap();
+        let x = UdmabufExporter::with_device(
+            create_memfd("dev", 0).unwrap(),
+            ram,
+            UdmabufLimits::default(),
+            FakeUdmabuf::default(),
+        );
+        let err = x.export(&[e(0, P)], true).unwrap_err();
+        assert_eq!(
+            err,
+            DmaBufError::Kernel {
+                op: KernelOp::GetSeals,
+                errno: Errno(libc::EINVAL)
+            }
+        );
+        assert!(!err.is_guest_fault());
+    }
+
+    #[test]
+    fn kernel_refusal_keeps_errno() {
+        // Our limits looser than the kernel's: the kernel's EINVAL comes back as a guest fault.
+        let fd = ram_memfd(8, 0, libc::F_SEAL_SHRINK);
+        let mut ram = GuestRam::new();
+        ram.add_region(0, 8 * P, fd.as_fd(), 0).unwrap();
+        let fake = FakeUdmabuf {
+            list_limit: 1,
+            size_limit_mb: 64,
+        };
+        let x = UdmabufExporter::with_device(
+            create_memfd("dev", 0).unwrap(),
+            ram,
+            UdmabufLimits::default(),
+            fake,
+        );
+        let err = x.export(&[e(2 * P, P), e(0, P)], true).unwrap_err();
+        assert_eq!(
+            err,
+            DmaBufError::Kernel {
+                op: KernelOp::UdmabufCreateList,
+                errno: Errno(libc::EINVAL)
+            }
+        );
+        assert!(err.is_guest_fault());
+    }
+
+    #[test]
+    fn create_list_layout() {
+        let v = encode_create_list(UDMABUF_FLAGS_CLOEXEC, &[(5, 0x1000, 0x2000)]).unwrap();
+        assert_eq!(v.len(), 8 + 24);
+        assert_eq!(&v[0..4], &1u32.to_ne_bytes());
+        assert_eq!(&v[4..8], &1u32.to_ne_bytes());
+        assert_eq!(&v[8..12], &5u32.to_ne_bytes());
+        assert_eq!(&v[12..16], &0u32.to_ne_bytes());
+        assert_eq!(&v[16..24], &0x1000u64.to_ne_bytes());
+        assert_eq!(&v[24..32], &0x2000u64.to_ne_bytes());
+        // _IOW('u', 0x43, 8-byte struct)
+        assert_eq!(
+            UDMABUF_CREATE_LIST,
+            (1 << 30) | (8 << 16) | ((b'u' as libc::c_ulong) << 8) | 0x43
+        );
+    }
+}

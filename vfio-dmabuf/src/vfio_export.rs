@@ -257,6 +257,140 @@ mod tests {
         assert_eq!(read_u32(&p, 4), Some(0x4000b | 0x10000));
     }
 
+    use crate::fake_kernel::FakeVfioPci;
+    use crate::region::RegionInfo;
+    use crate::translate::BlobEntry;
+
+    const P: u64 = 4096;
+    const BAR2: u64 = 0x8000_0000;
+
+    fn setup() -> (DeviceRegistry, DeviceId) {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let mut reg = DeviceRegistry::with_limits(P, 64);
+        let a = reg.register_device("ivshmem", f.as_fd()).unwrap();
+        reg.set_region(a, RegionInfo::new(2, BAR2, 16 << 20, 2 << 40, 7))
+            .unwrap();
+        reg.set_region(a, RegionInfo::new(0, 0x9000_0000, 0x100, 0, 7))
+            .unwrap();
+        reg.set_region(a, RegionInfo::new(7, 0xa000_0000, 0x1000, 7 << 40, 7))
+            .unwrap();
+        (reg, a)
+    }
+
+    fn fd_size(fd: &OwnedFd) -> u64 {
+        std::fs::File::from(fd.try_clone().unwrap())
+            .metadata()
+            .unwrap()
+            .len()
+    }
+
+    #[test]
+    fn export_sends_translated_ranges_and_caches_the_probe() {
+        let (reg, a) = setup();
+        let fake = FakeVfioPci::ivshmem_like();
+        let t = reg
+            .translate(&[BlobEntry::new(BAR2 + 8 * P, P), BlobEntry::new(BAR2, 2 * P)])
+            .unwrap();
+        let fd = reg
+            .export(&t, libc::O_RDONLY | libc::O_CLOEXEC, &fake)
+            .unwrap();
+        assert_eq!(fd_size(&fd), 3 * P);
+        let fd2 = reg.export(&t, libc::O_RDWR, &fake).unwrap();
+        drop((fd, fd2));
+        assert_eq!(fake.calls(), 3, "one probe, two exports");
+        let ex = fake.exports();
+        assert_eq!(ex[0].ranges, t.ranges);
+        assert_eq!(ex[0].open_flags, (libc::O_RDONLY | libc::O_CLOEXEC) as u32);
+        assert_eq!(ex[1].open_flags, libc::O_RDWR as u32);
+        assert!(reg.probe_dma_buf(a, &fake).is_ok());
+        assert_eq!(fake.calls(), 3);
+    }
+
+    #[test]
+    fn unsupported_device_is_a_host_fault_and_probed_once() {
+        let (reg, a) = setup();
+        let fake = FakeVfioPci::new(false, [None; 6]);
+        let t = reg.translate(&[BlobEntry::new(BAR2, P)]).unwrap();
+        for _ in 0..2 {
+            let err = reg.export(&t, libc::O_RDWR, &fake).unwrap_err();
+            assert_eq!(
+                err,
+                DmaBufError::NotSupported {
+                    device: a,
+                    errno: Errno(libc::EOPNOTSUPP)
+                }
+            );
+            assert!(!err.is_guest_fault());
+        }
+        assert_eq!(fake.calls(), 1);
+    }
+
+    #[test]
+    fn non_bar_region_is_refused_before_the_ioctl() {
+        let (reg, _) = setup();
+        let fake = FakeVfioPci::ivshmem_like();
+        let t = reg.translate(&[BlobEntry::new(0xa000_0000, P)]).unwrap();
+        let err = reg.export(&t, libc::O_RDWR, &fake).unwrap_err();
+        assert_eq!(err, DmaBufError::NotABar { index: 7 });
+        assert!(err.is_guest_fault());
+        assert_eq!(fake.calls(), 0);
+    }
+
+    #[test]
+    fn kernel_errors_keep_errno_and_classification() {
+        let (reg, a) = setup();
+        let fake = FakeVfioPci::ivshmem_like();
+        let cases: [(u32, Vec<DmaRange>, i32, bool); 5] = [
+            (
+                2,
+                vec![DmaRange {
+                    offset: 0x800,
+                    len: P,
+                }],
+                libc::EINVAL,
+                true,
+            ),
+            (
+                2,
+                vec![DmaRange {
+                    offset: 16 << 20,
+                    len: P,
+                }],
+                libc::EINVAL,
+                true,
+            ),
+            (0, vec![DmaRange { offset: 0, len: P }], libc::EINVAL, true),
+            (6, vec![DmaRange { offset: 0, len: P }], libc::ENODEV, true),
+            (
+                2,
+                vec![DmaRange {
+                    offset: u64::MAX - P + 1,
+                    len: P,
+                }],
+                libc::EOVERFLOW,
+                false,
+            ),
+        ];
+        for (region, ranges, errno, guest) in cases {
+            let err = reg
+                .export_ranges(a, region, &ranges, libc::O_RDWR, &fake)
+                .unwrap_err();
+            assert_eq!(
+                err,
+                DmaBufError::Kernel {
+                    op: KernelOp::VfioDmaBufExport,
+                    errno: Errno(errno)
+                }
+            );
+            assert_eq!(err.is_guest_fault(), guest, "{err}");
+        }
+        assert_eq!(
+            reg.export_ranges(DeviceId(42), 2, &[DmaRange { offset: 0, len: P }], 0, &fake)
+                .unwrap_err(),
+            DmaBufError::UnknownDevice(DeviceId(42))
+        );
+    }
+
     #[test]
     fn sys_ioctl_refuses_short_buffers() {
         let f = std::fs::File::open("/dev/null").unwrap();
