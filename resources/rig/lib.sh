@@ -91,20 +91,23 @@ rig_vfio_group() {
 }
 
 # rig_timestamp [FILE] -> copies stdin to stdout, each line prefixed with L1 uptime ("12.34 line");
-# with FILE, also appends the stamped lines to FILE. Uses only shell builtins (no fork per line).
+# with FILE, also appends the stamped lines to FILE. Empty lines are dropped. Uses only shell
+# builtins (no fork per line).
 rig_timestamp() {
     local line up _rest
     while IFS= read -r line || [ -n "$line" ]; do
         read -r up _rest </proc/uptime
         line=${line%$(printf '\r')}
+        [ -n "$line" ] || continue
         echo "$up $line"
         [ -z "$1" ] || echo "$up $line" >>"$1"
     done
 }
 
-# rig_run_vmm SECS OUTFILE VMM-ARGS... -> runs /bin/vmm under `timeout SECS`, stdin from /dev/null,
+# rig_run_vmm SECS OUTFILE VMM-ARGS... -> runs /bin/vmm under `timeout -s KILL SECS`, stdin /dev/null,
 # echoes its output to the console as "L2| <uptime> <line>" and writes "<uptime> <line>" to OUTFILE.
-# Sets RIG_VMM_RC (exit code; 124/143 = timed out), RIG_VMM_T0 (uptime at start).
+# Sets RIG_VMM_RC (exit code; 137 = killed at the timeout), RIG_VMM_T0 (uptime at start).
+# RIG_VMM=<path> runs another binary instead of /bin/vmm.
 rig_run_vmm() {
     local secs=$1 out=$2 line
     shift 2
@@ -112,8 +115,9 @@ rig_run_vmm() {
     RIG_VMM_T0=$(rig_uptime)
     rig_log "vmm $* (timeout ${secs}s) at ${RIG_VMM_T0}s"
     {
-        timeout "$secs" /bin/vmm "$@" </dev/null 2>&1
-        echo "RIG-VMM-EXIT $?"
+        timeout -s KILL "$secs" "${RIG_VMM:-/bin/vmm}" "$@" </dev/null 2>&1
+        # Leading newline: the guest's last line may lack one (rig_timestamp drops empty lines).
+        printf '\nRIG-VMM-EXIT %s\n' "$?"
     } | rig_timestamp "$out" | while IFS= read -r line; do echo "L2| $line"; done
     RIG_VMM_RC=$(sed -n 's/^[0-9.]* RIG-VMM-EXIT \([0-9]*\)$/\1/p' "$out" | tail -n1)
     RIG_VMM_RC=${RIG_VMM_RC:-255}

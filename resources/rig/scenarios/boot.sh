@@ -22,7 +22,7 @@ vmm_s=$(rig_sub "$end" "$RIG_VMM_T0")
 set -- marker=$marker vmm_exit=$RIG_VMM_RC kvm_error=$kvm_error l2_boot_s=$boot_s vmm_wall_s=$vmm_s lines=$lines
 if [ "$marker" = 1 ] && [ "$RIG_VMM_RC" = 0 ] && [ "$kvm_error" = 0 ]; then
     rig_result PASS "$@"
-elif [ "$RIG_VMM_RC" = 124 ] || [ "$RIG_VMM_RC" = 143 ]; then
+elif [ "$RIG_VMM_RC" = 137 ]; then
     rig_result FAIL reason=vmm-timeout "$@"
 elif [ "$marker" = 0 ]; then
     rig_result FAIL reason=no-marker "$@"
