@@ -1,0 +1,31 @@
+#!/bin/sh
+# dmabuf (issue 3): vfio-dmabuf against the real kernel in L1.
+# ivshmem (1af4:1110) is bound to vfio-pci; /bin/dmabuf-rigtest exports multi-range dma-bufs from
+# its BAR2, maps them for the CPU, provokes each error class, and exports a udmabuf.
+# Needs the test's shm_fill pattern in the ivshmem backing file (tests/tests/rig_dmabuf.rs).
+. /rig/lib.sh
+
+[ -x /bin/dmabuf-rigtest ] || rig_fail no-dmabuf-rigtest
+[ -c /dev/udmabuf ] || rig_log "warning: no /dev/udmabuf"
+bdf=$(rig_bind_vfio 1af4 1110) || rig_fail vfio-bind-failed
+group=$(rig_vfio_group "$bdf") || rig_fail no-iommu-group bdf="$bdf"
+[ -c "$group" ] || rig_fail no-vfio-group-node vfio_group="$group"
+rig_log "ivshmem $bdf on vfio-pci, group $group"
+
+out=/tmp/dmabuf-rigtest.out
+t0=$(rig_uptime)
+timeout -s KILL 120 /bin/dmabuf-rigtest --bdf "$bdf" --group "$group" >"$out" 2>&1
+rc=$?
+t1=$(rig_uptime)
+while IFS= read -r line; do
+    case "$line" in
+        "DATA "*) rig_data ${line#DATA } ;;
+        "RESULT "*) ;;
+        *) echo "dmabuf-rigtest| $line" ;;
+    esac
+done <"$out"
+res=$(grep '^RESULT ' "$out" | tail -n1)
+[ -n "$res" ] || rig_fail no-result rc="$rc"
+# shellcheck disable=SC2086
+set -- ${res#RESULT }
+rig_result "$@" rc="$rc" bdf="$bdf" run_s="$(rig_sub "$t1" "$t0")"
