@@ -40,6 +40,15 @@ LIST
 APT_OPTS=(-o "Dir::Etc::SourceList=$APT/sources.list" -o Dir::Etc::SourceParts=/dev/null
     -o "Dir::State::Lists=$APT/lists" -o "Dir::Cache=$APT/cache" -o APT::Sandbox::User=root)
 
+# first_deb NAME -> path of the cached NAME_*.deb; non-zero if none.
+first_deb() {
+    local f
+    for f in "$CACHE/$1"_*.deb; do
+        [ -e "$f" ] && { echo "$f"; return 0; }
+    done
+    return 1
+}
+
 apt_update_once() {
     if [ ! -f "$APT/.updated" ] || [ "$REFRESH" = 1 ]; then
         say "updating private apt lists (trixie-backports)..."
@@ -72,7 +81,7 @@ else
     apt_update_once
     PKGS=("linux-binary-$VER" "linux-modules-$VER" "linux-base-$VER")
     for p in "${PKGS[@]}"; do
-        if ls "$CACHE/${p}_"*.deb >/dev/null 2>&1; then
+        if first_deb "$p" >/dev/null; then
             say "$p: cached"
         else
             size=$(apt-cache "${APT_OPTS[@]}" show "$p" 2>/dev/null | sed -n 's/^Size: //p' | head -n1)
@@ -85,7 +94,7 @@ else
     rm -rf "$KDIR/root"
     mkdir -p "$KDIR/root"
     for p in "${PKGS[@]}"; do
-        dpkg-deb -x "$(ls "$CACHE/${p}_"*.deb | head -n1)" "$KDIR/root"
+        dpkg-deb -x "$(first_deb "$p")" "$KDIR/root"
     done
     [ -f "$MODDIR/vmlinuz" ] || die "no vmlinuz in linux-binary-$VER"
     [ -f "$MODDIR/config" ] || die "no config in linux-base-$VER"
@@ -102,11 +111,11 @@ ln -sfn "root/usr/lib/modules/$VER/vmlinuz" "$KDIR/vmlinuz"
 
 # ---------------------------------------------------------------- busybox
 if [ ! -x "$RIG/busybox" ]; then
-    deb=$(ls "$CACHE"/busybox-static_*.deb 2>/dev/null | head -n1 || true)
+    deb=$(first_deb busybox-static || true)
     if [ -z "$deb" ]; then
         say "downloading busybox-static..."
         (cd "$CACHE" && apt-get -q -o APT::Sandbox::User=root download busybox-static >&2) || true
-        deb=$(ls "$CACHE"/busybox-static_*.deb 2>/dev/null | head -n1 || true)
+        deb=$(first_deb busybox-static || true)
     fi
     if [ -n "$deb" ]; then
         tmp=$(mktemp -d)

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # Rig helpers for scenarios, sourced from /rig/scenarios/*.sh inside L1 (busybox ash).
 # Contract: /work/team/RIG-CONTRACT.md. Result lines go to stdout (the serial console).
 
@@ -97,7 +98,7 @@ rig_timestamp() {
     local line up _rest
     while IFS= read -r line || [ -n "$line" ]; do
         read -r up _rest </proc/uptime
-        line=${line%$(printf '\r')}
+        line=${line%"$(printf '\r')"}
         [ -n "$line" ] || continue
         echo "$up $line"
         [ -z "$1" ] || echo "$up $line" >>"$1"

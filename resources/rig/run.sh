@@ -63,9 +63,11 @@ fi
 if [ ! -e "$SHM" ]; then
     truncate -s 16M "$SHM"
 fi
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() { if [ "$OWN_SHM" = 1 ]; then rm -f "$SHM"; fi; }
 trap cleanup EXIT
 
+# shellcheck disable=SC2054 # commas belong to QEMU's option values
 QEMU=(qemu-system-x86_64 -M q35,accel=tcg,kernel-irqchip=split -cpu EPYC,+svm,+npt -smp 1 -m 2048
     -nographic -no-reboot -nic none -device intel-iommu,intremap=on,caching-mode=on
     -object "memory-backend-file,size=16M,share=on,mem-path=$SHM,id=hostmem"

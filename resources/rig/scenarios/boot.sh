@@ -19,7 +19,8 @@ lines=$(grep -c . "$out")
 end=$(rig_uptime)
 vmm_s=$(rig_sub "$end" "$RIG_VMM_T0")
 
-set -- marker=$marker vmm_exit=$RIG_VMM_RC kvm_error=$kvm_error l2_boot_s=$boot_s vmm_wall_s=$vmm_s lines=$lines
+set -- marker="$marker" vmm_exit="$RIG_VMM_RC" kvm_error="$kvm_error" l2_boot_s="$boot_s" vmm_wall_s="$vmm_s" \
+    lines="$lines"
 if [ "$marker" = 1 ] && [ "$RIG_VMM_RC" = 0 ] && [ "$kvm_error" = 0 ]; then
     rig_result PASS "$@"
 elif [ "$RIG_VMM_RC" = 137 ]; then
