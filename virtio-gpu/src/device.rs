@@ -307,7 +307,11 @@ impl GpuDevice {
                 "2D resource {id} has size {width}x{height}"
             )));
         }
-        let bytes = u64::from(width) * u64::from(height) * u64::from(BYTES_PER_PIXEL);
+        // u32 x u32 x 4 can exceed u64: checked, and an overflow is simply "too big".
+        let bytes = u64::from(width)
+            .checked_mul(u64::from(height))
+            .and_then(|px| px.checked_mul(u64::from(BYTES_PER_PIXEL)))
+            .unwrap_or(u64::MAX);
         if bytes > self.config.max_resource_bytes {
             return Err(GpuError::OutOfMemory(format!(
                 "2D resource {id} of {width}x{height} needs {bytes} bytes, the limit is {}",
@@ -435,17 +439,17 @@ impl GpuDevice {
         let stride = u64::from(res.stride());
         let row_len = u64::from(rect.width) * u64::from(BYTES_PER_PIXEL);
         // Source of row h: offset + h * stride (as QEMU and the Linux driver lay it out).
-        let last_end = offset
-            .checked_add(stride * u64::from(rect.height - 1))
+        let fits = stride
+            .checked_mul(u64::from(rect.height - 1))
+            .and_then(|v| v.checked_add(offset))
             .and_then(|v| v.checked_add(row_len))
-            .filter(|end| *end <= backing.len())
-            .ok_or_else(|| {
-                GpuError::InvalidParameter(format!(
+            .is_some_and(|end| end <= backing.len());
+        if !fits {
+            return Err(GpuError::InvalidParameter(format!(
                     "transfer of {rect:?} at offset {offset} reads past the {}-byte backing of resource {id}",
                     backing.len()
-                ))
-            })?;
-        let _ = last_end;
+            )));
+        }
         let exporter = self.exporter.as_ref();
         let read = |off: u64, dst: &mut [u8]| {
             backing
@@ -527,7 +531,11 @@ impl GpuDevice {
             return bad(format!("stride {stride} below {row} bytes per row"));
         }
         // The framebuffer (plane 0) must lie within the blob.
-        let fb_end = u64::from(b.offsets[0]) + u64::from(stride) * u64::from(b.height - 1) + row;
+        let fb_end = u64::from(stride)
+            .checked_mul(u64::from(b.height - 1))
+            .and_then(|v| v.checked_add(u64::from(b.offsets[0])))
+            .and_then(|v| v.checked_add(row))
+            .unwrap_or(u64::MAX);
         if fb_end > blob.size {
             return bad(format!(
                 "framebuffer (offset {}, stride {stride}, {}x{}) ends at {fb_end}, past the {}-byte blob {id}",

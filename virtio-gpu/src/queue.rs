@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use virtio_queue::{Queue, QueueT, Reader, Writer};
 
 use crate::device::GpuDevice;
-use crate::protocol::{decode_header, decode_request, CtrlHeader, GpuResponse, MAX_REQUEST_SIZE};
+use crate::protocol::{decode_header, decode_request, GpuResponse, MAX_REQUEST_SIZE};
 
 /// The two virtio-gpu queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +77,7 @@ impl GpuDevice {
             }
             Err(e) => {
                 log::warn!("virtio-gpu: guest error: {e}");
-                let hdr = decode_header(&buf).unwrap_or(CtrlHeader::default());
+                let hdr = decode_header(&buf).unwrap_or_default();
                 (hdr, GpuResponse::Err(e.response_type()))
             }
         };
