@@ -17,6 +17,7 @@ mod config_space;
 mod device;
 mod error;
 mod host_bridge;
+mod msi_routing;
 #[cfg(test)]
 mod tests;
 
@@ -31,3 +32,4 @@ pub use config_space::*;
 pub use device::PciDevice;
 pub use error::{PciError, Result};
 pub use host_bridge::{PciHostBridge, HOST_BRIDGE_DEVICE_ID, HOST_BRIDGE_VENDOR_ID};
+pub use msi_routing::{default_irqchip_routes, KvmMsiRouter, MsiRouter, IOAPIC_PINS};

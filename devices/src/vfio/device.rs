@@ -1,0 +1,321 @@
+//! The VFIO PCI passthrough device on our PCI bus.
+
+use std::sync::Arc;
+
+use log::{debug, info, warn};
+
+use super::config::VfioPciConfig;
+use super::guest_slots::GuestMemorySlots;
+use super::host_mapping::HostMapping;
+use super::interrupts::VfioInterrupts;
+use super::mmap_areas::{mappable_areas, Area};
+use super::region_set::{RegionDesc, VfioRegionSet};
+use super::registry::{BarPiece, PassthroughBar, PassthroughRegistry};
+use crate::pci::{BarReprogram, PciBar, PciDevice, NUM_BARS};
+
+/// One BAR: its region, the mmapped areas and the KVM slots they currently occupy.
+struct BarState {
+    region: RegionDesc,
+    /// (area, host mapping) pairs, mapped once at creation.
+    mapped: Vec<(Area, HostMapping)>,
+    /// KVM slots at the current guest address.
+    slots: Vec<u32>,
+    /// Guest address of the current slots (None: not mapped into the guest).
+    guest_base: Option<u64>,
+}
+
+/// What the device is plugged into.
+pub struct VfioPciDeviceEnv {
+    /// KVM memory slots for the mmapped parts of BARs.
+    pub slots: Arc<dyn GuestMemorySlots>,
+    /// Interrupt routing; `None` leaves the device without interrupts.
+    pub irq_router: Option<Arc<dyn crate::pci::MsiRouter>>,
+    /// The irqchip pin for INTx (`None`: no INTx).
+    pub intx_gsi: Option<u32>,
+    /// The dma-buf region table to register in.
+    pub registry: Option<Arc<dyn PassthroughRegistry>>,
+    /// Host page size.
+    pub page_size: u64,
+}
+
+/// A passed-through PCI device.
+pub struct VfioPciDevice {
+    dev: Arc<dyn VfioRegionSet>,
+    config: VfioPciConfig,
+    bars: Vec<Option<BarState>>,
+    slots: Arc<dyn GuestMemorySlots>,
+    interrupts: Option<VfioInterrupts>,
+    registry: Option<(Arc<dyn PassthroughRegistry>, u32)>,
+}
+
+impl VfioPciDevice {
+    /// Builds the device over an opened VFIO device: virtualises its config space, mmaps the
+    /// mappable parts of its BARs (MSI-X table and PBA carved out) and registers it in the
+    /// region table. The BARs get guest addresses when the bus programs them.
+    pub fn new(dev: Arc<dyn VfioRegionSet>, env: VfioPciDeviceEnv) -> super::Result<Self> {
+        let mut config = VfioPciConfig::new(&*dev);
+        if let Some(gsi) = env.intx_gsi {
+            config.set_interrupt_line(gsi as u8);
+        }
+        let mut bars: Vec<Option<BarState>> = (0..NUM_BARS).map(|_| None).collect();
+        for bar in config.bars() {
+            let index = bar.index as u32;
+            let Some(region) = dev.region(index) else {
+                continue;
+            };
+            let mut holes = Vec::new();
+            if let Some(m) = config.msix() {
+                let i = m.info();
+                if i.table_bar == index {
+                    holes.push((i.table_offset, i.table_size()));
+                }
+                if i.pba_bar == index {
+                    holes.push((i.pba_offset, i.pba_size()));
+                }
+            }
+            let areas = if bar.kind.is_mem() {
+                mappable_areas(
+                    region.size,
+                    region.mappable(),
+                    region.sparse_areas.as_deref(),
+                    &holes,
+                    env.page_size,
+                )
+            } else {
+                Vec::new()
+            };
+            let mut mapped = Vec::with_capacity(areas.len());
+            for (off, size) in areas {
+                match dev.map(index, off, size) {
+                    Ok(m) => mapped.push(((off, size), m)),
+                    Err(e) => {
+                        // Trapped access still works, just slower.
+                        warn!("vfio {}: BAR {index} +{off:#x} ({size:#x} bytes) not mmapped, trapped instead: {e}", dev.name());
+                    }
+                }
+            }
+            debug!(
+                "vfio {}: BAR {index} {} {:#x} bytes, {} mmapped area(s)",
+                dev.name(),
+                bar.kind,
+                region.size,
+                mapped.len()
+            );
+            bars[bar.index] = Some(BarState {
+                region,
+                mapped,
+                slots: Vec::new(),
+                guest_base: None,
+            });
+        }
+
+        let registry = match (env.registry, dev.device_fd()) {
+            (Some(r), Some(fd)) => {
+                let id = r
+                    .register_device(&dev.name(), fd)
+                    .map_err(super::VfioPciError::Registry)?;
+                Some((r, id))
+            }
+            _ => None,
+        };
+        let mut device = Self {
+            interrupts: env.irq_router.map(|r| VfioInterrupts::new(r, env.intx_gsi)),
+            dev,
+            config,
+            bars,
+            slots: env.slots,
+            registry,
+        };
+        // INTx is live from the start if the device has it (MSI/MSI-X when the guest enables them).
+        device.update_interrupts();
+        info!(
+            "vfio {}: ready, BARs {:x?}",
+            device.dev.name(),
+            device.config.bars()
+        );
+        Ok(device)
+    }
+
+    /// The interrupt state (for tests and logs).
+    pub fn interrupts(&self) -> Option<&VfioInterrupts> {
+        self.interrupts.as_ref()
+    }
+
+    fn update_interrupts(&mut self) {
+        if let Some(irq) = &mut self.interrupts {
+            irq.update(&*self.dev, &self.config);
+        }
+    }
+
+    /// KVM slots of BAR `index` (for tests).
+    pub fn bar_slots(&self, index: usize) -> Vec<u32> {
+        self.bars
+            .get(index)
+            .and_then(|b| b.as_ref())
+            .map_or(Vec::new(), |b| b.slots.clone())
+    }
+
+    fn unmap_bar(slots: &dyn GuestMemorySlots, state: &mut BarState) {
+        for slot in state.slots.drain(..) {
+            if let Err(e) = slots.remove(slot) {
+                warn!("vfio: removing slot {slot}: {e}");
+            }
+        }
+        state.guest_base = None;
+    }
+
+    fn map_bar(&mut self, index: usize, gpa: u64) -> Result<(), String> {
+        let slots = self.slots.clone();
+        let Some(state) = self.bars.get_mut(index).and_then(|b| b.as_mut()) else {
+            return Ok(());
+        };
+        Self::unmap_bar(&*slots, state);
+        let mut result = Ok(());
+        if gpa != 0 {
+            for ((off, size), m) in &state.mapped {
+                let Some(at) = gpa.checked_add(*off) else {
+                    result = Err(format!("BAR {index} at {gpa:#x} overflows"));
+                    break;
+                };
+                // SAFETY: `m` is a live mapping of `size` bytes owned by this BAR state; the slot
+                // is removed (unmap_bar) before the mapping is dropped (see Drop).
+                match unsafe { slots.add(at, *size, m.host_addr()) } {
+                    Ok(slot) => state.slots.push(slot),
+                    Err(e) => {
+                        result = Err(format!("BAR {index} area +{off:#x} at {at:#x}: {e}"));
+                        break;
+                    }
+                }
+            }
+            if result.is_err() {
+                // All or nothing: the trapped path serves the BAR.
+                Self::unmap_bar(&*slots, state);
+            } else {
+                state.guest_base = Some(gpa);
+            }
+        }
+        let record = PassthroughBar {
+            index: index as u32,
+            guest_base: gpa,
+            size: state.region.size,
+            fd_offset: state.region.fd_offset,
+            flags: state.region.flags,
+            pieces: if state.guest_base.is_some() {
+                state
+                    .mapped
+                    .iter()
+                    .map(|((off, size), m)| BarPiece {
+                        region_offset: *off,
+                        size: *size,
+                        host_addr: m.host_addr(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        };
+        if let Some((r, id)) = &self.registry {
+            if let Err(e) = r.set_region(*id, record) {
+                warn!("vfio {}: region table: {e}", self.dev.name());
+            }
+        }
+        result
+    }
+
+    fn region_access_ok(&self, bar: usize, offset: u64, len: usize) -> bool {
+        self.bars
+            .get(bar)
+            .and_then(|b| b.as_ref())
+            .is_some_and(|b| {
+                offset
+                    .checked_add(len as u64)
+                    .is_some_and(|end| end <= b.region.size)
+            })
+    }
+}
+
+impl PciDevice for VfioPciDevice {
+    fn name(&self) -> String {
+        format!("vfio {}", self.dev.name())
+    }
+
+    fn read_config_register(&mut self, reg_idx: usize) -> u32 {
+        self.config.read(&*self.dev, reg_idx)
+    }
+
+    fn write_config_register(
+        &mut self,
+        reg_idx: usize,
+        offset: usize,
+        data: &[u8],
+    ) -> Option<BarReprogram> {
+        let effect = self.config.write(&*self.dev, reg_idx, offset, data);
+        if effect.interrupts_changed {
+            self.update_interrupts();
+        }
+        effect.bar_move
+    }
+
+    fn bars(&self) -> Vec<PciBar> {
+        self.config.bars()
+    }
+
+    fn program_bar(&mut self, index: usize, addr: u64) -> Option<BarReprogram> {
+        self.config.program_bar(index, addr)
+    }
+
+    fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        if let Some(m) = self.config.msix() {
+            if m.in_table(bar as u32, offset, data.len()) {
+                m.read_table(offset, data);
+                return;
+            }
+            if m.in_pba(bar as u32, offset, data.len()) {
+                m.read_pba(data);
+                return;
+            }
+        }
+        if self.region_access_ok(bar, offset, data.len()) {
+            self.dev.read(bar as u32, offset, data);
+        } else {
+            data.fill(0xff);
+        }
+    }
+
+    fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        if let Some(m) = self.config.msix_mut() {
+            if m.in_table(bar as u32, offset, data.len()) {
+                let changed = m.write_table(offset, data);
+                if let Some(irq) = &mut self.interrupts {
+                    irq.update_msix_vectors(&self.config, &changed);
+                }
+                return;
+            }
+            if m.in_pba(bar as u32, offset, data.len()) {
+                return;
+            }
+        }
+        if self.region_access_ok(bar, offset, data.len()) {
+            self.dev.write(bar as u32, offset, data);
+        }
+    }
+
+    fn move_bar(&mut self, reprogram: &BarReprogram) -> Result<(), String> {
+        self.map_bar(reprogram.bar, reprogram.new_addr)
+    }
+}
+
+impl Drop for VfioPciDevice {
+    fn drop(&mut self) {
+        if let Some(irq) = &mut self.interrupts {
+            irq.shutdown(&*self.dev);
+        }
+        // Slots go before the host mappings they point into (dropped with `bars`).
+        for state in self.bars.iter_mut().flatten() {
+            Self::unmap_bar(&*self.slots, state);
+        }
+        if let Some((r, id)) = self.registry.take() {
+            r.unregister_device(id);
+        }
+    }
+}

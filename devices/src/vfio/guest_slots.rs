@@ -1,0 +1,98 @@
+//! Guest memory slots for BAR mappings: the boundary to KVM (`KVM_SET_USER_MEMORY_REGION`),
+//! so that BAR handling can be tested with a fake.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::VmFd;
+
+/// Adds and removes guest-physical mappings of host memory.
+pub trait GuestMemorySlots: Send + Sync {
+    /// Maps `size` bytes of host memory at `host_addr` at guest address `gpa`; returns the
+    /// slot to remove it with.
+    ///
+    /// # Safety
+    ///
+    /// `host_addr..host_addr + size` must be a mapping of this process that stays valid until
+    /// [`GuestMemorySlots::remove`] returns for the slot: the guest reads and writes it.
+    unsafe fn add(&self, gpa: u64, size: u64, host_addr: u64) -> Result<u32, String>;
+
+    /// Removes a slot returned by [`GuestMemorySlots::add`].
+    fn remove(&self, slot: u32) -> Result<(), String>;
+}
+
+struct SlotIds {
+    next: u32,
+    end: u32,
+    free: Vec<u32>,
+    used: BTreeMap<u32, (u64, u64)>,
+}
+
+/// KVM memory slots from a range of slot numbers the VMM does not use for RAM.
+pub struct KvmMemorySlots {
+    vm: Arc<VmFd>,
+    ids: Mutex<SlotIds>,
+}
+
+impl KvmMemorySlots {
+    /// Slots `first..first + count` of `vm` (RAM uses the ones below `first`).
+    pub fn new(vm: Arc<VmFd>, first: u32, count: u32) -> Self {
+        Self {
+            vm,
+            ids: Mutex::new(SlotIds {
+                next: first,
+                end: first.saturating_add(count),
+                free: Vec::new(),
+                used: BTreeMap::new(),
+            }),
+        }
+    }
+}
+
+impl GuestMemorySlots for KvmMemorySlots {
+    unsafe fn add(&self, gpa: u64, size: u64, host_addr: u64) -> Result<u32, String> {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = match ids.free.pop() {
+            Some(s) => s,
+            None if ids.next < ids.end => {
+                ids.next += 1;
+                ids.next - 1
+            }
+            None => return Err("no free KVM memory slot".into()),
+        };
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: size,
+            userspace_addr: host_addr,
+        };
+        // SAFETY: the caller guarantees the host range stays mapped until the slot is removed.
+        if let Err(e) = unsafe { self.vm.set_user_memory_region(region) } {
+            ids.free.push(slot);
+            return Err(format!("KVM_SET_USER_MEMORY_REGION: {e}"));
+        }
+        ids.used.insert(slot, (gpa, host_addr));
+        Ok(slot)
+    }
+
+    fn remove(&self, slot: u32) -> Result<(), String> {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((gpa, host)) = ids.used.remove(&slot) else {
+            return Err(format!("KVM memory slot {slot} is not in use"));
+        };
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: 0,
+            userspace_addr: host,
+        };
+        // SAFETY: a zero-sized region deletes the slot; no memory is made accessible.
+        unsafe { self.vm.set_user_memory_region(region) }
+            .map_err(|e| format!("deleting KVM slot {slot}: {e}"))?;
+        ids.free.push(slot);
+        Ok(())
+    }
+}

@@ -1,0 +1,283 @@
+//! Interrupt wiring of a passed-through device: INTx, MSI or MSI-X, whichever the guest
+//! enabled, through eventfds that VFIO signals and KVM irqfds on GSIs routed by an
+//! [`MsiRouter`].
+
+use std::sync::Arc;
+
+use log::warn;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::config::VfioPciConfig;
+use super::region_set::{VfioRegionSet, IRQ_INTX, IRQ_MSI, IRQ_MSIX};
+use crate::pci::MsiRouter;
+
+/// One vector: the eventfd VFIO signals and the GSI it is injected on.
+struct Vector {
+    fd: EventFd,
+    gsi: u32,
+    /// The irqfd is registered (the vector is unmasked and routed).
+    live: bool,
+}
+
+/// The interrupt mode in force.
+enum Mode {
+    Off,
+    Intx {
+        fd: EventFd,
+        resample: EventFd,
+        gsi: u32,
+    },
+    Msi(Vec<Vector>),
+    Msix(Vec<Vector>),
+}
+
+/// Which mode the guest asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqModeKind {
+    /// No interrupts.
+    Off,
+    /// Legacy INTx.
+    Intx,
+    /// MSI with this many vectors.
+    Msi(u32),
+    /// MSI-X with this many vectors.
+    Msix(u32),
+}
+
+/// Interrupt state of one passed-through device.
+pub struct VfioInterrupts {
+    router: Arc<dyn MsiRouter>,
+    intx_gsi: Option<u32>,
+    mode: Mode,
+}
+
+impl VfioInterrupts {
+    /// Interrupts routed through `router`; INTx (if the device has it) goes to irqchip pin
+    /// `intx_gsi`.
+    pub fn new(router: Arc<dyn MsiRouter>, intx_gsi: Option<u32>) -> Self {
+        Self {
+            router,
+            intx_gsi,
+            mode: Mode::Off,
+        }
+    }
+
+    /// The mode in force.
+    pub fn mode(&self) -> IrqModeKind {
+        match &self.mode {
+            Mode::Off => IrqModeKind::Off,
+            Mode::Intx { .. } => IrqModeKind::Intx,
+            Mode::Msi(v) => IrqModeKind::Msi(v.len() as u32),
+            Mode::Msix(v) => IrqModeKind::Msix(v.len() as u32),
+        }
+    }
+
+    /// GSIs of the vectors in force (for tests and logs).
+    pub fn gsis(&self) -> Vec<u32> {
+        match &self.mode {
+            Mode::Off => Vec::new(),
+            Mode::Intx { gsi, .. } => vec![*gsi],
+            Mode::Msi(v) | Mode::Msix(v) => v.iter().map(|x| x.gsi).collect(),
+        }
+    }
+
+    /// Live (unmasked, routed) vector numbers.
+    pub fn live_vectors(&self) -> Vec<usize> {
+        match &self.mode {
+            Mode::Msi(v) | Mode::Msix(v) => v
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.live)
+                .map(|(i, _)| i)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn wanted(&self, dev: &dyn VfioRegionSet, config: &VfioPciConfig) -> IrqModeKind {
+        if let Some(m) = config.msix().filter(|m| m.enabled()) {
+            let n = u32::from(m.info().vectors).min(dev.irq_count(IRQ_MSIX));
+            if n > 0 {
+                return IrqModeKind::Msix(n);
+            }
+        }
+        if let Some(c) = config.msi().map(|m| m.config()).filter(|c| c.enabled) {
+            let n = c.vectors.min(dev.irq_count(IRQ_MSI));
+            if n > 0 {
+                return IrqModeKind::Msi(n);
+            }
+        }
+        if self.intx_gsi.is_some() && dev.irq_count(IRQ_INTX) > 0 {
+            return IrqModeKind::Intx;
+        }
+        IrqModeKind::Off
+    }
+
+    /// Brings the wiring in line with what the guest programmed (after a config write that
+    /// touched MSI/MSI-X, or at start for INTx). Errors are logged: the guest keeps running.
+    pub fn update(&mut self, dev: &dyn VfioRegionSet, config: &VfioPciConfig) {
+        let wanted = self.wanted(dev, config);
+        if wanted != self.mode() {
+            self.shutdown(dev);
+            if let Err(e) = self.setup(dev, wanted) {
+                warn!("vfio {}: enabling {wanted:?}: {e}", dev.name());
+                self.shutdown(dev);
+                return;
+            }
+        }
+        self.refresh_all(config);
+    }
+
+    /// Re-applies the table entries `vectors` after MSI-X table writes.
+    pub fn update_msix_vectors(&mut self, config: &VfioPciConfig, vectors: &[usize]) {
+        if let Mode::Msix(v) = &mut self.mode {
+            for &i in vectors {
+                if let Some(vec) = v.get_mut(i) {
+                    apply_msix(&*self.router, config, i, vec);
+                }
+            }
+        }
+    }
+
+    fn refresh_all(&mut self, config: &VfioPciConfig) {
+        match &mut self.mode {
+            Mode::Msix(v) => {
+                for (i, vec) in v.iter_mut().enumerate() {
+                    apply_msix(&*self.router, config, i, vec);
+                }
+            }
+            Mode::Msi(v) => {
+                let Some(c) = config.msi().map(|m| m.config()) else {
+                    return;
+                };
+                for (i, vec) in v.iter_mut().enumerate() {
+                    let masked = c.mask_bits & (1 << i) != 0;
+                    apply(&*self.router, vec, c.address, c.data | i as u32, masked);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn new_vectors(&self, n: u32) -> Result<Vec<Vector>, String> {
+        let mut v = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
+            match self.router.allocate_gsi() {
+                Ok(gsi) => v.push(Vector {
+                    fd,
+                    gsi,
+                    live: false,
+                }),
+                Err(e) => {
+                    for x in &v {
+                        self.router.release_gsi(x.gsi);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    fn setup(&mut self, dev: &dyn VfioRegionSet, kind: IrqModeKind) -> Result<(), String> {
+        match kind {
+            IrqModeKind::Off => {}
+            IrqModeKind::Intx => {
+                let gsi = self.intx_gsi.ok_or("no INTx GSI")?;
+                let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
+                let resample =
+                    EventFd::new(libc::EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
+                self.router
+                    .register_irqfd_with_resample(&fd, &resample, gsi)?;
+                self.mode = Mode::Intx { fd, resample, gsi };
+                if let Mode::Intx { fd, resample, .. } = &self.mode {
+                    dev.enable_irq(IRQ_INTX, &[fd])?;
+                    dev.set_irq_resample(IRQ_INTX, resample)?;
+                }
+            }
+            IrqModeKind::Msi(n) => {
+                let v = self.new_vectors(n)?;
+                let fds: Vec<&EventFd> = v.iter().map(|x| &x.fd).collect();
+                let r = dev.enable_irq(IRQ_MSI, &fds);
+                self.mode = Mode::Msi(v);
+                r?;
+            }
+            IrqModeKind::Msix(n) => {
+                let v = self.new_vectors(n)?;
+                let fds: Vec<&EventFd> = v.iter().map(|x| &x.fd).collect();
+                let r = dev.enable_irq(IRQ_MSIX, &fds);
+                self.mode = Mode::Msix(v);
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns everything off: VFIO stops signalling, irqfds go, GSIs are released.
+    pub fn shutdown(&mut self, dev: &dyn VfioRegionSet) {
+        let router = self.router.clone();
+        match std::mem::replace(&mut self.mode, Mode::Off) {
+            Mode::Off => {}
+            Mode::Intx { fd, gsi, .. } => {
+                let _ = dev.disable_irq(IRQ_INTX);
+                let _ = router.unregister_irqfd(&fd, gsi);
+            }
+            mode @ (Mode::Msi(_) | Mode::Msix(_)) => {
+                let (index, v) = match mode {
+                    Mode::Msi(v) => (IRQ_MSI, v),
+                    Mode::Msix(v) => (IRQ_MSIX, v),
+                    _ => return,
+                };
+                if let Err(e) = dev.disable_irq(index) {
+                    warn!("vfio {}: disabling interrupts: {e}", dev.name());
+                }
+                for x in v {
+                    if x.live {
+                        let _ = router.unregister_irqfd(&x.fd, x.gsi);
+                    }
+                    router.release_gsi(x.gsi);
+                }
+            }
+        }
+    }
+}
+
+fn apply_msix(router: &dyn MsiRouter, config: &VfioPciConfig, i: usize, vec: &mut Vector) {
+    let Some(m) = config.msix() else {
+        return;
+    };
+    let Some(e) = m.entry(i) else {
+        return;
+    };
+    apply(
+        router,
+        vec,
+        e.address,
+        e.data,
+        e.masked || m.function_masked(),
+    );
+}
+
+fn apply(router: &dyn MsiRouter, vec: &mut Vector, address: u64, data: u32, masked: bool) {
+    if masked {
+        if vec.live {
+            if let Err(e) = router.unregister_irqfd(&vec.fd, vec.gsi) {
+                warn!("vfio: masking vector on gsi {}: {e}", vec.gsi);
+            }
+            vec.live = false;
+        }
+        return;
+    }
+    if let Err(e) = router.set_msi_route(vec.gsi, address, data) {
+        warn!("vfio: routing gsi {}: {e}", vec.gsi);
+        return;
+    }
+    if !vec.live {
+        // KVM delivers an interrupt signalled while the vector was masked on registration.
+        match router.register_irqfd(&vec.fd, vec.gsi) {
+            Ok(()) => vec.live = true,
+            Err(e) => warn!("vfio: irqfd on gsi {}: {e}", vec.gsi),
+        }
+    }
+}

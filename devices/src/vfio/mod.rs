@@ -1,0 +1,39 @@
+//! VFIO PCI passthrough: hands a host PCI device bound to vfio-pci to the guest.
+//!
+//! - [`sysfs`]: find the device (BDF or sysfs path) and check it is bound, viable, openable.
+//! - [`VfioPciDevice`]: the device on our PCI bus: virtualised config space (BARs, ROM,
+//!   MSI/MSI-X), BARs mmapped into the guest as KVM slots with the MSI-X table/PBA trapped,
+//!   slots re-created when the guest moves a BAR, interrupts through irqfds.
+//! - [`VfioRegionSet`]: the device operations it needs (real: [`VfioDeviceRegions`]; a fake
+//!   in the tests), [`GuestMemorySlots`], [`PassthroughRegistry`]: its other boundaries.
+
+mod config;
+mod device;
+mod error;
+mod guest_slots;
+mod host_mapping;
+mod interrupts;
+mod mmap_areas;
+mod msi;
+mod msix;
+mod open;
+mod region_set;
+mod registry;
+pub mod sysfs;
+#[cfg(test)]
+mod tests;
+mod vfio_regions;
+
+pub use config::{ConfigWriteEffect, VfioPciConfig};
+pub use device::{VfioPciDevice, VfioPciDeviceEnv};
+pub use error::{Result, VfioPciError};
+pub use guest_slots::{GuestMemorySlots, KvmMemorySlots};
+pub use host_mapping::HostMapping;
+pub use interrupts::{IrqModeKind, VfioInterrupts};
+pub use mmap_areas::{mappable_areas, Area};
+pub use msi::{MsiConfig, MsiState};
+pub use msix::{MsixCapInfo, MsixEntry, MsixState};
+pub use open::VfioPassthrough;
+pub use region_set::*;
+pub use registry::{BarPiece, PassthroughBar, PassthroughRegistry};
+pub use vfio_regions::VfioDeviceRegions;

@@ -1,0 +1,567 @@
+//! The passthrough device against a fake VFIO device, fake KVM slots, a fake MSI router and a
+//! fake region table: configuration virtualisation, BAR mapping and moves, MSI/MSI-X wiring.
+
+use std::collections::BTreeMap;
+use std::os::fd::BorrowedFd;
+use std::sync::{Arc, Mutex};
+
+use vmm_sys_util::eventfd::EventFd;
+
+use super::*;
+use crate::pci::{
+    BarAllocator, BarSpace, BarWindow, MsiRouter, PciBus, PciConfigIo, SharedPciDevice,
+};
+
+const RW_MMAP: u32 = REGION_READ | REGION_WRITE | REGION_MMAP;
+const BAR2_SIZE: u64 = 0x100_0000;
+
+/// A device like QEMU's ivshmem-doorbell: BAR0 256-byte registers, BAR1 4 KiB with the MSI-X
+/// table (4 vectors at 0) and PBA (at 0x800), BAR2 16 MiB 64-bit prefetchable shared memory;
+/// an MSI capability too, so both paths can be tested.
+struct FakeVfio {
+    config: Mutex<Vec<u8>>,
+    bars: Mutex<BTreeMap<u32, Vec<u8>>>,
+    log: Mutex<Vec<String>>,
+    irq: Mutex<BTreeMap<u32, usize>>,
+}
+
+impl FakeVfio {
+    fn new() -> Arc<Self> {
+        let mut c = vec![0u8; 256];
+        c[0..4].copy_from_slice(&0x1110_1af4u32.to_le_bytes());
+        c[4..8].copy_from_slice(&0x0010_0103u32.to_le_bytes()); // cap list; cmd as vfio leaves it
+        c[8..12].copy_from_slice(&0x0500_0001u32.to_le_bytes());
+        c[0x10..0x14].copy_from_slice(&0u32.to_le_bytes()); // BAR0 mem32
+        c[0x14..0x18].copy_from_slice(&0u32.to_le_bytes()); // BAR1 mem32
+        c[0x18..0x1c].copy_from_slice(&0xcu32.to_le_bytes()); // BAR2 mem64 prefetchable
+        c[0x30..0x34].copy_from_slice(&0xfffe_0000u32.to_le_bytes()); // a ROM the guest must not see
+        c[0x34] = 0x40;
+        c[0x3d] = 1; // INTA
+                     // MSI-X at 0x40: 4 vectors, table BAR1+0, PBA BAR1+0x800.
+        c[0x40..0x44].copy_from_slice(&0x0003_5011u32.to_le_bytes());
+        c[0x44..0x48].copy_from_slice(&0x0000_0001u32.to_le_bytes());
+        c[0x48..0x4c].copy_from_slice(&0x0000_0801u32.to_le_bytes());
+        // MSI at 0x50: 64-bit, 1 vector; end of list.
+        c[0x50..0x54].copy_from_slice(&0x0080_0005u32.to_le_bytes());
+        let mut bars = BTreeMap::new();
+        bars.insert(0, vec![0u8; 0x100]);
+        bars.insert(1, vec![0u8; 0x1000]);
+        Arc::new(Self {
+            config: Mutex::new(c),
+            bars: Mutex::new(bars),
+            log: Mutex::new(Vec::new()),
+            irq: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl VfioRegionSet for FakeVfio {
+    fn name(&self) -> String {
+        "0000:00:04.0".into()
+    }
+    fn region(&self, index: u32) -> Option<RegionDesc> {
+        let (size, flags) = match index {
+            0 => (0x100, RW_MMAP),
+            1 => (0x1000, RW_MMAP),
+            2 => (BAR2_SIZE, RW_MMAP),
+            7 => (256, REGION_READ | REGION_WRITE),
+            _ => return None,
+        };
+        Some(RegionDesc {
+            size,
+            flags,
+            fd_offset: u64::from(index) << 40,
+            sparse_areas: None,
+        })
+    }
+    fn read(&self, index: u32, offset: u64, data: &mut [u8]) {
+        let o = offset as usize;
+        if index == CONFIG_REGION {
+            data.copy_from_slice(&self.config.lock().unwrap()[o..o + data.len()]);
+        } else {
+            data.copy_from_slice(&self.bars.lock().unwrap()[&index][o..o + data.len()]);
+        }
+    }
+    fn write(&self, index: u32, offset: u64, data: &[u8]) {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("write {index} {offset:#x} {data:02x?}"));
+        let o = offset as usize;
+        if index == CONFIG_REGION {
+            self.config.lock().unwrap()[o..o + data.len()].copy_from_slice(data);
+        } else {
+            self.bars.lock().unwrap().get_mut(&index).unwrap()[o..o + data.len()]
+                .copy_from_slice(data);
+        }
+    }
+    fn map(&self, index: u32, offset: u64, size: u64) -> std::io::Result<HostMapping> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("map {index} {offset:#x} {size:#x}"));
+        HostMapping::anonymous(size)
+    }
+    fn device_fd(&self) -> Option<BorrowedFd<'_>> {
+        // SAFETY: stdin stays open for the test's life; it stands in for a device fd.
+        Some(unsafe { BorrowedFd::borrow_raw(0) })
+    }
+    fn irq_count(&self, index: u32) -> u32 {
+        match index {
+            IRQ_INTX | IRQ_MSI => 1,
+            IRQ_MSIX => 4,
+            _ => 0,
+        }
+    }
+    fn enable_irq(&self, index: u32, fds: &[&EventFd]) -> std::result::Result<(), String> {
+        let mut irq = self.irq.lock().unwrap();
+        // VFIO refuses to switch modes without disabling first.
+        if irq.keys().any(|k| *k != index) {
+            return Err("EINVAL: another interrupt type is enabled".into());
+        }
+        irq.insert(index, fds.len());
+        Ok(())
+    }
+    fn disable_irq(&self, index: u32) -> std::result::Result<(), String> {
+        self.irq.lock().unwrap().remove(&index);
+        Ok(())
+    }
+    fn set_irq_resample(
+        &self,
+        _index: u32,
+        _resample: &EventFd,
+    ) -> std::result::Result<(), String> {
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct FakeSlots {
+    next: Mutex<u32>,
+    live: Mutex<BTreeMap<u32, (u64, u64, u64)>>,
+}
+
+impl FakeSlots {
+    fn live(&self) -> Vec<(u64, u64)> {
+        self.live
+            .lock()
+            .unwrap()
+            .values()
+            .map(|(g, s, _)| (*g, *s))
+            .collect()
+    }
+}
+
+impl GuestMemorySlots for FakeSlots {
+    unsafe fn add(&self, gpa: u64, size: u64, host_addr: u64) -> std::result::Result<u32, String> {
+        let mut live = self.live.lock().unwrap();
+        // KVM refuses overlapping slots.
+        if live
+            .values()
+            .any(|(g, s, _)| gpa < g + s && *g < gpa + size)
+        {
+            return Err("EEXIST".into());
+        }
+        let mut n = self.next.lock().unwrap();
+        *n += 1;
+        live.insert(*n, (gpa, size, host_addr));
+        Ok(*n)
+    }
+    fn remove(&self, slot: u32) -> std::result::Result<(), String> {
+        self.live
+            .lock()
+            .unwrap()
+            .remove(&slot)
+            .map(|_| ())
+            .ok_or_else(|| "no slot".into())
+    }
+}
+
+#[derive(Default)]
+struct FakeRouter {
+    next: Mutex<u32>,
+    routes: Mutex<BTreeMap<u32, (u64, u32)>>,
+    irqfds: Mutex<Vec<u32>>,
+}
+
+impl MsiRouter for FakeRouter {
+    fn allocate_gsi(&self) -> std::result::Result<u32, String> {
+        let mut n = self.next.lock().unwrap();
+        *n += 1;
+        Ok(23 + *n)
+    }
+    fn release_gsi(&self, gsi: u32) {
+        self.routes.lock().unwrap().remove(&gsi);
+    }
+    fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> std::result::Result<(), String> {
+        self.routes.lock().unwrap().insert(gsi, (address, data));
+        Ok(())
+    }
+    fn register_irqfd(&self, _fd: &EventFd, gsi: u32) -> std::result::Result<(), String> {
+        self.irqfds.lock().unwrap().push(gsi);
+        Ok(())
+    }
+    fn unregister_irqfd(&self, _fd: &EventFd, gsi: u32) -> std::result::Result<(), String> {
+        self.irqfds.lock().unwrap().retain(|g| *g != gsi);
+        Ok(())
+    }
+    fn register_irqfd_with_resample(
+        &self,
+        _fd: &EventFd,
+        _r: &EventFd,
+        gsi: u32,
+    ) -> std::result::Result<(), String> {
+        self.irqfds.lock().unwrap().push(gsi);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct FakeRegistry {
+    regions: Mutex<BTreeMap<u32, PassthroughBar>>,
+    registered: Mutex<bool>,
+}
+
+impl PassthroughRegistry for FakeRegistry {
+    fn register_device(
+        &self,
+        _name: &str,
+        _fd: BorrowedFd<'_>,
+    ) -> std::result::Result<u32, String> {
+        *self.registered.lock().unwrap() = true;
+        Ok(7)
+    }
+    fn set_region(&self, device: u32, bar: PassthroughBar) -> std::result::Result<(), String> {
+        assert_eq!(device, 7);
+        self.regions.lock().unwrap().insert(bar.index, bar);
+        Ok(())
+    }
+    fn unregister_device(&self, device: u32) {
+        assert_eq!(device, 7);
+        *self.registered.lock().unwrap() = false;
+        self.regions.lock().unwrap().clear();
+    }
+}
+
+struct Rig {
+    fake: Arc<FakeVfio>,
+    slots: Arc<FakeSlots>,
+    router: Arc<FakeRouter>,
+    registry: Arc<FakeRegistry>,
+    device: SharedPciDevice,
+    vfio: Arc<Mutex<VfioPciDevice>>,
+    io: PciConfigIo,
+    bar_router: Arc<crate::pci::PciBarRouter>,
+    slot: u8,
+}
+
+fn rig(intx: Option<u32>) -> Rig {
+    let fake = FakeVfio::new();
+    let slots = Arc::new(FakeSlots::default());
+    let router = Arc::new(FakeRouter::default());
+    let registry = Arc::new(FakeRegistry::default());
+    let dev = VfioPciDevice::new(
+        fake.clone(),
+        VfioPciDeviceEnv {
+            slots: slots.clone(),
+            irq_router: Some(router.clone()),
+            intx_gsi: intx,
+            registry: Some(registry.clone()),
+            page_size: 0x1000,
+        },
+    )
+    .unwrap();
+    let vfio = Arc::new(Mutex::new(dev));
+    let device: SharedPciDevice = vfio.clone();
+    let mut bus = PciBus::new();
+    let mut alloc = BarAllocator::new(
+        BarWindow::new(0xc000_0000, 0x3ec0_0000),
+        Some(BarWindow::new(0x1_0000_0000, 0x1_0000_0000)),
+        None,
+    )
+    .unwrap();
+    let slot = bus.add_device(device.clone(), &mut alloc).unwrap();
+    let bar_router = bus.router();
+    let io = PciConfigIo::new(Arc::new(Mutex::new(bus)));
+    Rig {
+        fake,
+        slots,
+        router,
+        registry,
+        device,
+        vfio,
+        io,
+        bar_router,
+        slot,
+    }
+}
+
+impl Rig {
+    fn select(&mut self, offset: u8) {
+        let addr = 0x8000_0000u32 | (u32::from(self.slot) << 11) | u32::from(offset & 0xfc);
+        self.io.write(0, &addr.to_le_bytes());
+    }
+    fn cfg_read(&mut self, offset: u8) -> u32 {
+        self.select(offset);
+        let mut b = [0u8; 4];
+        self.io.read(4, &mut b);
+        u32::from_le_bytes(b)
+    }
+    fn cfg_write(&mut self, offset: u8, data: &[u8]) {
+        self.select(offset);
+        self.io.write(4 + u64::from(offset & 3), data);
+    }
+    fn bar(&self, i: usize) -> crate::pci::PciBar {
+        self.device
+            .lock()
+            .unwrap()
+            .bars()
+            .into_iter()
+            .find(|b| b.index == i)
+            .unwrap()
+    }
+}
+
+#[test]
+fn config_space_is_virtualised() {
+    let mut r = rig(None);
+    assert_eq!(r.cfg_read(0x00), 0x1110_1af4, "identity from the device");
+    assert_eq!(r.cfg_read(0x30), 0, "ROM hidden");
+    // BARs come from the shadow: BAR2 64-bit prefetchable in the 64-bit window.
+    assert_eq!(r.cfg_read(0x18), 0x0000_000c);
+    assert_eq!(r.cfg_read(0x1c), 0x1);
+    // Sizing BAR2 reads back 16 MiB.
+    r.cfg_write(0x18, &[0xff; 4]);
+    assert_eq!(r.cfg_read(0x18), 0xff00_000c);
+    r.cfg_write(0x18, &0u32.to_le_bytes());
+    // BAR0 is 256 bytes.
+    r.cfg_write(0x10, &[0xff; 4]);
+    assert_eq!(r.cfg_read(0x10), 0xffff_ff00);
+    // Command register writes reach the device; BAR writes do not.
+    r.cfg_write(0x04, &[0x06, 0x00]);
+    let log = r.fake.log();
+    assert!(log.contains(&"write 7 0x4 [06, 00]".to_string()), "{log:?}");
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("write 7 0x10") || l.starts_with("write 7 0x18")),
+        "{log:?}"
+    );
+    assert_eq!(r.cfg_read(0x04) & 0xffff, 0x0006);
+    // Interrupt line is scratch, pin from the device.
+    r.cfg_write(0x3c, &[0x0b]);
+    assert_eq!(r.cfg_read(0x3c) & 0xffff, 0x010b);
+    assert!(!r.fake.log().iter().any(|l| l.starts_with("write 7 0x3c")));
+}
+
+#[test]
+fn bars_mapped_with_msix_carved_out() {
+    let r = rig(None);
+    let bar2 = r.bar(2);
+    assert_eq!(bar2.addr, 0x1_0000_0000);
+    // BAR0 (< page) and BAR1 (MSI-X table and PBA in its only page) are trapped; BAR2 mapped whole.
+    let maps: Vec<_> = r
+        .fake
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("map"))
+        .collect();
+    assert_eq!(maps, vec!["map 2 0x0 0x1000000".to_string()]);
+    assert_eq!(r.slots.live(), vec![(0x1_0000_0000, BAR2_SIZE)]);
+    let regions = r.registry.regions.lock().unwrap().clone();
+    assert_eq!(regions.len(), 3);
+    assert_eq!(regions[&2].guest_base, 0x1_0000_0000);
+    assert_eq!(regions[&2].fd_offset, 2 << 40);
+    assert_eq!(regions[&2].pieces.len(), 1);
+    assert!(regions[&0].pieces.is_empty());
+}
+
+#[test]
+fn guest_bar_move_recreates_slots() {
+    let mut r = rig(None);
+    // Move BAR2 to 0xd000_0000 (low dword, then high dword).
+    r.cfg_write(0x18, &0xd000_000cu32.to_le_bytes());
+    assert_eq!(
+        r.slots.live(),
+        vec![(0x1_0000_0000, BAR2_SIZE)],
+        "no move on the low half"
+    );
+    r.cfg_write(0x1c, &0u32.to_le_bytes());
+    assert_eq!(r.slots.live(), vec![(0xd000_0000, BAR2_SIZE)]);
+    assert_eq!(
+        r.registry.regions.lock().unwrap()[&2].guest_base,
+        0xd000_0000
+    );
+    // A trapped BAR moves too: BAR0 registers reach the device at the new address.
+    r.cfg_write(0x10, &0xc800_0000u32.to_le_bytes());
+    r.bar_router
+        .write(BarSpace::Mmio, 0xc800_0010, &[0xaa, 0xbb]);
+    assert!(r.fake.log().contains(&"write 0 0x10 [aa, bb]".to_string()));
+    let mut b = [0u8; 2];
+    r.bar_router.read(BarSpace::Mmio, 0xc800_0010, &mut b);
+    assert_eq!(b, [0xaa, 0xbb]);
+    // A move onto an occupied range fails in KVM: the BAR falls back to trapping.
+    {
+        let mut d = r.device.lock().unwrap();
+        let bad = crate::pci::BarReprogram {
+            bar: 2,
+            kind: crate::pci::BarKind::Mem64 { prefetchable: true },
+            old_addr: 0xd000_0000,
+            new_addr: 0xd000_0000,
+            size: BAR2_SIZE,
+        };
+        // Remapping at the same place works (slots removed first).
+        d.move_bar(&bad).unwrap();
+    }
+    assert_eq!(r.slots.live(), vec![(0xd000_0000, BAR2_SIZE)]);
+}
+
+#[test]
+fn trapped_accesses_are_bounded() {
+    let r = rig(None);
+    let bar0 = r.bar(0).addr;
+    let mut b = [0u8; 8];
+    // BAR0 is 256 bytes of registers inside a 4 KiB allocation.
+    r.bar_router.read(BarSpace::Mmio, bar0 + 0xfc, &mut b);
+    assert_eq!(b, [0xff; 8], "crosses the end of the 256-byte region");
+    r.bar_router.write(BarSpace::Mmio, bar0 + 0x200, &[1]);
+    assert!(!r.fake.log().iter().any(|l| l.starts_with("write 0")));
+    let mut d = r.device.lock().unwrap();
+    d.read_bar(0, u64::MAX, &mut b);
+    assert_eq!(b, [0xff; 8]);
+    d.write_bar(9, 0, &[1]);
+    d.read_bar(1, u64::MAX - 3, &mut b);
+}
+
+#[test]
+fn msix_enable_and_table_programming() {
+    let mut r = rig(None);
+    let bar1 = r.bar(1).addr;
+    // Program vector 1 through the trapped table, still masked.
+    r.bar_router
+        .write(BarSpace::Mmio, bar1 + 0x10, &0xfee0_0000u32.to_le_bytes());
+    r.bar_router
+        .write(BarSpace::Mmio, bar1 + 0x18, &0x0000_4041u32.to_le_bytes());
+    // Enable MSI-X (message control high byte at 0x43).
+    r.cfg_write(0x43, &[0x80]);
+    assert_eq!(
+        r.cfg_read(0x40) >> 16,
+        0x8003,
+        "enable bit and table size read back"
+    );
+    assert!(
+        !r.fake.log().iter().any(|l| l.starts_with("write 7 0x43")),
+        "not forwarded"
+    );
+    assert_eq!(r.fake.irq.lock().unwrap().get(&IRQ_MSIX), Some(&4));
+    let d = r.vfio.lock().unwrap();
+    let irq = d.interrupts().unwrap();
+    assert_eq!(irq.mode(), IrqModeKind::Msix(4));
+    assert!(irq.live_vectors().is_empty(), "all masked");
+    let gsi1 = irq.gsis()[1];
+    drop(d);
+    // Unmask vector 1.
+    r.bar_router
+        .write(BarSpace::Mmio, bar1 + 0x1c, &0u32.to_le_bytes());
+    assert_eq!(
+        r.router.routes.lock().unwrap().get(&gsi1),
+        Some(&(0xfee0_0000, 0x4041))
+    );
+    assert_eq!(r.router.irqfds.lock().unwrap().clone(), vec![gsi1]);
+    let mut b = [0u8; 4];
+    r.bar_router.read(BarSpace::Mmio, bar1 + 0x18, &mut b);
+    assert_eq!(u32::from_le_bytes(b), 0x4041);
+    // Function mask takes the irqfd away; clearing it brings it back.
+    r.cfg_write(0x43, &[0xc0]);
+    assert!(r.router.irqfds.lock().unwrap().is_empty());
+    r.cfg_write(0x43, &[0x80]);
+    assert_eq!(r.router.irqfds.lock().unwrap().clone(), vec![gsi1]);
+    // Disable: VFIO stops, GSIs released.
+    r.cfg_write(0x43, &[0x00]);
+    assert!(r.fake.irq.lock().unwrap().is_empty());
+    assert!(r.router.irqfds.lock().unwrap().is_empty());
+    assert!(r.router.routes.lock().unwrap().is_empty());
+}
+
+#[test]
+fn msi_enable_routes_message() {
+    let mut r = rig(None);
+    // MSI at 0x50: 64-bit address at 0x54/0x58, data at 0x5c.
+    r.cfg_write(0x54, &0xfee0_2000u32.to_le_bytes());
+    r.cfg_write(0x58, &0u32.to_le_bytes());
+    r.cfg_write(0x5c, &[0x31, 0x00]);
+    r.cfg_write(0x52, &[0x01]);
+    assert_eq!(r.cfg_read(0x50) >> 16, 0x0081);
+    assert_eq!(r.cfg_read(0x54), 0xfee0_2000);
+    assert_eq!(r.fake.irq.lock().unwrap().get(&IRQ_MSI), Some(&1));
+    let gsi = r.vfio.lock().unwrap().interrupts().unwrap().gsis()[0];
+    assert_eq!(
+        r.router.routes.lock().unwrap().get(&gsi),
+        Some(&(0xfee0_2000, 0x31))
+    );
+    assert_eq!(r.router.irqfds.lock().unwrap().clone(), vec![gsi]);
+    assert!(
+        !r.fake.log().iter().any(|l| l.starts_with("write 7 0x5")),
+        "MSI never reaches the device"
+    );
+}
+
+#[test]
+fn intx_then_msi_switches_modes() {
+    let mut r = rig(Some(10));
+    assert_eq!(r.cfg_read(0x3c) & 0xff, 10, "interrupt line set by the VMM");
+    assert_eq!(
+        r.vfio.lock().unwrap().interrupts().unwrap().mode(),
+        IrqModeKind::Intx
+    );
+    assert_eq!(r.fake.irq.lock().unwrap().get(&IRQ_INTX), Some(&1));
+    r.cfg_write(0x52, &[0x01]);
+    // The fake, like VFIO, refuses MSI while INTx is on: INTx must have been disabled first.
+    assert_eq!(
+        r.vfio.lock().unwrap().interrupts().unwrap().mode(),
+        IrqModeKind::Msi(1)
+    );
+    assert_eq!(
+        r.fake
+            .irq
+            .lock()
+            .unwrap()
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![IRQ_MSI]
+    );
+    r.cfg_write(0x52, &[0x00]);
+    assert_eq!(
+        r.vfio.lock().unwrap().interrupts().unwrap().mode(),
+        IrqModeKind::Intx
+    );
+}
+
+#[test]
+fn drop_unmaps_everything() {
+    let mut r = rig(None);
+    r.cfg_write(0x43, &[0x80]);
+    assert!(!r.slots.live().is_empty());
+    assert!(*r.registry.registered.lock().unwrap());
+    let Rig {
+        device,
+        vfio,
+        io,
+        bar_router,
+        slots,
+        registry,
+        fake,
+        ..
+    } = r;
+    drop(io);
+    drop(bar_router);
+    drop(device);
+    drop(vfio);
+    assert!(slots.live().is_empty());
+    assert!(!*registry.registered.lock().unwrap());
+    assert!(fake.irq.lock().unwrap().is_empty());
+}
