@@ -19,6 +19,7 @@ pub mod format;
 pub mod protocol;
 pub mod queue;
 pub mod resource;
+pub mod vfio_adapter;
 
 #[cfg(test)]
 mod device_tests;
@@ -30,6 +31,7 @@ pub use display::{DisplayBackend, DisplayConfig, ScanoutFrame};
 pub use error::GpuError;
 pub use exporter::{BlobBackingExporter, ExportError, ExportKind, ExportedBlob, NoExporter};
 pub use queue::QueueKind;
+pub use vfio_adapter::DmaBufBlobExporter;
 
 /// Feature bits offered by the device (`VIRTIO_GPU_F_*`, plus the transport's own).
 pub const DEVICE_FEATURES: u64 = (1 << virtio_bindings::virtio_gpu::VIRTIO_GPU_F_EDID)

@@ -1,0 +1,404 @@
+//! [`BlobBackingExporter`] over the `vfio-dmabuf` crate: VFIO dma-bufs for blobs in a
+//! passthrough BAR, udmabufs for blobs in memfd-backed guest RAM, CPU mappings of both, and
+//! BAR reads for the CPU path through a cached whole-region mapping.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use vfio_dmabuf::{
+    BlobEntry, CpuMapping, DeviceId, DmaBufError, DmaBufExporter, DmaRange, KernelOp,
+    SharedRegistry, Translation,
+};
+
+use crate::exporter::{
+    BlobBackingExporter, ExportError, ExportKind, ExportedBlob, PassthroughRegion, PixelReadError,
+    PixelSource,
+};
+use crate::protocol::MemEntry;
+
+/// A `vfio-dmabuf` CPU mapping read as a pixel source.
+pub struct MappedPixels(pub CpuMapping);
+
+impl PixelSource for MappedPixels {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), PixelReadError> {
+        let ok = usize::try_from(offset).is_ok_and(|off| self.0.read_at(off, buf));
+        if ok {
+            Ok(())
+        } else {
+            Err(PixelReadError {
+                offset,
+                len: buf.len(),
+                reason: format!("outside the {}-byte mapping", self.0.len()),
+            })
+        }
+    }
+}
+
+/// One region mapped whole for CPU-path reads, with the guest base it was mapped for.
+struct RegionMap {
+    guest_base: u64,
+    mapping: CpuMapping,
+}
+
+/// The exporter the VMM gives the GPU: passthrough BARs through `registry` + `vfio`, guest RAM
+/// through `udmabuf`. Either part may be absent (then those blobs take the CPU path).
+pub struct DmaBufBlobExporter {
+    registry: Option<SharedRegistry>,
+    vfio: Option<Box<dyn DmaBufExporter>>,
+    udmabuf: Option<Box<dyn DmaBufExporter>>,
+    region_maps: Mutex<HashMap<(u32, u32), RegionMap>>,
+}
+
+impl DmaBufBlobExporter {
+    /// `registry` + `vfio` (e.g. `vfio_dmabuf::VfioExporter::new(registry.clone())`) for
+    /// passthrough BARs; `udmabuf` (e.g. `vfio_dmabuf::UdmabufExporter::open(ram)`) for RAM.
+    pub fn new(
+        registry: Option<SharedRegistry>,
+        vfio: Option<Box<dyn DmaBufExporter>>,
+        udmabuf: Option<Box<dyn DmaBufExporter>>,
+    ) -> Self {
+        DmaBufBlobExporter {
+            registry,
+            vfio,
+            udmabuf,
+            region_maps: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn classify(kind: ExportKind, e: DmaBufError) -> ExportError {
+        let msg = e.to_string();
+        match (&kind, &e) {
+            // RAM the udmabuf exporter does not know (not memfd-backed) is a host limit.
+            (ExportKind::Udmabuf, DmaBufError::NotInRegion { .. })
+            | (ExportKind::Udmabuf, DmaBufError::DifferentRegion { .. }) => {
+                ExportError::Unsupported(msg)
+            }
+            _ if e.is_guest_fault() => ExportError::Guest(msg),
+            (_, DmaBufError::NotSupported { .. })
+            | (_, DmaBufError::BadSeals { .. })
+            | (_, DmaBufError::NotMappable { .. })
+            | (
+                _,
+                DmaBufError::Kernel {
+                    op: KernelOp::UdmabufOpen,
+                    ..
+                },
+            ) => ExportError::Unsupported(msg),
+            _ => ExportError::Host(msg),
+        }
+    }
+}
+
+impl BlobBackingExporter for DmaBufBlobExporter {
+    fn locate(&self, addr: u64, len: u64) -> Option<PassthroughRegion> {
+        let reg = self.registry.as_ref()?.read().ok()?;
+        let (key, info) = reg.lookup_gpa(addr)?;
+        let end = addr.checked_add(len)?;
+        (end <= info.guest_end()).then_some(PassthroughRegion {
+            device: key.device.0,
+            region: key.index,
+        })
+    }
+
+    fn export(&self, kind: ExportKind, entries: &[MemEntry]) -> Result<ExportedBlob, ExportError> {
+        let exporter = match kind {
+            ExportKind::Udmabuf => self.udmabuf.as_deref(),
+            ExportKind::Vfio(_) => self.vfio.as_deref(),
+        }
+        .ok_or_else(|| ExportError::Unsupported(format!("no {kind} exporter configured")))?;
+        let blob: Vec<BlobEntry> = entries
+            .iter()
+            .map(|e| BlobEntry::new(e.addr, u64::from(e.len)))
+            .collect();
+        let dmabuf = exporter
+            .export_blob(&blob, libc::O_RDWR | libc::O_CLOEXEC)
+            .map_err(|e| Self::classify(kind, e))?;
+        log::info!(
+            "virtio-gpu: exported {} bytes as {kind} ({:?})",
+            dmabuf.size,
+            dmabuf.source
+        );
+        let cpu_mapping = match exporter.map_blob(&blob) {
+            Ok(m) => Some(Box::new(MappedPixels(m)) as Box<dyn PixelSource + Send>),
+            Err(e) => {
+                log::warn!("virtio-gpu: no CPU mapping of the {kind} export ({e}); reading pixels through guest memory");
+                None
+            }
+        };
+        Ok(ExportedBlob {
+            kind,
+            dmabuf: dmabuf.fd,
+            cpu_mapping,
+        })
+    }
+
+    fn read_passthrough(&self, addr: u64, buf: &mut [u8]) -> Result<(), PixelReadError> {
+        let len = buf.len();
+        let err = |reason: String| PixelReadError {
+            offset: addr,
+            len,
+            reason,
+        };
+        let registry = self
+            .registry
+            .as_ref()
+            .ok_or_else(|| err("no passthrough devices".into()))?;
+        let reg = registry
+            .read()
+            .map_err(|_| err("device registry poisoned".into()))?;
+        let (key, info) = reg
+            .lookup_gpa(addr)
+            .ok_or_else(|| err("not in a passthrough region".into()))?;
+        let mut maps = self
+            .region_maps
+            .lock()
+            .map_err(|_| err("region map cache poisoned".into()))?;
+        let slot = (key.device.0, key.index);
+        // (Re)map the whole region when first used or after the guest moved the BAR.
+        if maps
+            .get(&slot)
+            .is_none_or(|m| m.guest_base != info.guest_base)
+        {
+            let t = Translation {
+                device: DeviceId(key.device.0),
+                region_index: key.index,
+                ranges: vec![DmaRange {
+                    offset: 0,
+                    len: info.size,
+                }],
+                total_len: info.size,
+            };
+            let mapping = reg
+                .map_for_cpu(&t, false)
+                .map_err(|e| err(format!("mapping region {} for CPU reads: {e}", key.index)))?;
+            maps.insert(
+                slot,
+                RegionMap {
+                    guest_base: info.guest_base,
+                    mapping,
+                },
+            );
+        }
+        let m = maps
+            .get(&slot)
+            .ok_or_else(|| err("region map vanished".into()))?;
+        let off = usize::try_from(addr - info.guest_base).map_err(|e| err(e.to_string()))?;
+        if m.mapping.read_at(off, buf) {
+            Ok(())
+        } else {
+            Err(err("past the region's end".into()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileExt;
+    use std::sync::{Arc, RwLock};
+
+    use vfio_dmabuf::fake_kernel::{FakeUdmabuf, FakeVfioPci};
+    use vfio_dmabuf::memfd::{add_seals, create_memfd};
+    use vfio_dmabuf::{
+        DeviceRegistry, GuestRam, RegionInfo, UdmabufExporter, UdmabufLimits, VfioExporter,
+    };
+    use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
+
+    use super::*;
+    use crate::backing::BlobPath;
+    use crate::protocol::encode::*;
+    use crate::protocol::{resp, Rect, ScanoutBlob};
+    use crate::test_util::{DisplayEvent, RecordingDisplay};
+    use crate::{GpuConfig, GpuDevice};
+
+    const P: u64 = 4096;
+    const BAR2: u64 = 0xc000_0000;
+    const RAM: u64 = 64 * P;
+
+    struct Setup {
+        dev: GpuDevice,
+        display: RecordingDisplay,
+        bar: std::fs::File,
+        ram: std::fs::File,
+    }
+
+    /// Guest RAM is a sealed memfd (udmabuf-ready); the "device fd" is a memfd holding BAR2's
+    /// bytes at fd offset 0 (mmap-able like a VFIO region).
+    fn setup(with_udmabuf: bool) -> Setup {
+        let bar_fd = create_memfd("bar2", 16 * P).unwrap();
+        let mut reg = DeviceRegistry::with_limits(P, 1024);
+        let id = reg.register_device("ivshmem", bar_fd.as_fd()).unwrap();
+        reg.set_region(id, RegionInfo::new(2, BAR2, 16 * P, 0, 7))
+            .unwrap();
+        let registry: SharedRegistry = Arc::new(RwLock::new(reg));
+        let vfio = VfioExporter::with_ioctl(registry.clone(), FakeVfioPci::ivshmem_like());
+
+        let ram_fd = create_memfd("ram", RAM).unwrap();
+        add_seals(ram_fd.as_fd(), libc::F_SEAL_SHRINK).unwrap();
+        let ram_file = std::fs::File::from(ram_fd.try_clone().unwrap());
+        let mem = GuestMemoryMmap::from_ranges_with_files(&[(
+            GuestAddress(0),
+            RAM as usize,
+            Some(FileOffset::new(ram_file.try_clone().unwrap(), 0)),
+        )])
+        .unwrap();
+        let udmabuf: Option<Box<dyn DmaBufExporter>> = if with_udmabuf {
+            let mut ram = GuestRam::new();
+            ram.add_region(0, RAM, ram_fd.as_fd(), 0).unwrap();
+            Some(Box::new(UdmabufExporter::with_device(
+                create_memfd("udmabuf", 0).unwrap(),
+                ram,
+                UdmabufLimits::default(),
+                FakeUdmabuf::default(),
+            )))
+        } else {
+            None
+        };
+        let exporter = DmaBufBlobExporter::new(Some(registry), Some(Box::new(vfio)), udmabuf);
+        let display = RecordingDisplay::default();
+        let dev = GpuDevice::new(
+            mem,
+            GpuConfig::default(),
+            Box::new(display.clone()),
+            Box::new(exporter),
+        );
+        Setup {
+            dev,
+            display,
+            bar: std::fs::File::from(bar_fd),
+            ram: ram_file,
+        }
+    }
+
+    fn run(dev: &mut GpuDevice, req: Vec<u8>) -> u32 {
+        let r = crate::protocol::decode_request(&req).unwrap();
+        dev.handle(&r).response_type()
+    }
+
+    fn tag_pages(f: &std::fs::File, base: u64, pages: u64, tag: u8) {
+        for i in 0..pages {
+            f.write_all_at(&vec![tag + i as u8; P as usize], base + i * P)
+                .unwrap();
+        }
+    }
+
+    /// 32x32 XRGB = one page per 32x32 frame; show and flush, return the first byte (red
+    /// channel of RGBA is byte 2 of XRGB memory, all bytes equal here).
+    fn show(s: &mut Setup, id: u32) -> Vec<u8> {
+        let b = ScanoutBlob {
+            rect: Rect {
+                x: 0,
+                y: 0,
+                width: 32,
+                height: 64,
+            },
+            scanout_id: 0,
+            resource_id: id,
+            width: 32,
+            height: 64,
+            format: 2,
+            strides: [128, 0, 0, 0],
+            offsets: [0; 4],
+        };
+        assert_eq!(run(&mut s.dev, set_scanout_blob(&b)), resp::OK_NODATA);
+        assert_eq!(run(&mut s.dev, flush(id, b.rect)), resp::OK_NODATA);
+        let rgba = s
+            .display
+            .take()
+            .into_iter()
+            .rev()
+            .find_map(|e| match e {
+                DisplayEvent::Flush { rgba, .. } => Some(rgba),
+                _ => None,
+            })
+            .unwrap();
+        // First pixel of each page (32 rows of 128 bytes = one page).
+        vec![rgba[0], rgba[32 * 32 * 4]]
+    }
+
+    fn e(addr: u64, len: u64) -> MemEntry {
+        MemEntry {
+            addr,
+            len: len as u32,
+        }
+    }
+
+    #[test]
+    fn bar_blob_is_a_vfio_export_read_through_its_cpu_mapping() {
+        let mut s = setup(true);
+        tag_pages(&s.bar, 0, 16, 100);
+        let entries = [e(BAR2 + 5 * P, P), e(BAR2 + 2 * P, P)];
+        assert_eq!(
+            run(&mut s.dev, create_blob(1, 1, 0, 2 * P, &entries)),
+            resp::OK_NODATA
+        );
+        assert_eq!(
+            s.dev.blob_state(1),
+            Some((
+                BlobPath::Export(ExportKind::Vfio(PassthroughRegion {
+                    device: 0,
+                    region: 2
+                })),
+                true
+            ))
+        );
+        assert_eq!(show(&mut s, 1), vec![105, 102]);
+    }
+
+    #[test]
+    fn ram_blob_is_a_udmabuf_export() {
+        let mut s = setup(true);
+        tag_pages(&s.ram, 0, 16, 10);
+        let entries = [e(7 * P, P), e(3 * P, P)];
+        assert_eq!(
+            run(&mut s.dev, create_blob(1, 1, 0, 2 * P, &entries)),
+            resp::OK_NODATA
+        );
+        assert_eq!(
+            s.dev.blob_state(1),
+            Some((BlobPath::Export(ExportKind::Udmabuf), true))
+        );
+        assert_eq!(show(&mut s, 1), vec![17, 13]);
+    }
+
+    #[test]
+    fn mixed_blob_reads_the_bar_through_a_region_mapping() {
+        let mut s = setup(true);
+        tag_pages(&s.bar, 0, 16, 100);
+        tag_pages(&s.ram, 0, 16, 10);
+        let entries = [e(BAR2 + 4 * P, P), e(2 * P, P)];
+        assert_eq!(
+            run(&mut s.dev, create_blob(1, 1, 0, 2 * P, &entries)),
+            resp::OK_NODATA
+        );
+        assert!(matches!(
+            s.dev.blob_state(1),
+            Some((BlobPath::Cpu(_), false))
+        ));
+        assert_eq!(show(&mut s, 1), vec![104, 12]);
+    }
+
+    #[test]
+    fn no_udmabuf_means_cpu_path_and_guest_faults_are_errors() {
+        let mut s = setup(false);
+        tag_pages(&s.ram, 0, 16, 10);
+        assert_eq!(
+            run(&mut s.dev, create_blob(1, 1, 0, 2 * P, &[e(P, 2 * P)])),
+            resp::OK_NODATA
+        );
+        assert!(matches!(
+            s.dev.blob_state(1),
+            Some((BlobPath::Cpu(_), false))
+        ));
+        assert_eq!(show(&mut s, 1), vec![11, 12]);
+        // Unaligned BAR range: the fake kernel's EINVAL is a guest fault.
+        assert_eq!(
+            run(&mut s.dev, create_blob(2, 1, 0, P, &[e(BAR2 + 8, P)])),
+            resp::ERR_INVALID_PARAMETER
+        );
+    }
+}
