@@ -9,6 +9,7 @@
 
 mod config;
 mod device;
+mod dmabuf_registry;
 mod error;
 mod guest_slots;
 mod host_mapping;
@@ -26,6 +27,7 @@ mod vfio_regions;
 
 pub use config::{ConfigWriteEffect, VfioPciConfig};
 pub use device::{VfioPciDevice, VfioPciDeviceEnv};
+pub use dmabuf_registry::DmaBufRegistry;
 pub use error::{Result, VfioPciError};
 pub use guest_slots::{GuestMemorySlots, KvmMemorySlots};
 pub use host_mapping::HostMapping;

@@ -1,0 +1,118 @@
+//! [`PassthroughRegistry`] over the `vfio-dmabuf` crate's shared device registry, so that
+//! virtio-gpu can export dma-bufs from the BARs of our passthrough devices.
+
+use std::os::fd::BorrowedFd;
+
+use vfio_dmabuf::{DeviceId, MmapPiece, RegionInfo, SharedRegistry};
+
+use super::registry::{PassthroughBar, PassthroughRegistry};
+
+/// The `vfio-dmabuf` device list seen through [`PassthroughRegistry`].
+#[derive(Clone)]
+pub struct DmaBufRegistry(pub SharedRegistry);
+
+impl PassthroughRegistry for DmaBufRegistry {
+    fn register_device(&self, name: &str, device_fd: BorrowedFd<'_>) -> Result<u32, String> {
+        let mut reg = self.0.write().unwrap_or_else(|p| p.into_inner());
+        reg.register_device(name, device_fd)
+            .map(|id| id.0)
+            .map_err(|e| e.to_string())
+    }
+
+    fn set_region(&self, device: u32, bar: PassthroughBar) -> Result<(), String> {
+        let mut reg = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let id = DeviceId(device);
+        if bar.guest_base == 0 {
+            // Unprogrammed (or parked at 0 by the guest): not reachable, not in the table.
+            if reg.region(id, bar.index).is_some() {
+                reg.remove_region(id, bar.index)
+                    .map_err(|e| e.to_string())?;
+            }
+            return Ok(());
+        }
+        let mut info = RegionInfo::new(
+            bar.index,
+            bar.guest_base,
+            bar.size,
+            bar.fd_offset,
+            bar.flags,
+        );
+        for p in bar.pieces {
+            info = info.with_mmap_piece(MmapPiece {
+                region_offset: p.region_offset,
+                size: p.size,
+                host_addr: p.host_addr,
+            });
+        }
+        reg.set_region(id, info).map_err(|e| e.to_string())
+    }
+
+    fn unregister_device(&self, device: u32) {
+        let mut reg = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = reg.unregister_device(DeviceId(device)) {
+            log::warn!("vfio: leaving the region table: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use vfio_dmabuf::DeviceRegistry;
+
+    use super::*;
+    use crate::vfio::BarPiece;
+
+    #[test]
+    fn fills_and_updates_the_vfio_dmabuf_table() {
+        let shared = DeviceRegistry::shared();
+        let r = DmaBufRegistry(shared.clone());
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let id = r.register_device("0000:00:04.0", file.as_fd()).unwrap();
+        let bar = PassthroughBar {
+            index: 2,
+            guest_base: 0x1_0000_0000,
+            size: 0x100_0000,
+            fd_offset: 2 << 40,
+            flags: 7,
+            pieces: vec![BarPiece {
+                region_offset: 0,
+                size: 0x100_0000,
+                host_addr: 0x7f00_0000_0000,
+            }],
+        };
+        r.set_region(id, bar.clone()).unwrap();
+        {
+            let reg = shared.read().unwrap();
+            let (key, info) = reg.lookup_gpa(0x1_0000_1000).unwrap();
+            assert_eq!(
+                (key.device, key.index, info.mmap_pieces.len()),
+                (DeviceId(id), 2, 1)
+            );
+        }
+        // The guest moves the BAR.
+        r.set_region(
+            id,
+            PassthroughBar {
+                guest_base: 0xd000_0000,
+                ..bar.clone()
+            },
+        )
+        .unwrap();
+        assert!(shared.read().unwrap().lookup_gpa(0x1_0000_1000).is_none());
+        assert!(shared.read().unwrap().lookup_gpa(0xd000_1000).is_some());
+        // Parked at 0: removed.
+        r.set_region(
+            id,
+            PassthroughBar {
+                guest_base: 0,
+                ..bar
+            },
+        )
+        .unwrap();
+        assert!(shared.read().unwrap().region(DeviceId(id), 2).is_none());
+        r.unregister_device(id);
+        assert!(shared.read().unwrap().device_ids().is_empty());
+    }
+}
