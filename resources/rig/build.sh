@@ -86,6 +86,10 @@ say "L2 initramfs..."
 L2=$RIG/l2-root
 make_root "$L2"
 install -m 755 "$HERE/l2/init" "$L2/init"
+# L2's initramfs is unpacked by a nested guest: keep it small (symbols stay, line tables go).
+for t in "${guest_tools[@]}"; do
+    strip --strip-debug "$L2/bin/$t" 2>/dev/null || true
+done
 mkdir -p "$L2/rig/l2"
 for s in "$HERE"/l2/*.sh; do
     [ -e "$s" ] && install -m 755 "$s" "$L2/rig/l2/"
