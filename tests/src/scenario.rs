@@ -291,3 +291,45 @@ fn in_path(program: &str) -> bool {
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
         .unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(script);
+        c
+    }
+
+    #[test]
+    fn stream_collects_the_console_and_the_exit_status() {
+        let (console, status) = stream(
+            sh("echo 'rig-run: scenario x' >&2; printf 'a\\r\\nRIG-RESULT scenario=x status=PASS\\r\\n'; exit 3"),
+            "x",
+            Duration::from_secs(30),
+            Path::new("/nonexistent.log"),
+        )
+        .unwrap();
+        assert_eq!(console, "a\r\nRIG-RESULT scenario=x status=PASS\r\n");
+        assert!(status.contains('3'), "{status}");
+        let (lines, bad) = parse_lines(&console);
+        assert!(bad.is_empty());
+        assert!(lines[0].is_pass());
+    }
+
+    #[test]
+    fn watchdog_kills_the_whole_process_group() {
+        let started = Instant::now();
+        // The grandchild `sleep` keeps stdout open: only a group kill ends the read loop.
+        let err = stream(
+            sh("echo 'rig-run: scenario x' >&2; sleep 20 & wait"),
+            "x",
+            Duration::from_millis(300),
+            Path::new("/nonexistent.log"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, RigError::Watchdog { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}
