@@ -1,1 +1,41 @@
-fn main() {}
+//! `vmm`: boots an x86_64 Linux kernel on KVM. See `vmm --help`.
+//!
+//! Exit status: 0 when the guest resets or powers off, 1 on a VMM or KVM error, 2 on a
+//! command-line error.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use vmm::cli::Args;
+use vmm::vcpu::VmExit;
+use vmm::VmConfig;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    // clap prints usage errors itself and exits with status 2.
+    let args = Args::parse();
+    let config = VmConfig::from(args);
+    match vmm::run(&config) {
+        Ok(outcome) => {
+            let how = match &outcome.exit {
+                VmExit::Reset => "guest reset".to_string(),
+                VmExit::TripleFault => "guest triple fault (reboot=t or a crash)".to_string(),
+                VmExit::PowerOff => "guest powered off".to_string(),
+                VmExit::Halted => "guest halted".to_string(),
+                VmExit::Error(e) => format!("KVM error: {e}"),
+            };
+            eprintln!(
+                "vmm: {how} after {:.2} s; {}",
+                outcome.elapsed.as_secs_f64(),
+                outcome.stats.summary()
+            );
+            ExitCode::from(outcome.exit.exit_code() as u8)
+        }
+        Err(e) => {
+            eprintln!("vmm: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

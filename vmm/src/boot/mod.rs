@@ -1,0 +1,67 @@
+//! Everything needed to start Linux at its 64-bit entry point.
+
+pub mod cpuid;
+pub mod gdt;
+pub mod loader;
+pub mod mptable;
+pub mod paging;
+pub mod regs;
+
+use vm_memory::GuestMemoryMmap;
+
+use crate::layout::{
+    BOOT_GDT_START, BOOT_IDT_START, MPTABLE_START, PDPT_START, PD_START, PML4_START,
+};
+pub use loader::{KernelEntry, LoaderError};
+
+/// Errors writing the boot structures.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// Loading the kernel, initramfs or command line failed.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// The MP table could not be built.
+    #[error(transparent)]
+    MpTable(#[from] mptable::MpTableError),
+}
+
+fn u64s_to_bytes(v: &[u64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Writes the GDT, the empty IDT, the identity page tables and the MP table into guest RAM.
+pub fn write_boot_structures(mem: &GuestMemoryMmap, nr_vcpus: u8) -> Result<(), BootError> {
+    loader::write_bytes(mem, BOOT_GDT_START, &u64s_to_bytes(&gdt::boot_gdt()), "GDT")?;
+    loader::write_bytes(mem, BOOT_IDT_START, &0u64.to_le_bytes(), "IDT")?;
+    let map = paging::identity_map();
+    loader::write_bytes(mem, PML4_START, &u64s_to_bytes(&map.pml4), "PML4")?;
+    loader::write_bytes(mem, PDPT_START, &u64s_to_bytes(&map.pdpt), "PDPT")?;
+    loader::write_bytes(mem, PD_START, &u64s_to_bytes(&map.pd), "page directories")?;
+    let mp = mptable::build(MPTABLE_START, nr_vcpus)?;
+    loader::write_bytes(mem, MPTABLE_START, &mp, "MP table")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestAddress};
+
+    #[test]
+    fn structures_land_where_the_registers_point() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
+        write_boot_structures(&mem, 2).unwrap();
+        let code: u64 = mem.read_obj(GuestAddress(BOOT_GDT_START + 8)).unwrap();
+        assert_eq!(code, gdt::boot_gdt()[1]);
+        let pml4e: u64 = mem.read_obj(GuestAddress(PML4_START)).unwrap();
+        assert_eq!(pml4e & !0xfff, PDPT_START);
+        let last_pde: u64 = mem
+            .read_obj(GuestAddress(PD_START + (4 * 512 - 1) * 8))
+            .unwrap();
+        assert_eq!(last_pde, 0xffe0_0000 | 0x83);
+        let mut sig = [0u8; 4];
+        mem.read_slice(&mut sig, GuestAddress(MPTABLE_START))
+            .unwrap();
+        assert_eq!(&sig, b"_MP_");
+    }
+}

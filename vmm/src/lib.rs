@@ -1,0 +1,152 @@
+//! A minimal x86_64 VMM on rust-vmm crates: boots a Linux bzImage or vmlinux at its 64-bit
+//! entry point on KVM, with a 16550 console, i8042 reset, CMOS, an MP table and PCI bus 0.
+//!
+//! [`run`] is the whole VMM; `main.rs` only parses the command line ([`cli`]) and maps the
+//! outcome to an exit status.
+
+pub mod boot;
+pub mod cli;
+pub mod error;
+pub mod event_loop;
+pub mod layout;
+pub mod memory;
+pub mod vcpu;
+pub mod vm;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use error::VmmError;
+
+use crate::cli::{Args, DeviceSpec};
+use crate::event_loop::{EventLoop, SerialInput};
+use crate::vcpu::{install_kick_handler, ExitNotifier, ExitStats, VcpuThread, VmExit};
+use crate::vm::{ConsoleOut, Vm};
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// bzImage or ELF vmlinux.
+    pub kernel: PathBuf,
+    /// Optional initramfs.
+    pub initramfs: Option<PathBuf>,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Guest RAM in bytes.
+    pub mem_size: u64,
+    /// Number of vCPUs.
+    pub vcpus: u8,
+    /// Extra devices.
+    pub devices: Vec<DeviceSpec>,
+}
+
+impl From<Args> for VmConfig {
+    fn from(a: Args) -> Self {
+        VmConfig {
+            kernel: a.kernel,
+            initramfs: a.initramfs,
+            cmdline: a.cmdline,
+            mem_size: a.memory.bytes(),
+            vcpus: a.vcpus,
+            devices: a.devices,
+        }
+    }
+}
+
+/// How the VM ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Why.
+    pub exit: VmExit,
+    /// User-space exits handled.
+    pub stats: ExitStats,
+    /// Time from VM creation to the exit.
+    pub elapsed: Duration,
+}
+
+fn describe_device(d: &DeviceSpec) -> String {
+    match (&d.vfio, &d.gpu) {
+        (Some(v), Some(_)) => format!("vfio={} with gpu=blob", v.sysfs_path().display()),
+        (Some(v), None) => format!("vfio={}", v.sysfs_path().display()),
+        (None, _) => "gpu=blob".to_string(),
+    }
+}
+
+/// Writes guest console bytes to stdout unbuffered (each byte already cost a VM exit).
+struct StdoutConsole;
+
+impl std::io::Write for StdoutConsole {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(buf)?;
+        out.flush()?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().flush()
+    }
+}
+
+/// Boots the guest and runs it until it resets, powers off or fails.
+pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
+    let start = Instant::now();
+    if let Some(d) = config.devices.first() {
+        return Err(VmmError::DeviceNotImplemented(describe_device(d)));
+    }
+    install_kick_handler().map_err(VmmError::Signal)?;
+
+    let mut vm = Vm::new(config.mem_size)?;
+    let entry = boot::loader::load(
+        vm.ram().memory(),
+        config.mem_size,
+        &config.kernel,
+        config.initramfs.as_deref(),
+        &config.cmdline,
+    )
+    .map_err(boot::BootError::from)?;
+    boot::write_boot_structures(vm.ram().memory(), config.vcpus)?;
+    log::debug!(
+        "kernel entry {:#x}, initramfs {:x?}",
+        entry.entry,
+        entry.initramfs
+    );
+
+    let console: ConsoleOut = Box::new(StdoutConsole);
+    let legacy = vm.add_legacy_devices(console)?;
+    let _pci = vm.add_pci()?;
+    let vcpu_fds = vm.create_vcpus(config.vcpus, Some(entry.entry))?;
+
+    let exit = Arc::new(ExitNotifier::new().map_err(VmmError::EventFd)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut event_loop = EventLoop::new(exit.clone(), Some(legacy.reset_evt))?;
+    event_loop.add(Arc::new(Mutex::new(SerialInput::new(
+        std::io::stdin(),
+        legacy.serial.clone(),
+    ))));
+
+    let (_running, vcpus) = vm.into_runnable(vcpu_fds, exit.clone(), stop.clone());
+    let mut threads = Vec::new();
+    for v in vcpus {
+        match VcpuThread::spawn(v) {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                exit.notify(VmExit::Error(format!("cannot start a vCPU thread: {e}")));
+                break;
+            }
+        }
+    }
+    let result = event_loop.run();
+    stop.store(true, Ordering::Release);
+    let mut stats = ExitStats::default();
+    for t in threads {
+        stats.merge(&t.stop_and_join());
+    }
+    Ok(Outcome {
+        exit: result?,
+        stats,
+        elapsed: start.elapsed(),
+    })
+}

@@ -1,0 +1,183 @@
+//! Guest RAM: one memfd, mapped shared, split around the MMIO hole.
+//!
+//! The memfd carries `F_SEAL_SHRINK` (and not `F_SEAL_WRITE`) so that `/dev/udmabuf` can later
+//! export guest pages as dma-bufs.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::Arc;
+
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::layout::{ram_ranges, RamRange};
+
+/// Errors while creating guest RAM.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// memfd_create failed.
+    #[error("cannot create the guest RAM memfd: {0}")]
+    Memfd(#[source] io::Error),
+    /// ftruncate failed.
+    #[error("cannot size the guest RAM memfd to {size} bytes: {source}")]
+    Resize {
+        /// Requested size.
+        size: u64,
+        /// OS error.
+        source: io::Error,
+    },
+    /// Adding the seals failed.
+    #[error("cannot seal the guest RAM memfd: {0}")]
+    Seal(#[source] io::Error),
+    /// vm-memory could not map the regions.
+    #[error("cannot map guest RAM: {0}")]
+    Map(#[from] vm_memory::mmap::FromRangesError),
+}
+
+/// One mapped region of guest RAM and where it lives in the memfd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RamRegion {
+    /// Guest-physical range.
+    pub range: RamRange,
+    /// Offset of the region's first byte in the memfd.
+    pub memfd_offset: u64,
+    /// Host virtual address of the region's mapping.
+    pub host_addr: u64,
+}
+
+/// Guest RAM backed by a sealed memfd.
+#[derive(Debug)]
+pub struct GuestRam {
+    memory: GuestMemoryMmap,
+    memfd: Arc<File>,
+    regions: Vec<RamRegion>,
+}
+
+impl GuestRam {
+    /// Creates `mem_size` bytes of RAM laid out by [`ram_ranges`].
+    pub fn new(mem_size: u64) -> Result<Self, MemoryError> {
+        let memfd = Arc::new(create_sealed_memfd(mem_size)?);
+        let mut offset = 0;
+        let mut ranges = Vec::new();
+        for r in ram_ranges(mem_size) {
+            ranges.push((
+                GuestAddress(r.start),
+                r.len as usize,
+                Some(FileOffset::from_arc(memfd.clone(), offset)),
+            ));
+            offset += r.len;
+        }
+        let memory = GuestMemoryMmap::from_ranges_with_files(&ranges)?;
+        let regions = memory
+            .iter()
+            .map(|reg| RamRegion {
+                range: RamRange {
+                    start: reg.start_addr().0,
+                    len: reg.len(),
+                },
+                memfd_offset: reg.file_offset().map_or(0, FileOffset::start),
+                host_addr: reg.as_ptr() as u64,
+            })
+            .collect();
+        Ok(GuestRam {
+            memory,
+            memfd,
+            regions,
+        })
+    }
+
+    /// The vm-memory view of guest RAM.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    /// The memfd backing all of guest RAM (for udmabuf).
+    pub fn memfd(&self) -> &Arc<File> {
+        &self.memfd
+    }
+
+    /// The mapped regions, in guest-physical order.
+    pub fn regions(&self) -> &[RamRegion] {
+        &self.regions
+    }
+
+    /// Total RAM in bytes.
+    pub fn size(&self) -> u64 {
+        self.regions.iter().map(|r| r.range.len).sum()
+    }
+}
+
+fn create_sealed_memfd(size: u64) -> Result<File, MemoryError> {
+    let name: &CStr = c"vmm-guest-ram";
+    // SAFETY: `name` is a valid NUL-terminated string; the flags are valid memfd_create flags.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(MemoryError::Memfd(io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size)
+        .map_err(|source| MemoryError::Resize { size, source })?;
+    // SAFETY: F_ADD_SEALS on a valid memfd with a valid seal mask; no memory is touched.
+    let ret = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
+    if ret < 0 {
+        return Err(MemoryError::Seal(io::Error::last_os_error()));
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{HIGH_RAM_START, MMIO_HOLE_START};
+    use std::os::unix::fs::FileExt;
+    use vm_memory::Bytes;
+
+    #[test]
+    fn memfd_is_sealed_against_shrinking_only() {
+        let ram = GuestRam::new(64 << 20).unwrap();
+        // SAFETY: F_GET_SEALS on a valid fd.
+        let seals = unsafe { libc::fcntl(ram.memfd().as_raw_fd(), libc::F_GET_SEALS) };
+        assert!(seals >= 0);
+        assert_ne!(seals & libc::F_SEAL_SHRINK, 0);
+        assert_eq!(seals & libc::F_SEAL_WRITE, 0);
+        assert!(ram.memfd().set_len(4096).is_err(), "shrinking is refused");
+    }
+
+    #[test]
+    fn guest_writes_land_in_the_memfd() {
+        let ram = GuestRam::new(64 << 20).unwrap();
+        ram.memory()
+            .write_obj(0xdead_beef_u32, GuestAddress(0x1234))
+            .unwrap();
+        let mut buf = [0u8; 4];
+        ram.memfd().read_exact_at(&mut buf, 0x1234).unwrap();
+        assert_eq!(u32::from_le_bytes(buf), 0xdead_beef);
+    }
+
+    #[test]
+    fn ram_above_the_hole_follows_in_the_memfd() {
+        // Mapping is lazy (MAP_NORESERVE): 3.25 GiB costs nothing until touched.
+        let size = MMIO_HOLE_START + (256 << 20);
+        let ram = GuestRam::new(size).unwrap();
+        assert_eq!(ram.size(), size);
+        let r = ram.regions();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1].range.start, HIGH_RAM_START);
+        assert_eq!(r[1].memfd_offset, MMIO_HOLE_START);
+        ram.memory()
+            .write_obj(0x55aa_u16, GuestAddress(HIGH_RAM_START + 8))
+            .unwrap();
+        let mut buf = [0u8; 2];
+        ram.memfd()
+            .read_exact_at(&mut buf, MMIO_HOLE_START + 8)
+            .unwrap();
+        assert_eq!(u16::from_le_bytes(buf), 0x55aa);
+        assert!(ram
+            .memory()
+            .write_obj(1u8, GuestAddress(MMIO_HOLE_START + 8))
+            .is_err());
+    }
+}

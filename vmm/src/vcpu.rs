@@ -1,0 +1,352 @@
+//! The vCPU run loop: one thread per vCPU, port and MMIO exits dispatched to the `IoManager`,
+//! every other exit turned into a VM exit reason.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use log::{debug, warn};
+use vm_device::bus::{MmioAddress, PioAddress};
+use vm_device::device_manager::{IoManager, MmioManager, PioManager};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+/// Why the VM stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest asked for a reset through the i8042 (`reboot=k`) or KVM_SYSTEM_EVENT_RESET.
+    Reset,
+    /// A vCPU triple-faulted (KVM_EXIT_SHUTDOWN): `reboot=t`, or a guest crash.
+    TripleFault,
+    /// The guest powered off (KVM_SYSTEM_EVENT_SHUTDOWN).
+    PowerOff,
+    /// A vCPU executed HLT with no in-kernel irqchip to wake it (tiny test guests only).
+    Halted,
+    /// A KVM error or an exit the VMM cannot handle; the text names it and dumps registers.
+    Error(String),
+}
+
+impl VmExit {
+    /// Process exit status for this reason: 0 for orderly guest exits, 1 for errors.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            VmExit::Error(_) => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// First-reported-wins record of why the VM stops, plus an eventfd that wakes the event loop.
+#[derive(Debug)]
+pub struct ExitNotifier {
+    reason: Mutex<Option<VmExit>>,
+    evt: EventFd,
+}
+
+impl ExitNotifier {
+    /// A notifier with no reason recorded.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(ExitNotifier {
+            reason: Mutex::new(None),
+            evt: EventFd::new(EFD_NONBLOCK)?,
+        })
+    }
+
+    /// Records `reason` unless one is already recorded, and wakes the event loop.
+    pub fn notify(&self, reason: VmExit) {
+        if let Ok(mut r) = self.reason.lock() {
+            if r.is_none() {
+                *r = Some(reason);
+            }
+        }
+        if let Err(e) = self.evt.write(1) {
+            warn!("cannot wake the event loop: {e}");
+        }
+    }
+
+    /// The recorded reason, if any.
+    pub fn reason(&self) -> Option<VmExit> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// The eventfd the event loop polls.
+    pub fn eventfd(&self) -> &EventFd {
+        &self.evt
+    }
+}
+
+/// Counts of exits the VMM handled in user space, for the exit summary.
+#[derive(Debug, Default, Clone)]
+pub struct ExitStats {
+    /// Port I/O exits per port.
+    pub pio: HashMap<u16, u64>,
+    /// MMIO exits.
+    pub mmio: u64,
+}
+
+impl ExitStats {
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &ExitStats) {
+        for (port, n) in &other.pio {
+            *self.pio.entry(*port).or_default() += n;
+        }
+        self.mmio += other.mmio;
+    }
+
+    /// Total exits counted.
+    pub fn total(&self) -> u64 {
+        self.pio.values().sum::<u64>() + self.mmio
+    }
+
+    /// One line: totals and the busiest ports.
+    pub fn summary(&self) -> String {
+        let mut ports: Vec<_> = self.pio.iter().collect();
+        ports.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let mut s = format!(
+            "{} user-space exits: {} port I/O, {} MMIO",
+            self.total(),
+            self.total() - self.mmio,
+            self.mmio
+        );
+        if !ports.is_empty() {
+            s.push_str("; top ports:");
+            for (port, n) in ports.iter().take(6) {
+                let _ = write!(s, " {port:#x}={n}");
+            }
+        }
+        s
+    }
+}
+
+/// Signal used to kick vCPU threads out of KVM_RUN.
+fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+extern "C" fn noop_signal_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Installs the (empty) handler of the kick signal, so that it interrupts KVM_RUN with EINTR
+/// instead of killing the process. Idempotent.
+pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    register_signal_handler(kick_signal(), noop_signal_handler)
+}
+
+/// A vCPU ready to run.
+pub struct Vcpu {
+    id: u8,
+    fd: VcpuFd,
+    io: Arc<IoManager>,
+    exit: Arc<ExitNotifier>,
+    stop: Arc<AtomicBool>,
+    stats: ExitStats,
+}
+
+enum Step {
+    Continue,
+    Exit(VmExit),
+    InternalError,
+    FailEntry(u64),
+    Unexpected(String),
+}
+
+impl Vcpu {
+    /// Wraps a configured vCPU.
+    pub fn new(
+        id: u8,
+        fd: VcpuFd,
+        io: Arc<IoManager>,
+        exit: Arc<ExitNotifier>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        Vcpu {
+            id,
+            fd,
+            io,
+            exit,
+            stop,
+            stats: ExitStats::default(),
+        }
+    }
+
+    /// The KVM vCPU.
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
+    fn step(&mut self) -> Result<Step, kvm_ioctls::Error> {
+        // Only disjoint fields are borrowed while the exit (which borrows `self.fd`) is alive.
+        let io = &self.io;
+        let stats = &mut self.stats;
+        let step = match self.fd.run()? {
+            VcpuExit::IoIn(port, data) => {
+                *stats.pio.entry(port).or_default() += 1;
+                if io.pio_read(PioAddress(port), data).is_err() {
+                    debug!("unhandled port read {port:#x} ({} bytes)", data.len());
+                    data.fill(0xff);
+                }
+                Step::Continue
+            }
+            VcpuExit::IoOut(port, data) => {
+                *stats.pio.entry(port).or_default() += 1;
+                if io.pio_write(PioAddress(port), data).is_err() {
+                    debug!("unhandled port write {port:#x} ({} bytes)", data.len());
+                }
+                Step::Continue
+            }
+            VcpuExit::MmioRead(addr, data) => {
+                stats.mmio += 1;
+                if io.mmio_read(MmioAddress(addr), data).is_err() {
+                    debug!("unhandled MMIO read {addr:#x} ({} bytes)", data.len());
+                    data.fill(0xff);
+                }
+                Step::Continue
+            }
+            VcpuExit::MmioWrite(addr, data) => {
+                stats.mmio += 1;
+                if io.mmio_write(MmioAddress(addr), data).is_err() {
+                    debug!("unhandled MMIO write {addr:#x} ({} bytes)", data.len());
+                }
+                Step::Continue
+            }
+            VcpuExit::Hlt => Step::Exit(VmExit::Halted),
+            VcpuExit::Shutdown => Step::Exit(VmExit::TripleFault),
+            VcpuExit::SystemEvent(kind, data) => match kind {
+                KVM_SYSTEM_EVENT_RESET => Step::Exit(VmExit::Reset),
+                KVM_SYSTEM_EVENT_SHUTDOWN => Step::Exit(VmExit::PowerOff),
+                KVM_SYSTEM_EVENT_CRASH => Step::Unexpected(format!("guest crash event {data:x?}")),
+                other => Step::Unexpected(format!("system event {other} {data:x?}")),
+            },
+            VcpuExit::InternalError => Step::InternalError,
+            VcpuExit::FailEntry(reason, cpu) => {
+                debug!("entry failure on host cpu {cpu}");
+                Step::FailEntry(reason)
+            }
+            VcpuExit::Intr => Step::Continue,
+            other => Step::Unexpected(format!("{other:?}")),
+        };
+        Ok(step)
+    }
+
+    fn internal_error_detail(&mut self) -> String {
+        let run = self.fd.get_kvm_run();
+        // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the union member
+        // KVM filled in; it is plain data.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let n = (internal.ndata as usize).min(internal.data.len());
+        format!(
+            "KVM_EXIT_INTERNAL_ERROR suberror {} data {:x?}",
+            internal.suberror,
+            &internal.data[..n]
+        )
+    }
+
+    /// Registers and segment state, for error messages.
+    pub fn dump_registers(&self) -> String {
+        let mut s = String::new();
+        match self.fd.get_regs() {
+            Ok(r) => {
+                let _ = write!(
+                    s,
+                    "rip={:#018x} rsp={:#018x} rbp={:#018x} rflags={:#x}\n  rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x}",
+                    r.rip, r.rsp, r.rbp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi
+                );
+            }
+            Err(e) => {
+                let _ = write!(s, "(registers unavailable: {e})");
+            }
+        }
+        match self.fd.get_sregs() {
+            Ok(sr) => {
+                let _ = write!(
+                    s,
+                    "\n  cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} apic_base={:#x}\n  cs={:#x} (base {:#x}, l={}) ss={:#x} gdt={:#x}/{:#x} idt={:#x}/{:#x}",
+                    sr.cr0, sr.cr2, sr.cr3, sr.cr4, sr.efer, sr.apic_base, sr.cs.selector,
+                    sr.cs.base, sr.cs.l, sr.ss.selector, sr.gdt.base, sr.gdt.limit,
+                    sr.idt.base, sr.idt.limit
+                );
+            }
+            Err(e) => {
+                let _ = write!(s, "\n  (special registers unavailable: {e})");
+            }
+        }
+        s
+    }
+
+    fn error(&self, what: String) -> VmExit {
+        VmExit::Error(format!(
+            "vCPU {}: {what}\n  {}",
+            self.id,
+            self.dump_registers()
+        ))
+    }
+
+    /// Runs until the guest stops the VM, an error occurs, or `stop` is set and the thread is
+    /// kicked. Reports the reason through the exit notifier and returns the exit counts.
+    pub fn run(mut self) -> ExitStats {
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            let step = match self.step() {
+                Ok(step) => step,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.fd.set_kvm_immediate_exit(0);
+                    continue;
+                }
+                Err(e) => Step::Unexpected(format!("KVM_RUN failed: {e}")),
+            };
+            let reason = match step {
+                Step::Continue => continue,
+                Step::Exit(reason) => reason,
+                Step::InternalError => {
+                    let detail = self.internal_error_detail();
+                    self.error(detail)
+                }
+                Step::FailEntry(reason) => self.error(format!(
+                    "KVM_EXIT_FAIL_ENTRY, hardware entry failure reason {reason:#x}"
+                )),
+                Step::Unexpected(what) => self.error(format!("unexpected exit: {what}")),
+            };
+            self.exit.notify(reason);
+            break;
+        }
+        self.stats
+    }
+}
+
+/// A running vCPU thread.
+pub struct VcpuThread {
+    handle: JoinHandle<ExitStats>,
+}
+
+impl VcpuThread {
+    /// Starts `vcpu` on its own thread.
+    pub fn spawn(vcpu: Vcpu) -> std::io::Result<Self> {
+        let name = format!("vcpu{}", vcpu.id);
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || vcpu.run())?;
+        Ok(VcpuThread { handle })
+    }
+
+    /// Kicks the thread out of KVM_RUN until it finishes (the caller has set the stop flag),
+    /// then joins it.
+    pub fn stop_and_join(self) -> ExitStats {
+        while !self.handle.is_finished() {
+            if let Err(e) = self.handle.kill(kick_signal()) {
+                warn!("cannot signal vCPU thread: {e}");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.handle.join().unwrap_or_else(|_| {
+            warn!("a vCPU thread panicked");
+            ExitStats::default()
+        })
+    }
+}
