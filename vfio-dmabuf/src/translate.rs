@@ -106,7 +106,7 @@ impl DeviceRegistry {
         let base = region.guest_base;
         let end = region.guest_end();
         let mask = self.page_size - 1;
-        let mut ranges = Vec::with_capacity(entries.len().min(1024));
+        let mut ranges = Vec::with_capacity(entries.len());
         let mut total: u64 = 0;
         for (i, e) in entries.iter().enumerate() {
             let e_end = check_shape(i, e)?;
