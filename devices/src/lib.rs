@@ -7,3 +7,4 @@
 pub mod legacy;
 pub mod pci;
 pub mod vfio;
+pub mod virtio;

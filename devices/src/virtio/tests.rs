@@ -1,0 +1,431 @@
+//! Transport tests: a driver's view of the PCI function (config space, BAR 0), with a fake
+//! MSI router and ioeventfd registrar that keep the eventfds they are given.
+
+use std::sync::{Arc, Mutex};
+
+use virtio_queue::QueueT;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::*;
+use crate::pci::{
+    MsiRouter, PciDevice, CAP_ID_MSIX, CAP_ID_VENDOR, REG_CAP_PTR, REG_CLASS, REG_ID,
+};
+
+#[derive(Default)]
+struct FakeRouter {
+    next: Mutex<u32>,
+    routes: Mutex<Vec<(u32, u64, u32)>>,
+    irqfds: Mutex<Vec<u32>>,
+    released: Mutex<Vec<u32>>,
+}
+
+impl MsiRouter for FakeRouter {
+    fn allocate_gsi(&self) -> Result<u32, String> {
+        let mut n = self.next.lock().unwrap();
+        *n += 1;
+        Ok(23 + *n)
+    }
+    fn release_gsi(&self, gsi: u32) {
+        self.released.lock().unwrap().push(gsi);
+    }
+    fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> Result<(), String> {
+        self.routes.lock().unwrap().push((gsi, address, data));
+        Ok(())
+    }
+    fn register_irqfd(&self, _fd: &EventFd, gsi: u32) -> Result<(), String> {
+        self.irqfds.lock().unwrap().push(gsi);
+        Ok(())
+    }
+    fn unregister_irqfd(&self, _fd: &EventFd, _gsi: u32) -> Result<(), String> {
+        Ok(())
+    }
+    fn register_irqfd_with_resample(&self, _: &EventFd, _: &EventFd, _: u32) -> Result<(), String> {
+        Err("not used".into())
+    }
+}
+
+#[derive(Default)]
+struct FakeIoEvents {
+    registered: Mutex<Vec<u64>>,
+}
+
+impl IoEventRegistrar for FakeIoEvents {
+    fn register(&self, _fd: &EventFd, addr: u64) -> Result<(), String> {
+        self.registered.lock().unwrap().push(addr);
+        Ok(())
+    }
+    fn unregister(&self, _fd: &EventFd, addr: u64) -> Result<(), String> {
+        self.registered.lock().unwrap().retain(|a| *a != addr);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    acked: Option<u64>,
+    activated: Vec<(u16, u16, u64)>,
+    notify: Vec<EventFd>,
+    interrupt: Option<Arc<dyn VirtioInterrupt>>,
+    resets: u32,
+    config_writes: Vec<(u64, Vec<u8>)>,
+}
+
+struct FakeDevice(Arc<Mutex<Seen>>);
+
+impl VirtioDevice for FakeDevice {
+    fn device_type(&self) -> u32 {
+        16
+    }
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![256, 16]
+    }
+    fn device_features(&self) -> u64 {
+        0b1010
+    }
+    fn ack_features(&mut self, f: u64) {
+        self.0.lock().unwrap().acked = Some(f);
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (offset as u8).wrapping_add(i as u8);
+        }
+    }
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        self.0
+            .lock()
+            .unwrap()
+            .config_writes
+            .push((offset, data.to_vec()));
+    }
+    fn activate(
+        &mut self,
+        _mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        queues: Vec<ActivatedQueue>,
+    ) -> Result<(), String> {
+        let mut s = self.0.lock().unwrap();
+        for q in queues {
+            s.activated
+                .push((q.index, q.queue.size(), q.queue.desc_table()));
+            s.notify.push(q.notify);
+        }
+        s.interrupt = Some(interrupt);
+        Ok(())
+    }
+    fn reset(&mut self) {
+        let mut s = self.0.lock().unwrap();
+        s.resets += 1;
+        s.interrupt = None;
+    }
+}
+
+const BAR: u64 = 0xc000_0000;
+
+struct T {
+    dev: VirtioPciDevice,
+    seen: Arc<Mutex<Seen>>,
+    router: Arc<FakeRouter>,
+    ioevents: Arc<FakeIoEvents>,
+}
+
+fn setup() -> T {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let router = Arc::new(FakeRouter::default());
+    let ioevents = Arc::new(FakeIoEvents::default());
+    let mut dev = VirtioPciDevice::new(
+        Box::new(FakeDevice(seen.clone())),
+        mem,
+        router.clone(),
+        ioevents.clone(),
+    )
+    .unwrap();
+    let moved = dev.program_bar(0, BAR).unwrap();
+    dev.move_bar(&moved).unwrap();
+    T {
+        dev,
+        seen,
+        router,
+        ioevents,
+    }
+}
+
+impl T {
+    fn w(&mut self, off: u64, v: u64, len: usize) {
+        self.dev.write_bar(0, off, &v.to_le_bytes()[..len]);
+    }
+    fn r(&mut self, off: u64, len: usize) -> u64 {
+        let mut d = [0u8; 8];
+        self.dev.read_bar(0, off, &mut d[..len]);
+        u64::from_le_bytes(d)
+    }
+    fn cfg_byte(&mut self, off: usize) -> u8 {
+        (self.dev.read_config_register(off / 4) >> ((off % 4) * 8)) as u8
+    }
+    fn cfg_dword(&mut self, off: usize) -> u32 {
+        self.dev.read_config_register(off / 4)
+    }
+
+    /// Driver initialisation up to DRIVER_OK with both queues, MSI-X vectors 1 and 2 for the
+    /// queues and 0 for config.
+    fn bring_up(&mut self) {
+        self.w(0x14, 1, 1);
+        self.w(0x14, 3, 1);
+        self.w(0x08, 0, 4);
+        self.w(0x0c, 0b1000, 4);
+        self.w(0x08, 1, 4);
+        self.w(0x0c, 1, 4);
+        self.w(0x14, 0xb, 1);
+        assert_eq!(self.r(0x14, 1), 0xb);
+        self.enable_msix();
+        self.w(0x10, 0, 2);
+        for q in 0..2u64 {
+            self.w(0x16, q, 2);
+            self.w(0x18, 8, 2);
+            let base = 0x1000 * (q + 1);
+            self.w(0x20, base, 8);
+            self.w(0x28, base + 0x100, 8);
+            self.w(0x30, base + 0x200, 8);
+            self.w(0x1a, q + 1, 2);
+            assert_eq!(self.r(0x1a, 2), q + 1);
+            self.w(0x1c, 1, 2);
+        }
+        self.w(0x14, 0xf, 1);
+    }
+
+    fn enable_msix(&mut self) {
+        let cap = find_cap(self, CAP_ID_MSIX).unwrap();
+        // Message control is the upper half of the capability's first dword.
+        self.dev
+            .write_config_register(cap / 4, 2, &0x8000u16.to_le_bytes());
+        for v in 0..3u64 {
+            let e = MSIX_TABLE_OFFSET + v * 16;
+            self.w(e, 0xfee0_0000 + v * 0x1000, 4);
+            self.w(e + 4, 0, 4);
+            self.w(e + 8, 0x40 + v, 4);
+            self.w(e + 12, 0, 4);
+        }
+    }
+}
+
+fn find_cap(t: &mut T, id: u8) -> Option<usize> {
+    let mut off = t.cfg_byte(REG_CAP_PTR * 4) as usize;
+    for _ in 0..48 {
+        if off < 0x40 {
+            return None;
+        }
+        if t.cfg_byte(off) == id {
+            return Some(off);
+        }
+        off = t.cfg_byte(off + 1) as usize;
+    }
+    None
+}
+
+#[test]
+fn config_space_identifies_a_modern_virtio_gpu_with_all_capabilities() {
+    let mut t = setup();
+    assert_eq!(t.cfg_dword(REG_ID * 4), 0x1050_1af4);
+    assert_eq!(t.cfg_dword(REG_CLASS * 4) >> 16, 0x0380);
+    let mut types = Vec::new();
+    let mut off = t.cfg_byte(REG_CAP_PTR * 4) as usize;
+    while off >= 0x40 {
+        if t.cfg_byte(off) == CAP_ID_VENDOR {
+            let cfg_type = t.cfg_byte(off + 3);
+            let bar = t.cfg_byte(off + 4);
+            let offset = t.cfg_dword(off + 8);
+            let length = t.cfg_dword(off + 12);
+            types.push((cfg_type, bar, offset, length));
+            if cfg_type == 2 {
+                assert_eq!(t.cfg_dword(off + 16), NOTIFY_OFF_MULTIPLIER);
+            }
+        }
+        off = t.cfg_byte(off + 1) as usize;
+    }
+    assert_eq!(
+        types,
+        vec![
+            (1, 0, COMMON_CFG_OFFSET as u32, 0x38),
+            (3, 0, ISR_OFFSET as u32, 4),
+            (4, 0, DEVICE_CFG_OFFSET as u32, 0x1000),
+            (2, 0, NOTIFY_OFFSET as u32, 8),
+            (5, 0, 0, 0),
+        ]
+    );
+    let msix = find_cap(&mut t, CAP_ID_MSIX).unwrap();
+    let d = t.cfg_dword(msix);
+    assert_eq!(d >> 16, 2, "3 vectors: table size - 1");
+    assert_eq!(t.cfg_dword(msix + 4), MSIX_TABLE_OFFSET as u32);
+    assert_eq!(t.cfg_dword(msix + 8), MSIX_PBA_OFFSET as u32);
+    // BAR 0 is a 64-bit memory BAR at the programmed address.
+    let bars = t.dev.bars();
+    assert_eq!((bars[0].addr, bars[0].size), (BAR, BAR0_SIZE));
+    assert_eq!(t.router.irqfds.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn ioeventfds_follow_bar_moves() {
+    let mut t = setup();
+    assert_eq!(
+        *t.ioevents.registered.lock().unwrap(),
+        vec![BAR + NOTIFY_OFFSET, BAR + NOTIFY_OFFSET + 4]
+    );
+    let moved = t.dev.program_bar(0, 0xd000_0000).unwrap();
+    t.dev.move_bar(&moved).unwrap();
+    assert_eq!(
+        *t.ioevents.registered.lock().unwrap(),
+        vec![0xd000_0000 + NOTIFY_OFFSET, 0xd000_0000 + NOTIFY_OFFSET + 4]
+    );
+}
+
+#[test]
+fn driver_bring_up_activates_with_the_configured_queues() {
+    let mut t = setup();
+    t.bring_up();
+    assert!(t.dev.is_active());
+    assert_eq!(t.r(0x14, 1), 0xf);
+    let s = t.seen.lock().unwrap();
+    assert_eq!(s.acked, Some(0b1000 | 1 << 32));
+    assert_eq!(s.activated, vec![(0, 8, 0x1000), (1, 8, 0x2000)]);
+    // Routes were set for the three vectors.
+    let routes = t.router.routes.lock().unwrap();
+    assert!(routes.contains(&(24, 0xfee0_0000, 0x40)));
+    assert!(routes.contains(&(26, 0xfee0_2000, 0x42)));
+}
+
+#[test]
+fn queue_interrupts_reach_the_vectors_irqfd_and_masking_sets_pending() {
+    let mut t = setup();
+    t.bring_up();
+    let irq = t.seen.lock().unwrap().interrupt.clone().unwrap();
+    let (fd1, _) = t.dev.vector_irqfd(1).unwrap();
+    let (fd0, _) = t.dev.vector_irqfd(0).unwrap();
+    irq.trigger(InterruptSource::Queue(0));
+    assert_eq!(fd1.read().unwrap(), 1);
+    irq.trigger(InterruptSource::Config);
+    assert_eq!(fd0.read().unwrap(), 1);
+    // ISR: queue and config bits, cleared on read.
+    assert_eq!(t.r(ISR_OFFSET, 1), 3);
+    assert_eq!(t.r(ISR_OFFSET, 1), 0);
+    // Mask vector 1: the interrupt becomes pending, unmasking delivers it.
+    t.w(MSIX_TABLE_OFFSET + 16 + 12, 1, 4);
+    irq.trigger(InterruptSource::Queue(0));
+    assert!(fd1.read().is_err(), "masked vector must not fire");
+    assert_eq!(t.r(MSIX_PBA_OFFSET, 8), 0b10);
+    t.w(MSIX_TABLE_OFFSET + 16 + 12, 0, 4);
+    assert_eq!(fd1.read().unwrap(), 1);
+    assert_eq!(t.r(MSIX_PBA_OFFSET, 8), 0);
+    // Function mask works the same way.
+    let cap = find_cap(&mut t, CAP_ID_MSIX).unwrap();
+    t.dev
+        .write_config_register(cap / 4, 2, &0xc000u16.to_le_bytes());
+    irq.trigger(InterruptSource::Queue(1));
+    let (fd2, _) = t.dev.vector_irqfd(2).unwrap();
+    assert!(fd2.read().is_err());
+    t.dev
+        .write_config_register(cap / 4, 2, &0x8000u16.to_le_bytes());
+    assert_eq!(fd2.read().unwrap(), 1);
+}
+
+#[test]
+fn trapped_notify_writes_signal_the_queue_eventfd() {
+    let mut t = setup();
+    t.bring_up();
+    t.w(NOTIFY_OFFSET + 4, 1, 2);
+    let s = t.seen.lock().unwrap();
+    assert_eq!(s.notify[1].read().unwrap(), 1);
+    assert!(s.notify[0].read().is_err());
+}
+
+#[test]
+fn reset_stops_the_device_and_clears_state() {
+    let mut t = setup();
+    t.bring_up();
+    t.w(0x14, 0, 1);
+    assert!(!t.dev.is_active());
+    assert_eq!(t.r(0x14, 1), 0);
+    assert_eq!(t.seen.lock().unwrap().resets, 1);
+    t.w(0x16, 0, 2);
+    assert_eq!(t.r(0x1c, 2), 0);
+    assert_eq!(t.r(0x1a, 2), u64::from(NO_VECTOR));
+    // A second bring-up works.
+    t.bring_up();
+    assert!(t.dev.is_active());
+}
+
+#[test]
+fn invalid_rings_mark_the_device_needs_reset() {
+    let mut t = setup();
+    t.w(0x14, 3, 1);
+    t.w(0x08, 1, 4);
+    t.w(0x0c, 1, 4);
+    t.w(0x14, 0xb, 1);
+    t.w(0x16, 0, 2);
+    t.w(0x20, 0x10_0000_0000, 8); // outside guest memory
+    t.w(0x1c, 1, 2);
+    t.w(0x14, 0xf, 1);
+    assert!(!t.dev.is_active());
+    assert_ne!(t.r(0x14, 1) & 0x40, 0);
+    assert!(t.seen.lock().unwrap().activated.is_empty());
+}
+
+#[test]
+fn out_of_range_vectors_read_back_as_no_vector() {
+    let mut t = setup();
+    t.w(0x10, 7, 2);
+    assert_eq!(t.r(0x10, 2), u64::from(NO_VECTOR));
+    t.w(0x16, 1, 2);
+    t.w(0x1a, 3, 2);
+    assert_eq!(t.r(0x1a, 2), u64::from(NO_VECTOR));
+}
+
+#[test]
+fn device_config_is_forwarded() {
+    let mut t = setup();
+    assert_eq!(
+        t.r(DEVICE_CFG_OFFSET + 8, 4),
+        u64::from_le_bytes([8, 9, 10, 11, 0, 0, 0, 0])
+    );
+    t.w(DEVICE_CFG_OFFSET + 4, 1, 4);
+    assert_eq!(
+        t.seen.lock().unwrap().config_writes,
+        vec![(4, vec![1, 0, 0, 0])]
+    );
+}
+
+#[test]
+fn hostile_bar_and_config_accesses_do_not_panic() {
+    let mut t = setup();
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    for _ in 0..20000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let off = seed % (BAR0_SIZE + 16);
+        let len = [1usize, 2, 3, 4, 8][(seed >> 20) as usize % 5];
+        let v = seed >> 7;
+        if seed & 1 == 0 {
+            // Avoid resetting status constantly so that deeper states are reached.
+            t.dev.write_bar(0, off, &v.to_le_bytes()[..len]);
+        } else {
+            let mut d = [0u8; 8];
+            t.dev.read_bar(0, off, &mut d[..len]);
+        }
+        let reg = (seed >> 32) as usize % 80;
+        let o = (seed >> 40) as usize % 4;
+        t.dev
+            .write_config_register(reg, o, &v.to_le_bytes()[..len.min(4)]);
+        let _ = t.dev.read_config_register(reg);
+        t.dev.read_bar(3, off, &mut [0u8; 4]);
+        t.dev.write_bar(5, off, &[1, 2, 3, 4]);
+    }
+}
+
+#[test]
+fn drop_releases_gsis() {
+    let t = setup();
+    let router = t.router.clone();
+    drop(t);
+    assert_eq!(*router.released.lock().unwrap(), vec![24, 25, 26]);
+}
