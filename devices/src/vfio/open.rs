@@ -144,8 +144,12 @@ impl Drop for VfioPassthrough {
                 let Ok(len) = usize::try_from(size) else {
                     continue;
                 };
+                // When the last device (group) has already left the container, the kernel has
+                // released the IOMMU domain with all its mappings and this fails with EINVAL.
                 if let Err(e) = s.container.vfio_dma_unmap(iova, len) {
-                    warn!("vfio: DMA unmap of {iova:#x}+{size:#x}: {e}");
+                    log::debug!(
+                        "vfio: DMA unmap of {iova:#x}+{size:#x}: {e} (domain already released)"
+                    );
                 }
             }
         }
