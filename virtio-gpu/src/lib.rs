@@ -20,6 +20,7 @@ pub mod protocol;
 pub mod queue;
 pub mod resource;
 pub mod vfio_adapter;
+pub mod virtio_device;
 
 #[cfg(test)]
 mod device_tests;
@@ -32,6 +33,7 @@ pub use error::GpuError;
 pub use exporter::{BlobBackingExporter, ExportError, ExportKind, ExportedBlob, NoExporter};
 pub use queue::QueueKind;
 pub use vfio_adapter::DmaBufBlobExporter;
+pub use virtio_device::VirtioGpu;
 
 /// Feature bits offered by the device (`VIRTIO_GPU_F_*`, plus the transport's own).
 pub const DEVICE_FEATURES: u64 = (1 << virtio_bindings::virtio_gpu::VIRTIO_GPU_F_EDID)
