@@ -1,0 +1,353 @@
+//! Real-kernel check of `devices::pci` + `devices::vfio`, meant to run inside the rig's L1
+//! (root, ivshmem and edu bound to vfio-pci, /dev/kvm):
+//!
+//!   vfio_rig_check error <BDF>            prints the user-facing error for a device spec
+//!   vfio_rig_check run <ivshmem BDF> [<edu BDF>]
+//!
+//! `run` builds a 64 MiB KVM VM, opens the devices through `VfioPassthrough` (DMA-maps RAM),
+//! puts them on a `PciBus`, checks config space and BAR sizing through `PciConfigIo`, runs a
+//! 32-bit guest that reads ivshmem BAR2 (expects "L0OK" at offset 0, written by L0 into the
+//! shm file), writes "L2W1" at BAR2+4, reads BAR0+8 (trapped), moves BAR2 with config writes and
+//! writes "L2W2" at the new BAR2+8 (L0 checks both in the shm file), makes edu DMA a buffer
+//! RAM -> device -> RAM, then drops everything. Prints RIG-DATA lines and one RIG-RESULT line.
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use devices::pci::{BarAllocator, BarSpace, BarWindow, KvmMsiRouter, PciBus, PciConfigIo};
+use devices::vfio::{
+    DmaBufRegistry, KvmMemorySlots, VfioPassthrough, VfioPciDevice, VfioPciDeviceEnv, VfioRegionSet,
+};
+use kvm_bindings::{kvm_segment, kvm_userspace_memory_region};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+const SC: &str = "pci-vfio-check";
+
+fn cfg(io: &mut PciConfigIo, slot: u8, off: u8) -> u32 {
+    io.write(
+        0,
+        &(0x8000_0000u32 | (u32::from(slot) << 11) | u32::from(off)).to_le_bytes(),
+    );
+    let mut b = [0u8; 4];
+    io.read(4, &mut b);
+    u32::from_le_bytes(b)
+}
+fn cfgw(io: &mut PciConfigIo, slot: u8, off: u8, v: &[u8]) {
+    io.write(
+        0,
+        &(0x8000_0000u32 | (u32::from(slot) << 11) | u32::from(off & 0xfc)).to_le_bytes(),
+    );
+    io.write(4 + u64::from(off & 3), v);
+}
+
+fn run_guest(
+    vcpu: &mut VcpuFd,
+    mem: &GuestMemoryMmap,
+    code: &[u8],
+    router: &devices::pci::PciBarRouter,
+) -> Result<u32, String> {
+    mem.write_slice(code, GuestAddress(0x1000)).unwrap();
+    let mut sregs = vcpu.get_sregs().unwrap();
+    let cs = kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: 8,
+        type_: 11,
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    let ds = kvm_segment {
+        selector: 16,
+        type_: 3,
+        ..cs
+    };
+    sregs.cs = cs;
+    sregs.ds = ds;
+    sregs.es = ds;
+    sregs.fs = ds;
+    sregs.gs = ds;
+    sregs.ss = ds;
+    sregs.cr0 |= 1;
+    vcpu.set_sregs(&sregs).unwrap();
+    let mut regs = vcpu.get_regs().unwrap();
+    regs.rip = 0x1000;
+    regs.rflags = 2;
+    vcpu.set_regs(&regs).unwrap();
+    let mut mmio_exits = 0;
+    loop {
+        match vcpu.run() {
+            Ok(VcpuExit::MmioRead(a, d)) => {
+                mmio_exits += 1;
+                router.read(BarSpace::Mmio, a, d)
+            }
+            Ok(VcpuExit::MmioWrite(a, d)) => {
+                mmio_exits += 1;
+                router.write(BarSpace::Mmio, a, d)
+            }
+            Ok(VcpuExit::IoOut(0xf4, _)) => return Ok(mmio_exits),
+            Ok(e) => return Err(format!("unexpected exit {e:?}")),
+            Err(e) => return Err(format!("KVM_RUN: {e}")),
+        }
+    }
+}
+
+fn mov_eax_from(a: u32) -> Vec<u8> {
+    let mut v = vec![0xa1];
+    v.extend(a.to_le_bytes());
+    v
+}
+fn mov_to_from_eax(a: u32) -> Vec<u8> {
+    let mut v = vec![0xa3];
+    v.extend(a.to_le_bytes());
+    v
+}
+fn mov_imm(a: u32, imm: &[u8; 4]) -> Vec<u8> {
+    let mut v = vec![0xc7, 0x05];
+    v.extend(a.to_le_bytes());
+    v.extend(imm);
+    v
+}
+
+fn main() {
+    env_logger::init();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("error") {
+        // Show the user-facing error for a device spec.
+        let kvm = Kvm::new().unwrap();
+        let vm = Arc::new(kvm.create_vm().unwrap());
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        match VfioPassthrough::new(vm).open(&args[2], &mem) {
+            Ok(_) => println!("RIG-DATA scenario={SC} error_case={} opened=yes", args[2]),
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    println!("VFIO-ERROR {} | {line}", args[2]);
+                }
+            }
+        }
+        return;
+    }
+    let iv = &args[2];
+    let edu = args.get(3);
+    let mut fails: Vec<String> = Vec::new();
+
+    let kvm = Kvm::new().unwrap();
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    vm.create_irq_chip().unwrap();
+    let ram = 64usize << 20;
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), ram)]).unwrap();
+    let host = mem.get_host_address(GuestAddress(0)).unwrap() as u64;
+    // SAFETY: mem lives until the end of main.
+    unsafe {
+        vm.set_user_memory_region(kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: ram as u64,
+            userspace_addr: host,
+        })
+        .unwrap()
+    };
+
+    let registry = vfio_dmabuf::DeviceRegistry::shared();
+    let passthrough = VfioPassthrough::new(vm.clone());
+    let slots = Arc::new(KvmMemorySlots::new(vm.clone(), 1, 32));
+    let msi = Arc::new(KvmMsiRouter::new(vm.clone(), 256));
+    let env = || VfioPciDeviceEnv {
+        slots: slots.clone(),
+        irq_router: Some(msi.clone()),
+        intx_gsi: None,
+        registry: Some(Arc::new(DmaBufRegistry(registry.clone()))),
+        page_size: 4096,
+    };
+
+    let t = Instant::now();
+    let iv_regions = passthrough.open(iv, &mem).unwrap_or_else(|e| {
+        println!("RIG-RESULT scenario={SC} status=FAIL reason=open-ivshmem");
+        eprintln!("{e}");
+        std::process::exit(1)
+    });
+    let open_ms = t.elapsed().as_millis();
+    let iv_dev = VfioPciDevice::new(iv_regions.clone(), env()).unwrap();
+    let mut bus = PciBus::new();
+    let mut bars = BarAllocator::new(BarWindow::new(0xc000_0000, 0x3ec0_0000), None, None).unwrap();
+    let iv_slot = bus
+        .add_device(Arc::new(Mutex::new(iv_dev)), &mut bars)
+        .unwrap();
+    let edu_dev = edu.map(|bdf| {
+        let r = passthrough.open(bdf, &mem).unwrap();
+        let d = VfioPciDevice::new(r.clone(), env()).unwrap();
+        (
+            r,
+            bus.add_device(Arc::new(Mutex::new(d)), &mut bars).unwrap(),
+        )
+    });
+    let router = bus.router();
+    let bus = Arc::new(Mutex::new(bus));
+    let mut io = PciConfigIo::new(bus.clone());
+
+    let id = cfg(&mut io, iv_slot, 0);
+    let class = cfg(&mut io, iv_slot, 8) >> 8;
+    let b0 = cfg(&mut io, iv_slot, 0x10);
+    let b2 = cfg(&mut io, iv_slot, 0x18);
+    let b3 = cfg(&mut io, iv_slot, 0x1c);
+    cfgw(&mut io, iv_slot, 0x18, &[0xff; 4]);
+    let size2 = cfg(&mut io, iv_slot, 0x18);
+    cfgw(&mut io, iv_slot, 0x18, &b2.to_le_bytes());
+    cfgw(&mut io, iv_slot, 0x10, &[0xff; 4]);
+    let size0 = cfg(&mut io, iv_slot, 0x10);
+    cfgw(&mut io, iv_slot, 0x10, &b0.to_le_bytes());
+    println!("RIG-DATA scenario={SC} iv_id={id:#010x} iv_class={class:#08x} iv_bar0={b0:#010x} iv_bar0_sizing={size0:#010x} iv_bar2={b2:#010x} iv_bar2_hi={b3:#x} iv_bar2_sizing={size2:#010x} open_ms={open_ms}");
+    if id != 0x1110_1af4 {
+        fails.push("iv-id".into());
+    }
+    if size2 != 0xff00_000c {
+        fails.push("bar2-sizing".into());
+    }
+    let bar0 = b0 & !0xf;
+    let bar2 = b2 & !0xf;
+    {
+        let reg = registry.read().unwrap();
+        let (k, info) = reg
+            .lookup_gpa(u64::from(bar2) + 0x10)
+            .expect("BAR2 in region table");
+        println!(
+            "RIG-DATA scenario={SC} table_bar2_index={} table_bar2_pieces={} table_bar2_base={:#x}",
+            k.index,
+            info.mmap_pieces.len(),
+            info.guest_base
+        );
+    }
+
+    // Guest: read BAR2[0] (L0's pattern), write BAR2[4], read BAR0[8] (trapped), write BAR0[0].
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    let mut code = Vec::new();
+    code.extend(mov_eax_from(bar2));
+    code.extend(mov_to_from_eax(0x2000));
+    code.extend(mov_imm(bar2 + 4, b"L2W1"));
+    code.extend(mov_eax_from(bar0 + 8));
+    code.extend(mov_to_from_eax(0x2004));
+    code.extend(mov_imm(bar0, &[0, 0, 0, 0]));
+    code.extend([0xe6, 0xf4, 0xeb, 0xfe]);
+    match run_guest(&mut vcpu, &mem, &code, &router) {
+        Ok(exits) => {
+            let got: [u8; 4] = mem.read_obj(GuestAddress(0x2000)).unwrap();
+            let ivpos: u32 = mem.read_obj(GuestAddress(0x2004)).unwrap();
+            println!("RIG-DATA scenario={SC} guest1_read={} guest1_ivposition={ivpos:#x} guest1_mmio_exits={exits}", String::from_utf8_lossy(&got));
+            if &got != b"L0OK" {
+                fails.push("bar2-read".into());
+            }
+            if exits != 2 {
+                fails.push("exit-count".into());
+            }
+        }
+        Err(e) => {
+            println!(
+                "RIG-DATA scenario={SC} guest1_error={}",
+                e.replace(' ', "_")
+            );
+            fails.push("guest1".into());
+        }
+    }
+
+    // Guest moves BAR2 (config write through 0xCF8/0xCFC), then touches it at the new place.
+    let new2 = 0xd000_0000u32;
+    cfgw(&mut io, iv_slot, 0x18, &(new2 | 0xc).to_le_bytes());
+    cfgw(&mut io, iv_slot, 0x1c, &0u32.to_le_bytes());
+    let mut code = Vec::new();
+    code.extend(mov_imm(new2 + 8, b"L2W2"));
+    code.extend(mov_eax_from(new2));
+    code.extend(mov_to_from_eax(0x2008));
+    code.extend([0xe6, 0xf4, 0xeb, 0xfe]);
+    match run_guest(&mut vcpu, &mem, &code, &router) {
+        Ok(exits) => {
+            let got: [u8; 4] = mem.read_obj(GuestAddress(0x2008)).unwrap();
+            println!(
+                "RIG-DATA scenario={SC} guest2_read={} guest2_mmio_exits={exits}",
+                String::from_utf8_lossy(&got)
+            );
+            if &got != b"L0OK" || exits != 0 {
+                fails.push("moved-bar2".into());
+            }
+        }
+        Err(e) => {
+            println!(
+                "RIG-DATA scenario={SC} guest2_error={}",
+                e.replace(' ', "_")
+            );
+            fails.push("guest2".into());
+        }
+    }
+    if registry
+        .read()
+        .unwrap()
+        .lookup_gpa(u64::from(new2))
+        .is_none()
+    {
+        fails.push("table-after-move".into());
+    }
+
+    // edu: DMA guest RAM -> device -> guest RAM through the IOMMU mapping of guest RAM.
+    if let Some((edu_r, edu_slot)) = &edu_dev {
+        let eid = cfg(&mut io, *edu_slot, 0);
+        let cmd = cfg(&mut io, *edu_slot, 4) & 0xffff;
+        cfgw(&mut io, *edu_slot, 4, &((cmd | 0x6) as u16).to_le_bytes());
+        let src = 0x30_0000u64;
+        let dst = 0x31_0000u64;
+        let pattern: Vec<u8> = (0..256u32).map(|i| (i * 7 + 3) as u8).collect();
+        mem.write_slice(&pattern, GuestAddress(src)).unwrap();
+        let w = |off: u64, v: u64| edu_r.write(0, off, &v.to_le_bytes());
+        let busy = |r: &Arc<devices::vfio::VfioDeviceRegions>| {
+            let mut b = [0u8; 8];
+            r.read(0, 0x98, &mut b);
+            u64::from_le_bytes(b) & 1 != 0
+        };
+        let wait = |r| {
+            let t = Instant::now();
+            while busy(r) && t.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            !busy(r)
+        };
+        w(0x80, src);
+        w(0x88, 0x40000);
+        w(0x90, 256);
+        w(0x98, 1);
+        let ok1 = wait(edu_r);
+        w(0x80, 0x40000);
+        w(0x88, dst);
+        w(0x90, 256);
+        w(0x98, 1 | 2);
+        let ok2 = wait(edu_r);
+        let mut back = vec![0u8; 256];
+        mem.read_slice(&mut back, GuestAddress(dst)).unwrap();
+        let same = back == pattern;
+        println!("RIG-DATA scenario={SC} edu_id={eid:#010x} edu_cmd={cmd:#x} edu_dma_done={ok1}/{ok2} edu_dma_roundtrip={same}");
+        if !same {
+            fails.push("edu-dma".into());
+        }
+    }
+
+    drop(io);
+    drop(router);
+    drop(bus);
+    let left = registry.read().unwrap().device_ids().len();
+    println!("RIG-DATA scenario={SC} registry_devices_after_drop={left}");
+    if left != 0 {
+        fails.push("drop".into());
+    }
+    if fails.is_empty() {
+        println!("RIG-RESULT scenario={SC} status=PASS");
+    } else {
+        println!(
+            "RIG-RESULT scenario={SC} status=FAIL reason={}",
+            fails.join(",")
+        );
+    }
+}
