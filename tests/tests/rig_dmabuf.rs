@@ -47,6 +47,8 @@ fn vfio_and_udmabuf_exports_against_the_real_kernel() {
     );
     // CPU mapping in entry order.
     assert_eq!(out.data_value("cpu_map_pages"), Some("5,6,1,10,11,12,3"));
+    // With memory decoding off, reads through the device fd fail cleanly.
+    assert_eq!(out.data_value("mem_off_read"), Some("Kernel/EIO"));
     // Typed errors from our checks and from the real kernel.
     assert_eq!(out.data_value("ours_unaligned"), Some("Unaligned"));
     assert_eq!(out.data_value("ours_past_bar"), Some("PastRegionEnd"));

@@ -5,6 +5,12 @@
 //! does) the same ranges are mapped from the VFIO device fd at
 //! `region fd offset + range offset`. A udmabuf can be mmapped directly
 //! ([`CpuMapping::map_fd`]).
+//!
+//! Caution: a guest that owns the passthrough device can turn off its memory
+//! decoding at any time; vfio-pci then zaps BAR mmaps and a host access to a
+//! mapping of the BAR gets `SIGBUS`. Drop BAR mappings when the VFIO device
+//! sees memory decoding go off, or read guest-racy bytes with
+//! [`DeviceRegistry::read_blob`] (a `pread` that fails with `EIO` instead).
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr;

@@ -47,6 +47,9 @@ pub enum KernelOp {
     Mmap,
     /// Duplicating a file descriptor.
     Dup,
+    /// `pread` of region bytes through the VFIO device fd (`EIO` when the
+    /// device's memory decoding is off).
+    DeviceRead,
 }
 
 impl fmt::Display for KernelOp {
@@ -59,6 +62,7 @@ impl fmt::Display for KernelOp {
             KernelOp::GetSeals => "fcntl(F_GET_SEALS)",
             KernelOp::Mmap => "mmap",
             KernelOp::Dup => "dup",
+            KernelOp::DeviceRead => "pread(VFIO device fd)",
         };
         f.write_str(s)
     }
@@ -214,6 +218,16 @@ pub enum DmaBufError {
         /// Region index.
         index: u32,
     },
+    /// A read asked for bytes outside the region or blob (a caller bug).
+    #[error("read of {len} bytes at offset {offset:#x} is outside the {size}-byte span")]
+    OutOfRange {
+        /// Offset asked for.
+        offset: u64,
+        /// Length asked for.
+        len: u64,
+        /// Size of the region or blob.
+        size: u64,
+    },
     /// A kernel call failed; the errno is kept.
     #[error("{op} failed: {errno}")]
     Kernel {
@@ -252,6 +266,7 @@ impl DmaBufError {
             | DmaBufError::NotSupported { .. }
             | DmaBufError::BadSeals { .. }
             | DmaBufError::NotMappable { .. }
+            | DmaBufError::OutOfRange { .. }
             | DmaBufError::Kernel { .. } => false,
         }
     }

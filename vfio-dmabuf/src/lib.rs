@@ -7,7 +7,9 @@
 //!   `(offset, len)` ranges, every rule checked before any ioctl.
 //! * [`DeviceRegistry::export`]: `VFIO_DEVICE_FEATURE(GET | DMA_BUF)` on the
 //!   device fd, probed once per device, through [`DeviceFeatureIoctl`].
-//! * [`CpuMapping`]: the same ranges mapped, in order, into one host range.
+//! * [`CpuMapping`]: the same ranges mapped, in order, into one host range;
+//!   [`DeviceRegistry::read_blob`] reads them through the device fd instead
+//!   (never faults if the guest turns its device memory off).
 //! * [`UdmabufExporter`]: blobs in memfd-backed guest RAM.
 //! * [`DmaBufExporter`]: the one trait virtio-gpu uses ([`VfioExporter`],
 //!   [`UdmabufExporter`], and [`BlobExporter`] which picks between them).
@@ -16,6 +18,7 @@
 //! guest mistakes from host failures.
 
 mod cpu_map;
+mod device_read;
 mod error;
 mod exporter;
 pub mod fake_kernel;

@@ -216,6 +216,7 @@ fn errno_name(n: i32) -> String {
         libc::EFAULT => "EFAULT".into(),
         libc::EBADFD => "EBADFD".into(),
         libc::ENOTTY => "ENOTTY".into(),
+        libc::EIO => "EIO".into(),
         n => format!("E{n}"),
     }
 }
@@ -328,6 +329,51 @@ fn run(bdf: &str, group: &str, rep: &mut Report) -> Result<(), String> {
         &format!("cpu_map reads pages {seen} in entry order"),
     );
     drop(m);
+
+    // 2b. the same bytes through the device fd (pread), then with memory
+    // decoding off: pread fails with EIO where a mapping would SIGBUS.
+    let mut via_fd = vec![0u8; t.total_len as usize];
+    let pread_ok = reg.read_blob(&t, 0, &mut via_fd);
+    let mut via_map = vec![0u8; t.total_len as usize];
+    let m = reg
+        .map_for_cpu(&t, false)
+        .map_err(|e| format!("map_for_cpu: {e}"))?;
+    let map_ok = m.read_at(0, &mut via_map);
+    drop(m);
+    rep.check(
+        pread_ok.is_ok() && map_ok && via_fd == via_map,
+        &format!("read_blob equals cpu_map ({pread_ok:?})"),
+    );
+    let cfg = region_info(dev, 7)?;
+    let mut cmd = [0u8; 2];
+    let dev_file = File::from(vfio.device.try_clone().map_err(|e| e.to_string())?);
+    dev_file
+        .read_exact_at(&mut cmd, cfg.offset + 4)
+        .map_err(|e| format!("read command: {e}"))?;
+    let off = u16::from_le_bytes(cmd) & !0x2;
+    dev_file
+        .write_all_at(&off.to_le_bytes(), cfg.offset + 4)
+        .map_err(|e| format!("write command: {e}"))?;
+    let mut b = [0u8; 16];
+    let mem_off = reg.read_blob(&t, 0, &mut b);
+    dev_file
+        .write_all_at(&cmd, cfg.offset + 4)
+        .map_err(|e| format!("restore command: {e}"))?;
+    let mem_on = reg.read_blob(&t, 0, &mut b);
+    let desc = match &mem_off {
+        Ok(()) => "Ok".to_string(),
+        Err(e) => variant(e),
+    };
+    rep.data(format!(
+        "mem_off_read={desc} command={:#x}",
+        u16::from_le_bytes(cmd)
+    ));
+    rep.check(
+        matches!(&mem_off, Err(DmaBufError::Kernel { op: KernelOp::DeviceRead, errno }) if errno.0 == libc::EIO)
+            && mem_on.is_ok()
+            && b[..9] == page_header(pages[0]),
+        &format!("mem_off read_blob -> {desc}, after restore {mem_on:?}"),
+    );
 
     // 3. error classes: our typed errors, then the real kernel's, then the fake's.
     let fake = FakeVfioPci::ivshmem_like();
