@@ -1,1 +1,11 @@
 //! Shared helpers for the rig guest programs.
+
+pub mod drm;
+pub mod error;
+pub mod pagemap;
+pub mod pattern;
+pub mod pci;
+pub mod report;
+pub mod virtio_gpu_cmd;
+pub mod virtio_pci;
+pub mod virtqueue;

@@ -1,0 +1,279 @@
+//! Locked anonymous pages and their guest-physical addresses from `/proc/self/pagemap`.
+//!
+//! pagemap (Linux `Documentation/admin-guide/mm/pagemap.rst`): one little-endian u64 per virtual
+//! page; bit 63 = present, bit 62 = swapped, bits 0..=54 = PFN. The PFN reads as 0 without
+//! `CAP_SYS_ADMIN`, so the programs run as root.
+//!
+//! Pages are mapped with `MAP_POPULATE | MAP_LOCKED` and `mlock`ed: they stay resident. (The kernel
+//! may still migrate mlocked pages under compaction; for the seconds these programs run in an idle
+//! guest that does not happen in practice, and the address is re-read before each use if needed.)
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use crate::error::{Error, Result};
+
+/// Page size of x86-64 Linux.
+pub const PAGE_SIZE: usize = 4096;
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAPPED: u64 = 1 << 62;
+const PM_PFN_MASK: u64 = (1 << 55) - 1;
+
+/// The PFN in a pagemap entry, or None if the page is absent, swapped, or the PFN is hidden (0).
+pub fn pfn_from_entry(entry: u64) -> Option<u64> {
+    if entry & PM_PRESENT == 0 || entry & PM_SWAPPED != 0 {
+        return None;
+    }
+    match entry & PM_PFN_MASK {
+        0 => None,
+        pfn => Some(pfn),
+    }
+}
+
+/// Reader of `/proc/self/pagemap`.
+#[derive(Debug)]
+pub struct Pagemap {
+    file: File,
+}
+
+impl Pagemap {
+    /// Opens `/proc/self/pagemap`.
+    pub fn open() -> Result<Self> {
+        let file =
+            File::open("/proc/self/pagemap").map_err(Error::io("open /proc/self/pagemap"))?;
+        Ok(Pagemap { file })
+    }
+
+    /// Physical address of virtual address `va` (which must be mapped and resident).
+    pub fn phys(&self, va: usize) -> Result<u64> {
+        let mut b = [0u8; 8];
+        let off = (va / PAGE_SIZE) as u64 * 8;
+        self.file
+            .read_exact_at(&mut b, off)
+            .map_err(Error::io(format!("read /proc/self/pagemap for {va:#x}")))?;
+        let entry = u64::from_le_bytes(b);
+        let pfn = pfn_from_entry(entry).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "pagemap entry {entry:#018x} for {va:#x}: page not present or PFN hidden (run as root)"
+            ))
+        })?;
+        Ok(pfn * PAGE_SIZE as u64 + (va % PAGE_SIZE) as u64)
+    }
+}
+
+/// Anonymous, locked, resident, zeroed pages (private to this process).
+#[derive(Debug)]
+pub struct LockedPages {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl LockedPages {
+    /// Maps and locks `pages` pages.
+    pub fn new(pages: usize) -> Result<Self> {
+        let len = pages
+            .checked_mul(PAGE_SIZE)
+            .filter(|&l| l > 0)
+            .ok_or_else(|| Error::Unsupported(format!("cannot allocate {pages} pages")))?;
+        // SAFETY: a new anonymous mapping chosen by the kernel; nothing else is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE | libc::MAP_LOCKED,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(Error::last_os(format!("mmap {pages} locked pages")));
+        }
+        let me = LockedPages {
+            ptr: ptr.cast(),
+            len,
+        };
+        // SAFETY: locks exactly our mapping.
+        if unsafe { libc::mlock(ptr, len) } != 0 {
+            return Err(Error::last_os(format!("mlock {pages} pages")));
+        }
+        // Write every page so each has its own frame (not the shared zero page).
+        for p in 0..pages {
+            me.write_u8(p * PAGE_SIZE, 0);
+        }
+        Ok(me)
+    }
+
+    /// Number of pages.
+    pub fn pages(&self) -> usize {
+        self.len / PAGE_SIZE
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Virtual address of byte `off`.
+    pub fn va(&self, off: usize) -> usize {
+        assert!(
+            off < self.len,
+            "offset {off:#x} outside {:#x} bytes",
+            self.len
+        );
+        self.ptr as usize + off
+    }
+
+    /// Physical address of byte `off`.
+    pub fn phys(&self, pm: &Pagemap, off: usize) -> Result<u64> {
+        pm.phys(self.va(off))
+    }
+
+    /// Physical address of every page.
+    pub fn phys_pages(&self, pm: &Pagemap) -> Result<Vec<u64>> {
+        (0..self.pages())
+            .map(|p| self.phys(pm, p * PAGE_SIZE))
+            .collect()
+    }
+
+    fn at<T>(&self, off: usize) -> *mut T {
+        let w = std::mem::size_of::<T>();
+        assert!(
+            off.checked_add(w).is_some_and(|e| e <= self.len) && off.is_multiple_of(w),
+            "access of {w} bytes at {off:#x} outside {:#x} bytes or misaligned",
+            self.len
+        );
+        self.ptr.wrapping_add(off).cast()
+    }
+
+    /// Volatile read (the memory may be written by a device).
+    pub fn read_u8(&self, off: usize) -> u8 {
+        // SAFETY: bounds and alignment checked by `at`; the mapping lives as long as self.
+        unsafe { self.at::<u8>(off).read_volatile() }
+    }
+    /// Volatile read.
+    pub fn read_u16(&self, off: usize) -> u16 {
+        // SAFETY: as in read_u8.
+        unsafe { self.at::<u16>(off).read_volatile() }
+    }
+    /// Volatile read.
+    pub fn read_u32(&self, off: usize) -> u32 {
+        // SAFETY: as in read_u8.
+        unsafe { self.at::<u32>(off).read_volatile() }
+    }
+    /// Volatile write (the memory may be read by a device).
+    pub fn write_u8(&self, off: usize, v: u8) {
+        // SAFETY: as in read_u8; the mapping is writable.
+        unsafe { self.at::<u8>(off).write_volatile(v) }
+    }
+    /// Volatile write.
+    pub fn write_u16(&self, off: usize, v: u16) {
+        // SAFETY: as in write_u8.
+        unsafe { self.at::<u16>(off).write_volatile(v) }
+    }
+    /// Volatile write.
+    pub fn write_u32(&self, off: usize, v: u32) {
+        // SAFETY: as in write_u8.
+        unsafe { self.at::<u32>(off).write_volatile(v) }
+    }
+    /// Copies `data` to byte `off` (volatile, byte by byte).
+    pub fn write_bytes(&self, off: usize, data: &[u8]) {
+        for (i, b) in data.iter().enumerate() {
+            self.write_u8(off + i, *b);
+        }
+    }
+    /// Copies `out.len()` bytes from byte `off` (volatile, byte by byte).
+    pub fn read_bytes(&self, off: usize, out: &mut [u8]) {
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = self.read_u8(off + i);
+        }
+    }
+}
+
+impl Drop for LockedPages {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping made in `new`, unmapped once.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+/// One page picked by [`find_pages_below`]: `chunks[chunk]`, page `page`, at `phys`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PickedPage {
+    /// Index into the returned chunks.
+    pub chunk: usize,
+    /// Page index in that chunk.
+    pub page: usize,
+    /// Its physical address.
+    pub phys: u64,
+}
+
+/// Allocates locked chunks of `chunk_pages` pages until `count` pages lie wholly below `limit`
+/// (e.g. a device's DMA mask), trying at most `max_chunks` chunks. All chunks stay allocated
+/// (so the allocator hands out other frames each time) and are returned with the picks.
+pub fn find_pages_below(
+    pm: &Pagemap,
+    limit: u64,
+    count: usize,
+    chunk_pages: usize,
+    max_chunks: usize,
+) -> Result<(Vec<LockedPages>, Vec<PickedPage>)> {
+    let mut chunks = Vec::new();
+    let mut picks = Vec::new();
+    for c in 0..max_chunks {
+        let chunk = LockedPages::new(chunk_pages)?;
+        for (page, phys) in chunk.phys_pages(pm)?.into_iter().enumerate() {
+            if phys + PAGE_SIZE as u64 <= limit && picks.len() < count {
+                picks.push(PickedPage {
+                    chunk: c,
+                    page,
+                    phys,
+                });
+            }
+        }
+        chunks.push(chunk);
+        if picks.len() == count {
+            return Ok((chunks, picks));
+        }
+    }
+    Err(Error::Unsupported(format!(
+        "found only {} of {count} pages below {limit:#x} in {} MiB of locked memory",
+        picks.len(),
+        (max_chunks * chunk_pages * PAGE_SIZE) >> 20
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pagemap_entries_decode_per_the_kernel_documentation() {
+        assert_eq!(pfn_from_entry(PM_PRESENT | 0x1234), Some(0x1234));
+        assert_eq!(pfn_from_entry(PM_PRESENT | (1 << 55) | 0x10), Some(0x10)); // soft-dirty bit ignored
+        assert_eq!(pfn_from_entry(0x1234), None); // not present
+        assert_eq!(pfn_from_entry(PM_PRESENT), None); // PFN hidden (not root)
+        assert_eq!(pfn_from_entry(PM_PRESENT | PM_SWAPPED | 5), None);
+    }
+
+    #[test]
+    fn locked_pages_are_zeroed_and_accessible() {
+        // mlock may be refused by RLIMIT_MEMLOCK for non-root users; only then skip the checks.
+        let Ok(p) = LockedPages::new(2) else { return };
+        assert_eq!(p.pages(), 2);
+        assert_eq!(p.read_u32(4096), 0);
+        p.write_u32(4096, 0xdead_beef);
+        assert_eq!(p.read_u32(4096), 0xdead_beef);
+        p.write_bytes(10, b"abc");
+        let mut b = [0u8; 3];
+        p.read_bytes(10, &mut b);
+        assert_eq!(&b, b"abc");
+    }
+}
