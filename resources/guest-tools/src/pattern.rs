@@ -127,6 +127,13 @@ pub fn bar_blob_span(entries: &[(u64, u64)], base: u64) -> u64 {
     entries.iter().map(|(o, l)| o + l - base).max().unwrap_or(0)
 }
 
+/// Byte `i` of the buffer edu-dma sends through QEMU's edu device: `(i * 31 + 7) ^ (i >> 8)`
+/// (mod 256), so that every byte of a 4 KiB page differs from its neighbours and a shifted or
+/// truncated copy does not match.
+pub fn dma_byte(i: usize) -> u8 {
+    (i.wrapping_mul(31).wrapping_add(7) ^ (i >> 8)) as u8
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +169,15 @@ mod tests {
         );
         // Asking for more pages than the buffer has is a failure, not a pass.
         assert!(first_bad_word(&buf, IVSHMEM_L0_TAG, 9, L0_WORD_OFFSET).is_some());
+    }
+
+    #[test]
+    fn dma_bytes_differ_from_their_neighbours() {
+        let v: Vec<u8> = (0..4096).map(dma_byte).collect();
+        assert_eq!(v[0], 7);
+        assert_eq!(v[1], 38);
+        assert!(v.windows(2).all(|w| w[0] != w[1]));
+        assert_ne!(&v[0..256], &v[256..512]);
     }
 
     #[test]
