@@ -103,46 +103,86 @@ impl DeviceRegistry {
                 entry: 0,
                 addr: first.addr,
             })?;
-        let base = region.guest_base;
-        let end = region.guest_end();
+        let (base, size) = (region.guest_base, region.size);
         let mask = self.page_size - 1;
+        // One combined test per entry on the fast path; the slow path finds
+        // which rule broke, in the documented order.
+        let ok = |e: &BlobEntry, off: u64| {
+            off < size && e.len.wrapping_sub(1) < size - off && (off | e.len) & mask == 0
+        };
+        let off0 = first.addr.wrapping_sub(base);
+        if !ok(&first, off0) {
+            return Err(self.entry_error(0, &first, key, base, size));
+        }
         let mut ranges = Vec::with_capacity(entries.len());
-        let mut total: u64 = 0;
-        for (i, e) in entries.iter().enumerate() {
-            let e_end = check_shape(i, e)?;
-            if e.addr < base || e.addr >= end {
-                return Err(self.foreign_entry(i, e.addr, key));
-            }
-            if e_end > end {
-                return Err(DmaBufError::PastRegionEnd {
-                    entry: i,
-                    addr: e.addr,
-                    len: e.len,
-                    region_end: end,
-                });
-            }
-            let offset = e.addr - base;
-            if (offset | e.len) & mask != 0 {
-                return Err(DmaBufError::Unaligned {
-                    entry: i,
-                    offset,
-                    len: e.len,
-                    page_size: self.page_size,
-                });
+        let mut cur = DmaRange {
+            offset: off0,
+            len: first.len,
+        };
+        let mut total: u64 = first.len;
+        for (i, e) in entries.iter().enumerate().skip(1) {
+            let off = e.addr.wrapping_sub(base);
+            if !ok(e, off) {
+                return Err(self.entry_error(i, e, key, base, size));
             }
             total = total.checked_add(e.len).ok_or(DmaBufError::EntryOverflow {
                 entry: i,
                 addr: e.addr,
                 len: e.len,
             })?;
-            push_coalesced(&mut ranges, DmaRange { offset, len: e.len });
+            // Both ends lie inside the region, so this cannot overflow.
+            if cur.offset + cur.len == off {
+                cur.len += e.len;
+            } else {
+                ranges.push(cur);
+                cur = DmaRange {
+                    offset: off,
+                    len: e.len,
+                };
+            }
         }
+        ranges.push(cur);
         Ok(Translation {
             device: key.device,
             region_index: key.index,
             ranges,
             total_len: total,
         })
+    }
+
+    /// The rule entry `i` broke (zero length, overflow, other region,
+    /// past the end, alignment), for an entry the fast path refused.
+    fn entry_error(
+        &self,
+        i: usize,
+        e: &BlobEntry,
+        key: RegionKey,
+        base: u64,
+        size: u64,
+    ) -> DmaBufError {
+        let e_end = match check_shape(i, e) {
+            Ok(end) => end,
+            Err(err) => return err,
+        };
+        let end = base + size;
+        if e.addr < base || e.addr >= end {
+            return self.foreign_entry(i, e.addr, key);
+        }
+        if e_end > end {
+            return DmaBufError::PastRegionEnd {
+                entry: i,
+                addr: e.addr,
+                len: e.len,
+                region_end: end,
+            };
+        }
+        let offset = e.addr - base;
+        DmaBufError::Unaligned {
+            entry: i,
+            offset,
+            len: e.len,
+            page_size: self.page_size,
+        }
     }
 
     /// Classifies an entry that does not start in entry 0's region.
