@@ -20,7 +20,8 @@ pub enum EventLoopError {
     EventManager(#[from] event_manager::Error),
 }
 
-type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+/// A subscriber of the main event loop.
+pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 
 /// Forwards bytes read from an input fd (the host's stdin) to the guest's UART.
 pub struct SerialInput<R: Read + AsRawFd + Send> {

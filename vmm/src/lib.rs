@@ -90,14 +90,49 @@ impl std::io::Write for StdoutConsole {
     }
 }
 
+/// Runs configured vCPUs, one thread each, with the main thread in the event loop (the i8042
+/// `reset_evt` and `subscribers`), until a VM exit reason is recorded; then stops and joins the
+/// vCPU threads. Returns the reason and the user-space exit counts.
+pub fn run_vcpus(
+    vm: Vm,
+    vcpu_fds: Vec<kvm_ioctls::VcpuFd>,
+    reset_evt: vmm_sys_util::eventfd::EventFd,
+    subscribers: Vec<event_loop::Subscriber>,
+) -> Result<(VmExit, ExitStats), VmmError> {
+    install_kick_handler().map_err(VmmError::Signal)?;
+    let exit = Arc::new(ExitNotifier::new().map_err(VmmError::EventFd)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut event_loop = EventLoop::new(exit.clone(), Some(reset_evt))?;
+    for s in subscribers {
+        event_loop.add(s);
+    }
+
+    let (_running, vcpus) = vm.into_runnable(vcpu_fds, exit.clone(), stop.clone());
+    let mut threads = Vec::new();
+    for v in vcpus {
+        match VcpuThread::spawn(v) {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                exit.notify(VmExit::Error(format!("cannot start a vCPU thread: {e}")));
+                break;
+            }
+        }
+    }
+    let result = event_loop.run();
+    stop.store(true, Ordering::Release);
+    let mut stats = ExitStats::default();
+    for t in threads {
+        stats.merge(&t.stop_and_join());
+    }
+    Ok((result?, stats))
+}
+
 /// Boots the guest and runs it until it resets, powers off or fails.
 pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     let start = Instant::now();
     if let Some(d) = config.devices.first() {
         return Err(VmmError::DeviceNotImplemented(describe_device(d)));
     }
-    install_kick_handler().map_err(VmmError::Signal)?;
-
     let mut vm = Vm::new(config.mem_size)?;
     let entry = boot::loader::load(
         vm.ram().memory(),
@@ -119,33 +154,13 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     let _pci = vm.add_pci()?;
     let vcpu_fds = vm.create_vcpus(config.vcpus, Some(entry.entry))?;
 
-    let exit = Arc::new(ExitNotifier::new().map_err(VmmError::EventFd)?);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut event_loop = EventLoop::new(exit.clone(), Some(legacy.reset_evt))?;
-    event_loop.add(Arc::new(Mutex::new(SerialInput::new(
+    let input: event_loop::Subscriber = Arc::new(Mutex::new(SerialInput::new(
         std::io::stdin(),
         legacy.serial.clone(),
-    ))));
-
-    let (_running, vcpus) = vm.into_runnable(vcpu_fds, exit.clone(), stop.clone());
-    let mut threads = Vec::new();
-    for v in vcpus {
-        match VcpuThread::spawn(v) {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                exit.notify(VmExit::Error(format!("cannot start a vCPU thread: {e}")));
-                break;
-            }
-        }
-    }
-    let result = event_loop.run();
-    stop.store(true, Ordering::Release);
-    let mut stats = ExitStats::default();
-    for t in threads {
-        stats.merge(&t.stop_and_join());
-    }
+    )));
+    let (exit, stats) = run_vcpus(vm, vcpu_fds, legacy.reset_evt, vec![input])?;
     Ok(Outcome {
-        exit: result?,
+        exit,
         stats,
         elapsed: start.elapsed(),
     })

@@ -12,6 +12,13 @@ pub const I8042_DATA_PORT: u16 = 0x60;
 /// Command/status port of the i8042. Writing 0xfe here resets the CPU.
 pub const I8042_COMMAND_PORT: u16 = 0x64;
 
+/// Status register as the guest reads it: output buffer full (bit 0), input buffer empty
+/// (bit 1 clear). There is no keyboard behind this controller, and a status that never
+/// drains makes Linux's i8042 driver give up after 16 reads of its flush loop ("No controller
+/// found") instead of polling 10000 times for a CTR byte that never comes (each poll is a VM
+/// exit). The reset path (`reboot=k`) only waits for bit 1 to clear, so it proceeds at once.
+const STATUS_OUTPUT_FULL: u8 = 0x01;
+
 /// The i8042 on the port bus. Register it twice, as unit ranges at [`I8042_DATA_PORT`] and
 /// [`I8042_COMMAND_PORT`] (0x61-0x63 belong to other devices). A reset command (0xfe to the
 /// command port) triggers the reset eventfd.
@@ -40,6 +47,9 @@ impl I8042 {
 impl MutDevicePio for I8042 {
     fn pio_read(&mut self, base: PioAddress, offset: PioAddressOffset, data: &mut [u8]) {
         match Self::register(base, offset, data.len()) {
+            Some(reg) if reg == (I8042_COMMAND_PORT - I8042_DATA_PORT) as u8 => {
+                data[0] = STATUS_OUTPUT_FULL
+            }
             Some(reg) => data[0] = self.inner.read(reg),
             None => {
                 debug!("i8042: ignored read at {:#x}+{offset}", base.0);
@@ -78,13 +88,18 @@ mod tests {
     }
 
     #[test]
-    fn status_reads_as_empty_buffers() {
+    fn status_lets_reset_proceed_and_probe_fail_fast() {
         let evt = EventFd::new(EFD_NONBLOCK).unwrap();
         let mut dev = I8042::new(EventFdTrigger::new(evt));
         let mut status = [0xaa];
         dev.pio_read(PioAddress(I8042_COMMAND_PORT), 0, &mut status);
         // Input buffer empty (bit 1 clear): Linux's kb_wait() before the reset returns at once.
         assert_eq!(status[0] & 0x02, 0);
+        // Output buffer full (bit 0): the driver's flush loop gives up after 16 data reads.
+        assert_eq!(status[0] & 0x01, 0x01);
+        let mut data = [0xaa];
+        dev.pio_read(PioAddress(I8042_DATA_PORT), 0, &mut data);
+        assert_eq!(data[0], 0);
         let mut wide = [0u8; 2];
         dev.pio_read(PioAddress(I8042_COMMAND_PORT), 0, &mut wide);
         assert_eq!(wide, [0xff, 0xff]);

@@ -1,0 +1,92 @@
+//! The `vmm` binary's command-line errors: a clear message naming the flag, exit status 2.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn vmm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmm"))
+        .args(args)
+        .output()
+        .expect("run the vmm binary")
+}
+
+/// A readable stand-in kernel file, so that only the flag under test is wrong.
+fn kernel_file(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("vmm-cli-it-{}-{name}", std::process::id()));
+    std::fs::write(&p, b"not a kernel, never loaded").unwrap();
+    p
+}
+
+fn assert_usage_error(out: &Output, flag: &str, detail: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains(flag), "message names {flag}: {stderr}");
+    assert!(stderr.contains(detail), "message says {detail:?}: {stderr}");
+}
+
+#[test]
+fn unknown_device_key() {
+    let k = kernel_file("dev");
+    let out = vmm(&[
+        "--kernel",
+        k.to_str().unwrap(),
+        "--device",
+        "vfio=00:03.0,colour=red",
+    ]);
+    assert_usage_error(&out, "--device", "unknown key 'colour'");
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
+fn malformed_device_value() {
+    let k = kernel_file("devval");
+    let out = vmm(&[
+        "--kernel",
+        k.to_str().unwrap(),
+        "--device",
+        "gpu=blob,width=wide",
+    ]);
+    assert_usage_error(&out, "--device", "width='wide' is not a number");
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
+fn missing_kernel_file() {
+    let out = vmm(&["--kernel", "/nonexistent/vmlinuz"]);
+    assert_usage_error(&out, "--kernel", "/nonexistent/vmlinuz");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such file"));
+}
+
+#[test]
+fn missing_initramfs_file() {
+    let k = kernel_file("initrd");
+    let out = vmm(&[
+        "--kernel",
+        k.to_str().unwrap(),
+        "--initramfs",
+        "/nonexistent/initrd",
+    ]);
+    assert_usage_error(&out, "--initramfs", "/nonexistent/initrd");
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
+fn memory_with_unknown_suffix() {
+    let k = kernel_file("mem");
+    let out = vmm(&["--kernel", k.to_str().unwrap(), "--memory", "12X"]);
+    assert_usage_error(&out, "--memory", "unknown size suffix 'X'");
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
+fn well_formed_device_is_not_implemented_yet() {
+    let k = kernel_file("notimpl");
+    let out = vmm(&["--kernel", k.to_str().unwrap(), "--device", "gpu=blob"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("--device gpu=blob: not implemented yet"),
+        "{stderr}"
+    );
+    std::fs::remove_file(k).unwrap();
+}

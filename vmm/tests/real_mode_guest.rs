@@ -1,0 +1,88 @@
+//! Runs tiny real-mode guests on this machine's /dev/kvm through the VMM's own VM setup, vCPU
+//! threads, IoManager and event loop (this /dev/kvm can run real-mode code, not Linux).
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use devices::pci::HOST_BRIDGE_VENDOR_ID;
+use vm_memory::{Bytes, GuestAddress};
+use vmm::vcpu::VmExit;
+use vmm::vm::Vm;
+
+const CODE_ADDR: u64 = 0x1000;
+
+/// Console sink shared with the test.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn kvm_available() -> bool {
+    let ok = std::path::Path::new("/dev/kvm").exists();
+    if !ok {
+        eprintln!("no /dev/kvm: real-mode guest not run");
+    }
+    ok
+}
+
+/// Boots `code` in real mode at CODE_ADDR (CS = 0); returns the exit
+/// reason, the console bytes and the number of port I/O exits.
+fn run_real_mode(code: &[u8]) -> (VmExit, Vec<u8>, u64) {
+    let mut vm = Vm::new(64 << 20).expect("create VM");
+    vm.ram()
+        .memory()
+        .write_slice(code, GuestAddress(CODE_ADDR))
+        .unwrap();
+    let out = Capture::default();
+    let legacy = vm.add_legacy_devices(Box::new(out.clone())).unwrap();
+    vm.add_pci().unwrap();
+    let fds = vm.create_vcpus(1, None).unwrap();
+    let mut sregs = fds[0].get_sregs().unwrap();
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    fds[0].set_sregs(&sregs).unwrap();
+    let mut regs = fds[0].get_regs().unwrap();
+    regs.rip = CODE_ADDR;
+    regs.rflags = 2;
+    fds[0].set_regs(&regs).unwrap();
+
+    let (exit, stats) = vmm::run_vcpus(vm, fds, legacy.reset_evt, Vec::new()).unwrap();
+    let bytes = out.0.lock().unwrap().clone();
+    (exit, bytes, stats.total() - stats.mmio)
+}
+
+#[test]
+fn serial_output_pci_config_read_and_i8042_reset() {
+    if !kvm_available() {
+        return;
+    }
+    #[rustfmt::skip]
+    let code = [
+        0xba, 0xf8, 0x03,                   // mov dx, 0x3f8
+        0xb0, b'H', 0xee,                   // mov al, 'H'; out dx, al
+        0xb0, b'i', 0xee,                   // mov al, 'i'; out dx, al
+        0xe4, 0x99, 0xee,                   // in al, 0x99 (no device: 0xff); out dx, al
+        0x66, 0xb8, 0x00, 0x00, 0x00, 0x80, // mov eax, 0x8000_0000 (bus 0, slot 0, reg 0)
+        0xba, 0xf8, 0x0c, 0x66, 0xef,       // mov dx, 0xcf8; out dx, eax
+        0xba, 0xfc, 0x0c, 0x66, 0xed,       // mov dx, 0xcfc; in eax, dx
+        0xba, 0xf8, 0x03,                   // mov dx, 0x3f8
+        0xee, 0x88, 0xe0, 0xee,             // out dx, al; mov al, ah; out dx, al
+        0xb0, 0xfe, 0xe6, 0x64,             // mov al, 0xfe; out 0x64, al (CPU reset)
+        0xf4, 0xeb, 0xfd,                   // hlt; jmp hlt
+    ];
+    let (exit, out, pio_exits) = run_real_mode(&code);
+    assert_eq!(exit, VmExit::Reset);
+    let mut expected = b"Hi\xff".to_vec();
+    expected.extend_from_slice(&HOST_BRIDGE_VENDOR_ID.to_le_bytes());
+    assert_eq!(out, expected);
+    // H, i, in 0x99, 0xff, 0xcf8, 0xcfc, two vendor bytes, reset.
+    assert_eq!(pio_exits, 9);
+}
