@@ -250,6 +250,18 @@ pub fn find_pages_below(
     )))
 }
 
+/// Merges page addresses (in order) into (address, length) runs of physically contiguous pages.
+pub fn merge_runs(phys: &[u64], page: u64) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &p in phys {
+        match runs.last_mut() {
+            Some((start, len)) if *start + *len == p => *len += page,
+            _ => runs.push((p, page)),
+        }
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +273,16 @@ mod tests {
         assert_eq!(pfn_from_entry(0x1234), None); // not present
         assert_eq!(pfn_from_entry(PM_PRESENT), None); // PFN hidden (not root)
         assert_eq!(pfn_from_entry(PM_PRESENT | PM_SWAPPED | 5), None);
+    }
+
+    #[test]
+    fn contiguous_pages_merge_in_order_only() {
+        let r = merge_runs(&[0x5000, 0x6000, 0x7000, 0x3000, 0x4000, 0x9000], 0x1000);
+        assert_eq!(
+            r,
+            vec![(0x5000, 0x3000), (0x3000, 0x2000), (0x9000, 0x1000)]
+        );
+        assert!(merge_runs(&[], 0x1000).is_empty());
     }
 
     #[test]
