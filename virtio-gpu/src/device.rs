@@ -661,7 +661,8 @@ impl GpuDevice {
                 return Ok((backing, path, None));
             }
         };
-        let export_entries: Vec<MemEntry> = backing.entries().collect();
+        // The dma-buf is exactly `size` bytes: entries past it are dropped, the last one cut.
+        let export_entries = entries_up_to(backing.entries(), size);
         match self.exporter.export(kind, &export_entries) {
             Ok(exported) => {
                 log::info!("virtio-gpu: blob {id} ({size} bytes) exported as {kind}");
@@ -778,4 +779,23 @@ impl GpuDevice {
             log::error!("virtio-gpu: display (scanout {scanout_id}): {e}");
         }
     }
+}
+
+/// The first entries covering exactly `size` bytes (the last one shortened if needed).
+fn entries_up_to(entries: impl Iterator<Item = MemEntry>, size: u64) -> Vec<MemEntry> {
+    let mut out = Vec::new();
+    let mut left = size;
+    for e in entries {
+        if left == 0 {
+            break;
+        }
+        let len = u64::from(e.len).min(left);
+        // `len` <= e.len, so it fits in u32.
+        out.push(MemEntry {
+            addr: e.addr,
+            len: len as u32,
+        });
+        left -= len;
+    }
+    out
 }

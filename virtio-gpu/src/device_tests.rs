@@ -1177,3 +1177,22 @@ fn random_requests_always_get_a_known_response() {
         assert!(known.contains(&rt), "unknown response {rt:#x}");
     }
 }
+
+#[test]
+fn export_covers_exactly_the_blob_size() {
+    let mut r = rig();
+    let entries = [
+        entry(DATA_ADDR, 2 * P),
+        entry(DATA_ADDR + 4 * P, 2 * P),
+        entry(DATA_ADDR + 8 * P, P),
+    ];
+    assert_eq!(
+        r.ctl(create_blob(1, 1, 0, 3 * P, &entries)),
+        resp::OK_NODATA
+    );
+    let st = r.exporter.state.lock().unwrap();
+    assert_eq!(
+        st.exports[0].1,
+        vec![entry(DATA_ADDR, 2 * P), entry(DATA_ADDR + 4 * P, P)]
+    );
+}
