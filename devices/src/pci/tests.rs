@@ -423,3 +423,70 @@ fn works_through_vm_device_io_manager() {
     io.pio_read(PioAddress(0xcf8), 4, &mut d);
     assert_eq!(u32::from_le_bytes(d), 0x0d57_8086);
 }
+
+mod hostile {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One guest port access at 0xCF8 + offset: (offset, length, value, write?).
+    fn access() -> impl Strategy<Value = (u64, usize, u64, bool)> {
+        (
+            0u64..10,
+            prop_oneof![Just(1usize), Just(2), Just(3), Just(4), Just(8)],
+            any::<u64>(),
+            any::<bool>(),
+        )
+    }
+
+    proptest! {
+        /// Any sequence of port accesses: no panic, BAR flag bits intact, BARs stay aligned to
+        /// their size, and the router keeps exactly one route per BAR.
+        #[test]
+        fn config_io_survives_any_access_sequence(ops in prop::collection::vec(access(), 0..300)) {
+            let mut r = rig();
+            for (offset, len, value, write) in ops {
+                let bytes = value.to_le_bytes();
+                if write {
+                    // Aim at our device half of the time so BARs really get hit.
+                    if offset == 0 && len == 4 && value & 1 == 0 {
+                        let reg = (value >> 8) as u8 & 0x3c;
+                        r.io.write(0, &cfg_addr(r.slot, 0, reg).to_le_bytes());
+                    } else {
+                        r.io.write(offset, &bytes[..len]);
+                    }
+                } else {
+                    let mut buf = vec![0u8; len];
+                    r.io.read(offset, &mut buf);
+                }
+            }
+            let dev = r.bus.lock().unwrap().device(r.slot).unwrap();
+            let mut d = lock_device(&dev);
+            prop_assert_eq!(d.read_config_register(REG_BAR0) & 0xf, 0x0);
+            prop_assert_eq!(d.read_config_register(REG_BAR0 + 2) & 0xf, 0xc);
+            prop_assert_eq!(d.read_config_register(REG_BAR0 + 4) & 0x3, 0x1);
+            for bar in d.bars() {
+                prop_assert_eq!(bar.addr % bar.size, 0);
+            }
+            drop(d);
+            prop_assert_eq!(r.router.route_count(), (2, 1));
+        }
+
+        /// Any MMIO/PIO access on the router: no panic, reads outside BARs are all-ones.
+        #[test]
+        fn router_survives_any_access(addr in any::<u64>(), len in 0usize..16, io in any::<bool>()) {
+            let r = rig();
+            let space = if io { BarSpace::Io } else { BarSpace::Mmio };
+            let mut buf = vec![0u8; len];
+            r.router.read(space, addr, &mut buf);
+            r.router.write(space, addr, &buf);
+            let dev = r.bus.lock().unwrap().device(r.slot).unwrap();
+            let inside = lock_device(&dev).bars().iter().any(|b| {
+                b.kind.space() == space && addr >= b.addr && addr - b.addr < b.size
+            });
+            if !inside {
+                prop_assert!(buf.iter().all(|b| *b == 0xff));
+            }
+        }
+    }
+}

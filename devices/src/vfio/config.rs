@@ -34,6 +34,8 @@ pub struct VfioPciConfig {
     msi: Option<MsiState>,
     msix: Option<MsixState>,
     config_size: u64,
+    /// INTx is wired to an irqchip pin; otherwise the interrupt pin reads 0 (no INTx).
+    intx_wired: bool,
 }
 
 fn dev_read_u32(dev: &dyn VfioRegionSet, offset: u64) -> u32 {
@@ -86,6 +88,7 @@ impl VfioPciConfig {
             msi,
             msix,
             config_size,
+            intx_wired: false,
         }
     }
 
@@ -114,9 +117,11 @@ impl VfioPciConfig {
         self.msix.as_mut()
     }
 
-    /// Sets the interrupt line register (the VMM as firmware).
+    /// Wires INTx: sets the interrupt line register (the VMM as firmware) and shows the
+    /// device's interrupt pin. Without this the pin reads 0: the guest uses MSI/MSI-X only.
     pub fn set_interrupt_line(&mut self, line: u8) {
         self.shadow.write_reg(REG_INTERRUPT, 0, &[line]);
+        self.intx_wired = true;
     }
 
     /// Is byte `offset` of config space owned by the VMM (not passed to the device)?
@@ -157,6 +162,9 @@ impl VfioPciConfig {
         let mut value = dev_read_u32(dev, offset);
         if reg_idx == REG_INTERRUPT {
             value = (value & !0xff) | (self.shadow.read_reg(REG_INTERRUPT) & 0xff);
+            if !self.intx_wired {
+                value &= !0xff00;
+            }
         }
         let mut bytes = value.to_le_bytes();
         for (i, b) in bytes.iter_mut().enumerate() {

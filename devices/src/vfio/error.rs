@@ -63,6 +63,13 @@ pub enum VfioPciError {
     /// The VFIO group node is missing.
     #[error("{0} does not exist: is the vfio-pci module loaded and the device bound to it?")]
     NoGroupNode(PathBuf),
+    /// Only iommufd (/dev/iommu) is available, no legacy container.
+    #[error(
+        "this host has /dev/iommu but no /dev/vfio/vfio: iommufd/cdev passthrough is not \
+         supported yet; load the legacy container (CONFIG_VFIO_CONTAINER, module vfio) or use \
+         CONFIG_IOMMUFD_VFIO_CONTAINER"
+    )]
+    IommufdOnly,
     /// The group is open elsewhere.
     #[error("{0} is busy: another process (another VMM?) already uses this IOMMU group")]
     GroupBusy(PathBuf),

@@ -54,6 +54,7 @@ impl VfioPassthrough {
         };
         let container = VfioContainer::new(kvm_vfio).map_err(|e| match e {
             VfioError::OpenContainer(io) => match io.raw_os_error() {
+                Some(libc::ENOENT) if Path::new("/dev/iommu").exists() => VfioPciError::IommufdOnly,
                 Some(libc::ENOENT) => VfioPciError::NoGroupNode("/dev/vfio/vfio".into()),
                 Some(libc::EACCES) | Some(libc::EPERM) => {
                     VfioPciError::PermissionDenied("/dev/vfio/vfio".into())
