@@ -19,6 +19,9 @@ use crate::protocol::{
 };
 use crate::resource::{BlobResource, Resource, Resource2d};
 
+/// Largest width or height of a resource or framebuffer (KMS drivers cap at 16384 too).
+pub const MAX_DIMENSION: u32 = 16384;
+
 /// Device configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GpuConfig {
@@ -302,9 +305,9 @@ impl GpuDevice {
     ) -> GpuResult<GpuResponse> {
         self.check_new_id(id)?;
         let format = PixelFormat::from_virtio(format).ok_or(GpuError::InvalidFormat(format))?;
-        if width == 0 || height == 0 {
+        if width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION {
             return Err(GpuError::InvalidParameter(format!(
-                "2D resource {id} has size {width}x{height}"
+                "2D resource {id} has size {width}x{height} (each side 1..={MAX_DIMENSION})"
             )));
         }
         // u32 x u32 x 4 can exceed u64: checked, and an overflow is simply "too big".
@@ -516,8 +519,11 @@ impl GpuDevice {
         }
         let format = PixelFormat::from_virtio(b.format).ok_or(GpuError::InvalidFormat(b.format))?;
         let bad = |what: String| Err(GpuError::InvalidParameter(what));
-        if b.width == 0 || b.height == 0 {
-            return bad(format!("blob framebuffer size {}x{}", b.width, b.height));
+        if b.width == 0 || b.height == 0 || b.width > MAX_DIMENSION || b.height > MAX_DIMENSION {
+            return bad(format!(
+                "blob framebuffer size {}x{} (each side 1..={MAX_DIMENSION})",
+                b.width, b.height
+            ));
         }
         if b.rect.is_empty() || !b.rect.is_inside(b.width, b.height) {
             return bad(format!(

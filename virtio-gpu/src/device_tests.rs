@@ -361,13 +361,22 @@ fn create_2d_rejects_bad_ids_formats_and_sizes() {
     assert_eq!(r.ctl(create_2d(2, 1000, 4, 4)), resp::ERR_INVALID_PARAMETER);
     assert_eq!(r.ctl(create_2d(2, XRGB, 0, 4)), resp::ERR_INVALID_PARAMETER);
     assert_eq!(r.ctl(create_2d(2, XRGB, 4, 0)), resp::ERR_INVALID_PARAMETER);
-    // width*height*4 overflows u32 and exceeds any cap: refused without allocating.
+    // Sides beyond 16384 are refused, even when the bytes would fit the budget.
     assert_eq!(
         r.ctl(create_2d(2, XRGB, u32::MAX, u32::MAX)),
-        resp::ERR_OUT_OF_MEMORY
+        resp::ERR_INVALID_PARAMETER
     );
     assert_eq!(
-        r.ctl(create_2d(2, XRGB, 65536, 65536)),
+        r.ctl(create_2d(2, XRGB, 16385, 1)),
+        resp::ERR_INVALID_PARAMETER
+    );
+    assert_eq!(
+        r.ctl(create_2d(2, XRGB, 1, 65536)),
+        resp::ERR_INVALID_PARAMETER
+    );
+    // The largest sides: 1 GiB, over the cap, refused without allocating.
+    assert_eq!(
+        r.ctl(create_2d(2, XRGB, 16384, 16384)),
         resp::ERR_OUT_OF_MEMORY
     );
     // Per-resource cap: 512 KiB = 256x512.

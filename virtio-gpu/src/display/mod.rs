@@ -49,9 +49,15 @@ impl ScanoutFrame<'_> {
         let format = PixelFormat::from_fourcc(self.fourcc)
             .ok_or(DisplayError::UnsupportedFormat(self.fourcc))?;
         let row_len = self.width as usize * 4;
-        let mut row = vec![0u8; row_len];
+        let total = row_len
+            .checked_mul(self.height as usize)
+            .ok_or_else(|| DisplayError::Io("frame size overflows".into()))?;
+        let mut row = Vec::new();
+        row.try_reserve_exact(row_len)
+            .map_err(|e| DisplayError::Io(e.to_string()))?;
+        row.resize(row_len, 0);
         let mut out = Vec::new();
-        out.try_reserve_exact(row_len * self.height as usize)
+        out.try_reserve_exact(total)
             .map_err(|e| DisplayError::Io(e.to_string()))?;
         for y in 0..self.height {
             self.read_row(y, &mut row)?;
