@@ -8,8 +8,18 @@ use std::time::{Duration, Instant};
 use super::{DisplayBackend, DisplayError, ScanoutFrame};
 use crate::protocol::Rect;
 
-/// Writes `<dir>/frame-<scanout>-<NNNNNN>.png` for flushed frames, at most `max_fps` a second
-/// (flushes arriving sooner are skipped and counted).
+/// A frame skipped by the rate limit, kept (one frame's RGBA, not guest memory) so that the
+/// last picture is never lost: written by the next allowed flush or when the backend is dropped.
+#[derive(Debug)]
+struct Deferred {
+    scanout_id: u32,
+    width: u32,
+    height: u32,
+    rgba: Vec<u8>,
+}
+
+/// Writes `<dir>/frame-<scanout>-<NNNNNN>.png` for flushed frames, at most `max_fps` a second.
+/// A flush arriving sooner is deferred (replacing an older deferred one) and counted as skipped.
 #[derive(Debug)]
 pub struct CaptureDisplay {
     dir: PathBuf,
@@ -17,6 +27,7 @@ pub struct CaptureDisplay {
     last_write: Option<Instant>,
     written: u64,
     skipped: u64,
+    deferred: Option<Deferred>,
 }
 
 impl CaptureDisplay {
@@ -35,6 +46,7 @@ impl CaptureDisplay {
             last_write: None,
             written: 0,
             skipped: 0,
+            deferred: None,
         })
     }
 
@@ -53,17 +65,45 @@ impl CaptureDisplay {
         &self.dir
     }
 
-    fn write_png(&self, path: &Path, frame: &ScanoutFrame<'_>) -> Result<(), DisplayError> {
-        let rgba = frame.to_rgba()?;
+    /// Writes the deferred frame, if any.
+    pub fn write_deferred(&mut self) -> Result<(), DisplayError> {
+        if let Some(d) = self.deferred.take() {
+            self.write_rgba(d.scanout_id, d.width, d.height, &d.rgba)?;
+        }
+        Ok(())
+    }
+
+    fn write_rgba(
+        &mut self,
+        scanout_id: u32,
+        width: u32,
+        height: u32,
+        rgba: &[u8],
+    ) -> Result<(), DisplayError> {
+        let path = self
+            .dir
+            .join(format!("frame-{scanout_id}-{:06}.png", self.written));
         let io = |e: std::io::Error| DisplayError::Io(format!("{}: {e}", path.display()));
-        let file = File::create(path).map_err(io)?;
-        let mut enc = png::Encoder::new(BufWriter::new(file), frame.width, frame.height);
+        let file = File::create(&path).map_err(io)?;
+        let mut enc = png::Encoder::new(BufWriter::new(file), width, height);
         enc.set_color(png::ColorType::Rgba);
         enc.set_depth(png::BitDepth::Eight);
         let png_err = |e: png::EncodingError| DisplayError::Io(format!("{}: {e}", path.display()));
         let mut w = enc.write_header().map_err(png_err)?;
-        w.write_image_data(&rgba).map_err(png_err)?;
-        w.finish().map_err(png_err)
+        w.write_image_data(rgba).map_err(png_err)?;
+        w.finish().map_err(png_err)?;
+        log::info!("capture: wrote {} ({width}x{height})", path.display());
+        self.last_write = Some(Instant::now());
+        self.written += 1;
+        Ok(())
+    }
+}
+
+impl Drop for CaptureDisplay {
+    fn drop(&mut self) {
+        if let Err(e) = self.write_deferred() {
+            log::error!("capture: last frame: {e}");
+        }
     }
 }
 
@@ -78,29 +118,26 @@ impl DisplayBackend for CaptureDisplay {
         frame: &ScanoutFrame<'_>,
         _rect: Rect,
     ) -> Result<(), DisplayError> {
-        let now = Instant::now();
-        if let Some(last) = self.last_write {
-            if now.duration_since(last) < self.min_interval {
-                self.skipped += 1;
-                return Ok(());
-            }
-        }
         if frame.width == 0 || frame.height == 0 {
             return Ok(());
         }
-        let path = self
-            .dir
-            .join(format!("frame-{scanout_id}-{:06}.png", self.written));
-        self.write_png(&path, frame)?;
-        log::info!(
-            "capture: wrote {} ({}x{})",
-            path.display(),
-            frame.width,
-            frame.height
-        );
-        self.last_write = Some(now);
-        self.written += 1;
-        Ok(())
+        let rgba = frame.to_rgba()?;
+        let too_soon = self
+            .last_write
+            .is_some_and(|last| last.elapsed() < self.min_interval);
+        if too_soon {
+            self.skipped += 1;
+            self.deferred = Some(Deferred {
+                scanout_id,
+                width: frame.width,
+                height: frame.height,
+                rgba,
+            });
+            return Ok(());
+        }
+        // This frame is newer than any deferred one.
+        self.deferred = None;
+        self.write_rgba(scanout_id, frame.width, frame.height, &rgba)
     }
 }
 
@@ -146,14 +183,22 @@ mod tests {
     }
 
     #[test]
-    fn rate_limit_skips_fast_flushes() {
+    fn rate_limit_skips_fast_flushes_but_keeps_the_last_frame() {
         let dir = tmpdir("rate");
         let mut cap = CaptureDisplay::new(dir.clone(), 1).unwrap();
-        let buf = vec![0u8; 24];
-        for _ in 0..5 {
+        for i in 0..5u8 {
+            let buf = vec![i; 24];
             cap.flush(0, &frame(&buf), Rect::default()).unwrap();
         }
         assert_eq!((cap.written(), cap.skipped()), (1, 4));
+        drop(cap);
+        // The last (deferred) frame is written on drop: bytes 4,4,4 -> rgba 4,4,4,255.
+        let dec = png::Decoder::new(File::open(dir.join("frame-0-000001.png")).unwrap());
+        let mut reader = dec.read_info().unwrap();
+        let mut out = vec![0; reader.output_buffer_size()];
+        reader.next_frame(&mut out).unwrap();
+        assert_eq!(&out[0..4], &[4, 4, 4, 255]);
+        assert!(!dir.join("frame-0-000002.png").exists());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
