@@ -8,6 +8,7 @@ pub mod boot;
 pub mod cli;
 pub mod error;
 pub mod event_loop;
+pub mod kvm_stats;
 pub mod layout;
 pub mod memory;
 pub mod vcpu;

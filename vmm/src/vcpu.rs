@@ -1,7 +1,7 @@
 //! The vCPU run loop: one thread per vCPU, port and MMIO exits dispatched to the `IoManager`,
 //! every other exit turned into a VM exit reason.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -87,7 +87,20 @@ pub struct ExitStats {
     pub pio: HashMap<u16, u64>,
     /// MMIO exits.
     pub mmio: u64,
+    /// KVM's own per-vCPU counters (in-kernel exits included), summed over vCPUs.
+    pub kvm: BTreeMap<String, u64>,
 }
+
+/// KVM counters shown in the summary, in this order.
+const KVM_SUMMARY_STATS: &[&str] = &[
+    "exits",
+    "io_exits",
+    "mmio_exits",
+    "halt_exits",
+    "irq_exits",
+    "pf_fixed",
+    "insn_emulation",
+];
 
 impl ExitStats {
     /// Adds `other` into `self`.
@@ -96,6 +109,9 @@ impl ExitStats {
             *self.pio.entry(*port).or_default() += n;
         }
         self.mmio += other.mmio;
+        for (name, n) in &other.kvm {
+            *self.kvm.entry(name.clone()).or_default() += n;
+        }
     }
 
     /// Total exits counted.
@@ -117,6 +133,14 @@ impl ExitStats {
             s.push_str("; top ports:");
             for (port, n) in ports.iter().take(6) {
                 let _ = write!(s, " {port:#x}={n}");
+            }
+        }
+        if !self.kvm.is_empty() {
+            s.push_str("; KVM:");
+            for name in KVM_SUMMARY_STATS {
+                if let Some(n) = self.kvm.get(*name) {
+                    let _ = write!(s, " {name}={n}");
+                }
             }
         }
         s
@@ -314,6 +338,10 @@ impl Vcpu {
             };
             self.exit.notify(reason);
             break;
+        }
+        match crate::kvm_stats::read(&self.fd) {
+            Ok(kvm) => self.stats.kvm = kvm,
+            Err(e) => debug!("vCPU {}: no KVM statistics: {e}", self.id),
         }
         self.stats
     }
