@@ -1,0 +1,378 @@
+//! gpu-kms-blob: shows a guest-RAM blob with KMS through the stock `virtio-gpu` kernel driver
+//! (issue 5, rig scenario "guest RAM blob").
+//!
+//! With the `virtio-gpu` module loaded (see resources/rig/l2/kms-blob.sh), the program opens the
+//! DRM card whose driver is `virtio_gpu` and:
+//! 1. checks blob support (DRM_IOCTL_VIRTGPU_GETPARAM, VIRTGPU_PARAM_RESOURCE_BLOB);
+//! 2. finds a connected connector, its first mode (or `--mode WxH`) and a CRTC;
+//! 3. creates a blob of mode width * height * 4 bytes (page-rounded) with
+//!    DRM_IOCTL_VIRTGPU_RESOURCE_CREATE_BLOB (blob_mem GUEST, flags USE_MAPPABLE | USE_SHAREABLE),
+//!    maps it (DRM_IOCTL_VIRTGPU_MAP + mmap) and paints pattern `VARIANT_KMS` of
+//!    `guest_tools::pattern::pixel_xrgb8888` (XRGB8888, stride width * 4);
+//! 4. DRM_IOCTL_MODE_ADDFB2 on the blob's GEM handle, DRM_IOCTL_MODE_SETCRTC with the mode,
+//!    DRM_IOCTL_MODE_DIRTYFB with the whole-screen rectangle (the driver then sends
+//!    SET_SCANOUT_BLOB and RESOURCE_FLUSH to the device);
+//! 5. keeps the framebuffer up for `--hold-ms`, then reads the kernel messages logged meanwhile
+//!    (/dev/kmsg) for the driver's "response 0x12xx (command 0x...)" device-error lines.
+//!
+//! `--expect ok` (default) passes iff every ioctl succeeds and the device reported no error;
+//! `--expect scanout-error` passes iff every ioctl succeeds and the device answered SET_SCANOUT_BLOB
+//! (0x10d) with an error - Debian's QEMU 7.2 without a working udmabuf.
+//! Output: `RIG-DATA scenario=gpu-kms-blob ...` lines, a final `RIG-RESULT`; exit 0 iff PASS.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use guest_tools::drm::{
+    mode_name, Card, ClipRect, ModeInfo, DRM_MODE_CONNECTED, VIRTGPU_BLOB_FLAG_USE_MAPPABLE,
+    VIRTGPU_BLOB_FLAG_USE_SHAREABLE, VIRTGPU_BLOB_MEM_GUEST, VIRTGPU_PARAM_RESOURCE_BLOB,
+};
+use guest_tools::error::{Error, Result};
+use guest_tools::pagemap::PAGE_SIZE;
+use guest_tools::pattern::{fill_image, VARIANT_KMS};
+use guest_tools::report::Reporter;
+
+/// What the device is expected to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Expect {
+    /// No device error (our VMM).
+    Ok,
+    /// SET_SCANOUT_BLOB answered with an error (QEMU 7.2 without udmabuf).
+    ScanoutError,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Show a guest-RAM virtio-gpu blob with KMS (rig, issue 5)")]
+struct Args {
+    /// DRM card node; default: the first /dev/dri/cardN whose driver is virtio_gpu.
+    #[arg(long)]
+    card: Option<PathBuf>,
+    /// Mode to use (WxH); default: the connector's first mode.
+    #[arg(long)]
+    mode: Option<String>,
+    /// How long to wait for the card node to appear (ms).
+    #[arg(long, default_value_t = 5000)]
+    wait_card_ms: u64,
+    /// How long to keep the framebuffer shown before exiting (ms).
+    #[arg(long, default_value_t = 1500)]
+    hold_ms: u64,
+    /// Expected device answers.
+    #[arg(long, value_enum, default_value_t = Expect::Ok)]
+    expect: Expect,
+    /// Scenario name in the result lines.
+    #[arg(long, default_value = "gpu-kms-blob")]
+    scenario: String,
+}
+
+fn find_card(args: &Args) -> Result<(PathBuf, Card)> {
+    if let Some(p) = &args.card {
+        return Ok((p.clone(), Card::open(p)?));
+    }
+    let t0 = Instant::now();
+    loop {
+        for n in 0..8 {
+            let p = PathBuf::from(format!("/dev/dri/card{n}"));
+            if let Ok(c) = Card::open(&p) {
+                if c.driver_name().is_ok_and(|d| d == "virtio_gpu") {
+                    return Ok((p, c));
+                }
+            }
+        }
+        if t0.elapsed() > Duration::from_millis(args.wait_card_ms) {
+            return Err(Error::Timeout {
+                what: "a /dev/dri/cardN of driver virtio_gpu (is the virtio-gpu module loaded?)"
+                    .into(),
+                ms: args.wait_card_ms,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A MAP_SHARED mapping of a GEM object through the card fd.
+struct GemMap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl GemMap {
+    fn new(card: &Card, offset: u64, len: usize) -> Result<Self> {
+        // SAFETY: a new mapping chosen by the kernel of the card fd at the GEM fake offset.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                card.fd(),
+                offset as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(Error::last_os(format!(
+                "mmap blob ({len} bytes at offset {offset:#x})"
+            )));
+        }
+        Ok(GemMap {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: ptr/len are our live read-write mapping, borrowed mutably through &mut self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for GemMap {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping made in `new`, unmapped once.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+/// New kernel log records since `pos` (a /dev/kmsg reader positioned at the end before the test).
+fn read_kmsg_new(f: &mut std::fs::File) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    // Each read returns one record; EAGAIN (WouldBlock) ends the list; EPIPE means records were
+    // overwritten - keep reading.
+    for _ in 0..4096 {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let rec = String::from_utf8_lossy(&buf[..n]);
+                let msg = rec.split_once(';').map_or(rec.as_ref(), |(_, m)| m);
+                out.push(msg.lines().next().unwrap_or("").to_string());
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Parses the driver's "response 0xRESP (command 0xCMD)" device-error line.
+fn parse_device_error(line: &str) -> Option<(u32, u32)> {
+    let r = line.split("response 0x").nth(1)?;
+    let resp = u32::from_str_radix(r.split(|c: char| !c.is_ascii_hexdigit()).next()?, 16).ok()?;
+    let c = line.split("(command 0x").nth(1)?;
+    let cmd = u32::from_str_radix(c.split(|c: char| !c.is_ascii_hexdigit()).next()?, 16).ok()?;
+    Some((resp, cmd))
+}
+
+fn pick_mode(modes: &[ModeInfo], want: Option<&str>) -> Result<ModeInfo> {
+    match want {
+        None => modes
+            .first()
+            .copied()
+            .ok_or_else(|| Error::Unsupported("connector has no modes".into())),
+        Some(w) => {
+            let (ws, hs) = w
+                .split_once('x')
+                .ok_or_else(|| Error::parse("--mode", format!("{w:?} is not WxH")))?;
+            let (ww, hh): (u16, u16) = (
+                ws.parse()
+                    .map_err(|_| Error::parse("--mode", w.to_string()))?,
+                hs.parse()
+                    .map_err(|_| Error::parse("--mode", w.to_string()))?,
+            );
+            modes
+                .iter()
+                .copied()
+                .find(|m| m.hdisplay == ww && m.vdisplay == hh)
+                .ok_or_else(|| Error::Unsupported(format!("no mode {w} on the connector")))
+        }
+    }
+}
+
+fn run(args: &Args, rep: &Reporter) -> Result<bool> {
+    let mut kmsg = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .map_err(Error::io("open /dev/kmsg"))?;
+    kmsg.seek(SeekFrom::End(0))
+        .map_err(Error::io("seek /dev/kmsg"))?;
+
+    let (path, card) = find_card(args)?;
+    let blob = card.virtgpu_getparam(VIRTGPU_PARAM_RESOURCE_BLOB)?;
+    rep.data(&[
+        ("card", path.display().to_string()),
+        ("driver", card.driver_name()?),
+        ("param_resource_blob", blob.to_string()),
+    ]);
+    if blob != 1 {
+        return Err(Error::Unsupported(
+            "the device/driver has no blob resources (VIRTGPU_PARAM_RESOURCE_BLOB = 0)".into(),
+        ));
+    }
+    let (crtcs, conns) = card.resources()?;
+    let mut chosen = None;
+    for id in &conns {
+        let (c, modes, encs) = card.connector(*id)?;
+        if c.connection == DRM_MODE_CONNECTED && !modes.is_empty() {
+            chosen = Some((c, modes, encs));
+            break;
+        }
+    }
+    let (conn, modes, encs) = chosen
+        .ok_or_else(|| Error::Unsupported(format!("no connected connector among {conns:?}")))?;
+    let mode = pick_mode(&modes, args.mode.as_deref())?;
+    let mut crtc = 0;
+    if conn.encoder_id != 0 {
+        crtc = card.encoder(conn.encoder_id)?.crtc_id;
+    }
+    if crtc == 0 {
+        let enc = encs
+            .first()
+            .ok_or_else(|| Error::Unsupported("connector has no encoder".into()))?;
+        let possible = card.encoder(*enc)?.possible_crtcs;
+        crtc = crtcs
+            .iter()
+            .enumerate()
+            .find(|(i, _)| possible & (1 << i) != 0)
+            .map(|(_, c)| *c)
+            .ok_or_else(|| Error::Unsupported("no CRTC for the encoder".into()))?;
+    }
+    let (w, h) = (u32::from(mode.hdisplay), u32::from(mode.vdisplay));
+    rep.data(&[
+        ("connector", conn.connector_id.to_string()),
+        ("crtc", crtc.to_string()),
+        ("mode", mode_name(&mode)),
+        ("width", w.to_string()),
+        ("height", h.to_string()),
+        ("modes", modes.len().to_string()),
+    ]);
+
+    let pitch = w * 4;
+    let image = u64::from(pitch) * u64::from(h);
+    let size = image.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64;
+    let (bo, res) = card.virtgpu_create_blob(
+        VIRTGPU_BLOB_MEM_GUEST,
+        VIRTGPU_BLOB_FLAG_USE_MAPPABLE | VIRTGPU_BLOB_FLAG_USE_SHAREABLE,
+        size,
+    )?;
+    let offset = card.virtgpu_map(bo)?;
+    let mut map = GemMap::new(&card, offset, size as usize)?;
+    let t0 = Instant::now();
+    fill_image(&mut map.bytes()[..image as usize], VARIANT_KMS, w);
+    let paint_ms = t0.elapsed().as_millis();
+    rep.data(&[
+        ("blob_size", size.to_string()),
+        ("resource_id", res.to_string()),
+        ("bo_handle", bo.to_string()),
+        ("map_offset", format!("{offset:#x}")),
+        ("variant", VARIANT_KMS.to_string()),
+        ("paint_ms", paint_ms.to_string()),
+    ]);
+    let fb = card.add_fb2(w, h, bo, pitch)?;
+    card.set_crtc(crtc, fb, conn.connector_id, &mode)?;
+    let clip = ClipRect {
+        x1: 0,
+        y1: 0,
+        x2: mode.hdisplay,
+        y2: mode.vdisplay,
+    };
+    card.dirty_fb(fb, &[clip])?;
+    rep.data(&[
+        ("fb", fb.to_string()),
+        ("setcrtc", "ok".into()),
+        ("dirtyfb", format!("0,0,{w},{h}")),
+        ("shown", res.to_string()),
+        ("hold_ms", args.hold_ms.to_string()),
+    ]);
+    std::thread::sleep(Duration::from_millis(args.hold_ms));
+
+    let klog = read_kmsg_new(&mut kmsg);
+    for l in klog
+        .iter()
+        .filter(|l| l.contains("drm") || l.contains("virtio"))
+    {
+        rep.log(&format!("kernel: {l}"));
+    }
+    let errors: Vec<(u32, u32)> = klog.iter().filter_map(|l| parse_device_error(l)).collect();
+    for (r, c) in &errors {
+        rep.data(&[
+            ("device_error", format!("{r:#06x}")),
+            ("command", format!("{c:#06x}")),
+        ]);
+    }
+    let scanout_error = errors.iter().any(|&(_, c)| c == 0x10d);
+    let pass = match args.expect {
+        Expect::Ok => errors.is_empty(),
+        Expect::ScanoutError => scanout_error,
+    };
+    rep.result(
+        pass,
+        &[
+            (
+                "expect",
+                args.expect
+                    .to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_string()),
+            ),
+            ("blob_size", size.to_string()),
+            ("resource_id", res.to_string()),
+            ("width", w.to_string()),
+            ("height", h.to_string()),
+            ("fb", fb.to_string()),
+            ("device_errors", errors.len().to_string()),
+        ],
+    );
+    Ok(pass)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let rep = Reporter::new(&args.scenario);
+    match run(&args, &rep) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            rep.log(&format!("error: {e}"));
+            rep.result(
+                false,
+                &[("reason", "error".into()), ("error", e.to_string())],
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_error_lines_of_the_driver_parse() {
+        let l = "[drm:virtio_gpu_dequeue_ctrl_func [virtio_gpu]] *ERROR* response 0x1200 (command 0x10d)";
+        assert_eq!(parse_device_error(l), Some((0x1200, 0x10d)));
+        assert_eq!(parse_device_error("virtio_gpu: something else"), None);
+    }
+
+    #[test]
+    fn modes_are_picked_by_size_or_first() {
+        let a = ModeInfo {
+            hdisplay: 1280,
+            vdisplay: 800,
+            ..Default::default()
+        };
+        let mut b = a;
+        b.hdisplay = 1024;
+        b.vdisplay = 768;
+        assert_eq!(pick_mode(&[a, b], None).unwrap().hdisplay, 1280);
+        assert_eq!(pick_mode(&[a, b], Some("1024x768")).unwrap().vdisplay, 768);
+        assert!(pick_mode(&[a, b], Some("640x480")).is_err());
+        assert!(pick_mode(&[a], Some("640")).is_err());
+        assert!(pick_mode(&[], None).is_err());
+    }
+}
