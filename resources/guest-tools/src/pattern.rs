@@ -134,6 +134,73 @@ pub fn dma_byte(i: usize) -> u8 {
     (i.wrapping_mul(31).wrapping_add(7) ^ (i >> 8)) as u8
 }
 
+/// Parses the `bar_entries=`/`entries=` value of gpu-user-blob's RIG-DATA lines
+/// (`0x150000+0x8000,0x140000+0x8000,...`) into (offset or address, length) pairs.
+pub fn parse_entries(text: &str) -> Option<Vec<(u64, u64)>> {
+    let hex = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
+    text.split(',')
+        .map(|e| {
+            let (a, l) = e.split_once('+')?;
+            Some((hex(a)?, hex(l)?))
+        })
+        .collect()
+}
+
+/// Checks, in a copy of the BAR (e.g. the ivshmem backing file read by L0), that the ranges
+/// `entries` (BAR offset, length), read in entry order starting at blob byte `blob_start`, hold
+/// pattern `variant` of a `width`-pixel image of `image` bytes (bytes past the image: zero words).
+/// Returns the first bad (blob offset, word found), or None if all match.
+pub fn first_bad_blob_word(
+    bar: &[u8],
+    entries: &[(u64, u64)],
+    blob_start: u64,
+    variant: u8,
+    width: u32,
+    image: u64,
+) -> Option<(u64, u32)> {
+    let mut blob_off = blob_start;
+    for &(off, len) in entries {
+        for j in (0..len).step_by(4) {
+            let b = blob_off + j;
+            let want = if b < image {
+                blob_word(variant, width, b)
+            } else {
+                0
+            };
+            let at = (off + j) as usize;
+            let got = bar
+                .get(at..at + 4)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+            if got != Some(want) {
+                return Some((b, got.unwrap_or(0)));
+            }
+        }
+        blob_off += len;
+    }
+    None
+}
+
+/// Checks decoded image pixels (`channels` = 3 for RGB, 4 for RGBA; row-major, no padding)
+/// against pattern `variant`. Returns the first bad (x, y), or None if every pixel matches.
+pub fn first_bad_pixel(
+    pixels: &[u8],
+    channels: usize,
+    width: u32,
+    height: u32,
+    variant: u8,
+) -> Option<(u32, u32)> {
+    for y in 0..height {
+        for x in 0..width {
+            let i = (y as usize * width as usize + x as usize) * channels;
+            let want = rgb(pixel_xrgb8888(variant, x, y));
+            if pixels.get(i..i + 3) != Some(&want[..]) {
+                return Some((x, y));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +236,62 @@ mod tests {
         );
         // Asking for more pages than the buffer has is a failure, not a pass.
         assert!(first_bad_word(&buf, IVSHMEM_L0_TAG, 9, L0_WORD_OFFSET).is_some());
+    }
+
+    #[test]
+    fn l0_checks_find_the_pattern_in_entry_order_and_flag_a_bad_word() {
+        let (w, h) = (64u32, 128u32);
+        let image = u64::from(w * h * 4);
+        let ents = bar_blob_entries(0x1000, image, 4, 4096).unwrap();
+        let text = ents
+            .iter()
+            .map(|(o, l)| format!("{o:#x}+{l:#x}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(parse_entries(&text).unwrap(), ents);
+        assert!(parse_entries("0x10+zz").is_none());
+        let mut bar = vec![0u8; 0x1000 + bar_blob_span(&ents, 0x1000) as usize];
+        let mut blob_off = 0;
+        for &(o, l) in &ents {
+            for j in (0..l).step_by(4) {
+                let v = blob_word(VARIANT_BAR_BLOB, w, blob_off + j).to_le_bytes();
+                bar[(o + j) as usize..(o + j) as usize + 4].copy_from_slice(&v);
+            }
+            blob_off += l;
+        }
+        assert_eq!(
+            first_bad_blob_word(&bar, &ents, 0, VARIANT_BAR_BLOB, w, image),
+            None
+        );
+        assert!(first_bad_blob_word(&bar, &ents, 0, VARIANT_MIXED_BLOB, w, image).is_some());
+        bar[ents[1].0 as usize + 8] ^= 0xff;
+        assert_eq!(
+            first_bad_blob_word(&bar, &ents, 0, VARIANT_BAR_BLOB, w, image).map(|b| b.0),
+            Some(ents[0].1 + 8)
+        );
+    }
+
+    #[test]
+    fn pixel_check_accepts_the_pattern_and_finds_a_wrong_pixel() {
+        let (w, h) = (300u32, 20u32);
+        let mut rgba = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                rgba.extend_from_slice(&rgb(pixel_xrgb8888(VARIANT_KMS, x, y)));
+                rgba.push(0xff);
+            }
+        }
+        assert_eq!(first_bad_pixel(&rgba, 4, w, h, VARIANT_KMS), None);
+        assert_eq!(
+            first_bad_pixel(&rgba, 4, w, h, VARIANT_BAR_BLOB),
+            Some((0, 0))
+        );
+        rgba[(5 * 300 + 299) * 4 + 1] ^= 1;
+        assert_eq!(first_bad_pixel(&rgba, 4, w, h, VARIANT_KMS), Some((299, 5)));
+        assert_eq!(
+            first_bad_pixel(&rgba[..100], 4, w, h, VARIANT_KMS),
+            Some((25, 0))
+        );
     }
 
     #[test]
