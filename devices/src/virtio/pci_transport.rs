@@ -148,6 +148,8 @@ pub struct VirtioPciDevice {
     name: String,
     config: PciConfigSpace,
     msix_cap: usize,
+    /// Offset of the VIRTIO_PCI_CAP_PCI_CFG capability.
+    pci_cfg_cap: usize,
     device: Box<dyn VirtioDevice>,
     common: CommonCfg,
     irq: Arc<Interrupts>,
@@ -231,13 +233,13 @@ impl VirtioPciDevice {
         ] {
             config.add_capability(CAP_ID_VENDOR, &body, &ro(&body))?;
         }
-        // VIRTIO_PCI_CAP_PCI_CFG: present as the spec requires; its access window is not
-        // implemented (reads of pci_cfg_data return what was written). Linux does not use it.
+        // VIRTIO_PCI_CAP_PCI_CFG: a window into BAR 0 through configuration space
+        // (bar, offset, length chosen by the driver, then pci_cfg_data read or written).
         let pci_cfg = vendor_cap(CFG_TYPE_PCI, 0, 0, &[0; 4]);
         let mut pci_cfg_mask = vec![0u8; pci_cfg.len()];
         pci_cfg_mask[2] = 0xff; // bar
         pci_cfg_mask[6..18].fill(0xff); // offset, length, data
-        config.add_capability(CAP_ID_VENDOR, &pci_cfg, &pci_cfg_mask)?;
+        let pci_cfg_cap = config.add_capability(CAP_ID_VENDOR, &pci_cfg, &pci_cfg_mask)?;
 
         let vectors = num_queues + 1;
         let mut msix_body = Vec::new();
@@ -275,6 +277,7 @@ impl VirtioPciDevice {
             name: format!("virtio-pci type {device_type}"),
             config,
             msix_cap,
+            pci_cfg_cap,
             device,
             common,
             irq,
@@ -438,6 +441,16 @@ impl VirtioPciDevice {
         }
     }
 
+    /// The BAR 0 access the PCI_CFG window describes: (offset, length) when the driver chose
+    /// BAR 0 and a length of 1, 2 or 4 (other choices access nothing, spec 4.1.4.9).
+    fn pci_cfg_window(&self) -> Option<(u64, usize)> {
+        let mut b = [0u8; 1];
+        self.config.read_bytes(self.pci_cfg_cap + 4, &mut b);
+        let offset = self.config.read_reg((self.pci_cfg_cap + 8) / 4);
+        let length = self.config.read_reg((self.pci_cfg_cap + 12) / 4);
+        (b[0] == 0 && matches!(length, 1 | 2 | 4)).then_some((u64::from(offset), length as usize))
+    }
+
     fn register_ioevents(&mut self, base: u64) {
         if let Some(old) = self.ioevent_base.take() {
             for (i, fd) in self.notify.iter().enumerate() {
@@ -487,11 +500,17 @@ impl PciDevice for VirtioPciDevice {
     }
 
     fn read_config_register(&mut self, reg_idx: usize) -> u32 {
-        if reg_idx < self.config.size() / 4 {
-            self.config.read_reg(reg_idx)
-        } else {
-            u32::MAX
+        if reg_idx >= self.config.size() / 4 {
+            return u32::MAX;
         }
+        if reg_idx == (self.pci_cfg_cap + 16) / 4 {
+            if let Some((offset, len)) = self.pci_cfg_window() {
+                let mut d = [0u8; 4];
+                self.read_bar(0, offset, &mut d[..len]);
+                self.config.set_reg(reg_idx, u32::from_le_bytes(d));
+            }
+        }
+        self.config.read_reg(reg_idx)
     }
 
     fn write_config_register(
@@ -503,6 +522,12 @@ impl PciDevice for VirtioPciDevice {
         let moved = self.config.write_reg(reg_idx, offset, data);
         if reg_idx == self.msix_cap / 4 {
             self.msix_control_changed();
+        }
+        if reg_idx == (self.pci_cfg_cap + 16) / 4 {
+            if let Some((bar_offset, len)) = self.pci_cfg_window() {
+                let d = self.config.read_reg(reg_idx).to_le_bytes();
+                self.write_bar(0, bar_offset, &d[..len]);
+            }
         }
         moved
     }

@@ -429,3 +429,31 @@ fn drop_releases_gsis() {
     drop(t);
     assert_eq!(*router.released.lock().unwrap(), vec![24, 25, 26]);
 }
+
+#[test]
+fn pci_cfg_window_reaches_bar0() {
+    let mut t = setup();
+    // Find the PCI_CFG capability (vendor cap of cfg_type 5).
+    let mut off = t.cfg_byte(REG_CAP_PTR * 4) as usize;
+    while !(t.cfg_byte(off) == CAP_ID_VENDOR && t.cfg_byte(off + 3) == 5) {
+        off = t.cfg_byte(off + 1) as usize;
+    }
+    // Read num_queues (common cfg 0x12, 2 bytes) through the window.
+    t.dev
+        .write_config_register((off + 8) / 4, 0, &0x12u32.to_le_bytes());
+    t.dev
+        .write_config_register((off + 12) / 4, 0, &2u32.to_le_bytes());
+    assert_eq!(t.dev.read_config_register((off + 16) / 4) & 0xffff, 2);
+    // Write device_status = ACKNOWLEDGE through it.
+    t.dev
+        .write_config_register((off + 8) / 4, 0, &0x14u32.to_le_bytes());
+    t.dev
+        .write_config_register((off + 12) / 4, 0, &1u32.to_le_bytes());
+    t.dev.write_config_register((off + 16) / 4, 0, &[1]);
+    assert_eq!(t.dev.status(), 1);
+    // Another BAR or a bad length accesses nothing.
+    t.dev
+        .write_config_register((off + 12) / 4, 0, &3u32.to_le_bytes());
+    t.dev.write_config_register((off + 16) / 4, 0, &[0]);
+    assert_eq!(t.dev.status(), 1);
+}
