@@ -13,15 +13,66 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use devices::pci::{BarAllocator, BarSpace, BarWindow, KvmMsiRouter, PciBus, PciConfigIo};
+use devices::pci::{
+    BarAllocator, BarSpace, BarWindow, KvmMsiRouter, MsiRouter, PciBus, PciConfigIo,
+};
 use devices::vfio::{
     DmaBufRegistry, KvmMemorySlots, VfioPassthrough, VfioPciDevice, VfioPciDeviceEnv, VfioRegionSet,
 };
 use kvm_bindings::{kvm_segment, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
 
 const SC: &str = "pci-vfio-check";
+
+/// An MsiRouter that programs real KVM GSI routes but, instead of handing the eventfds to KVM,
+/// keeps clones so the check can see VFIO signal them.
+struct RecordingRouter {
+    inner: Arc<KvmMsiRouter>,
+    fds: Mutex<Vec<(u32, &'static str, EventFd)>>,
+}
+
+impl RecordingRouter {
+    fn count(&self, kind: &str) -> u64 {
+        let fds = self.fds.lock().unwrap();
+        fds.iter()
+            .filter(|(_, k, _)| *k == kind)
+            .map(|(_, _, fd)| fd.read().unwrap_or(0))
+            .sum()
+    }
+}
+
+impl MsiRouter for RecordingRouter {
+    fn allocate_gsi(&self) -> Result<u32, String> {
+        self.inner.allocate_gsi()
+    }
+    fn release_gsi(&self, gsi: u32) {
+        self.inner.release_gsi(gsi)
+    }
+    fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> Result<(), String> {
+        self.inner.set_msi_route(gsi, address, data)
+    }
+    fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), String> {
+        let c = fd.try_clone().map_err(|e| e.to_string())?;
+        self.fds.lock().unwrap().push((gsi, "msi", c));
+        Ok(())
+    }
+    fn unregister_irqfd(&self, _fd: &EventFd, gsi: u32) -> Result<(), String> {
+        self.fds.lock().unwrap().retain(|(g, _, _)| *g != gsi);
+        Ok(())
+    }
+    fn register_irqfd_with_resample(
+        &self,
+        fd: &EventFd,
+        _r: &EventFd,
+        gsi: u32,
+    ) -> Result<(), String> {
+        let c = fd.try_clone().map_err(|e| e.to_string())?;
+        self.fds.lock().unwrap().push((gsi, "intx", c));
+        Ok(())
+    }
+}
 
 fn cfg(io: &mut PciConfigIo, slot: u8, off: u8) -> u32 {
     io.write(
@@ -180,9 +231,21 @@ fn main() {
     let iv_slot = bus
         .add_device(Arc::new(Mutex::new(iv_dev)), &mut bars)
         .unwrap();
+    let recorder = Arc::new(RecordingRouter {
+        inner: msi.clone(),
+        fds: Mutex::new(Vec::new()),
+    });
     let edu_dev = edu.map(|bdf| {
         let r = passthrough.open(bdf, &mem).unwrap();
-        let d = VfioPciDevice::new(r.clone(), env()).unwrap();
+        let d = VfioPciDevice::new(
+            r.clone(),
+            VfioPciDeviceEnv {
+                irq_router: Some(recorder.clone()),
+                intx_gsi: Some(10),
+                ..env()
+            },
+        )
+        .unwrap();
         (
             r,
             bus.add_device(Arc::new(Mutex::new(d)), &mut bars).unwrap(),
@@ -331,6 +394,51 @@ fn main() {
         println!("RIG-DATA scenario={SC} edu_id={eid:#010x} edu_cmd={cmd:#x} edu_dma_done={ok1}/{ok2} edu_dma_roundtrip={same}");
         if !same {
             fails.push("edu-dma".into());
+        }
+
+        // Interrupts: INTx is live from the start; then MSI; then back to INTx.
+        let raise = |settle: bool| {
+            edu_r.write(0, 0x60, &1u32.to_le_bytes());
+            std::thread::sleep(Duration::from_millis(if settle { 300 } else { 100 }));
+            edu_r.write(0, 0x64, &1u32.to_le_bytes());
+        };
+        raise(true);
+        let intx = recorder.count("intx");
+        // Find edu's MSI capability through the config mechanism, as a guest would.
+        let mut ptr = (cfg(&mut io, *edu_slot, 0x34) & 0xfc) as u8;
+        let mut msi_cap = None;
+        for _ in 0..48 {
+            if ptr < 0x40 {
+                break;
+            }
+            let dw = cfg(&mut io, *edu_slot, ptr);
+            if dw & 0xff == 0x05 {
+                msi_cap = Some(ptr);
+                break;
+            }
+            ptr = ((dw >> 8) & 0xfc) as u8;
+        }
+        let mut msi_count = 0;
+        if let Some(c) = msi_cap {
+            cfgw(&mut io, *edu_slot, c + 4, &0xfee0_0000u32.to_le_bytes());
+            cfgw(&mut io, *edu_slot, c + 8, &0u32.to_le_bytes());
+            cfgw(&mut io, *edu_slot, c + 12, &[0x41, 0x00]);
+            cfgw(&mut io, *edu_slot, c + 2, &[0x01]);
+            raise(true);
+            msi_count = recorder.count("msi");
+            cfgw(&mut io, *edu_slot, c + 2, &[0x00]);
+        }
+        let intx_back = recorder
+            .fds
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, k, _)| *k == "intx");
+        println!(
+            "RIG-DATA scenario={SC} edu_intx_events={intx} edu_msi_cap={msi_cap:?} edu_msi_events={msi_count} edu_intx_rewired={intx_back}"
+        );
+        if intx == 0 || msi_count == 0 || !intx_back {
+            fails.push("edu-irq".into());
         }
     }
 
