@@ -278,15 +278,16 @@ impl PciDevice {
             .map_err(Error::io(format!("{}: write config {off:#x}", self.bdf)))
     }
 
-    /// Sets `set` and clears `clear` in the command register; returns (old, new).
-    pub fn update_command(&self, set: u16, clear: u16) -> Result<(u16, u16)> {
+    /// Sets `set` and clears `clear` in the command register; returns (old, new). Fails if a bit
+    /// of `must` (a subset of `set`) does not read back as set (a VMM may ignore other bits).
+    pub fn update_command(&self, set: u16, clear: u16, must: u16) -> Result<(u16, u16)> {
         let old = self.config_read_u16(PCI_COMMAND)?;
         let want = (old | set) & !clear;
         if want != old {
             self.config_write_u16(PCI_COMMAND, want)?;
         }
         let new = self.config_read_u16(PCI_COMMAND)?;
-        if new & set != set {
+        if new & must != must {
             return Err(Error::Unsupported(format!(
                 "{}: command register is {new:#06x} after writing {want:#06x}",
                 self.bdf

@@ -135,7 +135,11 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
             dev.bdf
         )));
     }
-    let (cmd_old, cmd_new) = dev.update_command(PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 0)?;
+    let (cmd_old, cmd_new) = dev.update_command(
+        PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER,
+        0,
+        PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER,
+    )?;
     let bar0 = dev.bar(0)?;
     rep.data(&[
         ("bdf", dev.bdf.clone()),

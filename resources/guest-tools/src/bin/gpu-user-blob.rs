@@ -267,6 +267,7 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
     let (c0, c1) = gpu.update_command(
         PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE,
         0,
+        PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER,
     )?;
     // 2. Transport and features.
     let dev = VirtioPci::open(&gpu)?;
