@@ -16,7 +16,7 @@ use super::msix::{MsixCapInfo, MsixState};
 use super::region_set::{VfioRegionSet, CONFIG_REGION};
 use crate::pci::{
     dword_write_parts, find_capability_in, BarKind, BarReprogram, PciConfigSpace, PciHeader,
-    CAP_ID_MSI, CAP_ID_MSIX, NUM_BARS, REG_BAR0, REG_COMMAND, REG_INTERRUPT, REG_ROM,
+    CAP_ID_MSI, CAP_ID_MSIX, NUM_BARS, REG_BAR0, REG_COMMAND, REG_HEADER, REG_INTERRUPT, REG_ROM,
 };
 
 /// What a configuration write changed besides BARs.
@@ -160,6 +160,10 @@ impl VfioPciConfig {
             return 0xffff_ffff;
         }
         let mut value = dev_read_u32(dev, offset);
+        if reg_idx == REG_HEADER {
+            // Only function 0 is passed through: never claim to be multi-function.
+            value &= !(0x80 << 16);
+        }
         if reg_idx == REG_INTERRUPT {
             value = (value & !0xff) | (self.shadow.read_reg(REG_INTERRUPT) & 0xff);
             if !self.intx_wired {

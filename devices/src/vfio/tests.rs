@@ -31,6 +31,7 @@ impl FakeVfio {
         c[0..4].copy_from_slice(&0x1110_1af4u32.to_le_bytes());
         c[4..8].copy_from_slice(&0x0010_0103u32.to_le_bytes()); // cap list; cmd as vfio leaves it
         c[8..12].copy_from_slice(&0x0500_0001u32.to_le_bytes());
+        c[0x0e] = 0x80; // multi-function on the host
         c[0x10..0x14].copy_from_slice(&0u32.to_le_bytes()); // BAR0 mem32
         c[0x14..0x18].copy_from_slice(&0u32.to_le_bytes()); // BAR1 mem32
         c[0x18..0x1c].copy_from_slice(&0xcu32.to_le_bytes()); // BAR2 mem64 prefetchable
@@ -331,6 +332,11 @@ fn config_space_is_virtualised() {
     let mut r = rig(None);
     assert_eq!(r.cfg_read(0x00), 0x1110_1af4, "identity from the device");
     assert_eq!(r.cfg_read(0x30), 0, "ROM hidden");
+    assert_eq!(
+        r.cfg_read(0x0c) >> 16 & 0xff,
+        0,
+        "single function in the guest"
+    );
     // BARs come from the shadow: BAR2 64-bit prefetchable in the 64-bit window.
     assert_eq!(r.cfg_read(0x18), 0x0000_000c);
     assert_eq!(r.cfg_read(0x1c), 0x1);
