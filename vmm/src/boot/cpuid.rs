@@ -3,7 +3,7 @@
 //! Nothing is hidden: in particular XSAVE stays visible (the rig works around its nested-SVM
 //! XSAVE problem with `noxsave` on the guest command line, not here).
 
-use kvm_bindings::{kvm_cpuid_entry2, CpuId};
+use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
 const LEAF_FEATURES: u32 = 0x1;
 const LEAF_EXT_TOPOLOGY: u32 = 0xb;
@@ -42,27 +42,6 @@ fn fix_entry(e: &mut kvm_cpuid_entry2, apic_id: u8, nr_vcpus: u8) {
             }
             e.ecx |= ECX_HYPERVISOR;
         }
-        LEAF_EXT_TOPOLOGY | LEAF_V2_EXT_TOPOLOGY => {
-            // One thread per core, all vCPUs as cores of one package.
-            e.edx = apic_id32;
-            match e.index {
-                0 => {
-                    e.eax = 0;
-                    e.ebx = 1;
-                    e.ecx = (LEVEL_TYPE_SMT << 8) | e.index;
-                }
-                1 => {
-                    e.eax = id_bits(nr_vcpus);
-                    e.ebx = u32::from(nr_vcpus);
-                    e.ecx = (LEVEL_TYPE_CORE << 8) | e.index;
-                }
-                _ => {
-                    e.eax = 0;
-                    e.ebx = 0;
-                    e.ecx = e.index;
-                }
-            }
-        }
         LEAF_AMD_SIZE_IDS => {
             // ECX[7:0] NC = cores per package - 1; ECX[15:12] ApicIdSize (0 = derive from NC).
             e.ecx = (e.ecx & !0xf0ff) | (u32::from(nr_vcpus) - 1);
@@ -78,14 +57,52 @@ fn fix_entry(e: &mut kvm_cpuid_entry2, apic_id: u8, nr_vcpus: u8) {
     }
 }
 
+/// Leaves 0xB/0x1F for one package of `nr_vcpus` single-thread cores: subleaf 0 (SMT),
+/// subleaf 1 (core) and the terminating invalid subleaf 2. Both levels are always given:
+/// with only an SMT level, Linux would take every vCPU for its own package.
+fn topology_leaf(function: u32, apic_id: u8, nr_vcpus: u8) -> [kvm_cpuid_entry2; 3] {
+    let entry = |index: u32, eax: u32, ebx: u32, level_type: u32| kvm_cpuid_entry2 {
+        function,
+        index,
+        flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+        eax,
+        ebx,
+        ecx: (level_type << 8) | index,
+        edx: u32::from(apic_id),
+        ..Default::default()
+    };
+    [
+        entry(0, 0, 1, LEVEL_TYPE_SMT),
+        entry(1, id_bits(nr_vcpus), u32::from(nr_vcpus), LEVEL_TYPE_CORE),
+        entry(2, 0, 0, 0),
+    ]
+}
+
 /// The CPUID table for the vCPU with APIC id `apic_id` out of `nr_vcpus`, derived from
 /// `supported` (KVM_GET_SUPPORTED_CPUID).
 pub fn vcpu_cpuid(supported: &CpuId, apic_id: u8, nr_vcpus: u8) -> CpuId {
-    let mut cpuid = supported.clone();
-    for e in cpuid.as_mut_slice() {
+    let max_basic = supported
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 0)
+        .map_or(0, |e| e.eax);
+    let mut entries: Vec<kvm_cpuid_entry2> = supported
+        .as_slice()
+        .iter()
+        .filter(|e| e.function != LEAF_EXT_TOPOLOGY && e.function != LEAF_V2_EXT_TOPOLOGY)
+        .copied()
+        .collect();
+    for e in &mut entries {
         fix_entry(e, apic_id, nr_vcpus);
     }
-    cpuid
+    for leaf in [LEAF_EXT_TOPOLOGY, LEAF_V2_EXT_TOPOLOGY] {
+        if max_basic >= leaf {
+            entries.extend(topology_leaf(leaf, apic_id, nr_vcpus));
+        }
+    }
+    // The list only shrinks or grows by at most 6 entries from KVM's own, far below the
+    // 256-entry limit of KVM_SET_CPUID2; fall back to the supported list if it does not fit.
+    CpuId::from_entries(&entries).unwrap_or_else(|_| supported.clone())
 }
 
 #[cfg(test)]
@@ -116,9 +133,10 @@ mod tests {
 
     fn supported() -> CpuId {
         CpuId::from_entries(&[
+            entry(0x0, 0, 0xd, 0x6874_7541, 0x444d_4163, 0x6974_6e65),
             entry(0x1, 0, 0x00a0_0f11, 0x0000_0800, XSAVE_AVX, 0x0789_fbff),
-            entry(0xb, 0, 1, 1, 0x100, 0),
-            entry(0xb, 1, 0, 0, 0x201, 0),
+            // Only subleaf 0, and invalid: what KVM reports when the host has no 0xB.
+            entry(0xb, 0, 0, 0, 0, 0),
             entry(0xd, 0, 7, 0x340, 0x340, 0),
             entry(0x8000_0008, 0, 0x3030, 0, 0xf003, 0),
             entry(0x8000_001e, 0, 0, 0x100, 0x0302, 0),
@@ -158,8 +176,18 @@ mod tests {
         let c = vcpu_cpuid(&supported(), 3, 6);
         let smt = find(&c, 0xb, 0);
         let core = find(&c, 0xb, 1);
+        let end = find(&c, 0xb, 2);
         assert_eq!((smt.eax, smt.ebx, smt.ecx, smt.edx), (0, 1, 0x100, 3));
         assert_eq!((core.eax, core.ebx, core.ecx, core.edx), (3, 6, 0x201, 3));
+        assert_eq!((end.ebx, end.ecx >> 8), (0, 0), "terminating subleaf");
+        assert_eq!(core.flags, KVM_CPUID_FLAG_SIGNIFCANT_INDEX);
+        assert_eq!(
+            c.as_slice().iter().filter(|e| e.function == 0xb).count(),
+            3,
+            "KVM's subleaf replaced, not duplicated"
+        );
+        // Leaf 0x1F is only added when the maximum basic leaf reaches it.
+        assert!(c.as_slice().iter().all(|e| e.function != 0x1f));
         let amd = find(&c, 0x8000_0008, 0);
         assert_eq!(amd.ecx & 0xff, 5);
         assert_eq!(amd.ecx & 0xf000, 0);
