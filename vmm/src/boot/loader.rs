@@ -355,6 +355,57 @@ mod tests {
         std::fs::remove_file(i).unwrap();
     }
 
+    /// A minimal ELF64 x86_64 executable: one PT_LOAD of `payload` at physical `paddr`,
+    /// entry point `entry`.
+    fn fake_vmlinux(paddr: u64, entry: u64, payload: &[u8]) -> Vec<u8> {
+        const EHDR: usize = 64;
+        const PHDR: usize = 56;
+        let mut f = vec![0u8; EHDR + PHDR];
+        f[..4].copy_from_slice(&ELF_MAGIC);
+        f[4] = 2; // ELFCLASS64
+        f[5] = 1; // little endian
+        f[6] = 1; // EV_CURRENT
+        f[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        f[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+        f[20..24].copy_from_slice(&1u32.to_le_bytes());
+        f[24..32].copy_from_slice(&entry.to_le_bytes());
+        f[32..40].copy_from_slice(&(EHDR as u64).to_le_bytes()); // e_phoff
+        f[52..54].copy_from_slice(&(EHDR as u16).to_le_bytes()); // e_ehsize
+        f[54..56].copy_from_slice(&(PHDR as u16).to_le_bytes()); // e_phentsize
+        f[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        let ph = &mut f[EHDR..];
+        ph[0..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        ph[4..8].copy_from_slice(&5u32.to_le_bytes()); // R|X
+        ph[8..16].copy_from_slice(&((EHDR + PHDR) as u64).to_le_bytes()); // p_offset
+        ph[16..24].copy_from_slice(&(0xffff_ffff_8000_0000 + paddr).to_le_bytes()); // p_vaddr
+        ph[24..32].copy_from_slice(&paddr.to_le_bytes()); // p_paddr
+        ph[32..40].copy_from_slice(&(payload.len() as u64).to_le_bytes()); // p_filesz
+        ph[40..48].copy_from_slice(&(payload.len() as u64).to_le_bytes()); // p_memsz
+        ph[48..56].copy_from_slice(&0x20_0000u64.to_le_bytes()); // p_align
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn elf_vmlinux_enters_at_its_entry_point() {
+        let m = mem();
+        let k = temp_file(
+            "vmlinux",
+            &fake_vmlinux(0x100_0000, 0x100_0040, &[0xf4; 4096]),
+        );
+        let r = load(&m, MEM, &k, None, "console=ttyS0").unwrap();
+        assert_eq!(r.entry, 0x100_0040);
+        assert_eq!(r.kernel_end, 0x100_0000 + 4096);
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x100_0fff)).unwrap(), 0xf4);
+        let p: boot_params = m.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();
+        let (flag, magic, align) = (p.hdr.boot_flag, p.hdr.header, p.hdr.kernel_alignment);
+        assert_eq!(
+            (flag, magic, align),
+            (BOOT_FLAG_MAGIC, HDRS_MAGIC, ELF_KERNEL_ALIGNMENT)
+        );
+        std::fs::remove_file(k).unwrap();
+    }
+
     #[test]
     fn bzimage_without_64bit_entry_is_rejected() {
         let k = temp_file("bz32", &fake_bzimage(0));
