@@ -52,7 +52,9 @@ impl PciConfigIo {
             bus: ((self.address >> 16) & 0xff) as u8,
             slot: ((self.address >> 11) & 0x1f) as u8,
             function: ((self.address >> 8) & 0x7) as u8,
-            reg_idx: ((self.address >> 2) & 0x3f) as usize,
+            // Bits 27:24 extend the register number to 4 KiB (AMD's extended configuration
+            // access through 0xCF8, which Linux uses on AMD CPUs): dwords 0..1024.
+            reg_idx: ((((self.address >> 24) & 0xf) << 6) | ((self.address >> 2) & 0x3f)) as usize,
         })
     }
 

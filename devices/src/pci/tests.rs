@@ -188,6 +188,20 @@ fn latch_semantics() {
 }
 
 #[test]
+fn extended_register_bits_do_not_alias() {
+    let mut r = rig();
+    // Register 0x100 (bits 27:24 = 1): a 256-byte device has no extended space -> all-ones,
+    // not an alias of register 0x00.
+    r.io.write(0, &(cfg_addr(r.slot, 0, 0) | (1 << 24)).to_le_bytes());
+    let mut b = [0u8; 4];
+    r.io.read(4, &mut b);
+    assert_eq!(u32::from_le_bytes(b), 0xffff_ffff);
+    // A write there changes nothing below.
+    r.io.write(4, &0u32.to_le_bytes());
+    assert_eq!(cfg_read32(&mut r.io, r.slot, 0), 0x1110_1af4);
+}
+
+#[test]
 fn byte_and_word_data_accesses() {
     let mut r = rig();
     let slot = r.slot;
