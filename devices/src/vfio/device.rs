@@ -310,10 +310,13 @@ impl Drop for VfioPciDevice {
         if let Some(irq) = &mut self.interrupts {
             irq.shutdown(&*self.dev);
         }
-        // Slots go before the host mappings they point into (dropped with `bars`).
+        // Slots go before the host mappings they point into.
         for state in self.bars.iter_mut().flatten() {
             Self::unmap_bar(&*self.slots, state);
         }
+        // The mappings go before the VFIO device: an mmap keeps the device file open, and VFIO
+        // refuses to detach the group from the container (EBUSY) while it is.
+        self.bars.clear();
         if let Some((r, id)) = self.registry.take() {
             r.unregister_device(id);
         }
