@@ -310,6 +310,10 @@ impl Drop for VfioPciDevice {
         if let Some(irq) = &mut self.interrupts {
             irq.shutdown(&*self.dev);
         }
+        // Leave the region table first: nobody may look up host addresses about to go away.
+        if let Some((r, id)) = self.registry.take() {
+            r.unregister_device(id);
+        }
         // Slots go before the host mappings they point into.
         for state in self.bars.iter_mut().flatten() {
             Self::unmap_bar(&*self.slots, state);
@@ -317,8 +321,5 @@ impl Drop for VfioPciDevice {
         // The mappings go before the VFIO device: an mmap keeps the device file open, and VFIO
         // refuses to detach the group from the container (EBUSY) while it is.
         self.bars.clear();
-        if let Some((r, id)) = self.registry.take() {
-            r.unregister_device(id);
-        }
     }
 }
