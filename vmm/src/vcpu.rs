@@ -378,3 +378,73 @@ impl VcpuThread {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(VmExit::Reset.exit_code(), 0);
+        assert_eq!(VmExit::TripleFault.exit_code(), 0);
+        assert_eq!(VmExit::PowerOff.exit_code(), 0);
+        assert_eq!(VmExit::Error("x".into()).exit_code(), 1);
+    }
+
+    #[test]
+    fn stats_merge_and_summary() {
+        let mut a = ExitStats::default();
+        a.pio.insert(0x3f8, 10);
+        a.kvm.insert("exits".into(), 100);
+        let mut b = ExitStats::default();
+        b.pio.insert(0x3f8, 5);
+        b.pio.insert(0x70, 7);
+        b.mmio = 2;
+        b.kvm.insert("exits".into(), 50);
+        a.merge(&b);
+        assert_eq!(a.total(), 24);
+        let s = a.summary();
+        assert!(
+            s.starts_with("24 user-space exits: 22 port I/O, 2 MMIO"),
+            "{s}"
+        );
+        assert!(s.contains("top ports: 0x3f8=15 0x70=7"), "{s}");
+        assert!(s.ends_with("KVM: exits=150"), "{s}");
+    }
+
+    #[test]
+    fn register_dump_names_the_state() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!("no /dev/kvm");
+            return;
+        };
+        let vm = kvm.create_vm().unwrap();
+        let fd = vm.create_vcpu(0).unwrap();
+        let vcpu = Vcpu::new(
+            0,
+            fd,
+            Arc::new(IoManager::new()),
+            Arc::new(ExitNotifier::new().unwrap()),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let dump = vcpu.dump_registers();
+        for field in [
+            "rip=0x000000000000fff0",
+            "rsp=",
+            "cr0=",
+            "cr3=",
+            "cr4=",
+            "efer=",
+            "cs=0xf000",
+        ] {
+            assert!(dump.contains(field), "{field} missing in {dump}");
+        }
+        let VmExit::Error(msg) = vcpu.error("KVM_EXIT_FAIL_ENTRY".into()) else {
+            panic!("not an error");
+        };
+        assert!(
+            msg.starts_with("vCPU 0: KVM_EXIT_FAIL_ENTRY\n  rip="),
+            "{msg}"
+        );
+    }
+}
