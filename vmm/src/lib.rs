@@ -14,6 +14,7 @@ pub mod memory;
 pub mod vcpu;
 pub mod vm;
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -155,11 +156,17 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     let _pci = vm.add_pci()?;
     let vcpu_fds = vm.create_vcpus(config.vcpus, Some(entry.entry))?;
 
-    let input: event_loop::Subscriber = Arc::new(Mutex::new(SerialInput::new(
-        std::io::stdin(),
-        legacy.serial.clone(),
-    )));
-    let (exit, stats) = run_vcpus(vm, vcpu_fds, legacy.reset_evt, vec![input])?;
+    // Read stdin through its own descriptor, unbuffered: std's Stdin buffers internally, and
+    // bytes sitting in that buffer would never wake epoll again.
+    let mut subscribers: Vec<event_loop::Subscriber> = Vec::new();
+    match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => subscribers.push(Arc::new(Mutex::new(SerialInput::new(
+            std::fs::File::from(fd),
+            legacy.serial.clone(),
+        )))),
+        Err(e) => log::warn!("no console input: cannot duplicate stdin: {e}"),
+    }
+    let (exit, stats) = run_vcpus(vm, vcpu_fds, legacy.reset_evt, subscribers)?;
     Ok(Outcome {
         exit,
         stats,

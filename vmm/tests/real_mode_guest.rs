@@ -2,10 +2,12 @@
 //! threads, IoManager and event loop (this /dev/kvm can run real-mode code, not Linux).
 
 use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use devices::pci::HOST_BRIDGE_VENDOR_ID;
 use vm_memory::{Bytes, GuestAddress};
+use vmm::event_loop::SerialInput;
 use vmm::vcpu::VmExit;
 use vmm::vm::Vm;
 
@@ -36,6 +38,14 @@ fn kvm_available() -> bool {
 /// Boots `code` in real mode at CODE_ADDR (CS = 0); returns the exit
 /// reason, the console bytes and the exit counts.
 fn run_real_mode(code: &[u8]) -> (VmExit, Vec<u8>, vmm::vcpu::ExitStats) {
+    run_real_mode_with_input(code, None)
+}
+
+/// Same, with `input` (if any) fed to the guest's UART through the event loop.
+fn run_real_mode_with_input(
+    code: &[u8],
+    input: Option<UnixStream>,
+) -> (VmExit, Vec<u8>, vmm::vcpu::ExitStats) {
     let mut vm = Vm::new(64 << 20).expect("create VM");
     vm.ram()
         .memory()
@@ -54,7 +64,14 @@ fn run_real_mode(code: &[u8]) -> (VmExit, Vec<u8>, vmm::vcpu::ExitStats) {
     regs.rflags = 2;
     fds[0].set_regs(&regs).unwrap();
 
-    let (exit, stats) = vmm::run_vcpus(vm, fds, legacy.reset_evt, Vec::new()).unwrap();
+    let mut subscribers: Vec<vmm::event_loop::Subscriber> = Vec::new();
+    if let Some(input) = input {
+        subscribers.push(Arc::new(Mutex::new(SerialInput::new(
+            input,
+            legacy.serial.clone(),
+        ))));
+    }
+    let (exit, stats) = vmm::run_vcpus(vm, fds, legacy.reset_evt, subscribers).unwrap();
     let bytes = out.0.lock().unwrap().clone();
     (exit, bytes, stats)
 }
@@ -90,4 +107,29 @@ fn serial_output_pci_config_read_and_i8042_reset() {
     if let Some(exits) = stats.kvm.get("exits") {
         assert!(*exits >= 9, "{:?}", stats.kvm);
     }
+}
+
+#[test]
+fn host_input_reaches_the_guest_through_the_event_loop() {
+    if !kvm_available() {
+        return;
+    }
+    #[rustfmt::skip]
+    let code = [
+        0xba, 0xfd, 0x03,       // 0:  mov dx, 0x3fd (LSR)
+        0xec,                   // 3:  in al, dx
+        0xa8, 0x01,             // 4:  test al, 1 (data ready)
+        0x74, 0xfb,             // 6:  jz 3
+        0xba, 0xf8, 0x03,       // 8:  mov dx, 0x3f8
+        0xec, 0xee,             // 11: in al, dx (RBR); out dx, al (echo)
+        0x3c, 0x0a,             // 13: cmp al, '\n'
+        0x75, 0xef,             // 15: jne 0
+        0xb0, 0xfe, 0xe6, 0x64, // 17: reset
+        0xf4, 0xeb, 0xfd,       // 21: hlt; jmp hlt
+    ];
+    let (mut host, guest_side) = UnixStream::pair().unwrap();
+    host.write_all(b"echo me\n").unwrap();
+    let (exit, out, _) = run_real_mode_with_input(&code, Some(guest_side));
+    assert_eq!(exit, VmExit::Reset);
+    assert_eq!(out, b"echo me\n");
 }
