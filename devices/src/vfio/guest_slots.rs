@@ -96,3 +96,39 @@ impl GuestMemorySlots for KvmMemorySlots {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfio::HostMapping;
+
+    #[test]
+    fn kvm_slots_add_remove_and_exhaust() {
+        // /dev/kvm is present on the build machines (tiny VMs work there).
+        let kvm = kvm_ioctls::Kvm::new().unwrap();
+        let vm = Arc::new(kvm.create_vm().unwrap());
+        let slots = KvmMemorySlots::new(vm, 4, 2);
+        let a = HostMapping::anonymous(0x2000).unwrap();
+        let b = HostMapping::anonymous(0x1000).unwrap();
+        // SAFETY: `a` and `b` outlive the slots, which are removed below.
+        let sa = unsafe { slots.add(0xc000_0000, 0x2000, a.host_addr()) }.unwrap();
+        // SAFETY: as above.
+        let sb = unsafe { slots.add(0xd000_0000, 0x1000, b.host_addr()) }.unwrap();
+        assert_eq!((sa, sb), (4, 5));
+        // Only two slot numbers were given.
+        // SAFETY: as above; the call fails before reaching KVM.
+        let err = unsafe { slots.add(0xe000_0000, 0x1000, b.host_addr()) }.unwrap_err();
+        assert!(err.contains("no free KVM memory slot"), "{err}");
+        slots.remove(sa).unwrap();
+        assert!(slots.remove(sa).is_err(), "removing twice");
+        // KVM refuses an overlapping slot; the slot number is given back.
+        // SAFETY: as above.
+        let err = unsafe { slots.add(0xd000_0000, 0x1000, a.host_addr()) }.unwrap_err();
+        assert!(err.contains("KVM_SET_USER_MEMORY_REGION"), "{err}");
+        // SAFETY: as above.
+        let again = unsafe { slots.add(0xc000_0000, 0x1000, a.host_addr()) }.unwrap();
+        assert_eq!(again, 4);
+        slots.remove(again).unwrap();
+        slots.remove(sb).unwrap();
+    }
+}
