@@ -17,7 +17,7 @@ use crate::format::{PixelFormat, BYTES_PER_PIXEL};
 use crate::protocol::{
     GpuCommand, GpuResponse, MemEntry, Rect, Request, ScanoutBlob, NUM_SCANOUTS,
 };
-use crate::resource::{BlobResource, Resource, Resource2d};
+use crate::resource::{BlobResource, HostBuffer, Resource, Resource2d};
 
 /// Largest width or height of a resource or framebuffer (KMS drivers cap at 16384 too).
 pub const MAX_DIMENSION: u32 = 16384;
@@ -327,10 +327,9 @@ impl GpuDevice {
                 self.hostmem_used, self.config.max_hostmem
             )));
         }
-        let mut data = Vec::new();
-        data.try_reserve_exact(bytes as usize)
-            .map_err(|e| GpuError::OutOfMemory(format!("2D resource {id}: {e}")))?;
-        data.resize(bytes as usize, 0);
+        let data = HostBuffer::new(bytes as usize).ok_or_else(|| {
+            GpuError::OutOfMemory(format!("2D resource {id}: allocating {bytes} bytes failed"))
+        })?;
         self.hostmem_used += bytes;
         self.resources.insert(
             id,
@@ -463,13 +462,16 @@ impl GpuDevice {
         if rect.x == 0 && rect.width == res.width {
             // Whole rows: one read.
             let len = (stride * u64::from(rect.height)) as usize;
-            read(offset, &mut res.data[dst_start..dst_start + len])?;
+            read(
+                offset,
+                &mut res.data.as_mut_slice()[dst_start..dst_start + len],
+            )?;
         } else {
             for h in 0..u64::from(rect.height) {
                 let dst = dst_start + (h * stride) as usize;
                 read(
                     offset + h * stride,
-                    &mut res.data[dst..dst + row_len as usize],
+                    &mut res.data.as_mut_slice()[dst..dst + row_len as usize],
                 )?;
             }
         }
