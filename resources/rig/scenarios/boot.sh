@@ -14,7 +14,8 @@ if t=$(rig_line_time 'L2-MARKER' "$out"); then
     boot_s=$(rig_sub "$t" "$RIG_VMM_T0")
 fi
 kvm_error=0
-grep -Eqi 'kvm.*(error|fail)|emulation failure|internal error' "$out" && kvm_error=1
+# vmm reports KVM failures as "KVM error: ..." with the exit reason (KVM_EXIT_INTERNAL_ERROR, ...).
+grep -Eqi 'kvm error|KVM_EXIT_(INTERNAL_ERROR|FAIL_ENTRY)|emulation failure|internal error' "$out" && kvm_error=1
 lines=$(grep -c . "$out")
 end=$(rig_uptime)
 vmm_s=$(rig_sub "$end" "$RIG_VMM_T0")
