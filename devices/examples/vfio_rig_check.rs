@@ -3,6 +3,7 @@
 //!
 //!   vfio_rig_check error <BDF>            prints the user-facing error for a device spec
 //!   vfio_rig_check run <ivshmem BDF> [<edu BDF>]
+//!   vfio_rig_check msix <BDF of a device with MSI-X, e.g. virtio-rng-pci>
 //!
 //! `run` builds a 64 MiB KVM VM, opens the devices through `VfioPassthrough` (DMA-maps RAM),
 //! puts them on a `PciBus`, checks config space and BAR sizing through `PciConfigIo`, runs a
@@ -40,6 +41,17 @@ impl RecordingRouter {
             .filter(|(_, k, _)| *k == kind)
             .map(|(_, _, fd)| fd.read().unwrap_or(0))
             .sum()
+    }
+}
+
+impl RecordingRouter {
+    /// Events on the `i`-th MSI eventfd registered (vector order).
+    fn count_gsi_index(&self, i: usize) -> u64 {
+        let fds = self.fds.lock().unwrap();
+        fds.iter()
+            .filter(|(_, k, _)| *k == "msi")
+            .nth(i)
+            .map_or(0, |(_, _, fd)| fd.read().unwrap_or(0))
     }
 }
 
@@ -166,9 +178,114 @@ fn mov_imm(a: u32, imm: &[u8; 4]) -> Vec<u8> {
     v
 }
 
+/// `msix <BDF>`: a device with MSI-X (e.g. QEMU's virtio-rng-pci): enable MSI-X and program two
+/// vectors the way a guest does (config writes, trapped table writes), then have VFIO fire each
+/// vector (VFIO_IRQ_SET_ACTION_TRIGGER loopback) and check its eventfd was signalled.
+fn check_msix(bdf: &str) -> Vec<String> {
+    let mut fails = Vec::new();
+    let kvm = Kvm::new().unwrap();
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    vm.create_irq_chip().unwrap();
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+    let passthrough = VfioPassthrough::new(vm.clone());
+    let regions = passthrough.open(bdf, &mem).unwrap();
+    let recorder = Arc::new(RecordingRouter {
+        inner: Arc::new(KvmMsiRouter::new(vm.clone(), 256)),
+        fds: Mutex::new(Vec::new()),
+    });
+    let dev = VfioPciDevice::new(
+        regions.clone(),
+        VfioPciDeviceEnv {
+            slots: Arc::new(KvmMemorySlots::new(vm.clone(), 1, 32)),
+            irq_router: Some(recorder.clone()),
+            intx_gsi: None,
+            registry: None,
+            page_size: 4096,
+        },
+    )
+    .unwrap();
+    let mut bus = PciBus::new();
+    let mut bars = BarAllocator::new(
+        BarWindow::new(0xc000_0000, 0x3ec0_0000),
+        None,
+        Some(BarWindow::new(0x1000, 0xf000)),
+    )
+    .unwrap();
+    let slot = bus
+        .add_device(Arc::new(Mutex::new(dev)), &mut bars)
+        .unwrap();
+    let router = bus.router();
+    let mut io = PciConfigIo::new(Arc::new(Mutex::new(bus)));
+    let mut ptr = (cfg(&mut io, slot, 0x34) & 0xfc) as u8;
+    let mut cap = None;
+    for _ in 0..48 {
+        if ptr < 0x40 {
+            break;
+        }
+        let dw = cfg(&mut io, slot, ptr);
+        if dw & 0xff == 0x11 {
+            cap = Some((ptr, dw));
+            break;
+        }
+        ptr = ((dw >> 8) & 0xfc) as u8;
+    }
+    let Some((c, dw0)) = cap else {
+        fails.push("no-msix-cap".into());
+        return fails;
+    };
+    let table = cfg(&mut io, slot, c + 4);
+    let bir = (table & 7) as u8;
+    let bar_lo = cfg(&mut io, slot, 0x10 + 4 * bir);
+    let table_addr = u64::from(bar_lo & !0xf) + u64::from(table & !7);
+    let vectors = ((dw0 >> 16) & 0x7ff) + 1;
+    for v in 0..2u64 {
+        let e = table_addr + 16 * v;
+        router.write(BarSpace::Mmio, e, &(0xfee0_0000u32).to_le_bytes());
+        router.write(BarSpace::Mmio, e + 4, &0u32.to_le_bytes());
+        router.write(BarSpace::Mmio, e + 8, &(0x40 + v as u32).to_le_bytes());
+        router.write(BarSpace::Mmio, e + 12, &0u32.to_le_bytes());
+    }
+    let mut back = [0u8; 4];
+    router.read(BarSpace::Mmio, table_addr + 24, &mut back);
+    cfgw(&mut io, slot, c + 3, &[0x80]);
+    let mut counts = Vec::new();
+    for v in 0..2u32 {
+        let r = regions.device().trigger_irq(2, v);
+        std::thread::sleep(Duration::from_millis(50));
+        counts.push(format!(
+            "{}:{}",
+            r.is_ok(),
+            recorder.count_gsi_index(v as usize)
+        ));
+    }
+    cfgw(&mut io, slot, c + 3, &[0x00]);
+    let left = recorder.fds.lock().unwrap().len();
+    println!(
+        "RIG-DATA scenario={SC} msix_cap={c:#x} msix_vectors={vectors} msix_table_bar={bir} table_entry1_data={:#x} msix_trigger={} msix_irqfds_after_disable={left}",
+        u32::from_le_bytes(back),
+        counts.join(",")
+    );
+    if counts.iter().any(|c| c != "true:1") || left != 0 || u32::from_le_bytes(back) != 0x41 {
+        fails.push("msix".into());
+    }
+    fails
+}
+
 fn main() {
     env_logger::init();
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("msix") {
+        let fails = check_msix(&args[2]);
+        if fails.is_empty() {
+            println!("RIG-RESULT scenario={SC} status=PASS");
+        } else {
+            println!(
+                "RIG-RESULT scenario={SC} status=FAIL reason={}",
+                fails.join(",")
+            );
+        }
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("error") {
         // Show the user-facing error for a device spec.
         let kvm = Kvm::new().unwrap();
