@@ -50,8 +50,8 @@ impl Backing {
         })
     }
 
-    /// Checks every entry of a blob: non-empty and wholly inside guest RAM or wholly inside
-    /// one passthrough region known to `exporter`.
+    /// Checks every entry of a blob: non-empty and wholly inside one passthrough region known
+    /// to `exporter` (looked up first) or wholly inside guest RAM.
     pub fn blob(
         mem: &GuestMem,
         exporter: &dyn BlobBackingExporter,
@@ -61,13 +61,15 @@ impl Backing {
             if e.len == 0 {
                 return Err(bad_entry(i, e));
             }
+            // Passthrough regions first: a VMM may also list BAR mappings in its guest
+            // memory map, and such entries must still go to VFIO, not udmabuf.
+            if let Some(region) = exporter.locate(e.addr, u64::from(e.len)) {
+                return Ok(Placement::Passthrough(region));
+            }
             if mem.check_range(GuestAddress(e.addr), e.len as usize) {
                 return Ok(Placement::Ram);
             }
-            exporter
-                .locate(e.addr, u64::from(e.len))
-                .map(Placement::Passthrough)
-                .ok_or_else(|| bad_entry(i, e))
+            Err(bad_entry(i, e))
         })
     }
 
@@ -287,6 +289,22 @@ mod tests {
         assert!(matches!(
             Backing::blob(&m, &x, &[e(0x5000_0000, 0x1000)]),
             Err(GpuError::BadEntry { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn passthrough_wins_when_the_bar_is_also_in_the_memory_map() {
+        let m = GuestMem::from_ranges(&[
+            (GuestAddress(0), 0x10_0000),
+            (GuestAddress(BAR_BASE), 0x4000),
+        ])
+        .unwrap();
+        let x = FakeExporter::new();
+        let b =
+            Backing::blob(&m, &x, &[e(BAR_BASE + 0x1000, 0x1000), e(BAR_BASE, 0x1000)]).unwrap();
+        assert!(matches!(
+            b.blob_path(),
+            BlobPath::Export(ExportKind::Vfio(_))
         ));
     }
 }
