@@ -665,7 +665,7 @@ impl GpuDevice {
         let kind = match &path {
             BlobPath::Export(kind) => *kind,
             BlobPath::Cpu(why) => {
-                self.log_once(format!("blob {id} uses the CPU path: {why}"));
+                self.log_once(why.clone(), format!("blob {id} uses the CPU path: {why}"));
                 return Ok((backing, path, None));
             }
         };
@@ -680,7 +680,10 @@ impl GpuDevice {
                 "blob {id} cannot be exported as {kind}: {why}"
             ))),
             Err(ExportError::Unsupported(why)) => {
-                self.log_once(format!("blobs as {kind} use the CPU path: {why}"));
+                self.log_once(
+                    format!("{kind} unsupported"),
+                    format!("blob {id}: {kind} export unsupported, using the CPU path: {why}"),
+                );
                 Ok((backing, BlobPath::Cpu(why), None))
             }
             Err(ExportError::Host(why)) => {
@@ -690,10 +693,10 @@ impl GpuDevice {
         }
     }
 
-    fn log_once(&mut self, msg: String) {
-        if !self.logged_once.contains(&msg) {
-            log::warn!("virtio-gpu: {msg}");
-            self.logged_once.insert(msg);
+    /// Logs `msg` the first time `reason` comes up (later blobs with the same reason are quiet).
+    fn log_once(&mut self, reason: String, msg: String) {
+        if self.logged_once.insert(reason) {
+            log::warn!("virtio-gpu: {msg} (logged once per reason)");
         }
     }
 
