@@ -88,6 +88,8 @@ impl CaptureDisplay {
         let mut enc = png::Encoder::new(BufWriter::new(file), width, height);
         enc.set_color(png::ColorType::Rgba);
         enc.set_depth(png::BitDepth::Eight);
+        // Encoding runs on the device worker: favour speed over size.
+        enc.set_compression(png::Compression::Fast);
         let png_err = |e: png::EncodingError| DisplayError::Io(format!("{}: {e}", path.display()));
         let mut w = enc.write_header().map_err(png_err)?;
         w.write_image_data(rgba).map_err(png_err)?;
