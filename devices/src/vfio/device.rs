@@ -11,7 +11,7 @@ use super::interrupts::VfioInterrupts;
 use super::mmap_areas::{mappable_areas, Area};
 use super::region_set::{RegionDesc, VfioRegionSet};
 use super::registry::{BarPiece, PassthroughBar, PassthroughRegistry};
-use crate::pci::{BarReprogram, PciBar, PciDevice, NUM_BARS};
+use crate::pci::{BarReprogram, PciBar, PciDevice, COMMAND_MEMORY, NUM_BARS, REG_COMMAND};
 
 /// One BAR: its region, the mmapped areas and the KVM slots they currently occupy.
 struct BarState {
@@ -22,6 +22,8 @@ struct BarState {
     slots: Vec<u32>,
     /// Guest address of the current slots (None: not mapped into the guest).
     guest_base: Option<u64>,
+    /// Guest address the BAR is programmed to (0: none).
+    addr: u64,
 }
 
 /// What the device is plugged into.
@@ -46,6 +48,10 @@ pub struct VfioPciDevice {
     slots: Arc<dyn GuestMemorySlots>,
     interrupts: Option<VfioInterrupts>,
     registry: Option<(Arc<dyn PassthroughRegistry>, u32)>,
+    /// Memory space decoding (command register bit 1) as the device has it. Off: no KVM slots
+    /// (VFIO revokes the mmaps then; a guest access through a slot would fault in KVM), BAR
+    /// accesses trap and read as VFIO answers them.
+    mem_decode: bool,
 }
 
 impl VfioPciDevice {
@@ -106,6 +112,7 @@ impl VfioPciDevice {
                 mapped,
                 slots: Vec::new(),
                 guest_base: None,
+                addr: 0,
             });
         }
 
@@ -118,7 +125,9 @@ impl VfioPciDevice {
             }
             _ => None,
         };
+        let mem_decode = config.read(&*dev, REG_COMMAND) & u32::from(COMMAND_MEMORY) != 0;
         let mut device = Self {
+            mem_decode,
             interrupts: env.irq_router.map(|r| VfioInterrupts::new(r, env.intx_gsi)),
             dev,
             config,
@@ -170,8 +179,9 @@ impl VfioPciDevice {
             return Ok(());
         };
         Self::unmap_bar(&*slots, state);
+        state.addr = gpa;
         let mut result = Ok(());
-        if gpa != 0 {
+        if gpa != 0 && self.mem_decode {
             for ((off, size), m) in &state.mapped {
                 let Some(at) = gpa.checked_add(*off) else {
                     result = Err(format!("BAR {index} at {gpa:#x} overflows"));
@@ -222,6 +232,36 @@ impl VfioPciDevice {
         result
     }
 
+    /// Follows the guest turning memory decoding on or off: slots come and go with it.
+    fn set_mem_decode(&mut self, on: bool) {
+        if on == self.mem_decode {
+            return;
+        }
+        self.mem_decode = on;
+        debug!(
+            "vfio {}: memory decoding {}",
+            self.dev.name(),
+            if on { "on" } else { "off" }
+        );
+        for index in 0..self.bars.len() {
+            let Some(addr) = self.bars[index]
+                .as_ref()
+                .map(|b| b.addr)
+                .filter(|a| *a != 0)
+            else {
+                continue;
+            };
+            if let Err(e) = self.map_bar(index, addr) {
+                warn!("vfio {}: {e}", self.dev.name());
+            }
+        }
+    }
+
+    /// Memory decoding as last seen (for tests).
+    pub fn mem_decode(&self) -> bool {
+        self.mem_decode
+    }
+
     fn region_access_ok(&self, bar: usize, offset: u64, len: usize) -> bool {
         self.bars
             .get(bar)
@@ -252,6 +292,11 @@ impl PciDevice for VfioPciDevice {
         let effect = self.config.write(&*self.dev, reg_idx, offset, data);
         if effect.interrupts_changed {
             self.update_interrupts();
+        }
+        if reg_idx == REG_COMMAND && offset < 2 {
+            // Read back: VFIO decides what the device really has.
+            let command = self.config.read(&*self.dev, REG_COMMAND);
+            self.set_mem_decode(command & u32::from(COMMAND_MEMORY) != 0);
         }
         effect.bar_move
     }

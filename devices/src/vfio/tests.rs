@@ -426,6 +426,33 @@ fn guest_bar_move_recreates_slots() {
 }
 
 #[test]
+fn memory_decoding_controls_the_slots() {
+    let mut r = rig(None);
+    assert!(r.vfio.lock().unwrap().mem_decode());
+    assert_eq!(r.slots.live().len(), 1);
+    // Linux turns decoding off around BAR sizing: the slot goes, the BAR traps.
+    r.cfg_write(0x04, &[0x01, 0x01]);
+    assert!(!r.vfio.lock().unwrap().mem_decode());
+    assert!(r.slots.live().is_empty());
+    assert!(r.registry.regions.lock().unwrap()[&2].pieces.is_empty());
+    // A move while decoding is off maps nothing...
+    r.cfg_write(0x18, &0xd000_000cu32.to_le_bytes());
+    r.cfg_write(0x1c, &0u32.to_le_bytes());
+    assert!(r.slots.live().is_empty());
+    assert_eq!(
+        r.registry.regions.lock().unwrap()[&2].guest_base,
+        0xd000_0000
+    );
+    // ...until decoding is back on, at the new address.
+    r.cfg_write(0x04, &[0x03]);
+    assert_eq!(r.slots.live(), vec![(0xd000_0000, BAR2_SIZE)]);
+    assert_eq!(r.registry.regions.lock().unwrap()[&2].pieces.len(), 1);
+    // Writes to other registers leave it alone.
+    r.cfg_write(0x0c, &[0x10]);
+    assert_eq!(r.slots.live().len(), 1);
+}
+
+#[test]
 fn trapped_accesses_are_bounded() {
     let r = rig(None);
     let bar0 = r.bar(0).addr;
