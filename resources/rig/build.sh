@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the rig images (see /work/team/RIG-CONTRACT.md):
 #   target/rig/cargo/...            static vmm + guest-tools
-#   target/rig/l2-initramfs.cpio.gz busybox, /init = resources/rig/l2/init, guest-tools in /bin
+#   target/rig/l2-initramfs.cpio.gz busybox, /init = resources/rig/l2/init, guest-tools in /bin,
+#                                   /rig/l2/*.sh, virtio-gpu module closure (/rig/l2-modules.list)
 #   target/rig/l1-initramfs.cpio.gz busybox, KVM+VFIO module closure, /bin/vmm, guest-tools,
 #                                   /rig/l2/{vmlinuz,initramfs.cpio.gz}, /init, /rig/lib.sh, /rig/scenarios/
 #   target/rig/vmlinuz              the L1 (and L2) kernel
@@ -81,6 +82,38 @@ pack() { # DIR OUT
     mv "$2.tmp" "$2"
 }
 
+# add_modules ROOT LIST < module names: copies the dependency closure of the named modules (as for
+# modprobe; '#' comments allowed) decompressed into ROOT/lib/modules/$VER/ and writes their in-guest
+# paths, in load order (dependencies first), to LIST.
+add_modules() {
+    local root=$1 list=$2 m deps kind path name out
+    local ko=$root/lib/modules/$VER
+    mkdir -p "$ko"
+    : >"$list"
+    declare -A seen=()
+    while read -r m; do
+        m=${m%%#*}
+        m=$(echo "$m" | tr -d '[:space:]')
+        [ -n "$m" ] || continue
+        deps=$(modprobe -d "$RIG/kernel/root/usr" -S "$VER" --show-depends "$m") ||
+            die "module $m not found for kernel $VER"
+        while read -r kind path _; do
+            [ "$kind" = insmod ] || continue # 'builtin ...' lines need nothing
+            [ -z "${seen[$path]:-}" ] || continue
+            seen[$path]=1
+            name=$(basename "$path")
+            case "$name" in
+                *.ko.xz) out=${name%.xz}; xz -dc "$path" >"$ko/$out" ;;
+                *.ko.zst) out=${name%.zst}; zstd -qdc "$path" >"$ko/$out" ;;
+                *.ko.gz) out=${name%.gz}; gzip -dc "$path" >"$ko/$out" ;;
+                *.ko) out=$name; cp "$path" "$ko/$out" ;;
+                *) die "unexpected module file $path" ;;
+            esac
+            echo "/lib/modules/$VER/$out" >>"$list"
+        done <<<"$deps"
+    done
+}
+
 # ------------------------------------------------------------------ L2
 say "L2 initramfs..."
 L2=$RIG/l2-root
@@ -94,6 +127,10 @@ mkdir -p "$L2/rig/l2"
 for s in "$HERE"/l2/*.sh; do
     [ -e "$s" ] && install -m 755 "$s" "$L2/rig/l2/"
 done
+# virtio-gpu's module closure for rig.l2=kms-blob (REQUESTS.md R-guest-1). l2/init does NOT load it:
+# only l2/kms-blob.sh insmods /rig/l2-modules.list, so other L2 programs (gpu-user-blob) find the
+# device without a kernel driver.
+add_modules "$L2" "$L2/rig/l2-modules.list" <"$HERE/l2/modules"
 pack "$L2" "$RIG/l2-initramfs.cpio.gz"
 
 # ------------------------------------------------------------------ L1
@@ -110,35 +147,11 @@ done
 cp "$MODDIR/vmlinuz" "$L1/rig/l2/vmlinuz"
 cp "$RIG/l2-initramfs.cpio.gz" "$L1/rig/l2/initramfs.cpio.gz"
 
-# Module closure, in load order (dependencies first), decompressed.
-KO=$L1/lib/modules/$VER
-mkdir -p "$KO"
-: >"$L1/rig/modules.list"
-declare -A seen=()
-while read -r m; do
-    m=${m%%#*}
-    m=$(echo "$m" | tr -d '[:space:]')
-    [ -n "$m" ] || continue
-    deps=$(modprobe -d "$RIG/kernel/root/usr" -S "$VER" --show-depends "$m") ||
-        die "module $m not found for kernel $VER"
-    while read -r kind path _; do
-        [ "$kind" = insmod ] || continue # 'builtin ...' lines need nothing
-        [ -z "${seen[$path]:-}" ] || continue
-        seen[$path]=1
-        name=$(basename "$path")
-        case "$name" in
-            *.ko.xz) out=${name%.xz}; xz -dc "$path" >"$KO/$out" ;;
-            *.ko.zst) out=${name%.zst}; zstd -qdc "$path" >"$KO/$out" ;;
-            *.ko.gz) out=${name%.gz}; gzip -dc "$path" >"$KO/$out" ;;
-            *.ko) out=$name; cp "$path" "$KO/$out" ;;
-            *) die "unexpected module file $path" ;;
-        esac
-        echo "/lib/modules/$VER/$out" >>"$L1/rig/modules.list"
-    done <<<"$deps"
-done <"$HERE/l1/modules"
+add_modules "$L1" "$L1/rig/modules.list" <"$HERE/l1/modules"
 echo "$VER" >"$L1/rig/kernel-version"
 pack "$L1" "$RIG/l1-initramfs.cpio.gz"
 ln -sfn "kernel/root/usr/lib/modules/$VER/vmlinuz" "$RIG/vmlinuz"
 
-say "modules: $(xargs -n1 basename <"$L1/rig/modules.list" | tr '\n' ' ')"
+say "L1 modules: $(xargs -n1 basename <"$L1/rig/modules.list" | tr '\n' ' ')"
+say "L2 modules (not loaded by l2/init): $(xargs -n1 basename <"$L2/rig/l2-modules.list" | tr '\n' ' ')"
 say "ready: $RIG/vmlinuz ($VER), l1-initramfs $(du -k "$RIG/l1-initramfs.cpio.gz" | cut -f1) KiB, l2-initramfs $(du -k "$RIG/l2-initramfs.cpio.gz" | cut -f1) KiB"
