@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -363,9 +363,15 @@ impl VcpuThread {
     }
 
     /// Kicks the thread out of KVM_RUN until it finishes (the caller has set the stop flag),
-    /// then joins it.
+    /// then joins it. A thread that does not stop within [`STOP_TIMEOUT`] is left behind (it
+    /// ends with the process) and reports no statistics.
     pub fn stop_and_join(self) -> ExitStats {
+        let deadline = Instant::now() + STOP_TIMEOUT;
         while !self.handle.is_finished() {
+            if Instant::now() > deadline {
+                warn!("a vCPU thread did not stop within {STOP_TIMEOUT:?}");
+                return ExitStats::default();
+            }
             if let Err(e) = self.handle.kill(kick_signal()) {
                 warn!("cannot signal vCPU thread: {e}");
                 break;
@@ -378,6 +384,9 @@ impl VcpuThread {
         })
     }
 }
+
+/// How long [`VcpuThread::stop_and_join`] waits for a vCPU thread.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
