@@ -19,6 +19,7 @@ const BAR2_SIZE: u64 = 0x100_0000;
 /// table (4 vectors at 0) and PBA (at 0x800), BAR2 16 MiB 64-bit prefetchable shared memory;
 /// an MSI capability too, so both paths can be tested.
 struct FakeVfio {
+    regions: BTreeMap<u32, RegionDesc>,
     config: Mutex<Vec<u8>>,
     bars: Mutex<BTreeMap<u32, Vec<u8>>>,
     log: Mutex<Vec<String>>,
@@ -44,10 +45,51 @@ impl FakeVfio {
         c[0x48..0x4c].copy_from_slice(&0x0000_0801u32.to_le_bytes());
         // MSI at 0x50: 64-bit, 1 vector; end of list.
         c[0x50..0x54].copy_from_slice(&0x0080_0005u32.to_le_bytes());
+        let regions = [
+            (0, 0x100, RW_MMAP),
+            (1, 0x1000, RW_MMAP),
+            (2, BAR2_SIZE, RW_MMAP),
+        ];
+        Self::custom(c, &regions, None)
+    }
+
+    /// A device with config space `c` and regions (index, size, flags); region 7 is added.
+    fn custom(
+        c: Vec<u8>,
+        regions: &[(u32, u64, u32)],
+        sparse: Option<(u32, Vec<(u64, u64)>)>,
+    ) -> Arc<Self> {
+        let mut map = BTreeMap::new();
         let mut bars = BTreeMap::new();
-        bars.insert(0, vec![0u8; 0x100]);
-        bars.insert(1, vec![0u8; 0x1000]);
+        for &(index, size, flags) in regions {
+            let sparse_areas = sparse
+                .as_ref()
+                .filter(|(i, _)| *i == index)
+                .map(|(_, a)| a.clone());
+            map.insert(
+                index,
+                RegionDesc {
+                    size,
+                    flags,
+                    fd_offset: u64::from(index) << 40,
+                    sparse_areas,
+                },
+            );
+            if size <= 0x1000 {
+                bars.insert(index, vec![0u8; size as usize]);
+            }
+        }
+        map.insert(
+            CONFIG_REGION,
+            RegionDesc {
+                size: c.len() as u64,
+                flags: REGION_READ | REGION_WRITE,
+                fd_offset: 7 << 40,
+                sparse_areas: None,
+            },
+        );
         Arc::new(Self {
+            regions: map,
             config: Mutex::new(c),
             bars: Mutex::new(bars),
             log: Mutex::new(Vec::new()),
@@ -65,19 +107,7 @@ impl VfioRegionSet for FakeVfio {
         "0000:00:04.0".into()
     }
     fn region(&self, index: u32) -> Option<RegionDesc> {
-        let (size, flags) = match index {
-            0 => (0x100, RW_MMAP),
-            1 => (0x1000, RW_MMAP),
-            2 => (BAR2_SIZE, RW_MMAP),
-            7 => (256, REGION_READ | REGION_WRITE),
-            _ => return None,
-        };
-        Some(RegionDesc {
-            size,
-            flags,
-            fd_offset: u64::from(index) << 40,
-            sparse_areas: None,
-        })
+        self.regions.get(&index).cloned()
     }
     fn read(&self, index: u32, offset: u64, data: &mut [u8]) {
         let o = offset as usize;
@@ -261,7 +291,10 @@ struct Rig {
 }
 
 fn rig(intx: Option<u32>) -> Rig {
-    let fake = FakeVfio::new();
+    rig_with(FakeVfio::new(), intx)
+}
+
+fn rig_with(fake: Arc<FakeVfio>, intx: Option<u32>) -> Rig {
     let slots = Arc::new(FakeSlots::default());
     let router = Arc::new(FakeRouter::default());
     let registry = Arc::new(FakeRegistry::default());
@@ -282,7 +315,7 @@ fn rig(intx: Option<u32>) -> Rig {
     let mut alloc = BarAllocator::new(
         BarWindow::new(0xc000_0000, 0x3ec0_0000),
         Some(BarWindow::new(0x1_0000_0000, 0x1_0000_0000)),
-        None,
+        Some(BarWindow::new(0x1000, 0xf000)),
     )
     .unwrap();
     let slot = bus.add_device(device.clone(), &mut alloc).unwrap();
@@ -601,4 +634,79 @@ fn drop_unmaps_everything() {
     assert!(slots.live().is_empty());
     assert!(!*registry.registered.lock().unwrap());
     assert!(fake.irq.lock().unwrap().is_empty());
+}
+
+/// A device whose reports are odd: an I/O BAR, a 64-bit BAR claimed at index 5 (impossible),
+/// sparse mmap areas, an MSI-X table in a BAR that does not exist and a looping capability list.
+#[test]
+fn odd_device_reports_are_tolerated() {
+    let mut c = vec![0u8; 256];
+    c[0..4].copy_from_slice(&0x1234_abcdu32.to_le_bytes());
+    c[4..8].copy_from_slice(&0x0010_0003u32.to_le_bytes());
+    c[0x10..0x14].copy_from_slice(&1u32.to_le_bytes()); // BAR0: I/O
+    c[0x14..0x18].copy_from_slice(&0u32.to_le_bytes()); // BAR1: mem32 with sparse areas
+    c[0x24..0x28].copy_from_slice(&4u32.to_le_bytes()); // BAR5: "64-bit"
+    c[0x34] = 0x40;
+    // MSI-X at 0x40, table in BAR 3 (absent), then a capability pointing at itself.
+    c[0x40..0x44].copy_from_slice(&0x0003_5011u32.to_le_bytes());
+    c[0x44..0x48].copy_from_slice(&0x0000_0003u32.to_le_bytes());
+    c[0x48..0x4c].copy_from_slice(&0x0000_0803u32.to_le_bytes());
+    c[0x50] = 0x09; // vendor capability whose next pointer is itself
+    c[0x51] = 0x50;
+    let fake = FakeVfio::custom(
+        c,
+        &[
+            (0, 0x20, REGION_READ | REGION_WRITE),
+            (1, 0x4000, RW_MMAP),
+            (5, 0x1000, RW_MMAP),
+        ],
+        Some((1, vec![(0x1000, 0x1000), (0x3000, 0x1000)])),
+    );
+    let mut r = rig_with(fake, None);
+    let bars = r.device.lock().unwrap().bars();
+    let kinds: Vec<_> = bars.iter().map(|b| (b.index, b.kind, b.size)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (0, crate::pci::BarKind::Io, 0x20),
+            (
+                1,
+                crate::pci::BarKind::Mem32 {
+                    prefetchable: false
+                },
+                0x4000
+            )
+        ],
+        "the impossible 64-bit BAR 5 is left out"
+    );
+    // Only the two sparse areas of BAR1 are mapped.
+    let maps: Vec<_> = r
+        .fake
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("map"))
+        .collect();
+    assert_eq!(
+        maps,
+        vec![
+            "map 1 0x1000 0x1000".to_string(),
+            "map 1 0x3000 0x1000".to_string()
+        ]
+    );
+    let bar1 = bars[1].addr;
+    assert_eq!(
+        r.slots.live(),
+        vec![(bar1 + 0x1000, 0x1000), (bar1 + 0x3000, 0x1000)]
+    );
+    // I/O BAR accesses reach the device.
+    let io = bars[0].addr;
+    r.bar_router.write(BarSpace::Io, io + 2, &[0x5a]);
+    assert!(r.fake.log().contains(&"write 0 0x2 [5a]".to_string()));
+    // Enabling MSI-X whose table is nowhere still works (no panic, vectors wired).
+    r.cfg_write(0x43, &[0x80]);
+    assert_eq!(
+        r.vfio.lock().unwrap().interrupts().unwrap().mode(),
+        IrqModeKind::Msix(4)
+    );
+    assert_eq!(r.cfg_read(0x00), 0x1234_abcd);
 }
