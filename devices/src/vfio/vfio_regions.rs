@@ -98,7 +98,10 @@ impl VfioRegionSet for VfioDeviceRegions {
             .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: the device fd is open for the lifetime of `self`; the borrow ends with this call.
         let fd = unsafe { BorrowedFd::borrow_raw(self.device.as_raw_fd()) };
-        HostMapping::from_fd(fd, fd_offset, size)
+        // 2 MiB-aligned host addresses let KVM use huge pages for BARs of 2 MiB and more (the
+        // guest address is size-aligned by the BAR allocator).
+        let align = if size >= 0x20_0000 { 0x20_0000 } else { 0x1000 };
+        HostMapping::from_fd_aligned(fd, fd_offset, size, align)
     }
 
     fn device_fd(&self) -> Option<BorrowedFd<'_>> {
