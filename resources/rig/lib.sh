@@ -136,3 +136,132 @@ rig_line_time() {
 rig_sub() {
     awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", a - b }'
 }
+
+# rig_word TEXT... -> TEXT as one result-line value: whitespace runs become '_', '=' is kept,
+# cut to 200 characters ("-" if empty).
+rig_word() {
+    local w
+    w=$(echo "$*" | tr -s '[:space:]' '_' | cut -c1-200)
+    w=${w%_}
+    echo "${w:--}"
+}
+
+# rig_vmm_error OUTFILE -> the vmm's own error message from a rig_run_vmm OUTFILE, as one word
+# (rig_word): its first `vmm: error: ...` line, else clap's `error: ...` usage line; non-zero if none.
+rig_vmm_error() {
+    local l
+    l=$(sed -n 's/^[0-9.]* vmm: error: //p' "$1" | head -n1)
+    [ -n "$l" ] || l=$(sed -n 's/^[0-9.]* error: //p' "$1" | head -n1)
+    [ -n "$l" ] || return 1
+    rig_word "$l"
+}
+
+# rig_l2_forward OUTFILE -> re-emits the L2 guest's RIG-RESULT/RIG-DATA lines found in a rig_run_vmm
+# OUTFILE as RIG-DATA lines of this scenario: `RIG-DATA scenario=<L1 name> l2_line=result|data
+# l2_scenario=... l2_<key>=<value> ...` (every L2 key prefixed with l2_).
+# Sets RIG_L2_STATUS (PASS, FAIL or none: no L2 result line), RIG_L2_REASON (or none) and
+# RIG_L2_SCENARIO from L2's last RIG-RESULT line.
+rig_l2_forward() {
+    local line rest kind w fields
+    RIG_L2_STATUS=none
+    RIG_L2_REASON=none
+    RIG_L2_SCENARIO=none
+    set -f # values are words: no globbing of e.g. '*'
+    while IFS= read -r line; do
+        rest=${line#* } # drop rig_timestamp's uptime
+        case "$rest" in
+            "RIG-RESULT "*) kind=result ;;
+            "RIG-DATA "*) kind=data ;;
+            *) continue ;;
+        esac
+        rest=${rest#* }
+        fields=""
+        [ "$kind" = data ] || RIG_L2_REASON=none
+        for w in $rest; do
+            case "$w" in
+                *=*) ;;
+                *) continue ;; # not key=value: dropped (the L2| console line still has it)
+            esac
+            fields="$fields l2_$w"
+            if [ "$kind" = result ]; then
+                case "$w" in
+                    status=*) RIG_L2_STATUS=${w#status=} ;;
+                    reason=*) RIG_L2_REASON=${w#reason=} ;;
+                    scenario=*) RIG_L2_SCENARIO=${w#scenario=} ;;
+                esac
+            fi
+        done
+        echo "RIG-DATA scenario=$RIG_SCENARIO l2_line=$kind$fields"
+    done <"$1"
+    set +f
+}
+
+# rig_kvm_error OUTFILE -> 1 if the vmm output shows a KVM error (the vmm's report format), else 0.
+rig_kvm_error() {
+    if grep -Eqi 'kvm error|KVM_EXIT_(INTERNAL_ERROR|FAIL_ENTRY)|emulation failure|internal error' "$1"; then
+        echo 1
+    else
+        echo 0
+    fi
+}
+
+# rig_send_file PATH NAME -> sends a file to L0 over the console, base64 between marker lines:
+#   RIG-FILE-BEGIN scenario=<s> name=NAME size=<bytes> sha256=<hex>
+#   <base64 lines>
+#   RIG-FILE-END scenario=<s> name=NAME
+# rig-tests decodes it into target/rig/logs/<scenario>/NAME and checks size and sha256.
+# Files over RIG_SEND_MAX bytes (default 8 MiB) are not sent (a rig: line says so); non-zero then.
+rig_send_file() {
+    local f=$1 name=$2 size sum
+    size=$(wc -c <"$f") || return 1
+    if [ "$size" -gt "${RIG_SEND_MAX:-8388608}" ]; then
+        rig_log "not sending $f: $size bytes > ${RIG_SEND_MAX:-8388608}"
+        return 1
+    fi
+    sum=$(sha256sum "$f") || return 1
+    echo "RIG-FILE-BEGIN scenario=$RIG_SCENARIO name=$name size=$size sha256=${sum%% *}"
+    base64 "$f"
+    echo "RIG-FILE-END scenario=$RIG_SCENARIO name=$name"
+}
+
+# rig_l2_check OUTFILE -> judges a rig_run_vmm run whose L2 program reports through rig.l2 (after
+# rig_l2_forward OUTFILE). Sets RIG_REASON (empty if the vmm exited 0 without a KVM error and the L2
+# program reported PASS; else vmm-timeout, vmm-error, no-marker, kvm-error, l2-no-result, l2-fail or
+# vmm-exit-nonzero) and RIG_FIELDS (k=v words for the RIG-RESULT line: vmm_exit kvm_error marker
+# l2_scenario l2_status [l2_reason] [vmm_error] l2_boot_s vmm_wall_s).
+# shellcheck disable=SC2034 # RIG_REASON and RIG_FIELDS are read by the scenarios
+rig_l2_check() {
+    local out=$1 marker=0 boot_s=none t kvm err
+    if t=$(rig_line_time 'L2-MARKER' "$out"); then
+        marker=1
+        boot_s=$(rig_sub "$t" "$RIG_VMM_T0")
+    fi
+    kvm=$(rig_kvm_error "$out")
+    err=$(rig_vmm_error "$out") || err=""
+    RIG_FIELDS="vmm_exit=$RIG_VMM_RC kvm_error=$kvm marker=$marker l2_scenario=$RIG_L2_SCENARIO l2_status=$RIG_L2_STATUS"
+    [ "$RIG_L2_REASON" = none ] || RIG_FIELDS="$RIG_FIELDS l2_reason=$RIG_L2_REASON"
+    [ -z "$err" ] || RIG_FIELDS="$RIG_FIELDS vmm_error=$err"
+    RIG_FIELDS="$RIG_FIELDS l2_boot_s=$boot_s vmm_wall_s=$(rig_sub "$(rig_uptime)" "$RIG_VMM_T0")"
+    if [ "$RIG_VMM_RC" = 137 ]; then
+        RIG_REASON="vmm-timeout"
+    elif [ "$RIG_VMM_RC" != 0 ] && [ -n "$err" ]; then
+        RIG_REASON="vmm-error"
+    elif [ "$marker" = 0 ]; then
+        RIG_REASON="no-marker"
+    elif [ "$kvm" = 1 ]; then
+        RIG_REASON="kvm-error"
+    elif [ "$RIG_L2_STATUS" = none ]; then
+        RIG_REASON="l2-no-result"
+    elif [ "$RIG_L2_STATUS" != PASS ]; then
+        RIG_REASON="l2-fail"
+    elif [ "$RIG_VMM_RC" != 0 ]; then
+        RIG_REASON="vmm-exit-nonzero"
+    else
+        RIG_REASON=""
+    fi
+}
+
+# rig_l2_cmdline PROGRAM -> the L2 kernel command line of the rig with rig.l2=PROGRAM.
+rig_l2_cmdline() {
+    echo "console=ttyS0 noxsave reboot=k panic=-1 quiet rig.l2=$1"
+}

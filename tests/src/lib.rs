@@ -16,14 +16,20 @@
 //! assert!(out.result.is_pass(), "{}", out.result);
 //! ```
 
+mod console_file;
 mod error;
+mod image;
 mod paths;
+mod relay;
 mod result_line;
 mod scenario;
 mod shm;
 
+pub use console_file::{parse_files, ConsoleFile};
 pub use error::RigError;
+pub use image::{decode_png, Image};
 pub use paths::{logs_dir, rig_dir, workspace_root};
+pub use relay::{l2_console, parse_l2_lines, L2_PREFIX};
 pub use result_line::{parse_lines, LineKind, ParseError, ResultLine, Status};
 pub use scenario::{Outcome, Scenario, DEFAULT_TIMEOUT};
 pub use shm::SHM_SIZE;

@@ -9,8 +9,10 @@ use std::sync::{mpsc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::console_file::{parse_files, save_files, ConsoleFile};
 use crate::error::tail;
 use crate::paths::{logs_dir, rig_script, workspace_root};
+use crate::relay::{l2_console, parse_l2_lines};
 use crate::result_line::{parse_lines, LineKind, ResultLine};
 use crate::shm::{Fill, ShmFile};
 use crate::RigError;
@@ -48,12 +50,50 @@ pub struct Outcome {
     pub log_path: PathBuf,
     /// The ivshmem backing file's 16 MiB after the run.
     pub shm_after: Vec<u8>,
+    /// The inner guest's (L2's) own `RIG-RESULT`/`RIG-DATA` lines, relayed on the console by
+    /// `rig_run_vmm` as `L2| <uptime> <line>`, with their original keys, in order.
+    pub l2: Vec<ResultLine>,
+    /// Files the scenario sent over the console (`rig_send_file`), saved under
+    /// `target/rig/logs/<scenario>/`, in the order sent.
+    pub files: Vec<ConsoleFile>,
+    /// One message per file that did not arrive intact (truncated, garbled, wrong checksum).
+    pub file_errors: Vec<String>,
 }
 
 impl Outcome {
     /// The first `RIG-DATA` value for `key`.
     pub fn data_value(&self, key: &str) -> Option<&str> {
         self.data.iter().find_map(|d| d.get(key))
+    }
+
+    /// L2's last `RIG-RESULT` line of L2 program `scenario` (e.g. `bar-pattern`).
+    pub fn l2_result(&self, scenario: &str) -> Option<&ResultLine> {
+        self.l2
+            .iter()
+            .rfind(|l| l.kind == LineKind::Result && l.scenario() == scenario)
+    }
+
+    /// L2's `RIG-DATA` lines of L2 program `scenario`, in order.
+    pub fn l2_data<'a>(&'a self, scenario: &'a str) -> impl Iterator<Item = &'a ResultLine> + 'a {
+        self.l2
+            .iter()
+            .filter(move |l| l.kind == LineKind::Data && l.scenario() == scenario)
+    }
+
+    /// Every line the vmm run printed (L2's console and the vmm's own log), as relayed by
+    /// `rig_run_vmm`, without the `L2| <uptime> ` prefix.
+    pub fn vmm_output(&self) -> impl Iterator<Item = &str> {
+        l2_console(&self.log)
+    }
+
+    /// The files sent over the console whose name starts with `prefix`, in the order sent.
+    pub fn files_named<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = &'a ConsoleFile> + 'a {
+        self.files
+            .iter()
+            .filter(move |f| f.name.starts_with(prefix))
     }
 }
 
@@ -140,12 +180,23 @@ impl Scenario {
             .cloned()
             .collect();
         let shm_after = shm.read()?;
+        let l2 = parse_l2_lines(&console);
+        let (received, file_errors) = parse_files(&console, &self.name);
+        for e in &file_errors {
+            eprintln!("rig-tests: file from the console: {e}");
+        }
+        let files_dir = logs_dir().join(&self.name);
+        let files = save_files(received, &files_dir)
+            .map_err(|e| RigError::io(format!("save files in {}", files_dir.display()), e))?;
         Ok(Outcome {
             result,
             data,
             log: console,
             log_path,
             shm_after,
+            l2,
+            files,
+            file_errors,
         })
     }
 }

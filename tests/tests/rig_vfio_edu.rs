@@ -1,0 +1,56 @@
+//! Issue 4 in the rig, DMA (scenario `vfio-edu`, QEMU's `edu` device in L0): L1 binds edu and
+//! ivshmem to vfio-pci and passes both to L2; L2's /bin/edu-dma makes edu DMA 4000 bytes from guest
+//! RAM into the device and back, through the IOMMU mapping of guest RAM, and compares.
+
+use std::time::Duration;
+
+use rig_tests::Scenario;
+
+#[test]
+fn edu_dma_through_the_iommu_mapping_of_guest_ram() {
+    let out = Scenario::new("vfio-edu")
+        .timeout(Duration::from_secs(420))
+        .edu(true)
+        .run()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = &out.result;
+    for l in out.vmm_output().filter(|l| l.contains("lspci: ")) {
+        println!("{l}");
+    }
+    for d in &out.l2 {
+        println!("L2: {d}");
+    }
+    println!("{r}");
+    assert!(
+        r.is_pass(),
+        "{r}\n(reason {:?}, vmm_error {:?})\nlog: {}",
+        r.reason(),
+        r.get("vmm_error"),
+        out.log_path.display()
+    );
+    assert_ne!(
+        out.data_value("edu_group"),
+        out.data_value("ivshmem_group"),
+        "edu and ivshmem must be in different IOMMU groups"
+    );
+    let l2 = out
+        .l2_result("edu-dma")
+        .unwrap_or_else(|| panic!("no edu-dma result from L2"));
+    assert!(l2.is_pass(), "{l2}");
+    let len: usize = l2
+        .parse_field("len")
+        .unwrap_or_else(|| panic!("no len in {l2}"));
+    assert!((1..4096).contains(&len), "DMA length {len}: {l2}");
+    assert_eq!(l2.get("bad_bytes"), Some("0"), "{l2}");
+    assert_eq!(l2.get("first_bad"), Some("none"), "{l2}");
+    assert!(
+        out.vmm_output()
+            .any(|l| l.starts_with("edu-dma: lspci: ") && l.contains("1234:11e8")),
+        "no lspci line of edu from L2"
+    );
+    println!(
+        "edu DMA {len} bytes: to device {} ms, back {} ms",
+        l2.get("to_device_ms").unwrap_or("?"),
+        l2.get("to_ram_ms").unwrap_or("?")
+    );
+}
