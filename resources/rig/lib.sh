@@ -265,3 +265,70 @@ rig_l2_check() {
 rig_l2_cmdline() {
     echo "console=ttyS0 noxsave reboot=k panic=-1 quiet rig.l2=$1"
 }
+
+# rig_send_frames DIR -> sends DIR's frame-*.png to L0 (rig_send_file, names kept), in name order; with
+# more than 8, the first 4 and the last 4. Prints RIG-DATA frames=<count> frames_sent=<n> frame_names=a,b..
+# and sets RIG_FRAMES (count in DIR) and RIG_FRAMES_SENT.
+# shellcheck disable=SC2034 # RIG_FRAMES* are read by the scenarios
+rig_send_frames() {
+    local dir=$1 n i f names=""
+    set -- "$dir"/frame-*.png # in name order
+    [ -e "$1" ] || set --
+    n=$#
+    RIG_FRAMES=$n
+    RIG_FRAMES_SENT=0
+    i=0
+    for f in "$@"; do
+        i=$((i + 1))
+        if [ "$n" -gt 8 ] && [ "$i" -gt 4 ] && [ "$i" -le $((n - 4)) ]; then
+            continue
+        fi
+        rig_send_file "$f" "${f##*/}" || continue
+        RIG_FRAMES_SENT=$((RIG_FRAMES_SENT + 1))
+        names="$names,${f##*/}"
+    done
+    names=${names#,}
+    rig_data frames="$n" frames_sent="$RIG_FRAMES_SENT" frame_names="${names:-none}"
+}
+
+# rig_dmabuf_exports OUTFILE -> one `RIG-DATA export=<n> blob=<id> exp_name=<name> size=<bytes>` line per
+# `dma-buf fdinfo` line the vmm logged (virtio-gpu, at info level; REQUESTS.md R-rig-1), then a summary
+# `RIG-DATA exports=<n> exports_vfio=<n> exports_udmabuf=<n> exported_as_lines=<n>`. Sets RIG_EXPORTS,
+# RIG_EXPORTS_VFIO, RIG_EXPORTS_UDMABUF, RIG_VFIO_SIZES (comma list of the vfio_pci_core sizes).
+# shellcheck disable=SC2034 # RIG_EXPORTS* and RIG_VFIO_SIZES are read by the scenarios
+rig_dmabuf_exports() {
+    local out=$1 line blob exp size as_lines
+    RIG_EXPORTS=0
+    RIG_EXPORTS_VFIO=0
+    RIG_EXPORTS_UDMABUF=0
+    RIG_VFIO_SIZES=""
+    grep 'dma-buf fdinfo' "$out" >/tmp/rig-fdinfo.lines
+    while IFS= read -r line; do
+        blob=$(echo "$line" | sed -n 's/.*blob \([0-9][0-9]*\).*/\1/p')
+        exp=$(echo "$line" | sed -n 's/.*exp_name:[[:space:]]*\([A-Za-z0-9_]*\).*/\1/p')
+        size=$(echo "$line" | sed -n 's/.*[^A-Za-z_]size:[[:space:]]*\([0-9][0-9]*\).*/\1/p')
+        RIG_EXPORTS=$((RIG_EXPORTS + 1))
+        case "$exp" in
+            vfio_pci_core)
+                RIG_EXPORTS_VFIO=$((RIG_EXPORTS_VFIO + 1))
+                RIG_VFIO_SIZES="$RIG_VFIO_SIZES,${size:-none}"
+                ;;
+            udmabuf) RIG_EXPORTS_UDMABUF=$((RIG_EXPORTS_UDMABUF + 1)) ;;
+        esac
+        rig_data export="$RIG_EXPORTS" blob="${blob:-none}" exp_name="${exp:-none}" size="${size:-none}"
+    done </tmp/rig-fdinfo.lines
+    RIG_VFIO_SIZES=${RIG_VFIO_SIZES#,}
+    as_lines=$(grep -c 'exported as' "$out")
+    rig_data exports="$RIG_EXPORTS" exports_vfio="$RIG_EXPORTS_VFIO" exports_udmabuf="$RIG_EXPORTS_UDMABUF" \
+        exported_as_lines="$as_lines"
+}
+
+# rig_l2_field OUTFILE PROGRAM KEY -> KEY's value in L2 program PROGRAM's last RIG-RESULT line in a
+# rig_run_vmm OUTFILE; non-zero if absent.
+rig_l2_field() {
+    local l v
+    l=$(grep "^[0-9.]* RIG-RESULT scenario=$2 " "$1" | tail -n1)
+    v=$(echo " ${l#* } " | sed -n "s/.* $3=\([^ ]*\) .*/\1/p")
+    [ -n "$v" ] || return 1
+    echo "$v"
+}

@@ -17,6 +17,7 @@
 //! ```
 
 mod console_file;
+mod dmabuf_log;
 mod error;
 mod image;
 mod paths;
@@ -26,6 +27,7 @@ mod scenario;
 mod shm;
 
 pub use console_file::{parse_files, ConsoleFile};
+pub use dmabuf_log::{parse_export, parse_exports, DmabufExport, FDINFO_MARKER};
 pub use error::RigError;
 pub use image::{decode_png, Image};
 pub use paths::{logs_dir, rig_dir, workspace_root};

@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::console_file::{parse_files, save_files, ConsoleFile};
+use crate::dmabuf_log::{parse_exports, DmabufExport};
 use crate::error::tail;
 use crate::paths::{logs_dir, rig_script, workspace_root};
 use crate::relay::{l2_console, parse_l2_lines};
@@ -84,6 +85,11 @@ impl Outcome {
     /// `rig_run_vmm`, without the `L2| <uptime> ` prefix.
     pub fn vmm_output(&self) -> impl Iterator<Item = &str> {
         l2_console(&self.log)
+    }
+
+    /// The dma-bufs the vmm logged as exported (its `dma-buf fdinfo` lines), in order.
+    pub fn dmabuf_exports(&self) -> Vec<DmabufExport> {
+        parse_exports(self.vmm_output())
     }
 
     /// The files sent over the console whose name starts with `prefix`, in the order sent.

@@ -1,0 +1,80 @@
+//! Issue 5 in the rig, "guest RAM blob" (scenario `gpu-ram-blob`): L2 loads the stock virtio-gpu
+//! module and /bin/gpu-kms-blob shows a pattern-painted blob in guest RAM with KMS; the vmm exports it
+//! through udmabuf (fdinfo `exp_name: udmabuf`) and its capture display writes PNGs, which L1 sends
+//! back over the console. Every pixel of the frame is compared with the pattern.
+
+use std::time::Duration;
+
+use guest_tools::pattern::{first_bad_pixel, VARIANT_KMS};
+use rig_tests::{decode_png, Scenario};
+
+#[test]
+fn guest_ram_blob_is_exported_through_udmabuf_and_captured() {
+    let out = Scenario::new("gpu-ram-blob")
+        .timeout(Duration::from_secs(480))
+        .run()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = &out.result;
+    for d in &out.l2 {
+        println!("L2: {d}");
+    }
+    for e in out.dmabuf_exports() {
+        println!("vmm: {}", e.line);
+    }
+    println!("{r}");
+    assert!(
+        r.is_pass(),
+        "{r}\n(reason {:?}, vmm_error {:?})\nlog: {}",
+        r.reason(),
+        r.get("vmm_error"),
+        out.log_path.display()
+    );
+
+    let l2 = out
+        .l2_result("gpu-kms-blob")
+        .unwrap_or_else(|| panic!("no gpu-kms-blob result from L2"));
+    assert!(l2.is_pass(), "{l2}");
+    assert_eq!(l2.get("device_errors"), Some("0"), "{l2}");
+    let width: u32 = l2.parse_field("width").expect("width");
+    let height: u32 = l2.parse_field("height").expect("height");
+    let blob_size: u64 = l2.parse_field("blob_size").expect("blob_size");
+
+    // The vmm exported the blob through udmabuf, exactly its size.
+    let udmabufs: Vec<_> = out
+        .dmabuf_exports()
+        .into_iter()
+        .filter(|e| e.exp_name.as_deref() == Some("udmabuf"))
+        .collect();
+    assert!(
+        !udmabufs.is_empty(),
+        "no udmabuf fdinfo line in the vmm log"
+    );
+    assert!(
+        udmabufs.iter().any(|e| e.size == Some(blob_size)),
+        "no udmabuf of {blob_size} bytes: {udmabufs:?}"
+    );
+
+    // The captured frames came back intact; the last one shows the pattern, pixel for pixel.
+    assert!(out.file_errors.is_empty(), "{:?}", out.file_errors);
+    let frames: Vec<_> = out.files_named("frame-").collect();
+    assert!(!frames.is_empty(), "no frames received");
+    let mut last_ok = false;
+    for f in &frames {
+        let img = decode_png(&f.bytes).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        let bad = first_bad_pixel(&img.pixels, img.channels, width, height, VARIANT_KMS);
+        let fits = (img.width, img.height) == (width, height);
+        println!(
+            "{}: {}x{}x{} first bad pixel {bad:?} ({})",
+            f.name,
+            img.width,
+            img.height,
+            img.channels,
+            f.path.display()
+        );
+        last_ok = fits && bad.is_none();
+    }
+    assert!(
+        last_ok,
+        "the last frame does not show the {width}x{height} pattern"
+    );
+}
