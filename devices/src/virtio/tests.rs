@@ -457,3 +457,20 @@ fn pci_cfg_window_reaches_bar0() {
     t.dev.write_config_register((off + 16) / 4, 0, &[0]);
     assert_eq!(t.dev.status(), 1);
 }
+
+/// `KvmIoEvents` against the real KVM of this machine (a VM fd is enough for ioeventfds).
+#[test]
+fn kvm_ioeventfd_registration() {
+    let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+        eprintln!("no /dev/kvm: KvmIoEvents not exercised");
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let io = KvmIoEvents(vm);
+    let fd = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
+    io.register(&fd, 0xd000_3000).unwrap();
+    // The same (address, fd) twice is refused by KVM (EEXIST).
+    assert!(io.register(&fd, 0xd000_3000).is_err());
+    io.unregister(&fd, 0xd000_3000).unwrap();
+    assert!(io.unregister(&fd, 0xd000_3000).is_err());
+}
