@@ -474,3 +474,54 @@ fn kvm_ioeventfd_registration() {
     io.unregister(&fd, 0xd000_3000).unwrap();
     assert!(io.unregister(&fd, 0xd000_3000).is_err());
 }
+
+/// The transport with the real KVM MSI router and ioeventfds: GSI allocation, irqfd
+/// registration, MSI routes from the guest's table and ioeventfds on BAR moves all succeed.
+#[test]
+fn transport_on_real_kvm_routes_and_ioeventfds() {
+    let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+        eprintln!("no /dev/kvm: not exercised");
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    vm.create_irq_chip().unwrap();
+    let router = Arc::new(crate::pci::KvmMsiRouter::new(vm.clone(), 1024));
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut dev = VirtioPciDevice::new(
+        Box::new(FakeDevice(seen)),
+        mem,
+        router,
+        Arc::new(KvmIoEvents(vm.clone())),
+    )
+    .unwrap();
+    let moved = dev.program_bar(0, BAR).unwrap();
+    dev.move_bar(&moved).unwrap();
+    let moved = dev.program_bar(0, BAR + 0x10_0000).unwrap();
+    dev.move_bar(&moved).unwrap();
+    // The notify ioeventfd moved: registered at the new address (a second registration is
+    // EEXIST), gone from the old one (registering there succeeds).
+    let probe = KvmIoEvents(vm);
+    let fd = dev.notify_fd(0).unwrap();
+    assert!(probe.register(fd, BAR + 0x10_0000 + NOTIFY_OFFSET).is_err());
+    probe.register(fd, BAR + NOTIFY_OFFSET).unwrap();
+    probe.unregister(fd, BAR + NOTIFY_OFFSET).unwrap();
+    // Vector 0: address/data written (KVM_SET_GSI_ROUTING), unmasked, MSI-X enabled.
+    let mut t_cap = 0;
+    let mut off = (dev.read_config_register(REG_CAP_PTR) & 0xff) as usize;
+    while off >= 0x40 {
+        let d = dev.read_config_register(off / 4);
+        if d & 0xff == u32::from(CAP_ID_MSIX) {
+            t_cap = off;
+            break;
+        }
+        off = ((d >> 8) & 0xff) as usize;
+    }
+    assert_ne!(t_cap, 0);
+    dev.write_config_register(t_cap / 4, 2, &0x8000u16.to_le_bytes());
+    dev.write_bar(0, MSIX_TABLE_OFFSET, &0xfee0_0000u32.to_le_bytes());
+    dev.write_bar(0, MSIX_TABLE_OFFSET + 8, &0x30u32.to_le_bytes());
+    dev.write_bar(0, MSIX_TABLE_OFFSET + 12, &0u32.to_le_bytes());
+    let (_, gsi) = dev.vector_irqfd(0).unwrap();
+    assert!(gsi >= 24);
+}
