@@ -312,13 +312,23 @@ fn stream(
     let mut console = String::new();
     let mut reader = BufReader::new(stdout);
     let mut buf = Vec::new();
+    let mut in_file = false;
     loop {
         buf.clear();
         match reader.read_until(b'\n', &mut buf) {
             Ok(0) => break,
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);
-                eprint!("{line}");
+                // The base64 body of a file sent over the console is kept, not echoed.
+                if line.starts_with("RIG-FILE-BEGIN ") {
+                    in_file = true;
+                    eprint!("{line}");
+                } else if line.starts_with("RIG-FILE-END ") {
+                    in_file = false;
+                    eprint!("{line}");
+                } else if !in_file {
+                    eprint!("{line}");
+                }
                 console.push_str(&line);
             }
             Err(e) => {
