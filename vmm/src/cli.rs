@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use clap::Parser;
+pub use virtio_gpu::DisplayConfig;
 
 /// Smallest guest RAM accepted.
 pub const MIN_MEMORY: u64 = 64 << 20;
@@ -50,6 +51,12 @@ pub struct Args {
     /// or both (`vfio=<dev>,gpu=blob`). May be repeated.
     #[arg(long = "device", value_name = "KEY=VALUE,...", value_parser = parse_device)]
     pub devices: Vec<DeviceSpec>,
+
+    /// Where the virtio-gpu's scanouts go: `headless` (nowhere) or `capture=<dir>` (a PNG per
+    /// flushed frame in <dir>, at most 10 per second).
+    #[arg(long, value_name = "headless|capture=<dir>", default_value = "headless",
+          value_parser = DisplayConfig::parse)]
+    pub display: DisplayConfig,
 }
 
 /// A guest RAM size in bytes, page-aligned and within [`MIN_MEMORY`]..=[`MAX_MEMORY`].
@@ -463,6 +470,14 @@ mod tests {
         assert_eq!(a.vcpus, 2);
         assert_eq!(a.cmdline, "console=ttyS0 quiet");
         assert_eq!(a.devices.len(), 2);
+        assert_eq!(a.display, DisplayConfig::Headless);
+        let a =
+            Args::try_parse_from(["vmm", "--kernel", &k, "--display", "capture=/tmp/f"]).unwrap();
+        assert_eq!(
+            a.display,
+            DisplayConfig::parse("capture=/tmp/f").unwrap(),
+            "capture=<dir>"
+        );
         let a = Args::try_parse_from(["vmm", "--kernel", &k]).unwrap();
         assert_eq!(a.memory.bytes(), 512 << 20);
         assert_eq!(a.vcpus, 1);
@@ -473,8 +488,10 @@ mod tests {
     #[test]
     fn command_line_errors_name_the_flag_and_are_usage_errors() {
         let (_dir, k) = kernel_file();
-        let cases: [(&[&str], &str); 6] = [
+        let cases: [(&[&str], &str); 8] = [
             (&["--kernel", "/nonexistent/vmlinuz"], "--kernel"),
+            (&["--kernel", &k, "--display", "sdl"], "--display"),
+            (&["--kernel", &k, "--display", "capture="], "--display"),
             (
                 &["--kernel", &k, "--initramfs", "/nonexistent"],
                 "--initramfs",

@@ -5,9 +5,9 @@ use thiserror::Error;
 /// Everything that can stop the VMM before or while the guest runs.
 #[derive(Debug, Error)]
 pub enum VmmError {
-    /// A `--device` that parses but whose device does not exist yet.
-    #[error("--device {0}: not implemented yet")]
-    DeviceNotImplemented(String),
+    /// A `--device` device could not be created.
+    #[error(transparent)]
+    Devices(#[from] crate::pci_devices::PciDevicesError),
     /// Creating the VM, its memory or devices failed.
     #[error(transparent)]
     Vm(#[from] crate::vm::VmError),

@@ -11,6 +11,7 @@ pub mod event_loop;
 pub mod kvm_stats;
 pub mod layout;
 pub mod memory;
+pub mod pci_devices;
 pub mod vcpu;
 pub mod vm;
 
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 pub use error::VmmError;
 
-use crate::cli::{Args, DeviceSpec};
+use crate::cli::{Args, DeviceSpec, DisplayConfig};
 use crate::event_loop::{EventLoop, SerialInput};
 use crate::vcpu::{install_kick_handler, ExitNotifier, ExitStats, VcpuThread, VmExit};
 use crate::vm::{ConsoleOut, Vm};
@@ -42,6 +43,8 @@ pub struct VmConfig {
     pub vcpus: u8,
     /// Extra devices.
     pub devices: Vec<DeviceSpec>,
+    /// Where the virtio-gpu's scanouts go.
+    pub display: DisplayConfig,
 }
 
 impl From<Args> for VmConfig {
@@ -53,6 +56,7 @@ impl From<Args> for VmConfig {
             mem_size: a.memory.bytes(),
             vcpus: a.vcpus,
             devices: a.devices,
+            display: a.display,
         }
     }
 }
@@ -66,14 +70,6 @@ pub struct Outcome {
     pub stats: ExitStats,
     /// Time from VM creation to the exit.
     pub elapsed: Duration,
-}
-
-fn describe_device(d: &DeviceSpec) -> String {
-    match (&d.vfio, &d.gpu) {
-        (Some(v), Some(_)) => format!("vfio={} with gpu=blob", v.sysfs_path().display()),
-        (Some(v), None) => format!("vfio={}", v.sysfs_path().display()),
-        (None, _) => "gpu=blob".to_string(),
-    }
 }
 
 /// Writes guest console bytes to stdout unbuffered (each byte already cost a VM exit).
@@ -132,9 +128,8 @@ pub fn run_vcpus(
 /// Boots the guest and runs it until it resets, powers off or fails.
 pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     let start = Instant::now();
-    if let Some(d) = config.devices.first() {
-        return Err(VmmError::DeviceNotImplemented(describe_device(d)));
-    }
+    // Refuse impossible device combinations before creating anything.
+    pci_devices::plan(&config.devices)?;
     let mut vm = Vm::new(config.mem_size)?;
     let entry = boot::loader::load(
         vm.ram().memory(),
@@ -153,7 +148,10 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
 
     let console: ConsoleOut = Box::new(StdoutConsole);
     let legacy = vm.add_legacy_devices(console)?;
-    let _pci = vm.add_pci()?;
+    let pci = vm.add_pci()?;
+    // Passthrough devices are opened (and guest RAM DMA-mapped) before any vCPU runs.
+    let devices =
+        pci_devices::create_pci_devices(vm.fd(), vm.ram(), &pci, &config.devices, &config.display)?;
     let vcpu_fds = vm.create_vcpus(config.vcpus, Some(entry.entry))?;
 
     // Read stdin through its own descriptor, unbuffered: std's Stdin buffers internally, and
@@ -167,6 +165,11 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
         Err(e) => log::warn!("no console input: cannot duplicate stdin: {e}"),
     }
     let (exit, stats) = run_vcpus(vm, vcpu_fds, legacy.reset_evt, subscribers)?;
+    // The vCPUs are gone: shut the devices down now, the bus first so that the handle holds
+    // the last references (devices go before the VFIO container; the capture display writes
+    // its last frame).
+    drop(pci);
+    drop(devices);
     Ok(Outcome {
         exit,
         stats,

@@ -11,9 +11,13 @@ use vmm::vcpu::VmExit;
 use vmm::VmConfig;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .target(env_logger::Target::Stderr)
-        .init();
+    // Without RUST_LOG: warnings, plus the info lines that say what the devices do (PCI
+    // slots, dma-buf exports with their fdinfo, capture files).
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,vmm=info,virtio_gpu=info"),
+    )
+    .target(env_logger::Target::Stderr)
+    .init();
     // clap prints usage errors itself and exits with status 2.
     let args = Args::parse();
     let config = VmConfig::from(args);

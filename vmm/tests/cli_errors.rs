@@ -79,14 +79,38 @@ fn memory_with_unknown_suffix() {
 }
 
 #[test]
-fn well_formed_device_is_not_implemented_yet() {
-    let k = kernel_file("notimpl");
-    let out = vmm(&["--kernel", k.to_str().unwrap(), "--device", "gpu=blob"]);
+fn unknown_display() {
+    let k = kernel_file("display");
+    let out = vmm(&["--kernel", k.to_str().unwrap(), "--display", "sdl"]);
+    assert_usage_error(&out, "--display", "unknown display 'sdl'");
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
+fn empty_capture_directory() {
+    let k = kernel_file("capture");
+    let out = vmm(&["--kernel", k.to_str().unwrap(), "--display", "capture="]);
+    assert_usage_error(&out, "--display", "capture=<dir>");
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
+fn two_gpus_are_refused_before_the_vm_starts() {
+    let k = kernel_file("twogpus");
+    let out = vmm(&[
+        "--kernel",
+        k.to_str().unwrap(),
+        "--device",
+        "vfio=00:03.0,gpu=blob",
+        "--device",
+        "gpu=blob",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert!(
-        stderr.contains("--device gpu=blob: not implemented yet"),
+        stderr.contains("vmm: error: only one virtio-gpu is supported"),
         "{stderr}"
     );
+    assert!(!stderr.contains("not implemented"), "{stderr}");
     std::fs::remove_file(k).unwrap();
 }

@@ -1,0 +1,445 @@
+//! The PCI devices asked for with `--device`: VFIO passthrough devices and at most one
+//! virtio-gpu, created on bus 0 before the vCPUs run.
+//!
+//! One VFIO container, one [`KvmMsiRouter`] and one `vfio-dmabuf` region table per VM, shared
+//! by every passthrough device and the GPU's dma-buf exporter (so a blob in a passthrough BAR
+//! is exported from that BAR).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use devices::pci::{KvmMsiRouter, MsiRouter, PciError, SharedPciDevice};
+use devices::vfio::{
+    DmaBufRegistry, KvmMemorySlots, VfioPassthrough, VfioPciDevice, VfioPciDeviceEnv, VfioPciError,
+};
+use devices::virtio::{KvmIoEvents, VirtioPciDevice, VirtioPciError};
+use kvm_ioctls::VmFd;
+use thiserror::Error;
+use vfio_dmabuf::{DeviceRegistry, DmaBufExporter, SharedRegistry, UdmabufExporter, VfioExporter};
+use virtio_gpu::display::DisplayError;
+use virtio_gpu::{DisplayConfig, DmaBufBlobExporter, GpuConfig, GpuDevice, VirtioGpu};
+
+use crate::cli::{DeviceSpec, GpuSpec};
+use crate::memory::GuestRam;
+use crate::vm::PciState;
+
+/// Highest GSI handed out for MSI/MSI-X routes (24.. are free for them).
+pub const MAX_MSI_GSI: u32 = 1024;
+/// First KVM memory slot for passthrough BARs (guest RAM uses the ones below).
+pub const FIRST_BAR_SLOT: u32 = 8;
+/// KVM memory slots available for passthrough BARs.
+pub const BAR_SLOTS: u32 = 64;
+
+/// Errors creating the `--device` devices (printed to the user as they are).
+#[derive(Debug, Error)]
+pub enum PciDevicesError {
+    /// Two `--device` arguments ask for a virtio-gpu.
+    #[error(
+        "only one virtio-gpu is supported: --device {first} and --device {second} both ask for \
+         one (use gpu=blob once)"
+    )]
+    TwoGpus {
+        /// The first device asking for a GPU.
+        first: String,
+        /// The second one.
+        second: String,
+    },
+    /// The same host device is named twice.
+    #[error("--device vfio={0} is given twice: a host device can be passed through once")]
+    DuplicateVfio(String),
+    /// A sysfs path that is not valid UTF-8.
+    #[error("--device vfio={0}: the path is not valid UTF-8")]
+    BadPath(String),
+    /// Opening or setting up a passthrough device failed (the message says how to fix it).
+    #[error("--device vfio={spec}: {source}")]
+    Vfio {
+        /// The device as given.
+        spec: String,
+        /// What went wrong.
+        source: VfioPciError,
+    },
+    /// The display backend could not be created.
+    #[error("--display: {0}")]
+    Display(#[source] DisplayError),
+    /// The virtio-pci transport of the GPU could not be created.
+    #[error("virtio-gpu: {0}")]
+    Virtio(#[source] VirtioPciError),
+    /// The bus refused a device (no free slot, BAR window full).
+    #[error("cannot add {what} to PCI bus 0: {source}")]
+    Bus {
+        /// The device.
+        what: String,
+        /// Why.
+        source: PciError,
+    },
+}
+
+/// One passthrough device to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VfioPlan {
+    /// As shown to the user (BDF or sysfs path).
+    pub name: String,
+    /// Sysfs directory of the device.
+    pub sysfs_path: PathBuf,
+}
+
+/// What the `--device` arguments ask for, checked before anything is opened.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DevicePlan {
+    /// Passthrough devices, in command-line order.
+    pub vfio: Vec<VfioPlan>,
+    /// The virtio-gpu, if any.
+    pub gpu: Option<GpuSpec>,
+}
+
+fn describe(d: &DeviceSpec) -> String {
+    match (&d.vfio, &d.gpu) {
+        (Some(v), Some(_)) => format!("vfio={},gpu=blob", vfio_name(v)),
+        (Some(v), None) => format!("vfio={}", vfio_name(v)),
+        (None, _) => "gpu=blob".to_string(),
+    }
+}
+
+fn vfio_name(v: &crate::cli::VfioHost) -> String {
+    match v {
+        crate::cli::VfioHost::Bdf(bdf) => bdf.to_string(),
+        crate::cli::VfioHost::SysfsPath(p) => p.display().to_string(),
+    }
+}
+
+/// Checks the specs: at most one GPU (`gpu=blob` alone or on a vfio device), no host device
+/// twice.
+pub fn plan(specs: &[DeviceSpec]) -> Result<DevicePlan, PciDevicesError> {
+    let mut plan = DevicePlan::default();
+    let mut gpu_from: Option<String> = None;
+    for d in specs {
+        if let Some(v) = &d.vfio {
+            let sysfs_path = v.sysfs_path();
+            if plan.vfio.iter().any(|p| p.sysfs_path == sysfs_path) {
+                return Err(PciDevicesError::DuplicateVfio(vfio_name(v)));
+            }
+            plan.vfio.push(VfioPlan {
+                name: vfio_name(v),
+                sysfs_path,
+            });
+        }
+        if let Some(g) = d.gpu {
+            if let Some(first) = &gpu_from {
+                return Err(PciDevicesError::TwoGpus {
+                    first: first.clone(),
+                    second: describe(d),
+                });
+            }
+            gpu_from = Some(describe(d));
+            plan.gpu = Some(g);
+        }
+    }
+    Ok(plan)
+}
+
+/// The GPU's settings from `gpu=blob[,width=W,height=H]`.
+pub fn gpu_config(spec: &GpuSpec) -> GpuConfig {
+    let d = GpuConfig::default();
+    GpuConfig {
+        width: spec.width.unwrap_or(d.width),
+        height: spec.height.unwrap_or(d.height),
+        ..d
+    }
+}
+
+/// The `vfio-dmabuf` view of guest RAM (which memfd range backs which guest range).
+pub fn udmabuf_ram(ram: &GuestRam) -> Result<vfio_dmabuf::GuestRam, vfio_dmabuf::DmaBufError> {
+    let mut out = vfio_dmabuf::GuestRam::new();
+    for r in ram.regions() {
+        out.add_region(
+            r.range.start,
+            r.range.len,
+            std::os::fd::AsFd::as_fd(&**ram.memfd()),
+            r.memfd_offset,
+        )?;
+    }
+    Ok(out)
+}
+
+/// Everything the `--device` devices need while the VM runs. Keep it alive until the vCPUs
+/// have stopped; drop it (and the PCI bus) before the process exits, so that devices shut
+/// down cleanly (the capture display writes its last frame, VFIO unmaps guest RAM).
+#[derive(Default)]
+pub struct PciDevices {
+    // Fields drop in this order: devices first, then what they use.
+    gpu: Option<SharedPciDevice>,
+    vfio: Vec<SharedPciDevice>,
+    passthrough: Option<VfioPassthrough>,
+    registry: Option<SharedRegistry>,
+    _slots: Option<Arc<KvmMemorySlots>>,
+    msi: Option<Arc<KvmMsiRouter>>,
+}
+
+impl PciDevices {
+    /// Passthrough devices created.
+    pub fn vfio_count(&self) -> usize {
+        self.vfio.len()
+    }
+
+    /// Whether a virtio-gpu was created.
+    pub fn has_gpu(&self) -> bool {
+        self.gpu.is_some()
+    }
+
+    /// The region table shared by the passthrough devices and the GPU.
+    pub fn registry(&self) -> Option<&SharedRegistry> {
+        self.registry.as_ref()
+    }
+
+    /// The VM's MSI router (None when no device was asked for).
+    pub fn msi_router(&self) -> Option<&Arc<KvmMsiRouter>> {
+        self.msi.as_ref()
+    }
+
+    /// Whether the VFIO container is open (at least one passthrough device).
+    pub fn has_passthrough(&self) -> bool {
+        self.passthrough.is_some()
+    }
+}
+
+fn add_to_bus(pci: &PciState, what: String, dev: SharedPciDevice) -> Result<u8, PciDevicesError> {
+    let mut bus = pci.bus.lock().unwrap_or_else(|p| p.into_inner());
+    let mut bars = pci.allocator.lock().unwrap_or_else(|p| p.into_inner());
+    bus.add_device(dev, &mut bars)
+        .map_err(|source| PciDevicesError::Bus { what, source })
+}
+
+/// Creates the devices `specs` ask for on `pci` (bus 0): every `vfio=` a passthrough device,
+/// one virtio-gpu for `gpu=blob` (displaying on `display`). Call before the vCPUs run.
+pub fn create_pci_devices(
+    vm: &Arc<VmFd>,
+    ram: &GuestRam,
+    pci: &PciState,
+    specs: &[DeviceSpec],
+    display: &DisplayConfig,
+) -> Result<PciDevices, PciDevicesError> {
+    let plan = plan(specs)?;
+    if plan.gpu.is_none() && *display != DisplayConfig::Headless {
+        log::warn!("--display: no gpu device (--device gpu=blob), nothing will be displayed");
+    }
+    if plan.vfio.is_empty() && plan.gpu.is_none() {
+        return Ok(PciDevices::default());
+    }
+    let msi = Arc::new(KvmMsiRouter::new(vm.clone(), MAX_MSI_GSI));
+    let registry = DeviceRegistry::shared();
+    let first_slot = FIRST_BAR_SLOT.max(ram.regions().len() as u32);
+    let slots = Arc::new(KvmMemorySlots::new(vm.clone(), first_slot, BAR_SLOTS));
+    let mut out = PciDevices {
+        registry: Some(registry.clone()),
+        _slots: Some(slots.clone()),
+        msi: Some(msi.clone()),
+        ..PciDevices::default()
+    };
+
+    if !plan.vfio.is_empty() {
+        let passthrough = out.passthrough.insert(VfioPassthrough::new(vm.clone()));
+        for v in &plan.vfio {
+            let spec = v
+                .sysfs_path
+                .to_str()
+                .ok_or_else(|| PciDevicesError::BadPath(v.name.clone()))?;
+            let vfio_err = |source| PciDevicesError::Vfio {
+                spec: v.name.clone(),
+                source,
+            };
+            let regions = passthrough.open(spec, ram.memory()).map_err(vfio_err)?;
+            let dev = VfioPciDevice::new(
+                regions,
+                VfioPciDeviceEnv {
+                    slots: slots.clone(),
+                    irq_router: Some(msi.clone() as Arc<dyn MsiRouter>),
+                    intx_gsi: None,
+                    registry: Some(Arc::new(DmaBufRegistry(registry.clone()))),
+                    page_size: vfio_dmabuf::host_page_size(),
+                },
+            )
+            .map_err(vfio_err)?;
+            let dev: SharedPciDevice = Arc::new(Mutex::new(dev));
+            let slot = add_to_bus(pci, format!("vfio={}", v.name), dev.clone())?;
+            log::info!("vmm: PCI 00:{slot:02x}.0: passthrough of {}", v.name);
+            out.vfio.push(dev);
+        }
+    }
+
+    if let Some(spec) = plan.gpu {
+        let backend = display.build().map_err(PciDevicesError::Display)?;
+        let udmabuf = match udmabuf_ram(ram).and_then(UdmabufExporter::open) {
+            Ok(u) => Some(Box::new(u) as Box<dyn DmaBufExporter>),
+            Err(e) => {
+                log::info!("vmm: no udmabuf export ({e}): blobs in guest RAM use the CPU path");
+                None
+            }
+        };
+        let vfio = (!plan.vfio.is_empty())
+            .then(|| Box::new(VfioExporter::new(registry.clone())) as Box<dyn DmaBufExporter>);
+        let exporter = DmaBufBlobExporter::new(Some(registry.clone()), vfio, udmabuf);
+        let cfg = gpu_config(&spec);
+        let (width, height) = (cfg.width, cfg.height);
+        let gpu = GpuDevice::new(ram.memory().clone(), cfg, backend, Box::new(exporter));
+        let dev = VirtioPciDevice::new(
+            Box::new(VirtioGpu::new(gpu)),
+            ram.memory().clone(),
+            msi.clone(),
+            Arc::new(KvmIoEvents(vm.clone())),
+        )
+        .map_err(PciDevicesError::Virtio)?;
+        let dev: SharedPciDevice = Arc::new(Mutex::new(dev));
+        let slot = add_to_bus(pci, "gpu=blob".into(), dev.clone())?;
+        log::info!("vmm: PCI 00:{slot:02x}.0: virtio-gpu {width}x{height}, display {display:?}");
+        out.gpu = Some(dev);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::parse_device;
+
+    fn specs(args: &[&str]) -> Vec<DeviceSpec> {
+        args.iter().map(|a| parse_device(a).unwrap()).collect()
+    }
+
+    #[test]
+    fn plan_collects_vfio_devices_and_one_gpu() {
+        let p = plan(&specs(&[
+            "vfio=00:03.0",
+            "vfio=/sys/bus/pci/devices/0000:00:04.0,gpu=blob,width=640,height=480",
+        ]))
+        .unwrap();
+        assert_eq!(p.vfio.len(), 2);
+        assert_eq!(p.vfio[0].name, "0000:00:03.0");
+        assert_eq!(
+            p.vfio[0].sysfs_path,
+            PathBuf::from("/sys/bus/pci/devices/0000:00:03.0")
+        );
+        assert_eq!(p.vfio[1].name, "/sys/bus/pci/devices/0000:00:04.0");
+        let g = p.gpu.unwrap();
+        assert_eq!((g.width, g.height), (Some(640), Some(480)));
+
+        let p = plan(&specs(&["gpu=blob"])).unwrap();
+        assert!(p.vfio.is_empty() && p.gpu.is_some());
+        assert_eq!(plan(&[]).unwrap(), DevicePlan::default());
+    }
+
+    #[test]
+    fn two_gpus_are_refused_naming_both() {
+        let e = plan(&specs(&["vfio=00:03.0,gpu=blob", "gpu=blob,width=800"])).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, PciDevicesError::TwoGpus { .. }), "{msg}");
+        assert!(msg.contains("vfio=0000:00:03.0,gpu=blob"), "{msg}");
+        assert!(msg.contains("--device gpu=blob"), "{msg}");
+        assert!(plan(&specs(&["gpu=blob", "gpu=blob"])).is_err());
+    }
+
+    #[test]
+    fn the_same_host_device_twice_is_refused() {
+        let e = plan(&specs(&[
+            "vfio=00:03.0",
+            "vfio=/sys/bus/pci/devices/0000:00:03.0",
+        ]))
+        .unwrap_err();
+        assert!(matches!(e, PciDevicesError::DuplicateVfio(_)), "{e}");
+        assert!(e.to_string().contains("given twice"), "{e}");
+    }
+
+    #[test]
+    fn gpu_size_defaults_and_overrides() {
+        let d = GpuConfig::default();
+        let spec = |w, h| GpuSpec {
+            mode: crate::cli::GpuMode::Blob,
+            width: w,
+            height: h,
+        };
+        let c = gpu_config(&spec(None, None));
+        assert_eq!((c.width, c.height), (d.width, d.height));
+        let c = gpu_config(&spec(Some(640), None));
+        assert_eq!((c.width, c.height), (640, d.height));
+        assert_eq!(c.max_hostmem, d.max_hostmem);
+    }
+
+    fn kvm_vm() -> Option<crate::vm::Vm> {
+        if !std::path::Path::new("/dev/kvm").exists() {
+            eprintln!("no /dev/kvm: device creation not tested");
+            return None;
+        }
+        Some(crate::vm::Vm::new(64 << 20).unwrap())
+    }
+
+    #[test]
+    fn gpu_blob_becomes_a_virtio_gpu_on_bus_0_with_a_64bit_bar() {
+        let Some(mut vm) = kvm_vm() else { return };
+        let pci = vm.add_pci().unwrap();
+        let devs = create_pci_devices(
+            vm.fd(),
+            vm.ram(),
+            &pci,
+            &specs(&["gpu=blob,width=640,height=480"]),
+            &DisplayConfig::Headless,
+        )
+        .unwrap();
+        assert!(devs.has_gpu() && !devs.has_passthrough() && devs.vfio_count() == 0);
+        assert!(devs.registry().is_some() && devs.msi_router().is_some());
+        let bus = pci.bus.lock().unwrap();
+        let dev = bus.device(1).expect("GPU in slot 1");
+        let mut d = dev.lock().unwrap();
+        let id = d.read_config_register(0);
+        assert_eq!(id & 0xffff, 0x1af4, "virtio vendor");
+        assert_eq!(id >> 16, 0x1040 + 16, "virtio-gpu device id");
+        // BAR0 is a 64-bit memory BAR the allocator programmed (non-zero address).
+        let bar0 = d.read_config_register(4);
+        assert_eq!(bar0 & 0x7, 0x4, "64-bit memory BAR");
+        let bar_hi = d.read_config_register(5);
+        assert_ne!(u64::from(bar_hi) << 32 | u64::from(bar0 & !0xf), 0);
+        assert!(bus.device(2).is_none());
+    }
+
+    #[test]
+    fn no_devices_no_state() {
+        let Some(mut vm) = kvm_vm() else { return };
+        let pci = vm.add_pci().unwrap();
+        let devs =
+            create_pci_devices(vm.fd(), vm.ram(), &pci, &[], &DisplayConfig::Headless).unwrap();
+        assert!(!devs.has_gpu() && devs.msi_router().is_none() && devs.registry().is_none());
+        assert!(pci.bus.lock().unwrap().device(1).is_none());
+    }
+
+    #[test]
+    fn missing_host_device_is_a_clear_error_naming_it() {
+        let Some(mut vm) = kvm_vm() else { return };
+        let pci = vm.add_pci().unwrap();
+        let e = create_pci_devices(
+            vm.fd(),
+            vm.ram(),
+            &pci,
+            &specs(&["vfio=0000:7f:1f.7,gpu=blob"]),
+            &DisplayConfig::Headless,
+        )
+        .err()
+        .expect("no such device");
+        let msg = e.to_string();
+        assert!(matches!(e, PciDevicesError::Vfio { .. }), "{msg}");
+        assert!(msg.starts_with("--device vfio=0000:7f:1f.7: "), "{msg}");
+        assert!(msg.contains("no PCI device"), "{msg}");
+        assert!(pci.bus.lock().unwrap().device(1).is_none(), "no GPU either");
+    }
+
+    #[test]
+    fn udmabuf_view_covers_guest_ram_at_memfd_offsets() {
+        let size = crate::layout::MMIO_HOLE_START + (64 << 20);
+        let ram = GuestRam::new(size).unwrap();
+        let view = udmabuf_ram(&ram).unwrap();
+        let low = view.lookup(0x1000).unwrap();
+        assert_eq!((low.guest_base, low.fd_offset), (0, 0));
+        let high = view.lookup(crate::layout::HIGH_RAM_START + 4096).unwrap();
+        assert_eq!(high.guest_base, crate::layout::HIGH_RAM_START);
+        assert_eq!(high.fd_offset, crate::layout::MMIO_HOLE_START);
+        assert_eq!(high.size, 64 << 20);
+        assert!(view.lookup(crate::layout::MMIO_HOLE_START).is_none());
+    }
+}
