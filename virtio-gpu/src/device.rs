@@ -798,7 +798,6 @@ impl GpuDevice {
     }
 }
 
-/// The first entries covering exactly `size` bytes (the last one shortened if needed).
 /// The kernel's fdinfo of a dma-buf (`size`, `exp_name`, ...) on one line, its lines joined
 /// by " | ": shows which exporter made it (`udmabuf`, `vfio_pci_core`).
 fn dmabuf_fdinfo(fd: &impl AsFd) -> String {
@@ -815,6 +814,7 @@ fn dmabuf_fdinfo(fd: &impl AsFd) -> String {
     }
 }
 
+/// The first entries covering exactly `size` bytes (the last one shortened if needed).
 fn entries_up_to(entries: impl Iterator<Item = MemEntry>, size: u64) -> Vec<MemEntry> {
     let mut out = Vec::new();
     let mut left = size;
