@@ -8,6 +8,7 @@
 //! Values never contain spaces (they are replaced by `_`). Lines go to stdout, which is L2's serial console.
 
 use std::io::Write;
+use std::process::ExitCode;
 
 /// Formats one result line. `status` is `None` for a RIG-DATA line.
 pub fn format_line(scenario: &str, status: Option<bool>, fields: &[(&str, String)]) -> String {
@@ -72,6 +73,24 @@ impl Reporter {
     /// Prints a human-readable progress line (not parsed by the harness).
     pub fn log(&self, msg: &str) {
         emit(&format!("{}: {}", self.scenario, msg));
+    }
+
+    /// Turns a program's outcome into its exit status. `Ok(pass)` has printed its own
+    /// `RIG-RESULT` line already; an error gets a failing one here, so every run ends
+    /// with exactly one result line.
+    pub fn finish<E: std::fmt::Display>(&self, outcome: Result<bool, E>) -> ExitCode {
+        match outcome {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                self.log(&format!("error: {e}"));
+                self.result(
+                    false,
+                    &[("reason", "error".into()), ("error", e.to_string())],
+                );
+                ExitCode::FAILURE
+            }
+        }
     }
 }
 

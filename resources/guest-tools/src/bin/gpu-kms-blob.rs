@@ -334,18 +334,7 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
 fn main() -> ExitCode {
     let args = Args::parse();
     let rep = Reporter::new(&args.scenario);
-    match run(&args, &rep) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            rep.log(&format!("error: {e}"));
-            rep.result(
-                false,
-                &[("reason", "error".into()), ("error", e.to_string())],
-            );
-            ExitCode::FAILURE
-        }
-    }
+    rep.finish(run(&args, &rep))
 }
 
 #[cfg(test)]
