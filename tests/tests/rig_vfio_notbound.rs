@@ -41,9 +41,14 @@ fn a_device_not_bound_to_vfio_pci_is_refused_with_a_clear_message() {
         "message does not say what is wrong: {msg}"
     );
     assert!(!lower.contains("not implemented"), "{msg}");
-    // The message as the vmm printed it is in the log.
-    assert!(
-        out.vmm_output().any(|l| l.starts_with("vmm: error: ")),
-        "no `vmm: error:` line in the log"
-    );
+    // The message as the vmm printed it (with its indented continuation lines) is in the log.
+    let full: Vec<&str> = out
+        .vmm_output()
+        .skip_while(|l| !l.starts_with("vmm: error: "))
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || l.starts_with(' '))
+        .map(|(_, l)| l)
+        .collect();
+    assert!(!full.is_empty(), "no `vmm: error:` line in the log");
+    println!("as printed:\n{}", full.join("\n"));
 }
