@@ -62,6 +62,23 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Prints L2's result lines and the scenario's result, then panics with the failure
+    /// reason, the vmm's error and the console log's path unless the scenario passed.
+    pub fn assert_passed(&self) {
+        for d in &self.l2 {
+            println!("L2: {d}");
+        }
+        let r = &self.result;
+        println!("{r}");
+        assert!(
+            r.is_pass(),
+            "{r}\n(reason {:?}, vmm_error {:?})\nlog: {}",
+            r.reason(),
+            r.get("vmm_error"),
+            self.log_path.display()
+        );
+    }
+
     /// The first `RIG-DATA` value for `key`.
     pub fn data_value(&self, key: &str) -> Option<&str> {
         self.data.iter().find_map(|d| d.get(key))

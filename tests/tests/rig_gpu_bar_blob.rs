@@ -23,21 +23,10 @@ fn bar_blob_is_one_vfio_dmabuf_and_displays_in_entry_order() {
         .timeout(Duration::from_secs(480))
         .run()
         .unwrap_or_else(|e| panic!("{e}"));
-    let r = &out.result;
-    for d in &out.l2 {
-        println!("L2: {d}");
-    }
     for e in out.dmabuf_exports() {
         println!("vmm: {}", e.line);
     }
-    println!("{r}");
-    assert!(
-        r.is_pass(),
-        "{r}\n(reason {:?}, vmm_error {:?})\nlog: {}",
-        r.reason(),
-        r.get("vmm_error"),
-        out.log_path.display()
-    );
+    out.assert_passed();
 
     // L2's driver: every command answered OK.
     let l2 = out

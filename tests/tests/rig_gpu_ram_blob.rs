@@ -14,21 +14,10 @@ fn guest_ram_blob_is_exported_through_udmabuf_and_captured() {
         .timeout(Duration::from_secs(480))
         .run()
         .unwrap_or_else(|e| panic!("{e}"));
-    let r = &out.result;
-    for d in &out.l2 {
-        println!("L2: {d}");
-    }
     for e in out.dmabuf_exports() {
         println!("vmm: {}", e.line);
     }
-    println!("{r}");
-    assert!(
-        r.is_pass(),
-        "{r}\n(reason {:?}, vmm_error {:?})\nlog: {}",
-        r.reason(),
-        r.get("vmm_error"),
-        out.log_path.display()
-    );
+    out.assert_passed();
 
     let l2 = out
         .l2_result("gpu-kms-blob")

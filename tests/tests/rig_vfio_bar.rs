@@ -21,17 +21,7 @@ fn l2_reads_and_writes_the_passed_through_bar() {
     for l in out.vmm_output().filter(|l| l.contains("lspci: ")) {
         println!("{l}");
     }
-    for d in &out.l2 {
-        println!("L2: {d}");
-    }
-    println!("{r}");
-    assert!(
-        r.is_pass(),
-        "{r}\n(reason {:?}, vmm_error {:?})\nlog: {}",
-        r.reason(),
-        r.get("vmm_error"),
-        out.log_path.display()
-    );
+    out.assert_passed();
 
     // The guest's lspci-style view of the passed-through device.
     let bdf = r.get("bdf").unwrap_or_default();

@@ -13,21 +13,10 @@ fn edu_dma_through_the_iommu_mapping_of_guest_ram() {
         .edu(true)
         .run()
         .unwrap_or_else(|e| panic!("{e}"));
-    let r = &out.result;
     for l in out.vmm_output().filter(|l| l.contains("lspci: ")) {
         println!("{l}");
     }
-    for d in &out.l2 {
-        println!("L2: {d}");
-    }
-    println!("{r}");
-    assert!(
-        r.is_pass(),
-        "{r}\n(reason {:?}, vmm_error {:?})\nlog: {}",
-        r.reason(),
-        r.get("vmm_error"),
-        out.log_path.display()
-    );
+    out.assert_passed();
     assert_ne!(
         out.data_value("edu_group"),
         out.data_value("ivshmem_group"),
