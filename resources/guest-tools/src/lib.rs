@@ -2,6 +2,7 @@
 
 pub mod drm;
 pub mod error;
+pub mod mapping;
 pub mod pagemap;
 pub mod pattern;
 pub mod pci;

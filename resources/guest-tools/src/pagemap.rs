@@ -12,6 +12,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use crate::error::{Error, Result};
+use crate::mapping::Mapping;
 
 /// Page size of x86-64 Linux.
 pub const PAGE_SIZE: usize = 4096;
@@ -61,11 +62,11 @@ impl Pagemap {
     }
 }
 
-/// Anonymous, locked, resident, zeroed pages (private to this process).
+/// Anonymous, locked, resident, zeroed pages (private to this process). Derefs to
+/// [`Mapping`] for the volatile accessors.
 #[derive(Debug)]
 pub struct LockedPages {
-    ptr: *mut u8,
-    len: usize,
+    map: Mapping,
 }
 
 impl LockedPages {
@@ -75,63 +76,27 @@ impl LockedPages {
             .checked_mul(PAGE_SIZE)
             .filter(|&l| l > 0)
             .ok_or_else(|| Error::Unsupported(format!("cannot allocate {pages} pages")))?;
-        // SAFETY: a new anonymous mapping chosen by the kernel; nothing else is affected.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE | libc::MAP_LOCKED,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(Error::last_os(format!("mmap {pages} locked pages")));
-        }
-        let me = LockedPages {
-            ptr: ptr.cast(),
-            len,
-        };
-        // SAFETY: locks exactly our mapping.
-        if unsafe { libc::mlock(ptr, len) } != 0 {
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE | libc::MAP_LOCKED;
+        let map = Mapping::new(len, flags, -1, &format!("{pages} locked pages"))?;
+        // SAFETY: locks exactly our mapping, which is live.
+        if unsafe { libc::mlock(map.va(0) as *const libc::c_void, len) } != 0 {
             return Err(Error::last_os(format!("mlock {pages} pages")));
         }
         // Write every page so each has its own frame (not the shared zero page).
         for p in 0..pages {
-            me.write_u8(p * PAGE_SIZE, 0);
+            map.write_u8(p * PAGE_SIZE, 0);
         }
-        Ok(me)
+        Ok(LockedPages { map })
     }
 
     /// Number of pages.
     pub fn pages(&self) -> usize {
-        self.len / PAGE_SIZE
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Never empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Virtual address of byte `off`.
-    pub fn va(&self, off: usize) -> usize {
-        assert!(
-            off < self.len,
-            "offset {off:#x} outside {:#x} bytes",
-            self.len
-        );
-        self.ptr as usize + off
+        self.map.len() / PAGE_SIZE
     }
 
     /// Physical address of byte `off`.
     pub fn phys(&self, pm: &Pagemap, off: usize) -> Result<u64> {
-        pm.phys(self.va(off))
+        pm.phys(self.map.va(off))
     }
 
     /// Physical address of every page.
@@ -140,67 +105,12 @@ impl LockedPages {
             .map(|p| self.phys(pm, p * PAGE_SIZE))
             .collect()
     }
-
-    fn at<T>(&self, off: usize) -> *mut T {
-        let w = std::mem::size_of::<T>();
-        assert!(
-            off.checked_add(w).is_some_and(|e| e <= self.len) && off.is_multiple_of(w),
-            "access of {w} bytes at {off:#x} outside {:#x} bytes or misaligned",
-            self.len
-        );
-        self.ptr.wrapping_add(off).cast()
-    }
-
-    /// Volatile read (the memory may be written by a device).
-    pub fn read_u8(&self, off: usize) -> u8 {
-        // SAFETY: bounds and alignment checked by `at`; the mapping lives as long as self.
-        unsafe { self.at::<u8>(off).read_volatile() }
-    }
-    /// Volatile read.
-    pub fn read_u16(&self, off: usize) -> u16 {
-        // SAFETY: as in read_u8.
-        unsafe { self.at::<u16>(off).read_volatile() }
-    }
-    /// Volatile read.
-    pub fn read_u32(&self, off: usize) -> u32 {
-        // SAFETY: as in read_u8.
-        unsafe { self.at::<u32>(off).read_volatile() }
-    }
-    /// Volatile write (the memory may be read by a device).
-    pub fn write_u8(&self, off: usize, v: u8) {
-        // SAFETY: as in read_u8; the mapping is writable.
-        unsafe { self.at::<u8>(off).write_volatile(v) }
-    }
-    /// Volatile write.
-    pub fn write_u16(&self, off: usize, v: u16) {
-        // SAFETY: as in write_u8.
-        unsafe { self.at::<u16>(off).write_volatile(v) }
-    }
-    /// Volatile write.
-    pub fn write_u32(&self, off: usize, v: u32) {
-        // SAFETY: as in write_u8.
-        unsafe { self.at::<u32>(off).write_volatile(v) }
-    }
-    /// Copies `data` to byte `off` (volatile, byte by byte).
-    pub fn write_bytes(&self, off: usize, data: &[u8]) {
-        for (i, b) in data.iter().enumerate() {
-            self.write_u8(off + i, *b);
-        }
-    }
-    /// Copies `out.len()` bytes from byte `off` (volatile, byte by byte).
-    pub fn read_bytes(&self, off: usize, out: &mut [u8]) {
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = self.read_u8(off + i);
-        }
-    }
 }
 
-impl Drop for LockedPages {
-    fn drop(&mut self) {
-        // SAFETY: exactly the mapping made in `new`, unmapped once.
-        unsafe {
-            libc::munmap(self.ptr.cast(), self.len);
-        }
+impl std::ops::Deref for LockedPages {
+    type Target = Mapping;
+    fn deref(&self) -> &Mapping {
+        &self.map
     }
 }
 

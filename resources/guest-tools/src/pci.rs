@@ -10,6 +10,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::mapping::Mapping;
 
 /// sysfs root of the PCI devices.
 pub const SYSFS_PCI_DEVICES: &str = "/sys/bus/pci/devices";
@@ -318,107 +319,26 @@ impl PciDevice {
     }
 }
 
-/// A shared mapping of device memory, accessed with volatile loads and stores of the given width.
-///
-/// Offsets are checked: an access past the end or misaligned for its width panics (offsets are
-/// computed by the programs, or checked against the mapping's length before use).
+/// A shared mapping of device memory (a BAR through sysfs `resourceN`). Derefs to
+/// [`Mapping`] for the bounds-checked volatile accessors.
 #[derive(Debug)]
 pub struct MmioRegion {
-    ptr: *mut u8,
-    len: usize,
+    map: Mapping,
 }
 
 impl MmioRegion {
     /// Maps `len` bytes of `f` from offset 0, read-write, shared.
     pub fn map(f: &File, len: usize, what: &str) -> Result<Self> {
         use std::os::fd::AsRawFd;
-        if len == 0 {
-            return Err(Error::Unsupported(format!("{what}: zero-length mapping")));
-        }
-        // SAFETY: a new mapping chosen by the kernel (addr NULL); no existing memory is affected.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(Error::last_os(format!("mmap {what} ({len:#x} bytes)")));
-        }
-        Ok(MmioRegion {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Always false (mappings are never empty).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    fn at<T>(&self, off: usize) -> *mut T {
-        let w = std::mem::size_of::<T>();
-        assert!(
-            off.checked_add(w).is_some_and(|e| e <= self.len) && off.is_multiple_of(w),
-            "MMIO access of {w} bytes at {off:#x} outside a {:#x}-byte mapping or misaligned",
-            self.len
-        );
-        // The pointer stays inside the mapping (checked above).
-        self.ptr.wrapping_add(off).cast()
-    }
-
-    /// Volatile 8-bit read.
-    pub fn read_u8(&self, off: usize) -> u8 {
-        // SAFETY: `at` checked bounds and alignment inside our live mapping.
-        unsafe { self.at::<u8>(off).read_volatile() }
-    }
-    /// Volatile 16-bit read.
-    pub fn read_u16(&self, off: usize) -> u16 {
-        // SAFETY: as in read_u8.
-        unsafe { self.at::<u16>(off).read_volatile() }
-    }
-    /// Volatile 32-bit read.
-    pub fn read_u32(&self, off: usize) -> u32 {
-        // SAFETY: as in read_u8.
-        unsafe { self.at::<u32>(off).read_volatile() }
-    }
-    /// Volatile 8-bit write.
-    pub fn write_u8(&self, off: usize, v: u8) {
-        // SAFETY: as in read_u8; the mapping is writable.
-        unsafe { self.at::<u8>(off).write_volatile(v) }
-    }
-    /// Volatile 16-bit write.
-    pub fn write_u16(&self, off: usize, v: u16) {
-        // SAFETY: as in write_u8.
-        unsafe { self.at::<u16>(off).write_volatile(v) }
-    }
-    /// Volatile 32-bit write.
-    pub fn write_u32(&self, off: usize, v: u32) {
-        // SAFETY: as in write_u8.
-        unsafe { self.at::<u32>(off).write_volatile(v) }
-    }
-    /// A 64-bit register written as two 32-bit halves, low first (allowed for virtio-pci common config).
-    pub fn write_u64_split(&self, off: usize, v: u64) {
-        self.write_u32(off, v as u32);
-        self.write_u32(off + 4, (v >> 32) as u32);
+        let map = Mapping::new(len, libc::MAP_SHARED, f.as_raw_fd(), what)?;
+        Ok(MmioRegion { map })
     }
 }
 
-impl Drop for MmioRegion {
-    fn drop(&mut self) {
-        // SAFETY: ptr/len are exactly the mapping created in `map`, unmapped once.
-        unsafe {
-            libc::munmap(self.ptr.cast(), self.len);
-        }
+impl std::ops::Deref for MmioRegion {
+    type Target = Mapping;
+    fn deref(&self) -> &Mapping {
+        &self.map
     }
 }
 

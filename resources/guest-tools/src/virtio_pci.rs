@@ -231,7 +231,7 @@ impl VirtioPci {
             if bars[bar].is_none() {
                 bars[bar] = Some(dev.map_bar(bar)?);
             }
-            let len = bars[bar].as_ref().map_or(0, MmioRegion::len);
+            let len = bars[bar].as_ref().map_or(0, |m| m.len());
             let (offset, length) = (c.offset as usize, c.length as usize);
             if offset.checked_add(length).is_none_or(|e| e > len) {
                 return Err(Error::Unsupported(format!(
