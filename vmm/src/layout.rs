@@ -74,6 +74,17 @@ pub const PCI_IO_START: u16 = 0x1000;
 /// Size of the PCI I/O port window (to the end of the 64 KiB port space).
 pub const PCI_IO_SIZE: u16 = 0xf000;
 
+/// First IOAPIC pin of PCI INTx: ISA IRQs keep pins 0..16, PCI slots share pins 16..24.
+pub const PCI_INTX_FIRST_GSI: u32 = 16;
+/// Number of IOAPIC pins PCI INTx lines are spread over.
+pub const PCI_INTX_GSIS: u32 = 8;
+
+/// The IOAPIC pin (= GSI) that every INTx pin (A..D) of PCI bus 0 `slot` is wired to. The MP
+/// table tells the guest the same wiring; lines are level-triggered and may be shared.
+pub fn pci_intx_gsi(slot: u8) -> u32 {
+    PCI_INTX_FIRST_GSI + u32::from(slot) % PCI_INTX_GSIS
+}
+
 /// Start of RAM above 4 GiB.
 pub const HIGH_RAM_START: u64 = MMIO_HOLE_END;
 

@@ -20,6 +20,7 @@ use virtio_gpu::display::DisplayError;
 use virtio_gpu::{DisplayConfig, DmaBufBlobExporter, GpuConfig, GpuDevice, VirtioGpu};
 
 use crate::cli::{DeviceSpec, GpuSpec};
+use crate::layout::pci_intx_gsi;
 use crate::memory::GuestRam;
 use crate::vm::PciState;
 
@@ -209,6 +210,27 @@ fn add_to_bus(pci: &PciState, what: String, dev: SharedPciDevice) -> Result<u8, 
         .map_err(|source| PciDevicesError::Bus { what, source })
 }
 
+/// The slot the next device will get (its INTx wiring depends on it).
+fn next_slot(pci: &PciState, what: &str) -> Result<u8, PciDevicesError> {
+    let bus = pci.bus.lock().unwrap_or_else(|p| p.into_inner());
+    bus.free_slot().map_err(|source| PciDevicesError::Bus {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+fn add_to_bus_at(
+    pci: &PciState,
+    slot: u8,
+    what: String,
+    dev: SharedPciDevice,
+) -> Result<(), PciDevicesError> {
+    let mut bus = pci.bus.lock().unwrap_or_else(|p| p.into_inner());
+    let mut bars = pci.allocator.lock().unwrap_or_else(|p| p.into_inner());
+    bus.add_device_at(slot, dev, &mut bars)
+        .map_err(|source| PciDevicesError::Bus { what, source })
+}
+
 /// Creates the devices `specs` ask for on `pci` (bus 0): every `vfio=` a passthrough device,
 /// one virtio-gpu for `gpu=blob` (displaying on `display`). Call before the vCPUs run.
 pub fn create_pci_devices(
@@ -247,21 +269,27 @@ pub fn create_pci_devices(
                 spec: v.name.clone(),
                 source,
             };
+            let what = format!("vfio={}", v.name);
+            let slot = next_slot(pci, &what)?;
+            let intx_gsi = pci_intx_gsi(slot);
             let regions = passthrough.open(spec, ram.memory()).map_err(vfio_err)?;
             let dev = VfioPciDevice::new(
                 regions,
                 VfioPciDeviceEnv {
                     slots: slots.clone(),
                     irq_router: Some(msi.clone() as Arc<dyn MsiRouter>),
-                    intx_gsi: None,
+                    intx_gsi: Some(intx_gsi),
                     registry: Some(Arc::new(DmaBufRegistry(registry.clone()))),
                     page_size: vfio_dmabuf::host_page_size(),
                 },
             )
             .map_err(vfio_err)?;
             let dev: SharedPciDevice = Arc::new(Mutex::new(dev));
-            let slot = add_to_bus(pci, format!("vfio={}", v.name), dev.clone())?;
-            log::info!("vmm: PCI 00:{slot:02x}.0: passthrough of {}", v.name);
+            add_to_bus_at(pci, slot, what, dev.clone())?;
+            log::info!(
+                "vmm: PCI 00:{slot:02x}.0: passthrough of {}, INTx on GSI {intx_gsi}",
+                v.name
+            );
             out.vfio.push(dev);
         }
     }

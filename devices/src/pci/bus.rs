@@ -41,20 +41,26 @@ impl PciBus {
         self.slots.get(usize::from(slot)).cloned().flatten()
     }
 
-    /// Adds `device` at the first free slot; see [`PciBus::add_device_at`].
-    pub fn add_device(
-        &mut self,
-        device: SharedPciDevice,
-        allocator: &mut BarAllocator,
-    ) -> Result<u8> {
+    /// The slot [`PciBus::add_device`] would use next (the first free one).
+    pub fn free_slot(&self) -> Result<u8> {
         let slot = self
             .slots
             .iter()
             .position(Option::is_none)
             .ok_or(PciError::BusFull)?;
         // NUM_SLOTS is 32, so the index fits a u8.
-        self.add_device_at(slot as u8, device, allocator)?;
         Ok(slot as u8)
+    }
+
+    /// Adds `device` at the first free slot; see [`PciBus::add_device_at`].
+    pub fn add_device(
+        &mut self,
+        device: SharedPciDevice,
+        allocator: &mut BarAllocator,
+    ) -> Result<u8> {
+        let slot = self.free_slot()?;
+        self.add_device_at(slot, device, allocator)?;
+        Ok(slot)
     }
 
     /// Adds `device` at `slot`: allocates a guest address for each of its BARs, programs the

@@ -391,10 +391,12 @@ fn bus_full_and_slot_errors() {
         bus.add_device_at(32, host, &mut alloc),
         Err(PciError::SlotUnavailable(32))
     ));
-    for _ in 1..32 {
-        bus.add_device(Arc::new(Mutex::new(PciHostBridge::new())), &mut alloc)
-            .unwrap();
+    for slot in 1..32 {
+        assert_eq!(bus.free_slot(), Ok(slot));
+        let got = bus.add_device(Arc::new(Mutex::new(PciHostBridge::new())), &mut alloc);
+        assert_eq!(got, Ok(slot), "add_device takes the slot free_slot named");
     }
+    assert_eq!(bus.free_slot(), Err(PciError::BusFull));
     assert_eq!(
         bus.add_device(Arc::new(Mutex::new(PciHostBridge::new())), &mut alloc),
         Err(PciError::BusFull)

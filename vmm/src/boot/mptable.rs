@@ -1,13 +1,16 @@
 //! Intel MultiProcessor Specification 1.4 tables, so that Linux finds the CPUs, the IOAPIC and
-//! the ISA interrupt routing without ACPI.
+//! the ISA and PCI interrupt routing without ACPI.
 //!
 //! Layout at `base`: the 16-byte MP floating pointer, then the configuration table (header and
-//! entries sorted by type: processors, bus, IOAPIC, I/O interrupts, local interrupts). The
-//! interrupt routing mirrors KVM's default GSI routing: ISA IRQ n -> IOAPIC pin n.
+//! entries sorted by type: processors, buses, IOAPIC, I/O interrupts, local interrupts). The
+//! interrupt routing mirrors KVM's default GSI routing: ISA IRQ n -> IOAPIC pin n for n < 16;
+//! every INTx pin of PCI bus 0 slot s -> IOAPIC pin [`pci_intx_gsi`]`(s)` (16..24), level-triggered.
+//! Linux looks PCI interrupts up by MP bus id = PCI bus number, so PCI bus 0 is MP bus 0 and the
+//! ISA bus is MP bus 1.
 
 use thiserror::Error;
 
-use crate::layout::{IOAPIC_START, LAPIC_START};
+use crate::layout::{pci_intx_gsi, IOAPIC_START, LAPIC_START, PCI_INTX_FIRST_GSI};
 
 const FLOATING_POINTER_SIGNATURE: &[u8; 4] = b"_MP_";
 const CONFIG_TABLE_SIGNATURE: &[u8; 4] = b"PCMP";
@@ -39,8 +42,18 @@ const INT_TYPE_NMI: u8 = 1;
 const INT_TYPE_EXTINT: u8 = 3;
 /// Polarity and trigger "conforming to the bus" (ISA: active high, edge).
 const INT_FLAGS_CONFORMING: u16 = 0;
+/// PCI INTx: active high (KVM's IOAPIC ignores polarity; the irqfd asserts logical level 1) and
+/// level-triggered (bits 0..2 polarity = 01, bits 2..4 trigger = 11).
+const INT_FLAGS_PCI: u16 = 0b11_01;
 
-const ISA_BUS_ID: u8 = 0;
+const PCI_BUS_ID: u8 = 0;
+const ISA_BUS_ID: u8 = 1;
+/// ISA IRQs 0..16.
+const ISA_IRQS: u8 = 16;
+/// Device slots on PCI bus 0 (slot 0, the host bridge, has no interrupt).
+const PCI_SLOTS: u8 = 32;
+/// INTA..INTD.
+const PCI_PINS: u8 = 4;
 /// Number of IOAPIC input pins (KVM's IOAPIC has 24).
 pub const IOAPIC_PINS: u8 = 24;
 /// "All local APICs" as a destination.
@@ -84,18 +97,32 @@ pub fn build(base: u64, nr_cpus: u8) -> Result<Vec<u8>, MpTableError> {
         entries.extend_from_slice(&[0u8; 8]);
         count += 1;
     }
+    entries.extend_from_slice(&[ENTRY_BUS, PCI_BUS_ID]);
+    entries.extend_from_slice(b"PCI   ");
     entries.extend_from_slice(&[ENTRY_BUS, ISA_BUS_ID]);
     entries.extend_from_slice(b"ISA   ");
-    count += 1;
+    count += 2;
     entries.extend_from_slice(&[ENTRY_IOAPIC, ioapic, IOAPIC_VERSION, IOAPIC_ENABLED]);
     entries.extend_from_slice(&(IOAPIC_START as u32).to_le_bytes());
     count += 1;
-    for irq in 0..IOAPIC_PINS {
+    for irq in 0..ISA_IRQS {
         entries.extend_from_slice(&[ENTRY_IO_INTERRUPT, INT_TYPE_INT]);
         entries.extend_from_slice(&INT_FLAGS_CONFORMING.to_le_bytes());
         entries.extend_from_slice(&[ISA_BUS_ID, irq, ioapic, irq]);
         count += 1;
     }
+    for slot in 1..PCI_SLOTS {
+        // pci_intx_gsi is 16..24, below IOAPIC_PINS, so it fits a u8.
+        let pin_of_ioapic = pci_intx_gsi(slot) as u8;
+        for pin in 0..PCI_PINS {
+            entries.extend_from_slice(&[ENTRY_IO_INTERRUPT, INT_TYPE_INT]);
+            entries.extend_from_slice(&INT_FLAGS_PCI.to_le_bytes());
+            // Source bus IRQ of a PCI interrupt: device number in bits 2..7, pin (0 = INTA) in 0..2.
+            entries.extend_from_slice(&[PCI_BUS_ID, (slot << 2) | pin, ioapic, pin_of_ioapic]);
+            count += 1;
+        }
+    }
+    debug_assert!(PCI_INTX_FIRST_GSI >= u32::from(ISA_IRQS));
     // LINT0 of the BSP is the 8259's ExtINT input; LINT1 of every CPU is NMI.
     for (int_type, dest, lint) in [(INT_TYPE_EXTINT, 0, 0), (INT_TYPE_NMI, ALL_LAPICS, 1)] {
         entries.extend_from_slice(&[ENTRY_LOCAL_INTERRUPT, int_type]);
@@ -214,21 +241,42 @@ mod tests {
             );
         }
         let bus: Vec<_> = e.iter().filter(|x| x.0 == ENTRY_BUS).collect();
-        assert_eq!(bus.len(), 1);
-        assert_eq!(&bus[0].1[2..8], b"ISA   ");
+        assert_eq!(bus.len(), 2);
+        // Linux finds PCI interrupts by MP bus id = PCI bus number: PCI bus 0 must be MP bus 0.
+        assert_eq!((bus[0].1[1], &bus[0].1[2..8]), (0, &b"PCI   "[..]));
+        assert_eq!((bus[1].1[1], &bus[1].1[2..8]), (ISA_BUS_ID, &b"ISA   "[..]));
         let ioapic: Vec<_> = e.iter().filter(|x| x.0 == ENTRY_IOAPIC).collect();
         assert_eq!(ioapic.len(), 1);
         assert_eq!(ioapic[0].1[1], 3, "IOAPIC id follows the CPUs");
         assert_eq!(ioapic[0].1[3], IOAPIC_ENABLED);
         assert_eq!(u32_at(ioapic[0].1, 4) as u64, IOAPIC_START);
         let ints: Vec<_> = e.iter().filter(|x| x.0 == ENTRY_IO_INTERRUPT).collect();
-        assert_eq!(ints.len(), IOAPIC_PINS as usize);
-        for (pin, (_, i)) in ints.iter().enumerate() {
+        let (isa, pci): (Vec<_>, Vec<_>) = ints.into_iter().partition(|(_, i)| i[4] == ISA_BUS_ID);
+        assert_eq!(isa.len(), 16);
+        for (irq, (_, i)) in isa.iter().enumerate() {
             // ISA IRQ n on IOAPIC pin n, like KVM's default routing; COM1 is IRQ 4 -> pin 4.
             assert_eq!(
-                (i[4], i[5], i[6], i[7]),
-                (ISA_BUS_ID, pin as u8, 3, pin as u8)
+                (i[1], u16_at(i, 2)),
+                (INT_TYPE_INT, 0),
+                "edge, bus-conforming"
             );
+            assert_eq!((i[5], i[6], i[7]), (irq as u8, 3, irq as u8));
+        }
+        // 31 slots x INTA..INTD, each on the pin the VMM wires that slot's INTx to.
+        assert_eq!(pci.len(), 31 * 4);
+        let mut seen = std::collections::BTreeSet::new();
+        for (_, i) in &pci {
+            assert_eq!(i[4], PCI_BUS_ID);
+            let (slot, pin) = (i[5] >> 2, i[5] & 3);
+            assert!((1..32).contains(&slot), "slot {slot}");
+            assert!(
+                seen.insert((slot, pin)),
+                "slot {slot} pin {pin} listed twice"
+            );
+            assert_eq!(u16_at(i, 2), 0b1101, "PCI INTx: level, active high");
+            assert_eq!(i[6], 3, "IOAPIC id");
+            assert_eq!(u32::from(i[7]), pci_intx_gsi(slot));
+            assert!((16..IOAPIC_PINS).contains(&i[7]), "never an ISA pin");
         }
         let locals: Vec<_> = e.iter().filter(|x| x.0 == ENTRY_LOCAL_INTERRUPT).collect();
         assert_eq!(locals.len(), 2);
