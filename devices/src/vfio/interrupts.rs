@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use log::warn;
+use log::{info, warn};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::config::VfioPciConfig;
@@ -117,13 +117,19 @@ impl VfioInterrupts {
     /// touched MSI/MSI-X, or at start for INTx). Errors are logged: the guest keeps running.
     pub fn update(&mut self, dev: &dyn VfioRegionSet, config: &VfioPciConfig) {
         let wanted = self.wanted(dev, config);
-        if wanted != self.mode() {
+        let was = self.mode();
+        if wanted != was {
             self.shutdown(dev);
             if let Err(e) = self.setup(dev, wanted) {
                 warn!("vfio {}: enabling {wanted:?}: {e}", dev.name());
                 self.shutdown(dev);
                 return;
             }
+            info!(
+                "vfio {}: interrupts {was:?} -> {wanted:?}, GSIs {:?}",
+                dev.name(),
+                self.gsis()
+            );
         }
         self.refresh_all(config);
     }
