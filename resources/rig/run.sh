@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Boot L1 in QEMU/TCG (FACTS section 2) and run one scenario inside it.
 #
-# Usage: resources/rig/run.sh SCENARIO [--timeout SECS] [--shm FILE] [--edu]
+# Usage: resources/rig/run.sh SCENARIO [--timeout SECS] [--shm FILE] [--edu] [--e1000e] [--xhci]
 #   SCENARIO        name of resources/rig/scenarios/SCENARIO.sh (passed as rig.scenario=SCENARIO)
 #   --timeout SECS  kill QEMU after SECS seconds (default 300)
 #   --shm FILE      ivshmem backing file in /dev/shm (created with 16 MiB if missing, kept afterwards);
 #                   default: a fresh /dev/shm/rig-SCENARIO-PID, removed afterwards
 #   --edu           add QEMU's `edu` device
+#   --e1000e        add QEMU's `e1000e` NIC (8086:10d3; MSI-X, MSI and INTx), with no network behind it
+#   --xhci          add a `nec-usb-xhci` USB controller (1033:0194) with MSI only (msix=off) and a `usb-kbd` on it
 # Console is streamed to stdout and saved to target/rig/logs/SCENARIO.log.
 # Exit: 0 iff the RIG-RESULT line says status=PASS; 1 on FAIL; 3 if no result line (timeout, crash);
 #       2 on bad usage or missing images (run resources/rig/build.sh first).
@@ -24,11 +26,15 @@ SCENARIO=""
 TIMEOUT=300
 SHM=""
 EDU=0
+E1000E=0
+XHCI=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --timeout) [ $# -ge 2 ] || usage; TIMEOUT=$2; shift 2 ;;
         --shm) [ $# -ge 2 ] || usage; SHM=$2; shift 2 ;;
         --edu) EDU=1; shift ;;
+        --e1000e) E1000E=1; shift ;;
+        --xhci) XHCI=1; shift ;;
         -h | --help) usage ;;
         -*) echo "rig-run: unknown option $1" >&2; usage ;;
         *) [ -z "$SCENARIO" ] || usage; SCENARIO=$1; shift ;;
@@ -73,6 +79,11 @@ QEMU=(qemu-system-x86_64 -M q35,accel=tcg,kernel-irqchip=split -cpu EPYC,+svm,+n
     -object "memory-backend-file,size=16M,share=on,mem-path=$SHM,id=hostmem"
     -device ivshmem-plain,memdev=hostmem)
 [ "$EDU" = 0 ] || QEMU+=(-device edu)
+# No netdev peer: the NIC works (its link reads up) and nothing leaves the machine.
+[ "$E1000E" = 0 ] || QEMU+=(-device e1000e)
+# MSI-X off: the controller signals with MSI. The keyboard gives its driver work (enumeration).
+# shellcheck disable=SC2054 # commas belong to QEMU's option values
+[ "$XHCI" = 0 ] || QEMU+=(-device nec-usb-xhci,id=rigxhci,msix=off -device usb-kbd,bus=rigxhci.0)
 QEMU+=(-kernel "$RIG/vmlinuz" -initrd "$RIG/l1-initramfs.cpio.gz"
     -append "console=ttyS0 panic=-1 intel_iommu=on iommu=pt quiet rig.scenario=$SCENARIO")
 

@@ -36,6 +36,8 @@ pub struct Scenario {
     timeout: Duration,
     fill: Option<Fill>,
     edu: bool,
+    e1000e: bool,
+    xhci: bool,
 }
 
 /// What a finished run produced.
@@ -121,13 +123,16 @@ impl Outcome {
 }
 
 impl Scenario {
-    /// A run of scenario `name` with the default timeout, a zeroed shm file and no `edu` device.
+    /// A run of scenario `name` with the default timeout, a zeroed shm file and none of the
+    /// optional devices (`edu`, `e1000e`, `xhci`).
     pub fn new(name: &str) -> Self {
         Scenario {
             name: name.to_string(),
             timeout: DEFAULT_TIMEOUT,
             fill: None,
             edu: false,
+            e1000e: false,
+            xhci: false,
         }
     }
 
@@ -146,6 +151,18 @@ impl Scenario {
     /// Adds QEMU's `edu` device to L1.
     pub fn edu(mut self, edu: bool) -> Self {
         self.edu = edu;
+        self
+    }
+
+    /// Adds QEMU's `e1000e` NIC to L1 (run.sh `--e1000e`).
+    pub fn e1000e(mut self, e1000e: bool) -> Self {
+        self.e1000e = e1000e;
+        self
+    }
+
+    /// Adds an MSI-only `nec-usb-xhci` controller with a USB keyboard to L1 (run.sh `--xhci`).
+    pub fn xhci(mut self, xhci: bool) -> Self {
+        self.xhci = xhci;
         self
     }
 
@@ -172,6 +189,12 @@ impl Scenario {
             .arg(shm.path());
         if self.edu {
             cmd.arg("--edu");
+        }
+        if self.e1000e {
+            cmd.arg("--e1000e");
+        }
+        if self.xhci {
+            cmd.arg("--xhci");
         }
         let (console, status) = stream(
             cmd,
