@@ -16,7 +16,8 @@ use super::msix::{MsixCapInfo, MsixState};
 use super::region_set::{VfioRegionSet, CONFIG_REGION};
 use crate::pci::{
     dword_write_parts, find_capability_in, BarKind, BarReprogram, PciConfigSpace, PciHeader,
-    CAP_ID_MSI, CAP_ID_MSIX, NUM_BARS, REG_BAR0, REG_COMMAND, REG_HEADER, REG_INTERRUPT, REG_ROM,
+    CAP_ID_MSI, CAP_ID_MSIX, MIN_IO_BAR_SIZE, MIN_MEM_BAR_SIZE, NUM_BARS, REG_BAR0, REG_COMMAND,
+    REG_HEADER, REG_INTERRUPT, REG_ROM,
 };
 
 /// What a configuration write changed besides BARs.
@@ -57,8 +58,14 @@ impl VfioPciConfig {
             let kind = BarKind::from_register(reg);
             let step = if kind.is_64bit() { 2 } else { 1 };
             if size != 0 && reg != 0xffff_ffff {
-                // VFIO reports the real BAR size, a power of two (and >= 16 for memory).
-                if let Err(e) = shadow.add_bar(index, kind, size.next_power_of_two().max(16)) {
+                // VFIO reports the real BAR size, a power of two, at least 16 bytes for memory
+                // and 4 ports for I/O (an 8-port I/O BAR stays 8 ports).
+                let min = if kind.is_mem() {
+                    MIN_MEM_BAR_SIZE
+                } else {
+                    MIN_IO_BAR_SIZE
+                };
+                if let Err(e) = shadow.add_bar(index, kind, size.next_power_of_two().max(min)) {
                     log::warn!("vfio {}: BAR {index} not exposed: {e}", dev.name());
                 }
             }

@@ -710,3 +710,60 @@ fn odd_device_reports_are_tolerated() {
     );
     assert_eq!(r.cfg_read(0x00), 0x1234_abcd);
 }
+
+/// Small I/O BARs (8 ports like a 16550, 4 like an IDE control block) keep their size: the guest
+/// sizes and places them as the device has them (the 16-byte minimum is for memory BARs), and
+/// port I/O in them reaches the VFIO region with its offset and width.
+#[test]
+fn small_io_bars_keep_their_size() {
+    let mut c = vec![0u8; 256];
+    c[0..4].copy_from_slice(&0x1234_abcdu32.to_le_bytes());
+    c[4..8].copy_from_slice(&0x0000_0001u32.to_le_bytes());
+    c[0x10..0x14].copy_from_slice(&1u32.to_le_bytes()); // BAR0: I/O, 8 ports
+    c[0x14..0x18].copy_from_slice(&1u32.to_le_bytes()); // BAR1: I/O, 4 ports
+    let fake = FakeVfio::custom(
+        c,
+        &[
+            (0, 8, REGION_READ | REGION_WRITE),
+            (1, 4, REGION_READ | REGION_WRITE),
+        ],
+        None,
+    );
+    let mut r = rig_with(fake, None);
+    let sizes: Vec<_> = r
+        .device
+        .lock()
+        .unwrap()
+        .bars()
+        .iter()
+        .map(|b| (b.index, b.kind, b.size))
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![
+            (0, crate::pci::BarKind::Io, 8),
+            (1, crate::pci::BarKind::Io, 4)
+        ]
+    );
+    // The guest's sizing sees 8 and 4 ports.
+    let (io0, io1) = (r.bar(0).addr, r.bar(1).addr);
+    for (reg, want) in [(0x10u8, 0xffff_fff9u32), (0x14, 0xffff_fffd)] {
+        r.cfg_write(reg, &u32::MAX.to_le_bytes());
+        assert_eq!(r.cfg_read(reg), want, "BAR at {reg:#x} sized");
+    }
+    r.cfg_write(0x10, &(io0 as u32).to_le_bytes());
+    r.cfg_write(0x14, &(io1 as u32).to_le_bytes());
+    assert_eq!(r.cfg_read(0x10), io0 as u32 | 1);
+    // A 32-bit OUT/IN at +4 reaches region 0 at offset 4, a 16-bit OUT region 1.
+    r.bar_router
+        .write(BarSpace::Io, io0 + 4, &0x1234_5678u32.to_le_bytes());
+    assert!(r
+        .fake
+        .log()
+        .contains(&"write 0 0x4 [78, 56, 34, 12]".to_string()));
+    let mut b = [0u8; 4];
+    r.bar_router.read(BarSpace::Io, io0 + 4, &mut b);
+    assert_eq!(u32::from_le_bytes(b), 0x1234_5678);
+    r.bar_router.write(BarSpace::Io, io1 + 2, &[0xa5, 0x5a]);
+    assert!(r.fake.log().contains(&"write 1 0x2 [a5, 5a]".to_string()));
+}
