@@ -100,12 +100,21 @@ impl VfioPciDevice {
                     }
                 }
             }
-            debug!(
-                "vfio {}: BAR {index} {} {:#x} bytes, {} mmapped area(s)",
+            // One line per BAR: how guest accesses to it will be served.
+            let served = if bar.kind.is_mem() {
+                let bytes: u64 = mapped.iter().map(|((_, size), _)| size).sum();
+                format!(
+                    "{} mmapped area(s), {bytes:#x} bytes direct, the rest trapped",
+                    mapped.len()
+                )
+            } else {
+                format!("port I/O, trapped: every access forwarded to VFIO region {index}")
+            };
+            info!(
+                "vfio {}: BAR {index} {} {:#x} bytes: {served}",
                 dev.name(),
                 bar.kind,
                 region.size,
-                mapped.len()
             );
             bars[bar.index] = Some(BarState {
                 region,
