@@ -2,6 +2,8 @@
 
 pub mod drm;
 pub mod error;
+#[cfg(target_arch = "x86_64")]
+pub mod ioport;
 pub mod mapping;
 pub mod pagemap;
 pub mod pattern;

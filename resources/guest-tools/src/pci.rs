@@ -26,6 +26,8 @@ pub const IORESOURCE_MEM_64: u64 = 0x0010_0000;
 
 /// PCI command register offset and bits.
 pub const PCI_COMMAND: u64 = 0x04;
+/// I/O space enable.
+pub const PCI_COMMAND_IO: u16 = 0x1;
 /// Memory space enable.
 pub const PCI_COMMAND_MEMORY: u16 = 0x2;
 /// Bus master enable.
@@ -59,6 +61,11 @@ impl BarInfo {
     /// A memory BAR.
     pub fn is_mem(&self) -> bool {
         self.flags & IORESOURCE_MEM != 0
+    }
+
+    /// An I/O port BAR.
+    pub fn is_io(&self) -> bool {
+        self.flags & IORESOURCE_IO != 0
     }
 
     /// lspci-like kind: `mem64,prefetch`, `mem32`, `io`.
@@ -368,6 +375,23 @@ mod tests {
         assert_eq!(bars[1].size(), 16 << 20);
         assert_eq!(bars[1].kind(), "mem64,prefetch");
         assert!(bars[1].is_mem());
+    }
+
+    #[test]
+    fn io_bars_are_told_from_memory_bars() {
+        // QEMU's e1000e: BAR0 and BAR1 memory, BAR2 32 ports of I/O, BAR3 memory (MSI-X).
+        let text = "\
+0x00000000fea00000 0x00000000fea1ffff 0x0000000000040200
+0x00000000fea20000 0x00000000fea3ffff 0x0000000000040200
+0x000000000000c000 0x000000000000c01f 0x0000000000040101
+0x00000000fea40000 0x00000000fea43fff 0x0000000000040200
+";
+        let bars = parse_resource(text).unwrap();
+        assert_eq!(bars.len(), 4);
+        assert!(bars[2].is_io() && !bars[2].is_mem());
+        assert_eq!((bars[2].start, bars[2].size()), (0xc000, 0x20));
+        assert_eq!(bars[2].kind(), "io");
+        assert!(bars[0].is_mem() && !bars[0].is_io());
     }
 
     #[test]
