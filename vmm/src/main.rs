@@ -12,10 +12,11 @@ use vmm::VmConfig;
 
 fn main() -> ExitCode {
     // Without RUST_LOG: warnings, plus the info lines that say what the devices do (PCI
-    // slots, dma-buf exports with their fdinfo, capture files).
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("warn,vmm=info,virtio_gpu=info"),
-    )
+    // slots, the VFIO back end and BARs of passthrough devices, dma-buf exports with their
+    // fdinfo, capture files). Not the guest-driven ones (interrupt mode changes).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
+        "warn,vmm=info,virtio_gpu=info,devices::vfio::open=info,devices::vfio::device=info",
+    ))
     .target(env_logger::Target::Stderr)
     .init();
     // clap prints usage errors itself and exits with status 2.

@@ -63,16 +63,31 @@ pub enum VfioPciError {
     /// The VFIO group node is missing.
     #[error("{0} does not exist: is the vfio-pci module loaded and the device bound to it?")]
     NoGroupNode(PathBuf),
-    /// Only iommufd (/dev/iommu) is available, no legacy container.
+    /// Only iommufd (/dev/iommu) is available, no legacy container, and the device has no cdev.
     #[error(
-        "this host has /dev/iommu but no /dev/vfio/vfio: iommufd/cdev passthrough is not \
-         supported yet; load the legacy container (CONFIG_VFIO_CONTAINER, module vfio) or use \
-         CONFIG_IOMMUFD_VFIO_CONTAINER"
+        "this host has /dev/iommu but no /dev/vfio/vfio, and {0} has no VFIO device cdev \
+         (no vfio-dev/ in sysfs): enable CONFIG_VFIO_DEVICE_CDEV (iommufd) or the legacy \
+         container (CONFIG_VFIO_CONTAINER or CONFIG_IOMMUFD_VFIO_CONTAINER)"
     )]
-    IommufdOnly,
-    /// The group is open elsewhere.
-    #[error("{0} is busy: another process (another VMM?) already uses this IOMMU group")]
+    IommufdOnly(String),
+    /// The group or device is open elsewhere.
+    #[error(
+        "{0} is busy: another process (another VMM?) already uses this device or its IOMMU group"
+    )]
     GroupBusy(PathBuf),
+    /// One VM's devices must share one IOMMU back end.
+    #[error(
+        "{bdf} would be opened through {wanted} but this VM's first passthrough device uses \
+         {have}; all passthrough devices of a VM share one IOMMU address space"
+    )]
+    MixedIommu {
+        /// The device.
+        bdf: String,
+        /// What it needs.
+        wanted: &'static str,
+        /// What the VM has.
+        have: &'static str,
+    },
     /// I/O on a VFIO node or sysfs failed.
     #[error("{what} {path}: {source}")]
     Io {

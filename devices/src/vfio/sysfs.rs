@@ -1,5 +1,7 @@
 //! Finding a PCI device in sysfs and checking it can be passed through: bound to vfio-pci, in
-//! a viable IOMMU group whose node we may open.
+//! a viable IOMMU group, with a VFIO node we may open: its own cdev (/dev/vfio/devices/vfioN,
+//! used with iommufd) when the host has /dev/iommu, else its group node (/dev/vfio/<group>,
+//! used with the legacy container).
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -18,8 +20,43 @@ pub struct VfioDeviceLocation {
     pub bdf: String,
     /// The IOMMU group number.
     pub group: u32,
-    /// The group node, /dev/vfio/<group>.
-    pub group_node: PathBuf,
+    /// How the device is opened.
+    pub access: VfioAccess,
+}
+
+/// The VFIO node a device is opened through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VfioAccess {
+    /// Legacy: the group node /dev/vfio/<group>, added to a VFIO container.
+    Group(PathBuf),
+    /// iommufd: the device's cdev /dev/vfio/devices/vfioN, bound to /dev/iommu.
+    Cdev(PathBuf),
+}
+
+impl VfioAccess {
+    /// The node's path.
+    pub fn node(&self) -> &Path {
+        match self {
+            VfioAccess::Group(p) | VfioAccess::Cdev(p) => p,
+        }
+    }
+
+    /// Does this device go through iommufd?
+    pub fn is_iommufd(&self) -> bool {
+        matches!(self, VfioAccess::Cdev(_))
+    }
+}
+
+/// The name of the device's VFIO cdev ("vfio3"), from <sysfs_path>/vfio-dev/, if the kernel
+/// made one (CONFIG_VFIO_DEVICE_CDEV).
+fn cdev_name(sysfs_path: &Path) -> Option<String> {
+    let mut names = std::fs::read_dir(sysfs_path.join("vfio-dev"))
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("vfio"));
+    let name = names.next()?;
+    names.next().is_none().then_some(name)
 }
 
 /// Normalises a BDF: "00:03.0" -> "0000:00:03.0"; `None` if it is not one.
@@ -107,13 +144,19 @@ pub fn locate(spec: &str, sysfs: &Path, dev: &Path) -> Result<VfioDeviceLocation
         }
     }
 
-    let group_node = dev.join("vfio").join(group.to_string());
-    check_openable(&group_node)?;
+    // iommufd when the host has it and the device has a cdev; the legacy group otherwise.
+    let access = match cdev_name(&sysfs_path) {
+        Some(name) if dev.join("iommu").exists() => {
+            VfioAccess::Cdev(dev.join("vfio/devices").join(name))
+        }
+        _ => VfioAccess::Group(dev.join("vfio").join(group.to_string())),
+    };
+    check_openable(access.node())?;
     Ok(VfioDeviceLocation {
         sysfs_path,
         bdf,
         group,
-        group_node,
+        access,
     })
 }
 
@@ -221,6 +264,46 @@ mod tests {
                 .unwrap()
                 .group,
             4
+        );
+    }
+
+    #[test]
+    fn iommufd_cdev_when_the_host_has_dev_iommu_else_the_group() {
+        let fs = FakeSys::new("cdev");
+        fs.add("0000:00:03.0", Some("vfio-pci"), Some(4));
+        std::fs::write(fs.dev().join("vfio/4"), b"").unwrap();
+        let group = VfioAccess::Group(fs.dev().join("vfio/4"));
+        // No cdev, no /dev/iommu: the legacy group.
+        let loc = locate("00:03.0", &fs.sys(), &fs.dev()).unwrap();
+        assert_eq!(loc.access, group);
+        assert!(!loc.access.is_iommufd());
+        // /dev/iommu but a kernel without device cdevs: still the group.
+        std::fs::write(fs.dev().join("iommu"), b"").unwrap();
+        assert_eq!(
+            locate("00:03.0", &fs.sys(), &fs.dev()).unwrap().access,
+            group
+        );
+        // The device has cdev vfio0 but its node is missing: a clear error naming it.
+        let d = fs
+            .sys()
+            .join("devices/pci0000:00/0000:00:03.0/vfio-dev/vfio0");
+        std::fs::create_dir_all(&d).unwrap();
+        let cdev = fs.dev().join("vfio/devices/vfio0");
+        match locate("00:03.0", &fs.sys(), &fs.dev()) {
+            Err(VfioPciError::NoGroupNode(p)) => assert_eq!(p, cdev),
+            other => panic!("{other:?}"),
+        }
+        std::fs::create_dir_all(fs.dev().join("vfio/devices")).unwrap();
+        std::fs::write(&cdev, b"").unwrap();
+        let loc = locate("00:03.0", &fs.sys(), &fs.dev()).unwrap();
+        assert_eq!(loc.access, VfioAccess::Cdev(cdev.clone()));
+        assert!(loc.access.is_iommufd());
+        assert_eq!(loc.access.node(), cdev.as_path());
+        // Without /dev/iommu the cdev is not used.
+        std::fs::remove_file(fs.dev().join("iommu")).unwrap();
+        assert_eq!(
+            locate("00:03.0", &fs.sys(), &fs.dev()).unwrap().access,
+            group
         );
     }
 
