@@ -3,10 +3,12 @@
 #   qemu-system-x86 (L0's QEMU), busybox-static, kmod (depmod/modprobe for the module closure),
 #   cpio, xz-utils, zstd, debian-archive-keyring (the private trixie-backports apt list),
 #   libc6-dev + gcc (static glibc and libgcc for `-C target-feature=+crt-static`),
+#   make flex bison bc libelf-dev libssl-dev (build-kernel.sh: the iommufd L1 kernel from source),
 # and checks the Rust target x86_64-unknown-linux-gnu. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
-PKGS=(qemu-system-x86 busybox-static kmod cpio xz-utils zstd debian-archive-keyring libc6-dev gcc)
+PKGS=(qemu-system-x86 busybox-static kmod cpio xz-utils zstd debian-archive-keyring libc6-dev gcc
+    make flex bison bc libelf-dev libssl-dev)
 say() { echo "rig-setup: $*" >&2; }
 die() { echo "rig-setup: ERROR: $*" >&2; exit 1; }
 
