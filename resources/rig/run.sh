@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Boot L1 in QEMU/TCG (FACTS section 2) and run one scenario inside it.
 #
-# Usage: resources/rig/run.sh SCENARIO [--timeout SECS] [--shm FILE] [--edu] [--e1000e] [--xhci]
+# Usage: resources/rig/run.sh SCENARIO [--timeout SECS] [--shm FILE] [--edu] [--e1000e] [--xhci] [--l1-kernel K]
 #   SCENARIO        name of resources/rig/scenarios/SCENARIO.sh (passed as rig.scenario=SCENARIO)
 #   --timeout SECS  kill QEMU after SECS seconds (default 300)
 #   --shm FILE      ivshmem backing file in /dev/shm (created with 16 MiB if missing, kept afterwards);
@@ -9,6 +9,8 @@
 #   --edu           add QEMU's `edu` device
 #   --e1000e        add QEMU's `e1000e` NIC (8086:10d3; MSI-X, MSI and INTx), with no network behind it
 #   --xhci          add a `nec-usb-xhci` USB controller (1033:0194) with MSI only (msix=off) and a `usb-kbd` on it
+#   --l1-kernel K   L1's kernel: `debian` (default, target/rig/vmlinuz, modules from the initramfs) or
+#                   `iommufd` (target/rig/kernel-iommufd/bzImage from build-kernel.sh: IOMMUFD, VFIO cdev, built in)
 # Console is streamed to stdout and saved to target/rig/logs/SCENARIO.log.
 # Exit: 0 iff the RIG-RESULT line says status=PASS; 1 on FAIL; 3 if no result line (timeout, crash);
 #       2 on bad usage or missing images (run resources/rig/build.sh first).
@@ -19,7 +21,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 RIG=$ROOT/target/rig
 
-usage() { sed -n '4,15p' "$0" >&2; exit 2; }
+usage() { sed -n '4,17p' "$0" >&2; exit 2; }
 die() { echo "rig-run: ERROR: $*" >&2; exit 2; }
 
 SCENARIO=""
@@ -28,6 +30,7 @@ SHM=""
 EDU=0
 E1000E=0
 XHCI=0
+L1_KERNEL=debian
 while [ $# -gt 0 ]; do
     case "$1" in
         --timeout) [ $# -ge 2 ] || usage; TIMEOUT=$2; shift 2 ;;
@@ -35,6 +38,7 @@ while [ $# -gt 0 ]; do
         --edu) EDU=1; shift ;;
         --e1000e) E1000E=1; shift ;;
         --xhci) XHCI=1; shift ;;
+        --l1-kernel) [ $# -ge 2 ] || usage; L1_KERNEL=$2; shift 2 ;;
         -h | --help) usage ;;
         -*) echo "rig-run: unknown option $1" >&2; usage ;;
         *) [ -z "$SCENARIO" ] || usage; SCENARIO=$1; shift ;;
@@ -45,7 +49,15 @@ case "$SCENARIO" in *[!A-Za-z0-9_.-]*) die "bad scenario name '$SCENARIO'" ;; es
 case "$TIMEOUT" in '' | *[!0-9]*) die "--timeout wants whole seconds, got '$TIMEOUT'" ;; esac
 [ -f "$HERE/scenarios/$SCENARIO.sh" ] || die "no scenario resources/rig/scenarios/$SCENARIO.sh"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found; run resources/rig/setup.sh"
-for f in "$RIG/vmlinuz" "$RIG/l1-initramfs.cpio.gz"; do
+case "$L1_KERNEL" in
+    debian) KERNEL=$RIG/vmlinuz ;;
+    iommufd)
+        KERNEL=$RIG/kernel-iommufd/bzImage
+        [ -e "$KERNEL" ] || die "$KERNEL missing; run resources/rig/build-kernel.sh first"
+        ;;
+    *) die "--l1-kernel wants debian or iommufd, got '$L1_KERNEL'" ;;
+esac
+for f in "$KERNEL" "$RIG/l1-initramfs.cpio.gz"; do
     [ -e "$f" ] || die "$f missing; run resources/rig/build.sh first"
 done
 if ! cmp -s "$HERE/scenarios/$SCENARIO.sh" "$RIG/l1-root/rig/scenarios/$SCENARIO.sh"; then
@@ -84,10 +96,10 @@ QEMU=(qemu-system-x86_64 -M q35,accel=tcg,kernel-irqchip=split -cpu EPYC,+svm,+n
 # MSI-X off: the controller signals with MSI. The keyboard gives its driver work (enumeration).
 # shellcheck disable=SC2054 # commas belong to QEMU's option values
 [ "$XHCI" = 0 ] || QEMU+=(-device nec-usb-xhci,id=rigxhci,msix=off -device usb-kbd,bus=rigxhci.0)
-QEMU+=(-kernel "$RIG/vmlinuz" -initrd "$RIG/l1-initramfs.cpio.gz"
+QEMU+=(-kernel "$KERNEL" -initrd "$RIG/l1-initramfs.cpio.gz"
     -append "console=ttyS0 panic=-1 intel_iommu=on iommu=pt quiet rig.scenario=$SCENARIO")
 
-echo "rig-run: scenario $SCENARIO, timeout ${TIMEOUT}s, shm $SHM, log $LOG" >&2
+echo "rig-run: scenario $SCENARIO, timeout ${TIMEOUT}s, shm $SHM, L1 kernel $L1_KERNEL, log $LOG" >&2
 t0=$(date +%s.%N)
 set +e
 timeout --foreground -k 5 "$TIMEOUT" "${QEMU[@]}" 2>&1 | tee "$LOG"
