@@ -10,12 +10,14 @@ pub enum RigError {
     /// QEMU is not installed on this machine.
     #[error("qemu-system-x86_64 not found in PATH: run `resources/rig/setup.sh` (as root) to install the rig's packages")]
     QemuMissing,
-    /// `resources/rig/build.sh` failed.
+    /// `resources/rig/build.sh` (or `build-kernel.sh`) failed.
     #[error(
-        "resources/rig/build.sh failed ({status}); full log: {log}\n--- last lines ---\n{tail}"
+        "resources/rig/{script} failed ({status}); full log: {log}\n--- last lines ---\n{tail}"
     )]
     Build {
-        /// Exit status of build.sh.
+        /// The script (`build.sh`, `build-kernel.sh`).
+        script: String,
+        /// Its exit status.
         status: String,
         /// Where its output was saved.
         log: PathBuf,

@@ -29,6 +29,28 @@ const LOCK_WAIT_MAX: Duration = Duration::from_secs(30 * 60);
 /// One QEMU at a time in this process (run.sh also locks machine-wide).
 static RUN_LOCK: Mutex<()> = Mutex::new(());
 static BUILT: AtomicBool = AtomicBool::new(false);
+static KERNEL_BUILT: AtomicBool = AtomicBool::new(false);
+
+/// The kernel L1 boots (run.sh `--l1-kernel`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum L1Kernel {
+    /// Debian's kernel (`target/rig/vmlinuz`); L1's init loads the KVM/VFIO modules.
+    #[default]
+    Debian,
+    /// The same source built by `resources/rig/build-kernel.sh` with IOMMUFD and the VFIO device
+    /// cdev, everything built in (`target/rig/kernel-iommufd/bzImage`).
+    Iommufd,
+}
+
+impl L1Kernel {
+    /// run.sh's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            L1Kernel::Debian => "debian",
+            L1Kernel::Iommufd => "iommufd",
+        }
+    }
+}
 
 /// A scenario to run in the rig: `resources/rig/scenarios/<name>.sh` inside L1.
 pub struct Scenario {
@@ -38,6 +60,7 @@ pub struct Scenario {
     edu: bool,
     e1000e: bool,
     xhci: bool,
+    l1_kernel: L1Kernel,
 }
 
 /// What a finished run produced.
@@ -133,6 +156,7 @@ impl Scenario {
             edu: false,
             e1000e: false,
             xhci: false,
+            l1_kernel: L1Kernel::Debian,
         }
     }
 
@@ -166,6 +190,13 @@ impl Scenario {
         self
     }
 
+    /// Boots L1 with `kernel` (run.sh `--l1-kernel`). `L1Kernel::Iommufd` builds it with
+    /// build-kernel.sh first (once per process; cached on disk; skipped with `RIG_SKIP_BUILD=1`).
+    pub fn l1_kernel(mut self, kernel: L1Kernel) -> Self {
+        self.l1_kernel = kernel;
+        self
+    }
+
     /// Builds the rig (once per process; skipped with `RIG_SKIP_BUILD=1`), runs the scenario and
     /// returns its lines. A scenario that reports FAIL is an `Ok` outcome; no result line is an error.
     pub fn run(self) -> Result<Outcome, RigError> {
@@ -174,8 +205,15 @@ impl Scenario {
             return Err(RigError::QemuMissing);
         }
         if !BUILT.load(Ordering::Acquire) && std::env::var_os("RIG_SKIP_BUILD").is_none() {
-            build()?;
+            build("build.sh")?;
             BUILT.store(true, Ordering::Release);
+        }
+        if self.l1_kernel == L1Kernel::Iommufd
+            && !KERNEL_BUILT.load(Ordering::Acquire)
+            && std::env::var_os("RIG_SKIP_BUILD").is_none()
+        {
+            build("build-kernel.sh")?;
+            KERNEL_BUILT.store(true, Ordering::Release);
         }
         let shm = ShmFile::create(&self.name, self.fill)?;
         let secs = self.timeout.as_secs() + u64::from(self.timeout.subsec_nanos() > 0);
@@ -195,6 +233,9 @@ impl Scenario {
         }
         if self.xhci {
             cmd.arg("--xhci");
+        }
+        if self.l1_kernel != L1Kernel::Debian {
+            cmd.arg("--l1-kernel").arg(self.l1_kernel.name());
         }
         let (console, status) = stream(
             cmd,
@@ -247,31 +288,33 @@ impl Scenario {
     }
 }
 
-/// Runs build.sh with its output in `target/rig/logs/build.log`.
-fn build() -> Result<(), RigError> {
+/// Runs `resources/rig/<script>` (build.sh, build-kernel.sh) with its output in
+/// `target/rig/logs/<script without .sh>.log`.
+fn build(script: &str) -> Result<(), RigError> {
     let logs = logs_dir();
     std::fs::create_dir_all(&logs)
         .map_err(|e| RigError::io(format!("create {}", logs.display()), e))?;
-    let log = logs.join("build.log");
-    eprintln!("rig-tests: resources/rig/build.sh (log: {})", log.display());
+    let log = logs.join(format!("{}.log", script.trim_end_matches(".sh")));
+    eprintln!("rig-tests: resources/rig/{script} (log: {})", log.display());
     let started = Instant::now();
-    let out = Command::new(rig_script("build.sh"))
+    let out = Command::new(rig_script(script))
         .current_dir(workspace_root())
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| RigError::io("run resources/rig/build.sh", e))?;
+        .map_err(|e| RigError::io(format!("run resources/rig/{script}"), e))?;
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     std::fs::write(&log, &text).map_err(|e| RigError::io(format!("write {}", log.display()), e))?;
     if !out.status.success() {
         return Err(RigError::Build {
+            script: script.to_string(),
             status: out.status.to_string(),
             log,
             tail: tail(&text, 25),
         });
     }
     eprintln!(
-        "rig-tests: build done in {:.1} s",
+        "rig-tests: {script} done in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     Ok(())
