@@ -63,15 +63,16 @@ first_deb() {
 }
 if ! deb=$(first_deb "$PKG"); then
     mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial"
-    cat >"$APT/sources.list" <<'LIST'
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main
-LIST
+    # A new file replaces the list (never rewritten in place: it may be a hard link into a shared cache).
+    printf '%s\n' 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main' \
+        >"$APT/sources.list.tmp"
+    mv "$APT/sources.list.tmp" "$APT/sources.list"
     APT_OPTS=(-o "Dir::Etc::SourceList=$APT/sources.list" -o Dir::Etc::SourceParts=/dev/null
         -o "Dir::State::Lists=$APT/lists" -o "Dir::Cache=$APT/cache" -o APT::Sandbox::User=root)
-    if [ ! -f "$APT/.updated" ]; then
+    # fetch.sh's lists (same source) usually know the package already; update only if they do not.
+    if ! apt-cache "${APT_OPTS[@]}" show "$PKG" >/dev/null 2>&1; then
         say "updating private apt lists (trixie-backports)..."
         apt-get -q "${APT_OPTS[@]}" update >&2 || die "apt-get update of the private trixie-backports list failed"
-        touch "$APT/.updated"
     fi
     say "downloading $PKG (about 170 MiB)..."
     (cd "$CACHE" && apt-get -q "${APT_OPTS[@]}" download "$PKG" >&2) || die "download of $PKG failed"

@@ -34,9 +34,11 @@ for tool in apt-get apt-cache dpkg-deb depmod modprobe xz; do
 done
 
 mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial" "$CACHE" "$KDIR"
-cat >"$APT/sources.list" <<'LIST'
+# A new file replaces the list (never rewritten in place: target/rig may hold hard links into a shared cache).
+cat >"$APT/sources.list.tmp" <<'LIST'
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main
 LIST
+mv "$APT/sources.list.tmp" "$APT/sources.list"
 APT_OPTS=(-o "Dir::Etc::SourceList=$APT/sources.list" -o Dir::Etc::SourceParts=/dev/null
     -o "Dir::State::Lists=$APT/lists" -o "Dir::Cache=$APT/cache" -o APT::Sandbox::User=root)
 
