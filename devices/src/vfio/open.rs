@@ -6,7 +6,6 @@
 //! cdev, else the legacy VFIO container (/dev/vfio/vfio) holding each device's group. The first
 //! device decides; [`super::sysfs::locate`] picks the access per device.
 
-use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +17,7 @@ use vfio_ioctls::{VfioContainer, VfioDevice, VfioDeviceFd, VfioError, VfioIommuf
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
 use super::error::{Result, VfioPciError};
-use super::sysfs::{locate, VfioAccess, VfioDeviceLocation};
+use super::sysfs::{locate, open_error, VfioAccess, VfioDeviceLocation};
 use super::vfio_regions::VfioDeviceRegions;
 
 const CONTAINER: &str = "the legacy VFIO container";
@@ -60,22 +59,6 @@ struct IommuState {
 pub struct VfioPassthrough {
     vm: Arc<VmFd>,
     state: Mutex<Option<IommuState>>,
-}
-
-/// A clear error for a VFIO node that could not be opened.
-fn open_error(io: io::Error, node: &Path) -> VfioPciError {
-    match io.raw_os_error() {
-        Some(libc::ENOENT) => VfioPciError::NoGroupNode(node.to_path_buf()),
-        Some(libc::EACCES) | Some(libc::EPERM) => {
-            VfioPciError::PermissionDenied(node.to_path_buf())
-        }
-        Some(libc::EBUSY) => VfioPciError::GroupBusy(node.to_path_buf()),
-        _ => VfioPciError::Io {
-            what: "opening",
-            path: node.to_path_buf(),
-            source: io,
-        },
-    }
 }
 
 impl VfioPassthrough {

@@ -163,20 +163,27 @@ pub fn locate(spec: &str, sysfs: &Path, dev: &Path) -> Result<VfioDeviceLocation
 /// Opens `node` read/write once to turn "missing", "permission denied" and "busy" into clear
 /// errors before vfio-ioctls opens it for real.
 pub fn check_openable(node: &Path) -> Result<()> {
-    match OpenOptions::new().read(true).write(true).open(node) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(match e.raw_os_error() {
-            Some(libc::ENOENT) => VfioPciError::NoGroupNode(node.to_path_buf()),
-            Some(libc::EACCES) | Some(libc::EPERM) => {
-                VfioPciError::PermissionDenied(node.to_path_buf())
-            }
-            Some(libc::EBUSY) => VfioPciError::GroupBusy(node.to_path_buf()),
-            _ => VfioPciError::Io {
-                what: "opening",
-                path: node.to_path_buf(),
-                source: e,
-            },
-        }),
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(node)
+        .map(drop)
+        .map_err(|e| open_error(e, node))
+}
+
+/// A clear error for a VFIO node (group, cdev, /dev/vfio/vfio, /dev/iommu) that did not open.
+pub fn open_error(io: std::io::Error, node: &Path) -> VfioPciError {
+    match io.raw_os_error() {
+        Some(libc::ENOENT) => VfioPciError::NoGroupNode(node.to_path_buf()),
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            VfioPciError::PermissionDenied(node.to_path_buf())
+        }
+        Some(libc::EBUSY) => VfioPciError::GroupBusy(node.to_path_buf()),
+        _ => VfioPciError::Io {
+            what: "opening",
+            path: node.to_path_buf(),
+            source: io,
+        },
     }
 }
 
