@@ -61,18 +61,6 @@ fn iommufd_backend_does_edu_dma_and_bar_both_ways() {
         .unwrap_or_else(|| panic!("no len in {edu}"));
     assert!((1..4096).contains(&len), "DMA length {len}: {edu}");
     assert_eq!(edu.get("bad_bytes"), Some("0"), "{edu}");
-    // edu completes on a 100 ms timer in L0. An L1 kernel whose timers stall its nested guest (seen
-    // with a config that also dropped SUSPEND/HIBERNATION/FTRACE/KPROBES/EFI/...: 17 s and 27 s,
-    // with soft lockups in L2) fails here rather than passing slowly.
-    for key in ["to_device_ms", "to_ram_ms"] {
-        let ms: u64 = edu
-            .parse_field(key)
-            .unwrap_or_else(|| panic!("no {key} in {edu}"));
-        assert!(
-            ms < 5000,
-            "edu DMA {key}={ms}: L2 stalls on this L1 kernel: {edu}"
-        );
-    }
 
     // ivshmem BAR2 both ways.
     let bar = out
