@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
-use guest_tools::pattern::{
-    fill_words, first_bad_word, DEFAULT_PAGES, GUEST_WORD_OFFSET, IVSHMEM_GUEST_TAG,
-    IVSHMEM_L0_TAG, L0_WORD_OFFSET,
-};
+use guest_tools::pattern::{fill_words, DEFAULT_PAGES, IVSHMEM_L0_TAG, L0_WORD_OFFSET};
 use rig_tests::Scenario;
+
+mod common;
 
 #[test]
 fn l2_reads_and_writes_the_passed_through_bar() {
@@ -54,24 +53,5 @@ fn l2_reads_and_writes_the_passed_through_bar() {
     assert_eq!(out.data_value("l2_read_bad"), Some("0"));
 
     // Guest -> L0: the guest's words are in the ivshmem backing file, L0's are untouched.
-    assert_eq!(
-        first_bad_word(
-            &out.shm_after,
-            IVSHMEM_GUEST_TAG,
-            DEFAULT_PAGES,
-            GUEST_WORD_OFFSET
-        ),
-        None,
-        "guest's pattern missing in the ivshmem file (page, word found)"
-    );
-    assert_eq!(
-        first_bad_word(
-            &out.shm_after,
-            IVSHMEM_L0_TAG,
-            DEFAULT_PAGES,
-            L0_WORD_OFFSET
-        ),
-        None,
-        "L0's words changed"
-    );
+    common::assert_ivshmem_exchange(&out.shm_after);
 }
