@@ -54,21 +54,10 @@ if ! flock -n 7; then
 fi
 
 # ---------------------------------------------------------------- source package
-first_deb() {
-    local f
-    for f in "$CACHE/$1"_*.deb; do
-        [ -e "$f" ] && { echo "$f"; return 0; }
-    done
-    return 1
-}
+# shellcheck source=resources/rig/host-apt.sh
+. "$HERE/host-apt.sh"
 if ! deb=$(first_deb "$PKG"); then
-    mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial"
-    # A new file replaces the list (never rewritten in place: it may be a hard link into a shared cache).
-    printf '%s\n' 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main' \
-        >"$APT/sources.list.tmp"
-    mv "$APT/sources.list.tmp" "$APT/sources.list"
-    APT_OPTS=(-o "Dir::Etc::SourceList=$APT/sources.list" -o Dir::Etc::SourceParts=/dev/null
-        -o "Dir::State::Lists=$APT/lists" -o "Dir::Cache=$APT/cache" -o APT::Sandbox::User=root)
+    rig_apt_init
     # fetch.sh's lists (same source) usually know the package already; update only if they do not.
     if ! apt-cache "${APT_OPTS[@]}" show "$PKG" >/dev/null 2>&1; then
         say "updating private apt lists (trixie-backports)..."

@@ -33,23 +33,10 @@ for tool in apt-get apt-cache dpkg-deb depmod modprobe xz; do
         die "'$tool' not found; run resources/rig/setup.sh (installs qemu-system-x86 busybox-static kmod cpio xz-utils zstd)"
 done
 
-mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial" "$CACHE" "$KDIR"
-# A new file replaces the list (never rewritten in place: target/rig may hold hard links into a shared cache).
-cat >"$APT/sources.list.tmp" <<'LIST'
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main
-LIST
-mv "$APT/sources.list.tmp" "$APT/sources.list"
-APT_OPTS=(-o "Dir::Etc::SourceList=$APT/sources.list" -o Dir::Etc::SourceParts=/dev/null
-    -o "Dir::State::Lists=$APT/lists" -o "Dir::Cache=$APT/cache" -o APT::Sandbox::User=root)
-
-# first_deb NAME -> path of the cached NAME_*.deb; non-zero if none.
-first_deb() {
-    local f
-    for f in "$CACHE/$1"_*.deb; do
-        [ -e "$f" ] && { echo "$f"; return 0; }
-    done
-    return 1
-}
+# shellcheck source=resources/rig/host-apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/host-apt.sh"
+rig_apt_init
+mkdir -p "$KDIR"
 
 apt_update_once() {
     if [ ! -f "$APT/.updated" ] || [ "$REFRESH" = 1 ]; then
