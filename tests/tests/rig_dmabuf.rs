@@ -45,8 +45,8 @@ fn vfio_and_udmabuf_exports_against_the_real_kernel() {
     assert!(
         out.log.contains("exp_name:\tvfio_pci_core") || out.log.contains("exp_name: vfio_pci_core")
     );
-    // CPU mapping in entry order.
-    assert_eq!(out.data_value("cpu_map_pages"), Some("5,6,1,10,11,12,3"));
+    // Reads through the device fd in entry order.
+    assert_eq!(out.data_value("blob_read_pages"), Some("5,6,1,10,11,12,3"));
     // With memory decoding off, reads through the device fd fail cleanly.
     assert_eq!(out.data_value("mem_off_read"), Some("Kernel/EIO"));
     // Typed errors from our checks and from the real kernel.

@@ -60,6 +60,9 @@ impl DeviceRegistry {
         let r = self
             .region(device, index)
             .ok_or(DmaBufError::UnknownRegion { device, index })?;
+        if !r.decoding {
+            return Err(DmaBufError::NotDecoding { device, index });
+        }
         let len = dst.len() as u64;
         if offset.checked_add(len).is_none_or(|end| end > r.size) {
             return Err(DmaBufError::OutOfRange {

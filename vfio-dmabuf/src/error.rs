@@ -43,8 +43,6 @@ pub enum KernelOp {
     UdmabufOpen,
     /// `fcntl(F_GET_SEALS)` on a memfd backing guest RAM.
     GetSeals,
-    /// `mmap`/`munmap` for a CPU mapping.
-    Mmap,
     /// Duplicating a file descriptor.
     Dup,
     /// `pread` of region bytes through the VFIO device fd (`EIO` when the
@@ -60,7 +58,6 @@ impl fmt::Display for KernelOp {
             KernelOp::UdmabufCreateList => "UDMABUF_CREATE_LIST",
             KernelOp::UdmabufOpen => "open(/dev/udmabuf)",
             KernelOp::GetSeals => "fcntl(F_GET_SEALS)",
-            KernelOp::Mmap => "mmap",
             KernelOp::Dup => "dup",
             KernelOp::DeviceRead => "pread(VFIO device fd)",
         };
@@ -212,9 +209,13 @@ pub enum DmaBufError {
         /// The seals found.
         seals: i32,
     },
-    /// The region cannot be mapped by the CPU (no mmap support).
-    #[error("region {index} has no mmap support; it cannot be mapped for CPU access")]
-    NotMappable {
+    /// The guest turned the device's decoding of the region off (PCI command register).
+    #[error(
+        "region {index} of device {device} is not decoded (the guest turned memory decoding off)"
+    )]
+    NotDecoding {
+        /// Device.
+        device: DeviceId,
         /// Region index.
         index: u32,
     },
@@ -255,7 +256,8 @@ impl DmaBufError {
             | DmaBufError::Unaligned { .. }
             | DmaBufError::NotABar { .. }
             | DmaBufError::TooManyItems { .. }
-            | DmaBufError::TooLarge { .. } => true,
+            | DmaBufError::TooLarge { .. }
+            | DmaBufError::NotDecoding { .. } => true,
             DmaBufError::Kernel {
                 op: KernelOp::VfioDmaBufExport | KernelOp::UdmabufCreateList,
                 errno,
@@ -265,7 +267,6 @@ impl DmaBufError {
             | DmaBufError::InvalidRegion(_)
             | DmaBufError::NotSupported { .. }
             | DmaBufError::BadSeals { .. }
-            | DmaBufError::NotMappable { .. }
             | DmaBufError::OutOfRange { .. }
             | DmaBufError::Kernel { .. } => false,
         }
@@ -333,7 +334,7 @@ mod tests {
             assert!(!e.is_guest_fault(), "{e}");
         }
         let e = DmaBufError::Kernel {
-            op: KernelOp::Mmap,
+            op: KernelOp::DeviceRead,
             errno: Errno(libc::EINVAL),
         };
         assert!(!e.is_guest_fault());

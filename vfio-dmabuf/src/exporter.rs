@@ -1,10 +1,9 @@
-//! "Export these ranges": one trait so virtio-gpu can ask for a dma-buf (and
-//! a CPU view of the same bytes) without knowing which memory backs a blob.
+//! "Export these ranges": one trait so virtio-gpu can ask for a dma-buf without knowing
+//! which memory backs a blob.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
-use crate::cpu_map::CpuMapping;
-use crate::error::{DmaBufError, Result};
+use crate::error::Result;
 use crate::registry::{DeviceId, SharedRegistry};
 use crate::translate::BlobEntry;
 use crate::udmabuf::{UdmabufExporter, UdmabufIoctl};
@@ -19,6 +18,10 @@ pub enum DmaBufSource {
         device: DeviceId,
         /// The region index (BAR).
         region_index: u32,
+        /// The region's generation at export time: the dma-buf is stale (revoked by the
+        /// kernel, or describing memory the guest moved) once
+        /// [`crate::DeviceRegistry::is_current`] says so.
+        generation: u64,
     },
     /// Memfd-backed guest RAM (udmabuf).
     Udmabuf,
@@ -43,9 +46,6 @@ pub trait DmaBufExporter: Send + Sync {
     /// Exports the entries as one dma-buf. `open_flags`: `O_RDONLY`/`O_RDWR`,
     /// optionally `| O_CLOEXEC` (udmabufs are always read/write).
     fn export_blob(&self, entries: &[BlobEntry], open_flags: i32) -> Result<DmaBuf>;
-
-    /// Maps the same bytes, in entry order, for CPU reads (display backends).
-    fn map_blob(&self, entries: &[BlobEntry]) -> Result<CpuMapping>;
 }
 
 /// Exporter for blobs in passthrough BARs.
@@ -95,14 +95,9 @@ impl<I: DeviceFeatureIoctl> DmaBufExporter for VfioExporter<I> {
             source: DmaBufSource::Vfio {
                 device: t.device,
                 region_index: t.region_index,
+                generation: t.generation,
             },
         })
-    }
-
-    fn map_blob(&self, entries: &[BlobEntry]) -> Result<CpuMapping> {
-        let reg = self.read();
-        let t = reg.translate(entries)?;
-        reg.map_for_cpu(&t, false)
     }
 }
 
@@ -119,98 +114,96 @@ impl<U: UdmabufIoctl> DmaBufExporter for UdmabufExporter<U> {
             source: DmaBufSource::Udmabuf,
         })
     }
-
-    fn map_blob(&self, entries: &[BlobEntry]) -> Result<CpuMapping> {
-        let (fd, size) = self.export(entries, true)?;
-        CpuMapping::map_fd(fd.as_fd(), size, false)
-    }
-}
-
-/// Picks the exporter that owns entry 0's address (BAR first, then RAM).
-#[derive(Default)]
-pub struct BlobExporter {
-    exporters: Vec<Box<dyn DmaBufExporter>>,
-}
-
-impl std::fmt::Debug for BlobExporter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BlobExporter({} backends)", self.exporters.len())
-    }
-}
-
-impl BlobExporter {
-    /// No backends yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds a backend; earlier backends win.
-    pub fn with(mut self, e: Box<dyn DmaBufExporter>) -> Self {
-        self.exporters.push(e);
-        self
-    }
-
-    fn pick(&self, entries: &[BlobEntry]) -> Result<&dyn DmaBufExporter> {
-        let first = entries.first().ok_or(DmaBufError::NoEntries)?;
-        self.exporters
-            .iter()
-            .find(|e| e.handles(first.addr))
-            .map(|b| b.as_ref())
-            .ok_or(DmaBufError::NotInRegion {
-                entry: 0,
-                addr: first.addr,
-            })
-    }
-}
-
-impl DmaBufExporter for BlobExporter {
-    fn handles(&self, gpa: u64) -> bool {
-        self.exporters.iter().any(|e| e.handles(gpa))
-    }
-
-    fn export_blob(&self, entries: &[BlobEntry], open_flags: i32) -> Result<DmaBuf> {
-        self.pick(entries)?.export_blob(entries, open_flags)
-    }
-
-    fn map_blob(&self, entries: &[BlobEntry]) -> Result<CpuMapping> {
-        self.pick(entries)?.map_blob(entries)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::DmaBufError;
     use crate::fake_kernel::{FakeUdmabuf, FakeVfioPci};
     use crate::memfd::{add_seals, create_memfd};
     use crate::region::RegionInfo;
     use crate::registry::DeviceRegistry;
     use crate::udmabuf::{GuestRam, UdmabufLimits};
-    use std::os::unix::fs::FileExt;
+    use std::os::fd::AsFd;
     use std::sync::{Arc, RwLock};
 
     const P: u64 = 4096;
     const BAR2: u64 = 0x8000_0000;
 
-    fn tagged_memfd(pages: u64, tag: u8) -> OwnedFd {
-        let fd = create_memfd("m", pages * P).unwrap();
-        let f = std::fs::File::from(fd.try_clone().unwrap());
-        for i in 0..pages {
-            f.write_all_at(&vec![tag + i as u8; P as usize], i * P)
-                .unwrap();
-        }
-        fd
-    }
-
-    fn combined() -> BlobExporter {
+    fn vfio() -> (VfioExporter<FakeVfioPci>, DeviceId) {
         // "device fd" = a memfd standing in for the BAR, region at fd offset 0.
-        let dev = tagged_memfd(16, 100);
+        let dev = create_memfd("bar", 16 * P).unwrap();
         let mut reg = DeviceRegistry::with_limits(P, 1024);
         let id = reg.register_device("fake", dev.as_fd()).unwrap();
         reg.set_region(id, RegionInfo::new(2, BAR2, 16 * P, 0, 7))
             .unwrap();
-        let vfio =
-            VfioExporter::with_ioctl(Arc::new(RwLock::new(reg)), FakeVfioPci::ivshmem_like());
-        let ramfd = tagged_memfd(16, 0);
+        let x = VfioExporter::with_ioctl(Arc::new(RwLock::new(reg)), FakeVfioPci::ivshmem_like());
+        (x, id)
+    }
+
+    #[test]
+    fn vfio_exports_carry_the_region_generation_and_go_stale_on_changes() {
+        let (x, id) = vfio();
+        let bar_blob = [BlobEntry::new(BAR2 + 3 * P, P), BlobEntry::new(BAR2, P)];
+        assert!(x.handles(BAR2 + P));
+        assert!(!x.handles(0x4000_0000));
+        let d = x
+            .export_blob(&bar_blob, libc::O_RDONLY | libc::O_CLOEXEC)
+            .unwrap();
+        assert_eq!(d.size, 2 * P);
+        let DmaBufSource::Vfio {
+            device,
+            region_index: 2,
+            generation,
+        } = d.source
+        else {
+            panic!("{:?}", d.source)
+        };
+        assert_eq!(device, id);
+        let current = |x: &VfioExporter<FakeVfioPci>| {
+            x.registry().read().unwrap().is_current(id, 2, generation)
+        };
+        assert!(current(&x));
+        // Memory decoding off: stale, and no new export or read of the region.
+        let off = RegionInfo::new(2, BAR2, 16 * P, 0, 7).with_decoding(false);
+        x.registry().write().unwrap().set_region(id, off).unwrap();
+        assert!(!current(&x));
+        let err = x.export_blob(&bar_blob, libc::O_RDWR).unwrap_err();
+        assert_eq!(
+            err,
+            DmaBufError::NotDecoding {
+                device: id,
+                index: 2
+            }
+        );
+        assert!(err.is_guest_fault());
+        let mut b = [0u8; 4];
+        assert_eq!(
+            x.registry().read().unwrap().read_region(id, 2, 0, &mut b),
+            Err(DmaBufError::NotDecoding {
+                device: id,
+                index: 2
+            })
+        );
+        // Decoding on again: a new generation; the old export stays stale, a new one is current.
+        let on = RegionInfo::new(2, BAR2, 16 * P, 0, 7);
+        x.registry().write().unwrap().set_region(id, on).unwrap();
+        assert!(!current(&x));
+        let d2 = x.export_blob(&bar_blob, libc::O_RDWR).unwrap();
+        let DmaBufSource::Vfio { generation: g2, .. } = d2.source else {
+            panic!()
+        };
+        assert!(g2 > generation);
+        assert!(x.registry().read().unwrap().is_current(id, 2, g2));
+        // Removed: stale.
+        x.registry().write().unwrap().remove_region(id, 2).unwrap();
+        assert!(!x.registry().read().unwrap().is_current(id, 2, g2));
+    }
+
+    #[test]
+    fn udmabuf_exports_ram() {
+        let ramfd = create_memfd("ram", 16 * P).unwrap();
         add_seals(ramfd.as_fd(), libc::F_SEAL_SHRINK).unwrap();
         let mut ram = GuestRam::new();
         ram.add_region(0, 16 * P, ramfd.as_fd(), 0).unwrap();
@@ -220,58 +213,19 @@ mod tests {
             UdmabufLimits::default(),
             FakeUdmabuf::default(),
         );
-        BlobExporter::new().with(Box::new(vfio)).with(Box::new(udm))
-    }
-
-    fn first_bytes(m: &CpuMapping) -> Vec<u8> {
-        (0..m.len() / P as usize)
-            .map(|i| {
-                let mut b = [0u8; 1];
-                assert!(m.read_at(i * P as usize, &mut b));
-                b[0]
-            })
-            .collect()
-    }
-
-    #[test]
-    fn dispatches_by_memory_kind() {
-        let x = combined();
-        let bar_blob = [BlobEntry::new(BAR2 + 3 * P, P), BlobEntry::new(BAR2, P)];
-        let d = x
-            .export_blob(&bar_blob, libc::O_RDONLY | libc::O_CLOEXEC)
+        assert!(udm.handles(5 * P));
+        assert!(!udm.handles(BAR2));
+        let d = udm
+            .export_blob(
+                &[BlobEntry::new(5 * P, P), BlobEntry::new(P, P)],
+                libc::O_RDWR,
+            )
             .unwrap();
-        assert_eq!(d.size, 2 * P);
-        assert!(matches!(
-            d.source,
-            DmaBufSource::Vfio {
-                region_index: 2,
-                ..
-            }
-        ));
-        assert_eq!(first_bytes(&x.map_blob(&bar_blob).unwrap()), vec![103, 100]);
-
-        let ram_blob = [BlobEntry::new(5 * P, P), BlobEntry::new(P, P)];
-        let d = x.export_blob(&ram_blob, libc::O_RDWR).unwrap();
         assert_eq!(d.source, DmaBufSource::Udmabuf);
         assert_eq!(d.size, 2 * P);
-        assert_eq!(first_bytes(&x.map_blob(&ram_blob).unwrap()), vec![5, 1]);
-
-        let err = x
-            .export_blob(&[BlobEntry::new(0x4000_0000, P)], 0)
+        let err = udm
+            .export_blob(&[BlobEntry::new(BAR2, P)], libc::O_RDWR)
             .unwrap_err();
-        assert_eq!(
-            err,
-            DmaBufError::NotInRegion {
-                entry: 0,
-                addr: 0x4000_0000
-            }
-        );
-        assert_eq!(x.export_blob(&[], 0).unwrap_err(), DmaBufError::NoEntries);
-        // a blob starting in the BAR and continuing in RAM is refused
-        let err = x
-            .export_blob(&[BlobEntry::new(BAR2, P), BlobEntry::new(0, P)], 0)
-            .unwrap_err();
-        assert_eq!(err, DmaBufError::NotInRegion { entry: 1, addr: 0 });
-        assert!(err.is_guest_fault());
+        assert!(err.is_guest_fault(), "{err}");
     }
 }

@@ -7,17 +7,22 @@
 //!   `(offset, len)` ranges, every rule checked before any ioctl.
 //! * [`DeviceRegistry::export`]: `VFIO_DEVICE_FEATURE(GET | DMA_BUF)` on the
 //!   device fd, probed once per device, through [`DeviceFeatureIoctl`].
-//! * [`CpuMapping`]: the same ranges mapped, in order, into one host range;
-//!   [`DeviceRegistry::read_blob`] reads them through the device fd instead
-//!   (never faults if the guest turns its device memory off).
+//! * [`DeviceRegistry::read_blob`] / [`DeviceRegistry::read_region`]: CPU reads
+//!   of the same bytes through the device fd (`pread`). There is deliberately
+//!   no host mapping of passthrough memory: VFIO mappings never merge (one VMA
+//!   per range would let a guest exhaust `vm.max_map_count`), and a mapping
+//!   faults (`SIGBUS`) when the guest turns its device's memory decoding off,
+//!   where `pread` fails with `EIO`.
+//! * Every region change (set again, moved, decoding on/off, removed) gives
+//!   the region a new generation; [`DeviceRegistry::is_current`] tells a
+//!   holder of an export whether it is stale.
 //! * [`UdmabufExporter`]: blobs in memfd-backed guest RAM.
 //! * [`DmaBufExporter`]: the one trait virtio-gpu uses ([`VfioExporter`],
-//!   [`UdmabufExporter`], and [`BlobExporter`] which picks between them).
+//!   [`UdmabufExporter`]).
 //!
 //! Errors are [`DmaBufError`]; [`DmaBufError::is_guest_fault`] separates
 //! guest mistakes from host failures.
 
-mod cpu_map;
 mod device_read;
 mod error;
 mod exporter;
@@ -29,9 +34,8 @@ mod translate;
 pub mod udmabuf;
 mod vfio_export;
 
-pub use cpu_map::CpuMapping;
 pub use error::{DmaBufError, Errno, KernelOp, Result};
-pub use exporter::{BlobExporter, DmaBuf, DmaBufExporter, DmaBufSource, VfioExporter};
+pub use exporter::{DmaBuf, DmaBufExporter, DmaBufSource, VfioExporter};
 pub use region::{MmapPiece, RegionInfo, PCI_NUM_BARS, REGION_FLAG_MMAP};
 pub use registry::{
     host_page_size, DeviceId, DeviceRegistry, RegionKey, SharedRegistry, DEFAULT_MAX_ENTRIES,

@@ -37,6 +37,10 @@ pub struct RegionInfo {
     pub flags: u32,
     /// Host mmaps of the region, empty when it is not mapped.
     pub mmap_pieces: Vec<MmapPiece>,
+    /// Whether the device decodes the region (PCI command register: Memory Space for memory
+    /// BARs). While it does not, vfio-pci revokes the region's dma-bufs and mmaps and refuses
+    /// reads (`EIO`): the registry then refuses exports and reads of it.
+    pub decoding: bool,
 }
 
 impl RegionInfo {
@@ -49,7 +53,14 @@ impl RegionInfo {
             fd_offset,
             flags,
             mmap_pieces: Vec::new(),
+            decoding: true,
         }
+    }
+
+    /// Sets whether the device decodes the region (builder style).
+    pub fn with_decoding(mut self, decoding: bool) -> Self {
+        self.decoding = decoding;
+        self
     }
 
     /// Adds one host mmap piece (builder style).

@@ -43,6 +43,8 @@ pub(crate) struct DeviceEntry {
     pub(crate) name: String,
     pub(crate) fd: OwnedFd,
     pub(crate) regions: BTreeMap<u32, RegionInfo>,
+    /// Generation of each region record: the registry's counter when it was last set.
+    pub(crate) generations: BTreeMap<u32, u64>,
     /// Result of the one-time `PROBE`: `Ok` if the device exports dma-bufs.
     pub(crate) probe: OnceLock<std::result::Result<(), Errno>>,
 }
@@ -65,6 +67,8 @@ pub struct DeviceRegistry {
     /// Host address of each mmap piece -> (region, piece's region offset, piece size).
     pub(crate) by_hva: BTreeMap<u64, (RegionKey, u64, u64)>,
     next_id: u32,
+    /// Bumped by every region change; each record keeps the value of its last change.
+    generation: u64,
     pub(crate) page_size: u64,
     pub(crate) max_entries: usize,
 }
@@ -103,6 +107,7 @@ impl DeviceRegistry {
             by_gpa: BTreeMap::new(),
             by_hva: BTreeMap::new(),
             next_id: 0,
+            generation: 0,
             page_size,
             max_entries,
         }
@@ -145,6 +150,7 @@ impl DeviceRegistry {
                 name: name.into(),
                 fd,
                 regions: BTreeMap::new(),
+                generations: BTreeMap::new(),
                 probe: OnceLock::new(),
             },
         );
@@ -221,8 +227,24 @@ impl DeviceRegistry {
             self.by_hva
                 .insert(p.host_addr, (key, p.region_offset, p.size));
         }
+        self.generation += 1;
+        dev.generations.insert(region.index, self.generation);
         dev.regions.insert(region.index, region);
         Ok(())
+    }
+
+    /// The generation of a region's record: it changes whenever the record is set again
+    /// (BAR moved, mapped or unmapped, decoding turned on or off).
+    pub fn region_generation(&self, id: DeviceId, index: u32) -> Option<u64> {
+        self.devices.get(&id)?.generations.get(&index).copied()
+    }
+
+    /// Whether an export or read made at `generation` of region `index` of device `id` is
+    /// still valid: the region is still registered, unchanged since, and decoded. A stale
+    /// dma-buf must be dropped (the kernel revoked it, or it describes memory the guest moved).
+    pub fn is_current(&self, id: DeviceId, index: u32, generation: u64) -> bool {
+        self.region(id, index).is_some_and(|r| r.decoding)
+            && self.region_generation(id, index) == Some(generation)
     }
 
     /// Removes one region (e.g. when the guest disables memory decoding).
@@ -235,6 +257,7 @@ impl DeviceRegistry {
             .regions
             .remove(&index)
             .ok_or(DmaBufError::UnknownRegion { device: id, index })?;
+        dev.generations.remove(&index);
         Self::unindex(&mut self.by_gpa, &mut self.by_hva, &old);
         Ok(old)
     }

@@ -52,6 +52,8 @@ pub struct Translation {
     pub ranges: Vec<DmaRange>,
     /// Sum of the range lengths (the dma-buf's size).
     pub total_len: u64,
+    /// The region's generation when translated (see [`DeviceRegistry::is_current`]).
+    pub generation: u64,
 }
 
 /// Appends `r` to `ranges`, merging it into the last range when it continues it.
@@ -103,6 +105,13 @@ impl DeviceRegistry {
                 entry: 0,
                 addr: first.addr,
             })?;
+        if !region.decoding {
+            return Err(DmaBufError::NotDecoding {
+                device: key.device,
+                index: key.index,
+            });
+        }
+        let generation = self.region_generation(key.device, key.index).unwrap_or(0);
         let (base, size) = (region.guest_base, region.size);
         let mask = self.page_size - 1;
         // One combined test per entry on the fast path; the slow path finds
@@ -147,6 +156,7 @@ impl DeviceRegistry {
             region_index: key.index,
             ranges,
             total_len: total,
+            generation,
         })
     }
 

@@ -187,11 +187,17 @@ fn model(regions: &[Region], es: &[BlobEntry]) -> Result<Translation, DmaBufErro
         }
     }
     let f = first.expect("at least one entry");
+    // `registry` sets the regions in order, one generation each.
+    let position = regions
+        .iter()
+        .position(|r| r.device == f.device && r.index == f.index)
+        .expect("first region is listed");
     Ok(Translation {
         device: f.device,
         region_index: f.index,
         ranges,
         total_len: total,
+        generation: position as u64 + 1,
     })
 }
 

@@ -34,7 +34,7 @@ impl BlobBackingExporter for BenchExporter {
         Ok(ExportedBlob {
             kind,
             dmabuf: fd,
-            cpu_mapping: None,
+            generation: 0,
         })
     }
     fn read_passthrough(&self, addr: u64, buf: &mut [u8]) -> Result<(), PixelReadError> {

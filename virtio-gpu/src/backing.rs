@@ -97,6 +97,37 @@ impl Backing {
         })
     }
 
+    /// Host memory a backing of `entries` entries takes (counted against `max_hostmem`).
+    pub fn host_bytes_for(entries: usize) -> u64 {
+        let per_entry = std::mem::size_of::<(MemEntry, Placement)>() + std::mem::size_of::<u64>();
+        (entries as u64).saturating_mul(per_entry as u64)
+    }
+
+    /// Host memory this backing takes.
+    pub fn host_bytes(&self) -> u64 {
+        Self::host_bytes_for(self.entries.len())
+    }
+
+    /// Ranges of a dma-buf of the first `size` bytes: entries that continue the previous one in
+    /// guest-physical memory merge, as the kernel interfaces merge them.
+    pub fn ranges_up_to(&self, size: u64) -> usize {
+        let mut ranges = 0;
+        let mut left = size;
+        let mut prev_end = None;
+        for (e, _) in &self.entries {
+            if left == 0 {
+                break;
+            }
+            if prev_end != Some(e.addr) {
+                ranges += 1;
+            }
+            let len = u64::from(e.len).min(left);
+            left -= len;
+            prev_end = e.addr.checked_add(len);
+        }
+        ranges
+    }
+
     /// Total bytes.
     pub fn len(&self) -> u64 {
         self.total

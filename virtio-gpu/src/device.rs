@@ -9,15 +9,16 @@ use std::os::fd::AsFd;
 use virtio_bindings::virtio_gpu as vg;
 
 use crate::backing::{Backing, BackingPixels, BlobPath, GuestMem};
-use crate::display::{CursorState, DisplayBackend, ScanoutFrame};
+use crate::display::{CursorState, DisplayBackend, DisplayError, ScanoutFrame};
 use crate::edid;
 use crate::error::{GpuError, GpuResult};
-use crate::exporter::{BlobBackingExporter, ExportError, ExportedBlob, PixelSource};
+use crate::exporter::{BlobBackingExporter, ExportError, ExportKind, ExportedBlob};
 use crate::format::{PixelFormat, BYTES_PER_PIXEL};
 use crate::protocol::{
-    GpuCommand, GpuResponse, MemEntry, Rect, Request, ScanoutBlob, NUM_SCANOUTS,
+    GpuCommand, GpuResponse, MemEntry, Rect, Request, ScanoutBlob, MAX_MEM_ENTRIES, NUM_SCANOUTS,
 };
 use crate::resource::{BlobResource, HostBuffer, Resource, Resource2d};
+use crate::GUEST_LOG_INTERVAL;
 
 /// Largest width or height of a resource or framebuffer (KMS drivers cap at 16384 too).
 pub const MAX_DIMENSION: u32 = 16384;
@@ -35,6 +36,12 @@ pub struct GpuConfig {
     pub max_resource_bytes: u64,
     /// Most resources alive at once.
     pub max_resources: usize,
+    /// Most blobs exported as host dma-bufs at once (each holds one host fd).
+    pub max_dmabufs: usize,
+    /// Most ranges (runs of contiguous guest pages) in one exported dma-buf.
+    pub max_dmabuf_ranges: usize,
+    /// Most ranges in all exported dma-bufs together (kernel memory the guest pins).
+    pub max_total_dmabuf_ranges: usize,
 }
 
 impl Default for GpuConfig {
@@ -46,6 +53,9 @@ impl Default for GpuConfig {
             // 8K (7680x4320) XRGB fits.
             max_resource_bytes: 7680 * 4320 * 4,
             max_resources: 4096,
+            max_dmabufs: 256,
+            max_dmabuf_ranges: MAX_MEM_ENTRIES as usize,
+            max_total_dmabuf_ranges: 65536,
         }
     }
 }
@@ -124,9 +134,20 @@ impl GpuDevice {
         &self.mem
     }
 
-    /// Host memory used by 2D resources.
+    /// Host memory used by 2D resources and backing entry tables.
     pub fn hostmem_used(&self) -> u64 {
         self.hostmem_used
+    }
+
+    /// Blobs holding an exported dma-buf, and the ranges of those dma-bufs.
+    pub fn dmabuf_usage(&self) -> (usize, usize) {
+        self.resources
+            .values()
+            .filter_map(|r| match r {
+                Resource::Blob(b) if b.export.is_some() => Some(b.ranges),
+                _ => None,
+            })
+            .fold((0, 0), |(n, total), ranges| (n + 1, total + ranges))
     }
 
     /// Number of live resources.
@@ -162,7 +183,11 @@ impl GpuDevice {
         match self.execute(&req.cmd) {
             Ok(resp) => resp,
             Err(e) => {
-                log::warn!("virtio-gpu: guest error: {e}");
+                log_limit::warn_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "virtio-gpu: guest error: {e}"
+                );
                 GpuResponse::Err(e.response_type())
             }
         }
@@ -321,16 +346,13 @@ impl GpuDevice {
                 self.config.max_resource_bytes
             )));
         }
-        if self.hostmem_used + bytes > self.config.max_hostmem {
+        self.charge_hostmem(bytes, || format!("2D resource {id}"))?;
+        let Some(data) = HostBuffer::new(bytes as usize) else {
+            self.release_hostmem(bytes);
             return Err(GpuError::OutOfMemory(format!(
-                "2D resource {id} needs {bytes} bytes, {} of {} are in use",
-                self.hostmem_used, self.config.max_hostmem
+                "2D resource {id}: allocating {bytes} bytes failed"
             )));
-        }
-        let data = HostBuffer::new(bytes as usize).ok_or_else(|| {
-            GpuError::OutOfMemory(format!("2D resource {id}: allocating {bytes} bytes failed"))
-        })?;
-        self.hostmem_used += bytes;
+        };
         self.resources.insert(
             id,
             Resource::TwoD(Resource2d {
@@ -357,12 +379,34 @@ impl GpuDevice {
         if self.cursor.resource_id == id {
             self.cursor.resource_id = 0;
         }
-        if let Resource::TwoD(r) = &res {
-            self.hostmem_used -= r.data.len() as u64;
-        }
-        // Dropping `res` closes a blob's dma-buf and unmaps its CPU mapping.
+        let (data, backing) = match &res {
+            Resource::TwoD(r) => (r.data.len() as u64, r.backing.as_ref()),
+            Resource::Blob(b) => (0, b.backing.as_ref()),
+        };
+        self.release_hostmem(data + backing.map_or(0, Backing::host_bytes));
+        // Dropping `res` closes a blob's dma-buf.
         drop(res);
         Ok(GpuResponse::OkNoData)
+    }
+
+    /// Takes `bytes` from the host-memory budget (`max_hostmem`) for `what`, or refuses.
+    fn charge_hostmem(&mut self, bytes: u64, what: impl FnOnce() -> String) -> GpuResult<()> {
+        let used = self.hostmem_used.saturating_add(bytes);
+        if used > self.config.max_hostmem {
+            return Err(GpuError::OutOfMemory(format!(
+                "{} needs {bytes} bytes of host memory, {} of {} are in use",
+                what(),
+                self.hostmem_used,
+                self.config.max_hostmem
+            )));
+        }
+        self.hostmem_used = used;
+        Ok(())
+    }
+
+    /// Gives `bytes` back to the host-memory budget.
+    fn release_hostmem(&mut self, bytes: u64) {
+        self.hostmem_used = self.hostmem_used.saturating_sub(bytes);
     }
 
     fn attach_backing(&mut self, id: u32, entries: &[MemEntry]) -> GpuResult<GpuResponse> {
@@ -388,15 +432,26 @@ impl GpuDevice {
                 _ => return Err(GpuError::InvalidResource(id)),
             };
             // Re-attach of a blob: check and export again (a new dma-buf).
-            let (backing, path, export) = self.prepare_blob(id, size, entries)?;
+            let prepared = self.prepare_blob(id, size, entries)?;
             if let Some(Resource::Blob(b)) = self.resources.get_mut(&id) {
-                b.backing = Some(backing);
-                b.path = path;
-                b.export = export;
+                b.backing = Some(prepared.backing);
+                b.path = prepared.path;
+                b.ranges = prepared.ranges;
+                b.export = prepared.export;
             }
             self.refresh_scanouts_of(id);
         } else {
-            let backing = Backing::guest_ram(&self.mem, entries)?;
+            let bytes = Backing::host_bytes_for(entries.len());
+            self.charge_hostmem(bytes, || {
+                format!("the {} backing entries of resource {id}", entries.len())
+            })?;
+            let backing = match Backing::guest_ram(&self.mem, entries) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.release_hostmem(bytes);
+                    return Err(e);
+                }
+            };
             if let Some(Resource::TwoD(r)) = self.resources.get_mut(&id) {
                 r.backing = Some(backing);
             }
@@ -405,19 +460,18 @@ impl GpuDevice {
     }
 
     fn detach_backing(&mut self, id: u32) -> GpuResult<GpuResponse> {
-        match self.resources.get_mut(&id) {
-            None => Err(GpuError::InvalidResource(id)),
-            Some(Resource::TwoD(r)) => {
-                r.backing.take().ok_or(GpuError::NoBacking(id))?;
-                Ok(GpuResponse::OkNoData)
-            }
+        let backing = match self.resources.get_mut(&id) {
+            None => return Err(GpuError::InvalidResource(id)),
+            Some(Resource::TwoD(r)) => r.backing.take().ok_or(GpuError::NoBacking(id))?,
             Some(Resource::Blob(b)) => {
-                b.backing.take().ok_or(GpuError::NoBacking(id))?;
+                let backing = b.backing.take().ok_or(GpuError::NoBacking(id))?;
                 // Release the dma-buf now; a later ATTACH_BACKING makes a new one.
                 b.export = None;
-                Ok(GpuResponse::OkNoData)
+                backing
             }
-        }
+        };
+        self.release_hostmem(backing.host_bytes());
+        Ok(GpuResponse::OkNoData)
     }
 
     fn transfer_to_host_2d(&mut self, id: u32, rect: Rect, offset: u64) -> GpuResult<GpuResponse> {
@@ -633,27 +687,46 @@ impl GpuDevice {
                 entries.len()
             )));
         }
-        let (backing, path, export) = self.prepare_blob(id, size, entries)?;
+        let prepared = self.prepare_blob(id, size, entries)?;
         self.resources.insert(
             id,
             Resource::Blob(BlobResource {
                 size,
                 flags: blob_flags,
-                backing: Some(backing),
-                path,
-                export,
+                backing: Some(prepared.backing),
+                path: prepared.path,
+                ranges: prepared.ranges,
+                export: prepared.export,
             }),
         );
         Ok(GpuResponse::OkNoData)
     }
 
-    /// Checks a blob's entries, decides its path and exports it when possible.
+    /// Checks a blob's entries (charging their table to the host-memory budget), decides its
+    /// path and exports it when possible.
     fn prepare_blob(
         &mut self,
         id: u32,
         size: u64,
         entries: &[MemEntry],
-    ) -> GpuResult<(Backing, BlobPath, Option<ExportedBlob>)> {
+    ) -> GpuResult<PreparedBlob> {
+        let bytes = Backing::host_bytes_for(entries.len());
+        self.charge_hostmem(bytes, || {
+            format!("the {} backing entries of blob {id}", entries.len())
+        })?;
+        let prepared = self.check_and_export(id, size, entries);
+        if prepared.is_err() {
+            self.release_hostmem(bytes);
+        }
+        prepared
+    }
+
+    fn check_and_export(
+        &mut self,
+        id: u32,
+        size: u64,
+        entries: &[MemEntry],
+    ) -> GpuResult<PreparedBlob> {
         let backing = Backing::blob(&self.mem, self.exporter.as_ref(), entries)?;
         if backing.len() < size {
             return Err(GpuError::InvalidParameter(format!(
@@ -662,40 +735,152 @@ impl GpuDevice {
             )));
         }
         let path = backing.blob_path();
+        let ranges = backing.ranges_up_to(size);
         let kind = match &path {
             BlobPath::Export(kind) => *kind,
             BlobPath::Cpu(why) => {
                 self.log_once(why.clone(), format!("blob {id} uses the CPU path: {why}"));
-                return Ok((backing, path, None));
+                return Ok(PreparedBlob {
+                    backing,
+                    path,
+                    ranges,
+                    export: None,
+                });
             }
         };
-        // The dma-buf is exactly `size` bytes: entries past it are dropped, the last one cut.
-        let export_entries = entries_up_to(backing.entries(), size);
-        match self.exporter.export(kind, &export_entries) {
-            Ok(exported) => {
-                log::info!("virtio-gpu: blob {id} ({size} bytes) exported as {kind}");
-                if log::log_enabled!(log::Level::Info) {
-                    log::info!(
-                        "virtio-gpu: blob {id} dma-buf fdinfo: {}",
-                        dmabuf_fdinfo(&exported.dmabuf)
-                    );
-                }
-                Ok((backing, path, Some(exported)))
-            }
-            Err(ExportError::Guest(why)) => Err(GpuError::InvalidParameter(format!(
-                "blob {id} cannot be exported as {kind}: {why}"
-            ))),
-            Err(ExportError::Unsupported(why)) => {
+        match self.export(id, size, &backing, ranges, kind) {
+            Ok(export) => Ok(PreparedBlob {
+                backing,
+                path,
+                ranges,
+                export: Some(export),
+            }),
+            Err(ExportFailure::Refused(e)) => Err(e),
+            Err(ExportFailure::Unsupported(why)) => {
                 self.log_once(
                     format!("{kind} unsupported"),
                     format!("blob {id}: {kind} export unsupported, using the CPU path: {why}"),
                 );
-                Ok((backing, BlobPath::Cpu(why), None))
+                Ok(PreparedBlob {
+                    backing,
+                    path: BlobPath::Cpu(why),
+                    ranges,
+                    export: None,
+                })
             }
-            Err(ExportError::Host(why)) => {
-                log::error!("virtio-gpu: host error exporting blob {id} as {kind}: {why}; using the CPU path");
-                Ok((backing, BlobPath::Cpu(why), None))
+            Err(ExportFailure::Host(why)) => {
+                log_limit::error_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "virtio-gpu: host error exporting blob {id} as {kind}: {why}; using the CPU path"
+                );
+                Ok(PreparedBlob {
+                    backing,
+                    path: BlobPath::Cpu(why),
+                    ranges,
+                    export: None,
+                })
             }
+        }
+    }
+
+    /// Exports the first `size` bytes of a blob's backing as one dma-buf of `kind`, within the
+    /// dma-buf budgets (`max_dmabufs`, `max_dmabuf_ranges`, `max_total_dmabuf_ranges`).
+    fn export(
+        &self,
+        id: u32,
+        size: u64,
+        backing: &Backing,
+        ranges: usize,
+        kind: ExportKind,
+    ) -> Result<ExportedBlob, ExportFailure> {
+        let (live, live_ranges) = self.dmabuf_usage();
+        let refuse = |why: String| Err(ExportFailure::Refused(GpuError::OutOfMemory(why)));
+        if ranges > self.config.max_dmabuf_ranges {
+            return refuse(format!(
+                "blob {id} would be a dma-buf of {ranges} ranges, the limit is {}",
+                self.config.max_dmabuf_ranges
+            ));
+        }
+        if live >= self.config.max_dmabufs {
+            return refuse(format!(
+                "blob {id}: {live} blobs already hold a dma-buf, the limit is {}",
+                self.config.max_dmabufs
+            ));
+        }
+        if live_ranges + ranges > self.config.max_total_dmabuf_ranges {
+            return refuse(format!(
+                "blob {id}: its {ranges} dma-buf ranges and the {live_ranges} of the exported \
+                 blobs exceed the limit of {}",
+                self.config.max_total_dmabuf_ranges
+            ));
+        }
+        // The dma-buf is exactly `size` bytes: entries past it are dropped, the last one cut.
+        let export_entries = entries_up_to(backing.entries(), size);
+        match self.exporter.export(kind, &export_entries) {
+            Ok(exported) => {
+                log_limit::info_limit_global!(
+                    16,
+                    GUEST_LOG_INTERVAL,
+                    "virtio-gpu: blob {id} ({size} bytes) exported as {kind}; dma-buf fdinfo: {}",
+                    dmabuf_fdinfo(&exported.dmabuf)
+                );
+                Ok(exported)
+            }
+            Err(ExportError::Guest(why)) => {
+                Err(ExportFailure::Refused(GpuError::InvalidParameter(format!(
+                    "blob {id} cannot be exported as {kind}: {why}"
+                ))))
+            }
+            Err(ExportError::Unsupported(why)) => Err(ExportFailure::Unsupported(why)),
+            Err(ExportError::Host(why)) => Err(ExportFailure::Host(why)),
+        }
+    }
+
+    /// Drops the dma-buf of blob `id` if it went stale (the guest moved its BAR, turned the
+    /// device's memory decoding off or reset it: the kernel revoked it) and exports the blob
+    /// again when it can. Until then the scanout is read through the CPU path, which fails
+    /// cleanly while the memory is off, so the display keeps its last frame.
+    fn refresh_export(&mut self, id: u32) {
+        let Some(Resource::Blob(b)) = self.resources.get_mut(&id) else {
+            return;
+        };
+        let BlobPath::Export(kind) = b.path else {
+            return;
+        };
+        if b.backing.is_none() {
+            return;
+        }
+        if let Some(e) = &b.export {
+            if self.exporter.is_current(e) {
+                return;
+            }
+            b.export = None;
+            log_limit::warn_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "virtio-gpu: blob {id}: its {kind} dma-buf went stale (the guest moved, disabled \
+                 or reset the memory behind it) and was released; exporting again when possible"
+            );
+        }
+        let Some(Resource::Blob(b)) = self.resources.get(&id) else {
+            return;
+        };
+        let Some(backing) = b.backing.as_ref() else {
+            return;
+        };
+        let exported = self.export(id, b.size, backing, b.ranges, kind);
+        match exported {
+            Ok(e) => {
+                if let Some(Resource::Blob(b)) = self.resources.get_mut(&id) {
+                    b.export = Some(e);
+                }
+            }
+            Err(e) => log_limit::warn_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "virtio-gpu: blob {id} stays on the CPU path for now: {e}"
+            ),
         }
     }
 
@@ -711,7 +896,11 @@ impl GpuDevice {
             if *s != Scanout::Disabled {
                 *s = Scanout::Disabled;
                 if let Err(e) = self.display.set_scanout(scanout_id, None) {
-                    log::error!("virtio-gpu: display: {e}");
+                    log_limit::error_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "virtio-gpu: display: {e}"
+                    );
                 }
             }
         }
@@ -728,15 +917,38 @@ impl GpuDevice {
     /// Hands scanout `scanout_id` to the display: `set_scanout` when `flush` is `None`,
     /// else a flush of that rectangle. Display errors are host errors: logged.
     fn show(&mut self, scanout_id: u32, flush: Option<Rect>) {
+        if let Scanout::Blob { resource_id, .. } = self.scanouts[scanout_id as usize] {
+            self.refresh_export(resource_id);
+        }
+        let result = self.present(scanout_id, |display, frame| match flush {
+            None => display.set_scanout(scanout_id, Some(frame)),
+            Some(rect) => display.flush(scanout_id, frame, rect),
+        });
+        if let Err(e) = result {
+            log_limit::error_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "virtio-gpu: display (scanout {scanout_id}): {e}"
+            );
+        }
+    }
+
+    /// Builds the frame scanout `scanout_id` shows and hands it to `f` with the display
+    /// (nothing for a disabled scanout).
+    fn present(
+        &mut self,
+        scanout_id: u32,
+        f: impl FnOnce(&mut dyn DisplayBackend, &ScanoutFrame<'_>) -> Result<(), DisplayError>,
+    ) -> Result<(), DisplayError> {
         let scanout = self.scanouts[scanout_id as usize];
         let mem = &self.mem;
         let exporter = self.exporter.as_ref();
-        let display = &mut self.display;
-        let result = match scanout {
-            Scanout::Disabled => return,
+        let display = self.display.as_mut();
+        match scanout {
+            Scanout::Disabled => Ok(()),
             Scanout::TwoD { resource_id, rect } => {
                 let Some(Resource::TwoD(r)) = self.resources.get(&resource_id) else {
-                    return;
+                    return Ok(());
                 };
                 let stride = r.stride();
                 let frame = ScanoutFrame {
@@ -748,10 +960,7 @@ impl GpuDevice {
                     stride,
                     offset: u64::from(rect.y) * u64::from(stride) + u64::from(rect.x) * 4,
                 };
-                match flush {
-                    None => display.set_scanout(scanout_id, Some(&frame)),
-                    Some(rect) => display.flush(scanout_id, &frame, rect),
-                }
+                f(display, &frame)
             }
             Scanout::Blob {
                 resource_id,
@@ -762,40 +971,65 @@ impl GpuDevice {
                 offset,
             } => {
                 let Some(Resource::Blob(b)) = self.resources.get(&resource_id) else {
-                    return;
+                    return Ok(());
                 };
                 let Some(backing) = b.backing.as_ref() else {
-                    return;
+                    return Ok(());
                 };
-                let cpu_path = BackingPixels {
+                // CPU consumers read the backing: guest RAM through guest memory, BAR entries
+                // through the exporter's fault-free reads.
+                let pixels = BackingPixels {
                     backing,
                     mem,
                     exporter,
                 };
-                let pixels: &dyn PixelSource =
-                    match b.export.as_ref().and_then(|e| e.cpu_mapping.as_deref()) {
-                        Some(mapping) => mapping,
-                        None => &cpu_path,
-                    };
                 let frame = ScanoutFrame {
                     dmabuf: b.export.as_ref().map(|e| e.dmabuf.as_fd()),
-                    pixels,
+                    pixels: &pixels,
                     fourcc,
                     width,
                     height,
                     stride,
                     offset,
                 };
-                match flush {
-                    None => display.set_scanout(scanout_id, Some(&frame)),
-                    Some(rect) => display.flush(scanout_id, &frame, rect),
-                }
+                f(display, &frame)
             }
-        };
-        if let Err(e) = result {
-            log::error!("virtio-gpu: display (scanout {scanout_id}): {e}");
         }
     }
+}
+
+impl Drop for GpuDevice {
+    /// The VM is going away: each enabled scanout's frame is offered to the display one last
+    /// time (a rate-limited backend writes the flush it skipped).
+    fn drop(&mut self) {
+        for s in 0..NUM_SCANOUTS {
+            if let Err(e) = self.present(s, |display, frame| display.finish(s, frame)) {
+                log::error!("virtio-gpu: display (scanout {s}) at shutdown: {e}");
+            }
+        }
+    }
+}
+
+/// A blob's checked backing, its path, its range count and its dma-buf if it was exported.
+struct PreparedBlob {
+    backing: Backing,
+    path: BlobPath,
+    ranges: usize,
+    export: Option<ExportedBlob>,
+}
+
+/// Why a blob was not exported.
+#[derive(Debug, thiserror::Error)]
+enum ExportFailure {
+    /// The guest's fault or a budget: the command fails with this error.
+    #[error(transparent)]
+    Refused(GpuError),
+    /// This host cannot export this memory: the CPU path serves the blob.
+    #[error("export unsupported: {0}")]
+    Unsupported(String),
+    /// A host failure: the CPU path serves the blob.
+    #[error("host error: {0}")]
+    Host(String),
 }
 
 /// The kernel's fdinfo of a dma-buf (`size`, `exp_name`, ...) on one line, its lines joined

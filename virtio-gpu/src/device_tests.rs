@@ -280,7 +280,11 @@ fn two_d_transfer_scanout_flush_shows_the_guest_pixels() {
         8,
         &[entry(DATA_ADDR + 0x1000, 256), entry(DATA_ADDR, 256)],
     );
-    assert_eq!(r.dev.hostmem_used(), 512);
+    // The pixels and the two-entry backing table.
+    assert_eq!(
+        r.dev.hostmem_used(),
+        512 + crate::backing::Backing::host_bytes_for(2)
+    );
     assert_eq!(
         r.ctl(transfer_to_host_2d(1, rect(0, 0, 16, 8), 0)),
         resp::OK_NODATA
@@ -696,17 +700,17 @@ fn ram_blob_is_exported_as_udmabuf_and_displayed_through_its_mapping() {
         &evs[0],
         DisplayEvent::Scanout { frame: Some(f), .. } if f.dmabuf && f.width == SCANOUT_W && f.stride == SCANOUT_W * 4
     ));
-    let reads_before = r.exporter.state.lock().unwrap().mapping_reads;
     assert_eq!(
         r.ctl(flush(1, rect(0, 0, SCANOUT_W, SCANOUT_H))),
         resp::OK_NODATA
     );
     assert_eq!(r.last_flush_rgba(), expected_rgba(SCANOUT_W * SCANOUT_H));
-    assert!(r.exporter.state.lock().unwrap().mapping_reads > reads_before);
-    let st = r.exporter.state.lock().unwrap();
+    // Guest RAM is read through guest memory, never through the exporter.
+    let mut st = r.exporter.state.lock().unwrap();
+    assert_eq!(st.passthrough_reads, 0);
     assert_eq!(st.exports.len(), 1);
     assert_eq!(st.exports[0].1, entries);
-    assert_eq!(st.live, 1);
+    assert_eq!(st.live(), 1);
 }
 
 #[test]
@@ -843,9 +847,9 @@ fn blob_dmabuf_is_recreated_on_reattach_and_released_on_unref() {
     ];
     assert_eq!(r.ctl(create_blob(1, 1, 0, 4 * P, &a)), resp::OK_NODATA);
     assert_eq!(r.ctl(set_scanout_blob(&blob_scanout(1))), resp::OK_NODATA);
-    assert_eq!(r.exporter.state.lock().unwrap().live, 1);
+    assert_eq!(r.exporter.state.lock().unwrap().live(), 1);
     assert_eq!(r.ctl(detach_backing(1)), resp::OK_NODATA);
-    assert_eq!(r.exporter.state.lock().unwrap().live, 0);
+    assert_eq!(r.exporter.state.lock().unwrap().live(), 0);
     assert_eq!(r.dev.blob_state(1).map(|s| s.1), Some(false));
     // Detached: no flush, no second detach, no scanout.
     assert_eq!(
@@ -863,10 +867,10 @@ fn blob_dmabuf_is_recreated_on_reattach_and_released_on_unref() {
     assert_eq!(r.ctl(attach_backing(1, &b)), resp::OK_NODATA);
     assert_eq!(r.ctl(attach_backing(1, &b)), resp::ERR_UNSPEC);
     {
-        let st = r.exporter.state.lock().unwrap();
+        let mut st = r.exporter.state.lock().unwrap();
         assert_eq!(st.exports.len(), 2);
         assert_eq!(st.exports[1].1, b.to_vec());
-        assert_eq!(st.live, 1);
+        assert_eq!(st.live(), 1);
     }
     // The scanout still on this blob was handed the new dma-buf.
     assert!(matches!(
@@ -884,7 +888,7 @@ fn blob_dmabuf_is_recreated_on_reattach_and_released_on_unref() {
     );
     assert_eq!(show_blob(&mut r, 1), expected_rgba(SCANOUT_W * SCANOUT_H));
     assert_eq!(r.ctl(unref(1)), resp::OK_NODATA);
-    assert_eq!(r.exporter.state.lock().unwrap().live, 0);
+    assert_eq!(r.exporter.state.lock().unwrap().live(), 0);
 }
 
 #[test]
@@ -1131,7 +1135,7 @@ fn reset_drops_resources_and_releases_dmabufs() {
     r.dev.reset();
     assert_eq!(r.dev.resource_count(), 0);
     assert_eq!(r.dev.hostmem_used(), 0);
-    assert_eq!(r.exporter.state.lock().unwrap().live, 0);
+    assert_eq!(r.exporter.state.lock().unwrap().live(), 0);
 }
 
 /// Random requests (valid command types with random bodies and random lengths) always get a
@@ -1204,4 +1208,210 @@ fn export_covers_exactly_the_blob_size() {
         st.exports[0].1,
         vec![entry(DATA_ADDR, 2 * P), entry(DATA_ADDR + 4 * P, P)]
     );
+}
+
+// ---- hostile guests: revocation, budgets, host memory, log volume ----
+
+fn bar_blob(r: &mut Rig, id: u32) {
+    let pages = [
+        BAR_BASE + 8 * P,
+        BAR_BASE + 2 * P,
+        BAR_BASE + 5 * P,
+        BAR_BASE,
+    ];
+    let ex = r.exporter.clone();
+    paint(&pages, |a, b| ex.write_bar(a, b));
+    let entries: Vec<MemEntry> = pages.iter().map(|a| entry(*a, P)).collect();
+    assert_eq!(
+        r.ctl(create_blob(id, 1, 2, 4 * P, &entries)),
+        resp::OK_NODATA
+    );
+}
+
+#[test]
+fn bar_pixels_are_read_through_the_exporter_never_a_mapping() {
+    let mut r = rig();
+    bar_blob(&mut r, 4);
+    assert_eq!(show_blob(&mut r, 4), expected_rgba(SCANOUT_W * SCANOUT_H));
+    assert!(r.exporter.state.lock().unwrap().passthrough_reads > 0);
+}
+
+#[test]
+fn memory_decode_off_drops_the_dmabuf_keeps_serving_and_reexports_when_back() {
+    let mut r = rig();
+    bar_blob(&mut r, 4);
+    assert_eq!(show_blob(&mut r, 4), expected_rgba(SCANOUT_W * SCANOUT_H));
+    assert_eq!(r.exporter.state.lock().unwrap().live(), 1);
+
+    // The guest turns the device's memory decoding off: the kernel revokes the dma-buf.
+    r.exporter.state.lock().unwrap().decoding = false;
+    for _ in 0..3 {
+        assert_eq!(
+            r.ctl(flush(4, rect(0, 0, SCANOUT_W, SCANOUT_H))),
+            resp::OK_NODATA
+        );
+    }
+    // No frame reached the display (reads fail cleanly): it keeps the last one.
+    assert!(!r
+        .display
+        .take()
+        .iter()
+        .any(|e| matches!(e, DisplayEvent::Flush { .. })));
+    {
+        let mut st = r.exporter.state.lock().unwrap();
+        assert_eq!(st.live(), 0, "the stale dma-buf is released");
+        assert_eq!(st.exports.len(), 1, "no export while decoding is off");
+    }
+    assert_eq!(
+        r.dev.blob_state(4),
+        Some((
+            BlobPath::Export(ExportKind::Vfio(PassthroughRegion {
+                device: 1,
+                region: 2
+            })),
+            false
+        ))
+    );
+
+    // Decoding back on (a new generation of the region): the next flush exports again.
+    {
+        let mut st = r.exporter.state.lock().unwrap();
+        st.decoding = true;
+        st.generation += 1;
+    }
+    assert_eq!(
+        r.ctl(flush(4, rect(0, 0, SCANOUT_W, SCANOUT_H))),
+        resp::OK_NODATA
+    );
+    assert_eq!(r.last_flush_rgba(), expected_rgba(SCANOUT_W * SCANOUT_H));
+    let mut st = r.exporter.state.lock().unwrap();
+    assert_eq!((st.live(), st.exports.len()), (1, 2));
+}
+
+#[test]
+fn a_moved_bar_makes_the_dmabuf_stale_and_it_is_exported_again() {
+    let mut r = rig();
+    bar_blob(&mut r, 4);
+    assert_eq!(show_blob(&mut r, 4), expected_rgba(SCANOUT_W * SCANOUT_H));
+    r.exporter.state.lock().unwrap().generation += 1;
+    assert_eq!(show_blob(&mut r, 4), expected_rgba(SCANOUT_W * SCANOUT_H));
+    let mut st = r.exporter.state.lock().unwrap();
+    assert_eq!((st.live(), st.exports.len()), (1, 2));
+}
+
+#[test]
+fn exported_dmabufs_are_bounded_and_freed_by_unref() {
+    let mut r = rig_with(GpuConfig {
+        max_dmabufs: 3,
+        ..GpuConfig::default()
+    });
+    for id in 1..=3 {
+        let e = [entry(DATA_ADDR + u64::from(id) * P, P)];
+        assert_eq!(r.ctl(create_blob(id, 1, 0, P, &e)), resp::OK_NODATA);
+    }
+    let e = [entry(DATA_ADDR + 8 * P, P)];
+    assert_eq!(r.ctl(create_blob(9, 1, 0, P, &e)), resp::ERR_OUT_OF_MEMORY);
+    assert_eq!(r.dev.dmabuf_usage(), (3, 3));
+    assert_eq!(r.exporter.state.lock().unwrap().live(), 3);
+    assert_eq!(r.ctl(unref(2)), resp::OK_NODATA);
+    assert_eq!(r.ctl(create_blob(9, 1, 0, P, &e)), resp::OK_NODATA);
+    assert_eq!(r.exporter.state.lock().unwrap().live(), 3);
+}
+
+#[test]
+fn dmabuf_ranges_are_bounded_per_export_and_in_total() {
+    let mut r = rig_with(GpuConfig {
+        max_dmabuf_ranges: 4,
+        max_total_dmabuf_ranges: 6,
+        ..GpuConfig::default()
+    });
+    // Five separate pages: five ranges, over the per-export limit.
+    let five: Vec<MemEntry> = (0..5).map(|i| entry(DATA_ADDR + 2 * i * P, P)).collect();
+    assert_eq!(
+        r.ctl(create_blob(1, 1, 0, 5 * P, &five)),
+        resp::ERR_OUT_OF_MEMORY
+    );
+    // Five adjacent pages merge into one range.
+    let merged: Vec<MemEntry> = (0..5).map(|i| entry(DATA_ADDR + i * P, P)).collect();
+    assert_eq!(r.ctl(create_blob(1, 1, 0, 5 * P, &merged)), resp::OK_NODATA);
+    let four: Vec<MemEntry> = (0..4).map(|i| entry(DATA_ADDR + 2 * i * P, P)).collect();
+    assert_eq!(r.ctl(create_blob(2, 1, 0, 4 * P, &four)), resp::OK_NODATA);
+    assert_eq!(r.dev.dmabuf_usage(), (2, 5));
+    // 5 + 2 > 6 in total.
+    let two = [entry(DATA_ADDR, P), entry(DATA_ADDR + 2 * P, P)];
+    assert_eq!(
+        r.ctl(create_blob(3, 1, 0, 2 * P, &two)),
+        resp::ERR_OUT_OF_MEMORY
+    );
+    assert_eq!(r.ctl(detach_backing(2)), resp::OK_NODATA);
+    assert_eq!(r.ctl(create_blob(3, 1, 0, 2 * P, &two)), resp::OK_NODATA);
+    assert_eq!(r.dev.dmabuf_usage(), (2, 3));
+}
+
+#[test]
+fn backing_entry_tables_count_against_max_hostmem() {
+    let n = 4096usize;
+    let table = crate::backing::Backing::host_bytes_for(n);
+    let mut r = rig_with(GpuConfig {
+        max_hostmem: 2 * table + table / 2,
+        ..GpuConfig::default()
+    });
+    // n one-page entries over the same 16 pages (repeats are allowed).
+    let entries: Vec<MemEntry> = (0..n as u64)
+        .map(|i| entry(DATA_ADDR + (i % 16) * P, P))
+        .collect();
+    r.exporter.state.lock().unwrap().udmabuf = false;
+    assert_eq!(r.ctl(create_blob(1, 1, 0, P, &entries)), resp::OK_NODATA);
+    assert_eq!(r.ctl(create_blob(2, 1, 0, P, &entries)), resp::OK_NODATA);
+    assert_eq!(r.dev.hostmem_used(), 2 * table);
+    assert_eq!(
+        r.ctl(create_blob(3, 1, 0, P, &entries)),
+        resp::ERR_OUT_OF_MEMORY
+    );
+    assert_eq!(r.ctl(detach_backing(1)), resp::OK_NODATA);
+    assert_eq!(r.dev.hostmem_used(), table);
+    assert_eq!(r.ctl(attach_backing(1, &entries)), resp::OK_NODATA);
+    assert_eq!(r.ctl(unref(1)), resp::OK_NODATA);
+    assert_eq!(r.ctl(unref(2)), resp::OK_NODATA);
+    assert_eq!(r.dev.hostmem_used(), 0);
+    // 2D backings count too.
+    assert_eq!(r.ctl(create_2d(5, XRGB, 4, 4)), resp::OK_NODATA);
+    let used = r.dev.hostmem_used();
+    assert_eq!(r.ctl(attach_backing(5, &entries[..16])), resp::OK_NODATA);
+    assert_eq!(
+        r.dev.hostmem_used(),
+        used + crate::backing::Backing::host_bytes_for(16)
+    );
+}
+
+/// Counts log records whose message contains a marker.
+struct CountingLogger;
+
+static MARKED_LINES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const MARKER_ID: u32 = 0x7777_7777;
+
+impl log::Log for CountingLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if record.args().to_string().contains(&MARKER_ID.to_string()) {
+            MARKED_LINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn ten_thousand_bad_commands_log_a_handful_of_lines() {
+    log::set_logger(&CountingLogger).expect("the only logger of this test binary");
+    log::set_max_level(log::LevelFilter::Trace);
+    let mut r = rig();
+    for _ in 0..10_000 {
+        assert_eq!(r.ctl(unref(MARKER_ID)), resp::ERR_INVALID_RESOURCE_ID);
+    }
+    // At most the first line and a summary of the suppressed ones (none at all if another
+    // test's guest error used this interval's line of the same call site).
+    let lines = MARKED_LINES.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(lines <= 2, "{lines} lines logged");
 }

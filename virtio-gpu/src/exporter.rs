@@ -88,26 +88,19 @@ impl PixelSource for Vec<u8> {
     }
 }
 
-/// A blob exported as a host dma-buf.
+/// A blob exported as a host dma-buf. Its pixels are read for CPU consumers through the
+/// blob's backing (guest memory, and [`BlobBackingExporter::read_passthrough`] for BAR
+/// entries), never through a host mapping of the dma-buf.
+#[derive(Debug)]
 pub struct ExportedBlob {
     /// What was made.
     pub kind: ExportKind,
-    /// The dma-buf; closed (released) on drop, i.e. on UNREF or DETACH_BACKING.
+    /// The dma-buf; closed (released) on drop, i.e. on UNREF or DETACH_BACKING, or when it
+    /// goes stale.
     pub dmabuf: OwnedFd,
-    /// CPU mapping of the same bytes in entry order (VFIO: mapped from the device fd;
-    /// udmabuf: its mmap). `None` when the exporter has none: the device then reads pixels
-    /// through guest memory.
-    pub cpu_mapping: Option<Box<dyn PixelSource + Send>>,
-}
-
-impl fmt::Debug for ExportedBlob {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ExportedBlob")
-            .field("kind", &self.kind)
-            .field("dmabuf", &self.dmabuf)
-            .field("cpu_mapping", &self.cpu_mapping.as_ref().map(|m| m.size()))
-            .finish()
-    }
+    /// Exporter-defined version of the memory behind the dma-buf at export time, checked with
+    /// [`BlobBackingExporter::is_current`].
+    pub generation: u64,
 }
 
 /// Why an export did not happen, classified as the device needs it.
@@ -134,9 +127,17 @@ pub trait BlobBackingExporter: Send {
     /// Exports `entries` (guest-physical, in guest order) as one dma-buf of kind `kind`.
     fn export(&self, kind: ExportKind, entries: &[MemEntry]) -> Result<ExportedBlob, ExportError>;
 
-    /// Reads passthrough memory at guest-physical `addr` through the host's BAR mapping
-    /// (the CPU path of blobs that cannot be exported).
+    /// Reads passthrough memory at guest-physical `addr` (CPU access to BAR entries). Must
+    /// never fault, even if the guest turned the device's memory decoding off: read through
+    /// the device (e.g. `pread` on the VFIO device fd), not through a mapping.
     fn read_passthrough(&self, addr: u64, buf: &mut [u8]) -> Result<(), PixelReadError>;
+
+    /// Whether `blob` still shows the memory it was made from. A VFIO dma-buf goes stale
+    /// when the guest moves the BAR, turns memory decoding off (the kernel revokes it) or
+    /// resets the device; the device then drops it and exports again when it can.
+    fn is_current(&self, _blob: &ExportedBlob) -> bool {
+        true
+    }
 }
 
 /// The exporter used when the VMM has none: no passthrough regions, no udmabuf. Every blob

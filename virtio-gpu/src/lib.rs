@@ -16,7 +16,6 @@ pub mod edid;
 pub mod error;
 pub mod exporter;
 pub mod format;
-pub mod pci_setup;
 pub mod protocol;
 pub mod queue;
 pub mod resource;
@@ -32,10 +31,13 @@ pub use device::{GpuConfig, GpuDevice};
 pub use display::{DisplayBackend, DisplayConfig, ScanoutFrame};
 pub use error::GpuError;
 pub use exporter::{BlobBackingExporter, ExportError, ExportKind, ExportedBlob, NoExporter};
-pub use pci_setup::{GpuPciSetup, GpuSetupError};
 pub use queue::QueueKind;
 pub use vfio_adapter::DmaBufBlobExporter;
 pub use virtio_device::VirtioGpu;
+
+/// Interval of the rate limit on log lines a guest can trigger: the first line of a kind is
+/// logged, then at most one per interval with the count of those suppressed.
+pub(crate) const GUEST_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Feature bits offered by the device (`VIRTIO_GPU_F_*`, plus the transport's own).
 pub const DEVICE_FEATURES: u64 = (1 << virtio_bindings::virtio_gpu::VIRTIO_GPU_F_EDID)

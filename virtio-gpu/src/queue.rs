@@ -7,6 +7,7 @@ use virtio_queue::{Queue, QueueT, Reader, Writer};
 
 use crate::device::GpuDevice;
 use crate::protocol::{decode_header, decode_request, GpuResponse, MAX_REQUEST_SIZE};
+use crate::GUEST_LOG_INTERVAL;
 
 /// The two virtio-gpu queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,21 +54,33 @@ impl GpuDevice {
         let mut reader = match Reader::new(mem, chain.clone()) {
             Ok(r) => r,
             Err(e) => {
-                log::warn!("virtio-gpu: guest error: unreadable request chain: {e}");
+                log_limit::warn_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "virtio-gpu: guest error: unreadable request chain: {e}"
+                );
                 return 0;
             }
         };
         let mut writer = match Writer::new(mem, chain) {
             Ok(w) => w,
             Err(e) => {
-                log::warn!("virtio-gpu: guest error: unwritable response chain: {e}");
+                log_limit::warn_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "virtio-gpu: guest error: unwritable response chain: {e}"
+                );
                 return 0;
             }
         };
         let want = reader.available_bytes().min(MAX_REQUEST_SIZE);
         let mut buf = vec![0u8; want];
         if let Err(e) = reader.read_exact(&mut buf) {
-            log::warn!("virtio-gpu: guest error: reading request: {e}");
+            log_limit::warn_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "virtio-gpu: guest error: reading request: {e}"
+            );
             return 0;
         }
         let (hdr, response) = match decode_request(&buf) {
@@ -76,7 +89,11 @@ impl GpuDevice {
                 (req.hdr, resp)
             }
             Err(e) => {
-                log::warn!("virtio-gpu: guest error: {e}");
+                log_limit::warn_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "virtio-gpu: guest error: {e}"
+                );
                 let hdr = decode_header(&buf).unwrap_or_default();
                 (hdr, GpuResponse::Err(e.response_type()))
             }
@@ -84,7 +101,9 @@ impl GpuDevice {
         let bytes = response.encode(&hdr);
         if writer.available_bytes() < bytes.len() {
             if kind == QueueKind::Control || writer.available_bytes() > 0 {
-                log::warn!(
+                log_limit::warn_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
                     "virtio-gpu: guest error: response of {} bytes does not fit in {}",
                     bytes.len(),
                     writer.available_bytes()
@@ -95,7 +114,11 @@ impl GpuDevice {
         match writer.write_all(&bytes) {
             Ok(()) => bytes.len() as u32,
             Err(e) => {
-                log::warn!("virtio-gpu: guest error: writing response: {e}");
+                log_limit::warn_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "virtio-gpu: guest error: writing response: {e}"
+                );
                 0
             }
         }

@@ -95,6 +95,8 @@ pub struct BlobResource {
     pub backing: Option<Backing>,
     /// How it is shown (export kind or CPU path and why).
     pub path: BlobPath,
+    /// Ranges (runs of contiguous guest memory) of its dma-buf, counted against the budgets.
+    pub ranges: usize,
     /// The dma-buf, when exported; dropped (released) on detach and unref.
     pub export: Option<ExportedBlob>,
 }

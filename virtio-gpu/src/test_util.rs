@@ -2,8 +2,9 @@
 //! dma-buf exporter that follows the kernel's page-alignment rules, and a recording display.
 //! Used by unit tests, benches and the fuzz target (feature `test-utils`).
 
-use std::fs::File;
+use std::io::Read;
 use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::{Queue, QueueT};
@@ -13,7 +14,6 @@ use crate::backing::GuestMem;
 use crate::display::{CursorState, DisplayBackend, DisplayError, ScanoutFrame};
 use crate::exporter::{
     BlobBackingExporter, ExportError, ExportKind, ExportedBlob, PassthroughRegion, PixelReadError,
-    PixelSource,
 };
 use crate::protocol::{MemEntry, Rect};
 use crate::{GpuDevice, QueueKind};
@@ -34,14 +34,31 @@ pub const PAGE: u64 = 4096;
 pub struct FakeExporterState {
     /// Every successful export, in order.
     pub exports: Vec<(ExportKind, Vec<MemEntry>)>,
-    /// Exports whose dma-buf is still open.
-    pub live: usize,
+    /// The other end of each dma-buf handed out (a socket pair stands in for the dma-buf):
+    /// it reads end-of-file once the holder closed the dma-buf.
+    peers: Vec<UnixStream>,
     /// Whether udmabuf exports work.
     pub udmabuf: bool,
     /// Error returned by the next export.
     pub fail_next: Option<ExportError>,
-    /// Reads done through CPU mappings.
-    pub mapping_reads: u64,
+    /// Reads of BAR memory through `read_passthrough`.
+    pub passthrough_reads: u64,
+    /// Generation of the BAR memory: VFIO exports made at another one are stale.
+    pub generation: u64,
+    /// Whether the device decodes its BARs (off: exports refused, reads fail, like vfio-pci).
+    pub decoding: bool,
+}
+
+impl FakeExporterState {
+    /// Dma-bufs handed out and not closed yet.
+    pub fn live(&mut self) -> usize {
+        self.peers.retain_mut(|p| {
+            let mut b = [0u8; 1];
+            // Non-blocking: WouldBlock while the dma-buf end is open, 0 bytes once closed.
+            !matches!(p.read(&mut b), Ok(0))
+        });
+        self.peers.len()
+    }
 }
 
 /// A fake exporter: BAR memory is a host vector; exports check page alignment and bounds like
@@ -68,6 +85,7 @@ impl FakeExporter {
         FakeExporter {
             state: Arc::new(Mutex::new(FakeExporterState {
                 udmabuf: true,
+                decoding: true,
                 ..Default::default()
             })),
             bars: Arc::new(Mutex::new((
@@ -154,6 +172,9 @@ impl BlobBackingExporter for FakeExporter {
         if kind == ExportKind::Udmabuf && !st.udmabuf {
             return Err(ExportError::Unsupported("no /dev/udmabuf".into()));
         }
+        if matches!(kind, ExportKind::Vfio(_)) && !st.decoding {
+            return Err(ExportError::Guest("memory decoding is off".into()));
+        }
         for (i, e) in entries.iter().enumerate() {
             if e.addr % PAGE != 0 || u64::from(e.len) % PAGE != 0 {
                 return Err(ExportError::Guest(format!(
@@ -161,77 +182,40 @@ impl BlobBackingExporter for FakeExporter {
                 )));
             }
         }
+        let (dmabuf, peer) = UnixStream::pair().map_err(|e| ExportError::Host(e.to_string()))?;
+        peer.set_nonblocking(true)
+            .map_err(|e| ExportError::Host(e.to_string()))?;
         st.exports.push((kind, entries.to_vec()));
-        st.live += 1;
-        let fd: OwnedFd = File::open("/dev/null")
-            .map_err(|e| ExportError::Host(e.to_string()))?
-            .into();
+        st.peers.push(peer);
         Ok(ExportedBlob {
             kind,
-            dmabuf: fd,
-            cpu_mapping: Some(Box::new(FakeMapping {
-                exporter: self.clone(),
-                entries: entries.to_vec(),
-            })),
+            dmabuf: OwnedFd::from(dmabuf),
+            generation: st.generation,
         })
     }
 
     fn read_passthrough(&self, addr: u64, buf: &mut [u8]) -> Result<(), PixelReadError> {
-        if self.locate(addr, buf.len() as u64).is_none() {
+        let decoding = {
+            let mut st = self.state.lock().unwrap();
+            st.passthrough_reads += 1;
+            st.decoding
+        };
+        if self.locate(addr, buf.len() as u64).is_none() || !decoding {
             return Err(PixelReadError {
                 offset: addr,
                 len: buf.len(),
-                reason: "not in a BAR".into(),
+                reason: "not in a decoded BAR (EIO)".into(),
             });
         }
         self.read_gpa(addr, buf)
     }
-}
 
-/// CPU mapping of a fake export: the entries' bytes in entry order.
-struct FakeMapping {
-    exporter: FakeExporter,
-    entries: Vec<MemEntry>,
-}
-
-impl Drop for FakeMapping {
-    fn drop(&mut self) {
-        self.exporter.state.lock().unwrap().live -= 1;
-    }
-}
-
-impl PixelSource for FakeMapping {
-    fn size(&self) -> u64 {
-        self.entries.iter().map(|e| u64::from(e.len)).sum()
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), PixelReadError> {
-        self.exporter.state.lock().unwrap().mapping_reads += 1;
-        let mut pos = 0u64;
-        let mut done = 0usize;
-        for e in &self.entries {
-            let (start, end) = (pos, pos + u64::from(e.len));
-            pos = end;
-            let want = offset + done as u64;
-            if done == buf.len() {
-                break;
-            }
-            if want >= end || want < start {
-                continue;
-            }
-            let n = ((end - want) as usize).min(buf.len() - done);
-            self.exporter
-                .read_gpa(e.addr + (want - start), &mut buf[done..done + n])?;
-            done += n;
+    fn is_current(&self, blob: &ExportedBlob) -> bool {
+        let st = self.state.lock().unwrap();
+        match blob.kind {
+            ExportKind::Udmabuf => true,
+            ExportKind::Vfio(_) => st.decoding && blob.generation == st.generation,
         }
-        if done != buf.len() {
-            return Err(PixelReadError {
-                offset,
-                len: buf.len(),
-                reason: "past the end".into(),
-            });
-        }
-        Ok(())
     }
 }
 

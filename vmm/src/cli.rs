@@ -52,9 +52,10 @@ pub struct Args {
     #[arg(long = "device", value_name = "KEY=VALUE,...", value_parser = parse_device)]
     pub devices: Vec<DeviceSpec>,
 
-    /// Where the virtio-gpu's scanouts go: `headless` (nowhere) or `capture=<dir>` (a PNG per
-    /// flushed frame in <dir>, at most 10 per second).
-    #[arg(long, value_name = "headless|capture=<dir>", default_value = "headless",
+    /// Where the virtio-gpu's scanouts go: `headless` (nowhere) or `capture=<dir>[,keep=N]` (a
+    /// PNG per flushed frame in <dir>, at most 10 per second; only the newest N files are kept,
+    /// default 100).
+    #[arg(long, value_name = "headless|capture=<dir>[,keep=N]", default_value = "headless",
           value_parser = DisplayConfig::parse)]
     pub display: DisplayConfig,
 }

@@ -214,6 +214,7 @@ impl VfioPciDevice {
             }
         }
         let record = PassthroughBar {
+            decoding: self.mem_decode,
             index: index as u32,
             guest_base: gpa,
             size: state.region.size,

@@ -36,7 +36,8 @@ impl PassthroughRegistry for DmaBufRegistry {
             bar.size,
             bar.fd_offset,
             bar.flags,
-        );
+        )
+        .with_decoding(bar.decoding);
         for p in bar.pieces {
             info = info.with_mmap_piece(MmapPiece {
                 region_offset: p.region_offset,
@@ -81,16 +82,34 @@ mod tests {
                 size: 0x100_0000,
                 host_addr: 0x7f00_0000_0000,
             }],
+            decoding: true,
         };
         r.set_region(id, bar.clone()).unwrap();
-        {
+        let generation = {
             let reg = shared.read().unwrap();
             let (key, info) = reg.lookup_gpa(0x1_0000_1000).unwrap();
             assert_eq!(
-                (key.device, key.index, info.mmap_pieces.len()),
-                (DeviceId(id), 2, 1)
+                (key.device, key.index, info.mmap_pieces.len(), info.decoding),
+                (DeviceId(id), 2, 1, true)
             );
+            reg.region_generation(DeviceId(id), 2).unwrap()
+        };
+        // Memory decoding off: the record says so and exports of the old one are stale.
+        r.set_region(
+            id,
+            PassthroughBar {
+                decoding: false,
+                pieces: Vec::new(),
+                ..bar.clone()
+            },
+        )
+        .unwrap();
+        {
+            let reg = shared.read().unwrap();
+            assert!(!reg.region(DeviceId(id), 2).unwrap().decoding);
+            assert!(!reg.is_current(DeviceId(id), 2, generation));
         }
+        r.set_region(id, bar.clone()).unwrap();
         // The guest moves the BAR.
         r.set_region(
             id,

@@ -30,6 +30,9 @@ pub struct PassthroughBar {
     pub flags: u32,
     /// Host mmap pieces (empty: trapped only).
     pub pieces: Vec<BarPiece>,
+    /// Whether the device decodes the BAR (command register). While it does not, dma-bufs of
+    /// the BAR are revoked by the kernel and reads of it fail.
+    pub decoding: bool,
 }
 
 /// The device list / region table the device fills.

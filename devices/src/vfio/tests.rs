@@ -468,6 +468,7 @@ fn memory_decoding_controls_the_slots() {
     assert!(!r.vfio.lock().unwrap().mem_decode());
     assert!(r.slots.live().is_empty());
     assert!(r.registry.regions.lock().unwrap()[&2].pieces.is_empty());
+    assert!(!r.registry.regions.lock().unwrap()[&2].decoding);
     // A move while decoding is off maps nothing...
     r.cfg_write(0x18, &0xd000_000cu32.to_le_bytes());
     r.cfg_write(0x1c, &0u32.to_le_bytes());
@@ -480,6 +481,7 @@ fn memory_decoding_controls_the_slots() {
     r.cfg_write(0x04, &[0x03]);
     assert_eq!(r.slots.live(), vec![(0xd000_0000, BAR2_SIZE)]);
     assert_eq!(r.registry.regions.lock().unwrap()[&2].pieces.len(), 1);
+    assert!(r.registry.regions.lock().unwrap()[&2].decoding);
     // Writes to other registers leave it alone.
     r.cfg_write(0x0c, &[0x10]);
     assert_eq!(r.slots.live().len(), 1);

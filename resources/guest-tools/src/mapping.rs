@@ -43,6 +43,12 @@ impl Mapping {
         })
     }
 
+    /// Maps `len` bytes of `fd` from offset 0, shared and read-write (e.g. a udmabuf).
+    pub fn shared(fd: std::os::fd::BorrowedFd<'_>, len: usize, what: &str) -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        Self::new(len, libc::MAP_SHARED, fd.as_raw_fd(), what)
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.len

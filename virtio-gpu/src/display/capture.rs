@@ -1,38 +1,40 @@
-//! The `capture=<dir>` backend: a PNG per flushed frame, rate-limited.
+//! The `capture=<dir>[,keep=N]` backend: a PNG per flushed frame, rate-limited, the newest `N`
+//! kept.
 
+use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{DisplayBackend, DisplayError, ScanoutFrame};
+use crate::format::PixelFormat;
 use crate::protocol::Rect;
+use crate::GUEST_LOG_INTERVAL;
 
-/// A frame skipped by the rate limit, kept (one frame's RGBA, not guest memory) so that the
-/// last picture is never lost: written by the next allowed flush or when the backend is dropped.
-#[derive(Debug)]
-struct Deferred {
-    scanout_id: u32,
-    width: u32,
-    height: u32,
-    rgba: Vec<u8>,
-}
-
-/// Writes `<dir>/frame-<scanout>-<NNNNNN>.png` for flushed frames, at most `max_fps` a second.
-/// A flush arriving sooner is deferred (replacing an older deferred one) and counted as skipped.
+/// Writes `<dir>/frame-<scanout>-<NNNNNN>.png` for flushed frames, at most `max_fps` a second,
+/// and deletes its oldest files beyond the newest `keep`.
+///
+/// The rate limit is checked before any pixel is read: a flush arriving sooner only marks its
+/// scanout pending (counted as skipped); the pending frame is written by the scanout's next
+/// allowed flush or by [`DisplayBackend::finish`] when the device goes away, so the last
+/// picture is not lost. Frames are converted and encoded row by row (no frame-sized buffer).
 #[derive(Debug)]
 pub struct CaptureDisplay {
     dir: PathBuf,
     min_interval: Duration,
+    keep: usize,
     last_write: Option<Instant>,
     written: u64,
     skipped: u64,
-    deferred: Option<Deferred>,
+    pending: BTreeSet<u32>,
+    files: VecDeque<PathBuf>,
 }
 
 impl CaptureDisplay {
-    /// Creates the directory if needed. `max_fps` 0 means no limit.
-    pub fn new(dir: PathBuf, max_fps: u32) -> Result<Self, DisplayError> {
+    /// Creates the directory if needed. `max_fps` 0 means no limit; `keep` (at least 1) bounds
+    /// the files left in `dir`.
+    pub fn new(dir: PathBuf, max_fps: u32, keep: usize) -> Result<Self, DisplayError> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| DisplayError::Io(format!("creating {}: {e}", dir.display())))?;
         let min_interval = if max_fps == 0 {
@@ -43,10 +45,12 @@ impl CaptureDisplay {
         Ok(CaptureDisplay {
             dir,
             min_interval,
+            keep: keep.max(1),
             last_write: None,
             written: 0,
             skipped: 0,
-            deferred: None,
+            pending: BTreeSet::new(),
+            files: VecDeque::new(),
         })
     }
 
@@ -65,47 +69,72 @@ impl CaptureDisplay {
         &self.dir
     }
 
-    /// Writes the deferred frame, if any.
-    pub fn write_deferred(&mut self) -> Result<(), DisplayError> {
-        if let Some(d) = self.deferred.take() {
-            self.write_rgba(d.scanout_id, d.width, d.height, &d.rgba)?;
+    fn write_png(&mut self, scanout_id: u32, frame: &ScanoutFrame<'_>) -> Result<(), DisplayError> {
+        let format = PixelFormat::from_fourcc(frame.fourcc)
+            .ok_or(DisplayError::UnsupportedFormat(frame.fourcc))?;
+        let path = self
+            .dir
+            .join(format!("frame-{scanout_id}-{:06}.png", self.written));
+        let (width, height) = (frame.width, frame.height);
+        let result = Self::encode(&path, frame, format);
+        // Counted (and rate-limited) even if it failed: a failing disk is not retried per flush.
+        self.last_write = Some(Instant::now());
+        self.written += 1;
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        log_limit::info_limit_global!(
+            1,
+            GUEST_LOG_INTERVAL,
+            "capture: wrote {} ({width}x{height})",
+            path.display()
+        );
+        self.files.push_back(path);
+        while self.files.len() > self.keep {
+            if let Some(old) = self.files.pop_front() {
+                if let Err(e) = std::fs::remove_file(&old) {
+                    log_limit::warn_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "capture: removing {}: {e}",
+                        old.display()
+                    );
+                }
+            }
         }
         Ok(())
     }
 
-    fn write_rgba(
-        &mut self,
-        scanout_id: u32,
-        width: u32,
-        height: u32,
-        rgba: &[u8],
+    fn encode(
+        path: &Path,
+        frame: &ScanoutFrame<'_>,
+        format: PixelFormat,
     ) -> Result<(), DisplayError> {
-        let path = self
-            .dir
-            .join(format!("frame-{scanout_id}-{:06}.png", self.written));
         let io = |e: std::io::Error| DisplayError::Io(format!("{}: {e}", path.display()));
-        let file = File::create(&path).map_err(io)?;
-        let mut enc = png::Encoder::new(BufWriter::new(file), width, height);
+        let png_err = |e: png::EncodingError| DisplayError::Io(format!("{}: {e}", path.display()));
+        let file = File::create(path).map_err(io)?;
+        let mut enc = png::Encoder::new(BufWriter::new(file), frame.width, frame.height);
         enc.set_color(png::ColorType::Rgba);
         enc.set_depth(png::BitDepth::Eight);
         // Encoding runs on the device worker: favour speed over size.
         enc.set_compression(png::Compression::Fast);
-        let png_err = |e: png::EncodingError| DisplayError::Io(format!("{}: {e}", path.display()));
-        let mut w = enc.write_header().map_err(png_err)?;
-        w.write_image_data(rgba).map_err(png_err)?;
-        w.finish().map_err(png_err)?;
-        log::info!("capture: wrote {} ({width}x{height})", path.display());
-        self.last_write = Some(Instant::now());
-        self.written += 1;
-        Ok(())
-    }
-}
-
-impl Drop for CaptureDisplay {
-    fn drop(&mut self) {
-        if let Err(e) = self.write_deferred() {
-            log::error!("capture: last frame: {e}");
+        let mut stream = enc
+            .write_header()
+            .map_err(png_err)?
+            .into_stream_writer()
+            .map_err(png_err)?;
+        let row_len = frame.width as usize * 4;
+        let mut row = vec![0u8; row_len];
+        let mut rgba = vec![0u8; row_len];
+        for y in 0..frame.height {
+            frame.read_row(y, &mut row)?;
+            for (dst, px) in rgba.chunks_exact_mut(4).zip(row.chunks_exact(4)) {
+                dst.copy_from_slice(&format.to_rgba(px));
+            }
+            stream.write_all(&rgba).map_err(io)?;
         }
+        stream.finish().map_err(png_err)
     }
 }
 
@@ -123,23 +152,23 @@ impl DisplayBackend for CaptureDisplay {
         if frame.width == 0 || frame.height == 0 {
             return Ok(());
         }
-        let rgba = frame.to_rgba()?;
         let too_soon = self
             .last_write
             .is_some_and(|last| last.elapsed() < self.min_interval);
         if too_soon {
             self.skipped += 1;
-            self.deferred = Some(Deferred {
-                scanout_id,
-                width: frame.width,
-                height: frame.height,
-                rgba,
-            });
+            self.pending.insert(scanout_id);
             return Ok(());
         }
-        // This frame is newer than any deferred one.
-        self.deferred = None;
-        self.write_rgba(scanout_id, frame.width, frame.height, &rgba)
+        self.pending.remove(&scanout_id);
+        self.write_png(scanout_id, frame)
+    }
+
+    fn finish(&mut self, scanout_id: u32, frame: &ScanoutFrame<'_>) -> Result<(), DisplayError> {
+        if self.pending.remove(&scanout_id) && frame.width > 0 && frame.height > 0 {
+            self.write_png(scanout_id, frame)?;
+        }
+        Ok(())
     }
 }
 
@@ -169,7 +198,7 @@ mod tests {
     #[test]
     fn writes_decodable_png_with_the_pixels() {
         let dir = tmpdir("png");
-        let mut cap = CaptureDisplay::new(dir.clone(), 0).unwrap();
+        let mut cap = CaptureDisplay::new(dir.clone(), 0, 10).unwrap();
         let buf: Vec<u8> = (0..24u8).collect();
         cap.flush(0, &frame(&buf), Rect::default()).unwrap();
         assert_eq!(cap.written(), 1);
@@ -184,30 +213,98 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    #[test]
-    fn rate_limit_skips_fast_flushes_but_keeps_the_last_frame() {
-        let dir = tmpdir("rate");
-        let mut cap = CaptureDisplay::new(dir.clone(), 1).unwrap();
-        for i in 0..5u8 {
-            let buf = vec![i; 24];
-            cap.flush(0, &frame(&buf), Rect::default()).unwrap();
+    /// Counts the rows read from it, fails past `ok_rows` reads when set.
+    struct CountingSource {
+        buf: Vec<u8>,
+        reads: std::cell::Cell<u64>,
+    }
+
+    impl crate::exporter::PixelSource for CountingSource {
+        fn size(&self) -> u64 {
+            self.buf.len() as u64
         }
-        assert_eq!((cap.written(), cap.skipped()), (1, 4));
-        drop(cap);
-        // The last (deferred) frame is written on drop: bytes 4,4,4 -> rgba 4,4,4,255.
-        let dec = png::Decoder::new(File::open(dir.join("frame-0-000001.png")).unwrap());
+        fn read_at(
+            &self,
+            offset: u64,
+            buf: &mut [u8],
+        ) -> Result<(), crate::exporter::PixelReadError> {
+            self.reads.set(self.reads.get() + 1);
+            self.buf.read_at(offset, buf)
+        }
+    }
+
+    fn first_pixel(path: &Path) -> [u8; 4] {
+        let dec = png::Decoder::new(File::open(path).unwrap());
         let mut reader = dec.read_info().unwrap();
         let mut out = vec![0; reader.output_buffer_size()];
         reader.next_frame(&mut out).unwrap();
-        assert_eq!(&out[0..4], &[4, 4, 4, 255]);
+        [out[0], out[1], out[2], out[3]]
+    }
+
+    #[test]
+    fn rate_limit_reads_no_pixel_and_finish_writes_the_skipped_frame() {
+        let dir = tmpdir("rate");
+        let mut cap = CaptureDisplay::new(dir.clone(), 1, 10).unwrap();
+        let mut reads = Vec::new();
+        let empty = Vec::new();
+        for i in 0..5u8 {
+            let src = CountingSource {
+                buf: vec![i; 24],
+                reads: std::cell::Cell::new(0),
+            };
+            let f = ScanoutFrame {
+                pixels: &src,
+                ..frame(&empty)
+            };
+            cap.flush(0, &f, Rect::default()).unwrap();
+            reads.push(src.reads.get());
+            if i == 4 {
+                // The device goes away showing the last frame: the skipped flush is written.
+                cap.finish(0, &f).unwrap();
+                // Nothing is pending any more: a second finish writes nothing.
+                cap.finish(0, &f).unwrap();
+            }
+        }
+        // Only the first flush read pixels (2 rows); the skipped ones read nothing.
+        assert_eq!(reads, vec![2, 0, 0, 0, 0]);
+        assert_eq!((cap.written(), cap.skipped()), (2, 4));
+        // Bytes 4,4,4 -> rgba 4,4,4,255.
+        assert_eq!(first_pixel(&dir.join("frame-0-000001.png")), [4, 4, 4, 255]);
         assert!(!dir.join("frame-0-000002.png").exists());
+        // A scanout that had nothing pending writes nothing at finish.
+        cap.finish(1, &frame(&vec![9; 24])).unwrap();
+        assert_eq!(cap.written(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn only_the_newest_keep_files_stay() {
+        let dir = tmpdir("keep");
+        let mut cap = CaptureDisplay::new(dir.clone(), 0, 3).unwrap();
+        for i in 0..10u8 {
+            cap.flush(0, &frame(&vec![i; 24]), Rect::default()).unwrap();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "frame-0-000007.png",
+                "frame-0-000008.png",
+                "frame-0-000009.png"
+            ]
+        );
+        assert_eq!(first_pixel(&dir.join("frame-0-000009.png")), [9, 9, 9, 255]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn short_source_is_an_error_not_a_panic() {
         let dir = tmpdir("short");
-        let mut cap = CaptureDisplay::new(dir.clone(), 0).unwrap();
+        let mut cap = CaptureDisplay::new(dir.clone(), 0, 10).unwrap();
         let buf = vec![0u8; 10];
         assert!(cap.flush(0, &frame(&buf), Rect::default()).is_err());
         std::fs::remove_dir_all(dir).unwrap();

@@ -117,6 +117,12 @@ pub trait DisplayBackend: Send {
 
     /// The cursor changed (image or position). Default: ignored.
     fn cursor(&mut self, _scanout_id: u32, _cursor: CursorState) {}
+
+    /// The device is going away and `frame` is what the scanout shows last: a backend that
+    /// skipped flushes (rate limit) presents it now. Default: nothing to do.
+    fn finish(&mut self, _scanout_id: u32, _frame: &ScanoutFrame<'_>) -> Result<(), DisplayError> {
+        Ok(())
+    }
 }
 
 /// The `--display` choice.
@@ -124,41 +130,61 @@ pub trait DisplayBackend: Send {
 pub enum DisplayConfig {
     /// No output.
     Headless,
-    /// A PNG per flushed frame in this directory, at most `max_fps` per second.
+    /// A PNG per flushed frame in this directory, at most `max_fps` per second, the newest
+    /// `keep` files kept.
     Capture {
         /// Output directory.
         dir: PathBuf,
         /// Rate limit.
         max_fps: u32,
+        /// Files kept (older ones are deleted).
+        keep: usize,
     },
 }
 
 impl DisplayConfig {
     /// Frames per second written by `capture=<dir>` unless told otherwise.
     pub const DEFAULT_CAPTURE_FPS: u32 = 10;
+    /// Files `capture=<dir>` keeps unless `keep=N` says otherwise.
+    pub const DEFAULT_CAPTURE_KEEP: usize = 100;
 
-    /// Parses `headless` or `capture=<dir>` (the `--display` argument).
+    /// Parses `headless` or `capture=<dir>[,keep=N]` (the `--display` argument).
     pub fn parse(s: &str) -> Result<Self, String> {
         if s == "headless" {
             return Ok(DisplayConfig::Headless);
         }
-        match s.strip_prefix("capture=") {
-            Some(dir) if !dir.is_empty() => Ok(DisplayConfig::Capture {
-                dir: PathBuf::from(dir),
-                max_fps: Self::DEFAULT_CAPTURE_FPS,
-            }),
-            _ => Err(format!(
-                "unknown display '{s}': expected 'headless' or 'capture=<dir>'"
-            )),
+        let Some(rest) = s.strip_prefix("capture=") else {
+            return Err(format!(
+                "unknown display '{s}': expected 'headless' or 'capture=<dir>[,keep=N]'"
+            ));
+        };
+        let (dir, keep) = match rest.rsplit_once(",keep=") {
+            Some((dir, n)) => match n.parse::<usize>() {
+                Ok(n) if n > 0 => (dir, n),
+                _ => {
+                    return Err(format!(
+                        "capture: keep={n} is not a number of files (1 or more)"
+                    ))
+                }
+            },
+            None => (rest, Self::DEFAULT_CAPTURE_KEEP),
+        };
+        if dir.is_empty() {
+            return Err("capture= needs a directory: capture=<dir>[,keep=N]".to_string());
         }
+        Ok(DisplayConfig::Capture {
+            dir: PathBuf::from(dir),
+            max_fps: Self::DEFAULT_CAPTURE_FPS,
+            keep,
+        })
     }
 
     /// Builds the backend (creates the capture directory).
     pub fn build(&self) -> Result<Box<dyn DisplayBackend>, DisplayError> {
         Ok(match self {
             DisplayConfig::Headless => Box::new(HeadlessDisplay::default()),
-            DisplayConfig::Capture { dir, max_fps } => {
-                Box::new(CaptureDisplay::new(dir.clone(), *max_fps)?)
+            DisplayConfig::Capture { dir, max_fps, keep } => {
+                Box::new(CaptureDisplay::new(dir.clone(), *max_fps, *keep)?)
             }
         })
     }
@@ -178,10 +204,26 @@ mod tests {
             DisplayConfig::parse("capture=/tmp/x"),
             Ok(DisplayConfig::Capture {
                 dir: PathBuf::from("/tmp/x"),
-                max_fps: DisplayConfig::DEFAULT_CAPTURE_FPS
+                max_fps: DisplayConfig::DEFAULT_CAPTURE_FPS,
+                keep: DisplayConfig::DEFAULT_CAPTURE_KEEP,
             })
         );
-        assert!(DisplayConfig::parse("capture=").is_err());
+        assert_eq!(
+            DisplayConfig::parse("capture=/tmp/a,b,keep=16"),
+            Ok(DisplayConfig::Capture {
+                dir: PathBuf::from("/tmp/a,b"),
+                max_fps: DisplayConfig::DEFAULT_CAPTURE_FPS,
+                keep: 16,
+            })
+        );
+        for bad in [
+            "capture=",
+            "capture=,keep=3",
+            "capture=/x,keep=0",
+            "capture=/x,keep=lots",
+        ] {
+            assert!(DisplayConfig::parse(bad).is_err(), "{bad}");
+        }
         assert!(DisplayConfig::parse("sdl").is_err());
     }
 
