@@ -716,19 +716,7 @@ fn ram_blob_is_exported_as_udmabuf_and_displayed_through_its_mapping() {
 #[test]
 fn bar_blob_with_out_of_order_ranges_is_one_vfio_export_in_entry_order() {
     let mut r = rig();
-    let pages = [
-        BAR_BASE + 8 * P,
-        BAR_BASE + 2 * P,
-        BAR_BASE + 5 * P,
-        BAR_BASE,
-    ];
-    let ex = r.exporter.clone();
-    paint(&pages, |a, b| ex.write_bar(a, b));
-    let entries: Vec<MemEntry> = pages.iter().map(|a| entry(*a, P)).collect();
-    assert_eq!(
-        r.ctl(create_blob(4, 1, 2, 4 * P, &entries)),
-        resp::OK_NODATA
-    );
+    let entries = bar_blob(&mut r, 4);
     let region = PassthroughRegion {
         device: 1,
         region: 2,
@@ -1212,7 +1200,8 @@ fn export_covers_exactly_the_blob_size() {
 
 // ---- hostile guests: revocation, budgets, host memory, log volume ----
 
-fn bar_blob(r: &mut Rig, id: u32) {
+/// Creates blob `id` of four out-of-order BAR pages holding the pattern; returns its entries.
+fn bar_blob(r: &mut Rig, id: u32) -> Vec<MemEntry> {
     let pages = [
         BAR_BASE + 8 * P,
         BAR_BASE + 2 * P,
@@ -1226,12 +1215,13 @@ fn bar_blob(r: &mut Rig, id: u32) {
         r.ctl(create_blob(id, 1, 2, 4 * P, &entries)),
         resp::OK_NODATA
     );
+    entries
 }
 
 #[test]
 fn bar_pixels_are_read_through_the_exporter_never_a_mapping() {
     let mut r = rig();
-    bar_blob(&mut r, 4);
+    let _ = bar_blob(&mut r, 4);
     assert_eq!(show_blob(&mut r, 4), expected_rgba(SCANOUT_W * SCANOUT_H));
     assert!(r.exporter.state.lock().unwrap().passthrough_reads > 0);
 }
@@ -1239,7 +1229,7 @@ fn bar_pixels_are_read_through_the_exporter_never_a_mapping() {
 #[test]
 fn memory_decode_off_drops_the_dmabuf_keeps_serving_and_reexports_when_back() {
     let mut r = rig();
-    bar_blob(&mut r, 4);
+    let _ = bar_blob(&mut r, 4);
     assert_eq!(show_blob(&mut r, 4), expected_rgba(SCANOUT_W * SCANOUT_H));
     assert_eq!(r.exporter.state.lock().unwrap().live(), 1);
 
@@ -1291,7 +1281,7 @@ fn memory_decode_off_drops_the_dmabuf_keeps_serving_and_reexports_when_back() {
 #[test]
 fn a_moved_bar_makes_the_dmabuf_stale_and_it_is_exported_again() {
     let mut r = rig();
-    bar_blob(&mut r, 4);
+    let _ = bar_blob(&mut r, 4);
     assert_eq!(show_blob(&mut r, 4), expected_rgba(SCANOUT_W * SCANOUT_H));
     r.exporter.state.lock().unwrap().generation += 1;
     assert_eq!(show_blob(&mut r, 4), expected_rgba(SCANOUT_W * SCANOUT_H));
