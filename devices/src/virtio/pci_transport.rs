@@ -331,7 +331,13 @@ impl VirtioPciDevice {
         }
     }
 
+    /// Hands the enabled queues to the device. Called once per reset at most (the common
+    /// configuration reports DRIVER_OK only the first time it is set); an active device is
+    /// never activated again.
     fn activate(&mut self) {
+        if self.active {
+            return;
+        }
         let mut queues = Vec::new();
         for (i, qc) in self.common.queues.iter().enumerate() {
             if !qc.enabled {

@@ -67,6 +67,9 @@ struct Seen {
     activated: Vec<(u16, u16, u64)>,
     notify: Vec<EventFd>,
     interrupt: Option<Arc<dyn VirtioInterrupt>>,
+    activations: u32,
+    /// activate() fails (counting the attempt) while set.
+    refuse_activation: bool,
     resets: u32,
     config_writes: Vec<(u64, Vec<u8>)>,
 }
@@ -105,6 +108,10 @@ impl VirtioDevice for FakeDevice {
         queues: Vec<ActivatedQueue>,
     ) -> Result<(), String> {
         let mut s = self.0.lock().unwrap();
+        s.activations += 1;
+        if s.refuse_activation {
+            return Err("refused".into());
+        }
         for q in queues {
             s.activated
                 .push((q.index, q.queue.size(), q.queue.desc_table()));
@@ -352,6 +359,72 @@ fn reset_stops_the_device_and_clears_state() {
     // A second bring-up works.
     t.bring_up();
     assert!(t.dev.is_active());
+}
+
+/// Status bits only accumulate until a reset: a driver that clears DRIVER_OK and sets it
+/// again, rewrites the status, or writes NEEDS_RESET/FAILED never gets a second activation
+/// (which would hand the device the same rings again and replay old requests).
+#[test]
+fn status_rewrites_do_not_reactivate_without_a_reset() {
+    let mut t = setup();
+    t.bring_up();
+    assert_eq!(t.seen.lock().unwrap().activations, 1);
+    // Clearing DRIVER_OK (or any other bit) without a reset is ignored.
+    t.w(0x14, 0xb, 1);
+    assert_eq!(t.r(0x14, 1), 0xf);
+    t.w(0x14, 0xf, 1);
+    t.w(0x14, 0xf, 1);
+    t.w(0x14, 0x7, 1);
+    t.w(0x14, 0x4, 1);
+    t.w(0x14, 0xf, 1);
+    assert!(t.dev.is_active());
+    assert_eq!(t.r(0x14, 1), 0xf);
+    // NEEDS_RESET belongs to the device; FAILED may be added by the driver. Neither crashes
+    // or activates again.
+    t.w(0x14, 0x4f, 1);
+    assert_eq!(t.r(0x14, 1) & 0x40, 0, "the driver cannot set NEEDS_RESET");
+    t.w(0x14, 0x8f, 1);
+    assert_eq!(t.r(0x14, 1), 0x8f);
+    t.w(0x14, 0xff, 1);
+    t.w(0x14, 0x40, 1);
+    t.w(0x14, 0x80, 1);
+    {
+        let s = t.seen.lock().unwrap();
+        assert_eq!((s.activations, s.resets), (1, 0));
+        assert_eq!(s.activated.len(), 2, "two queues, handed over once");
+    }
+    // A reset allows exactly one new activation.
+    t.w(0x14, 0, 1);
+    assert!(!t.dev.is_active());
+    t.bring_up();
+    t.w(0x14, 0xb, 1);
+    t.w(0x14, 0xf, 1);
+    let s = t.seen.lock().unwrap();
+    assert_eq!((s.activations, s.resets), (2, 1));
+}
+
+/// A failed activation leaves the device inactive with NEEDS_RESET until the driver resets
+/// it: rewriting DRIVER_OK (with or without clearing it first) does not retry it.
+#[test]
+fn failed_activation_is_not_retried_by_status_writes() {
+    let mut t = setup();
+    t.seen.lock().unwrap().refuse_activation = true;
+    t.bring_up();
+    assert!(!t.dev.is_active());
+    assert_eq!(t.r(0x14, 1), 0x4f);
+    t.seen.lock().unwrap().refuse_activation = false;
+    t.w(0x14, 0x4b, 1);
+    t.w(0x14, 0x4f, 1);
+    t.w(0x14, 0xb, 1);
+    t.w(0x14, 0xf, 1);
+    assert!(!t.dev.is_active());
+    assert_eq!(t.r(0x14, 1), 0x4f, "NEEDS_RESET stays until a reset");
+    assert_eq!(t.seen.lock().unwrap().activations, 1);
+    t.w(0x14, 0, 1);
+    assert_eq!(t.r(0x14, 1), 0);
+    t.bring_up();
+    assert!(t.dev.is_active());
+    assert_eq!(t.seen.lock().unwrap().activations, 2);
 }
 
 #[test]
