@@ -33,6 +33,12 @@ pub struct QueueConfig {
 }
 
 impl QueueConfig {
+    /// Whether the driver's size can be used for a split virtqueue (virtio 1.2, 2.7): from 1
+    /// to the maximum and a power of two.
+    pub fn size_is_valid(&self) -> bool {
+        self.size != 0 && self.size <= self.max_size && self.size.is_power_of_two()
+    }
+
     fn new(max_size: u16) -> Self {
         QueueConfig {
             max_size,

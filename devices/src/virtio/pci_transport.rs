@@ -9,12 +9,13 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
+use log_limit::{error_limit_global, warn_limit_global};
 use virtio_bindings::virtio_ids::VIRTIO_ID_GPU;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::common_cfg::{CommonCfg, CommonCfgAction, COMMON_CFG_SIZE};
+use super::common_cfg::{CommonCfg, CommonCfgAction, QueueConfig, COMMON_CFG_SIZE};
 use super::device::{ActivatedQueue, InterruptSource, VirtioDevice, VirtioInterrupt};
 use super::error::VirtioPciError;
 use super::msix::{MsixTable, MSIX_CTRL_ENABLE, MSIX_CTRL_FUNCTION_MASK, NO_VECTOR};
@@ -22,6 +23,7 @@ use crate::pci::{
     BarKind, BarReprogram, MsiRouter, PciBar, PciConfigSpace, PciDevice, PciHeader, CAP_ID_MSIX,
     CAP_ID_VENDOR,
 };
+use crate::GUEST_LOG_INTERVAL;
 
 /// Red Hat / virtio vendor ID.
 pub const VIRTIO_PCI_VENDOR_ID: u16 = 0x1af4;
@@ -184,6 +186,13 @@ impl VirtioPciDevice {
     ) -> Result<Self, VirtioPciError> {
         let device_type = device.device_type();
         let sizes = device.queue_max_sizes();
+        for (index, &size) in sizes.iter().enumerate() {
+            Queue::new(size).map_err(|source| VirtioPciError::Queue {
+                index,
+                size,
+                source,
+            })?;
+        }
         let num_queues = sizes.len();
         let (class, subclass) = if device_type == VIRTIO_ID_GPU {
             (0x03, 0x80) // display controller, other
@@ -343,29 +352,30 @@ impl VirtioPciDevice {
             if !qc.enabled {
                 continue;
             }
-            let mut q = match Queue::new(qc.max_size) {
+            let q = match split_queue(qc, &self.mem) {
                 Ok(q) => q,
-                Err(e) => {
-                    log::error!("virtio-pci: queue {i}: {e}");
+                Err(why) => {
+                    warn_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "virtio-pci: guest error: queue {i} (size {} of at most {}, desc {:#x}, driver {:#x}, device {:#x}) refused: {why}",
+                        qc.size,
+                        qc.max_size,
+                        qc.desc,
+                        qc.driver,
+                        qc.device
+                    );
                     return self.fail();
                 }
             };
-            q.set_size(qc.size);
-            q.set_desc_table_address(Some(qc.desc as u32), Some((qc.desc >> 32) as u32));
-            q.set_avail_ring_address(Some(qc.driver as u32), Some((qc.driver >> 32) as u32));
-            q.set_used_ring_address(Some(qc.device as u32), Some((qc.device >> 32) as u32));
-            q.set_ready(true);
-            if !q.is_valid(&self.mem) {
-                log::warn!(
-                    "virtio-pci: guest error: queue {i} (size {}, desc {:#x}, driver {:#x}, device {:#x}) is invalid",
-                    qc.size, qc.desc, qc.driver, qc.device
-                );
-                return self.fail();
-            }
             let notify = match self.notify.get(i).map(EventFd::try_clone) {
                 Some(Ok(fd)) => fd,
                 _ => {
-                    log::error!("virtio-pci: cloning the notify eventfd of queue {i}");
+                    error_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "virtio-pci: cloning the notify eventfd of queue {i}"
+                    );
                     return self.fail();
                 }
             };
@@ -379,7 +389,12 @@ impl VirtioPciDevice {
         match self.device.activate(self.mem.clone(), interrupt, queues) {
             Ok(()) => self.active = true,
             Err(e) => {
-                log::error!("virtio-pci: activating {}: {e}", self.name);
+                error_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "virtio-pci: activating {}: {e}",
+                    self.name
+                );
                 self.fail();
             }
         }
@@ -494,6 +509,40 @@ impl Drop for VirtioPciDevice {
             self.router.release_gsi(*gsi);
         }
     }
+}
+
+/// The split virtqueue the driver set up in `qc` (virtio 1.2, 2.7), checked before
+/// virtio-queue sees it: a size of 1..=max that is a power of two, aligned ring addresses
+/// (descriptor table 16, driver ring 2, device ring 4) and rings inside guest memory.
+/// virtio-queue's own setters keep the old value of a refused setting (its maximum size, a
+/// default address) and log each refusal; the checks here refuse the queue instead.
+fn split_queue(qc: &QueueConfig, mem: &GuestMemoryMmap) -> Result<Queue, String> {
+    if !qc.size_is_valid() {
+        return Err("the size must be a power of two from 1 to the maximum".into());
+    }
+    let mut q = Queue::new(qc.max_size).map_err(|e| format!("maximum size: {e}"))?;
+    q.try_set_size(qc.size).map_err(|e| format!("size: {e}"))?;
+    let n = u64::from(qc.size);
+    // Descriptor table, driver ring (flags, idx, ring, used_event), device ring (flags, idx,
+    // ring of id/len pairs, avail_event).
+    let parts = [
+        ("descriptor table", qc.desc, 16 * n),
+        ("driver ring", qc.driver, 6 + 2 * n),
+        ("device ring", qc.device, 6 + 8 * n),
+    ];
+    q.try_set_desc_table_address(GuestAddress(qc.desc))
+        .and_then(|()| q.try_set_avail_ring_address(GuestAddress(qc.driver)))
+        .and_then(|()| q.try_set_used_ring_address(GuestAddress(qc.device)))
+        .map_err(|e| format!("ring address: {e}"))?;
+    for (what, addr, len) in parts {
+        let inside = usize::try_from(len)
+            .is_ok_and(|len| GuestMemoryBackend::check_range(mem, GuestAddress(addr), len));
+        if !inside {
+            return Err(format!("the {what} ({len} bytes) is not in guest memory"));
+        }
+    }
+    q.set_ready(true);
+    Ok(q)
 }
 
 fn in_range(offset: u64, len: usize, start: u64, size: u64) -> bool {

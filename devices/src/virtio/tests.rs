@@ -70,6 +70,8 @@ struct Seen {
     activations: u32,
     /// activate() fails (counting the attempt) while set.
     refuse_activation: bool,
+    /// Queue maximum sizes instead of [256, 16].
+    max_sizes: Option<Vec<u16>>,
     resets: u32,
     config_writes: Vec<(u64, Vec<u8>)>,
 }
@@ -81,7 +83,12 @@ impl VirtioDevice for FakeDevice {
         16
     }
     fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![256, 16]
+        self.0
+            .lock()
+            .unwrap()
+            .max_sizes
+            .clone()
+            .unwrap_or_else(|| vec![256, 16])
     }
     fn device_features(&self) -> u64 {
         0b1010
@@ -177,6 +184,11 @@ impl T {
     /// Driver initialisation up to DRIVER_OK with both queues, MSI-X vectors 1 and 2 for the
     /// queues and 0 for config.
     fn bring_up(&mut self) {
+        self.bring_up_with_sizes([8, 8]);
+    }
+
+    /// [`T::bring_up`] with the driver writing these queue sizes.
+    fn bring_up_with_sizes(&mut self, sizes: [u64; 2]) {
         self.w(0x14, 1, 1);
         self.w(0x14, 3, 1);
         self.w(0x08, 0, 4);
@@ -189,7 +201,7 @@ impl T {
         self.w(0x10, 0, 2);
         for q in 0..2u64 {
             self.w(0x16, q, 2);
-            self.w(0x18, 8, 2);
+            self.w(0x18, sizes[q as usize], 2);
             let base = 0x1000 * (q + 1);
             self.w(0x20, base, 8);
             self.w(0x28, base + 0x100, 8);
@@ -425,6 +437,76 @@ fn failed_activation_is_not_retried_by_status_writes() {
     t.bring_up();
     assert!(t.dev.is_active());
     assert_eq!(t.seen.lock().unwrap().activations, 2);
+}
+
+/// A queue size of 0, above the queue's maximum or not a power of two (split virtqueues) is
+/// refused at DRIVER_OK: the device stays inactive with NEEDS_RESET (virtio-queue would
+/// otherwise keep its maximum size and serve rings the driver did not allocate).
+#[test]
+fn invalid_queue_sizes_are_refused_at_activation() {
+    // Queue 0 has a maximum of 256, queue 1 of 16.
+    for sizes in [[0, 8], [3, 8], [512, 8], [8, 32], [8, 12], [0xffff, 16]] {
+        let mut t = setup();
+        t.bring_up_with_sizes(sizes);
+        assert!(!t.dev.is_active(), "sizes {sizes:?} accepted");
+        assert_eq!(t.r(0x14, 1), 0x4f, "sizes {sizes:?}: NEEDS_RESET");
+        assert_eq!(t.seen.lock().unwrap().activations, 0, "sizes {sizes:?}");
+        // A reset and a valid bring-up work.
+        t.w(0x14, 0, 1);
+        t.bring_up_with_sizes([256, 1]);
+        assert!(t.dev.is_active());
+        assert_eq!(
+            t.seen.lock().unwrap().activated,
+            vec![(0, 256, 0x1000), (1, 1, 0x2000)]
+        );
+    }
+}
+
+/// A misaligned ring address is refused too (virtio-queue would keep its default address 0
+/// and the device would serve a ring the driver never set up there).
+#[test]
+fn misaligned_rings_are_refused_at_activation() {
+    for (reg, addr) in [(0x20u64, 0x1008u64), (0x28, 0x1101), (0x30, 0x1202)] {
+        let mut t = setup();
+        t.w(0x14, 3, 1);
+        t.w(0x08, 1, 4);
+        t.w(0x0c, 1, 4);
+        t.w(0x14, 0xb, 1);
+        t.w(0x16, 0, 2);
+        t.w(0x18, 8, 2);
+        t.w(0x20, 0x1000, 8);
+        t.w(0x28, 0x1100, 8);
+        t.w(0x30, 0x1200, 8);
+        t.w(reg, addr, 8);
+        t.w(0x1c, 1, 2);
+        t.w(0x14, 0xf, 1);
+        assert!(!t.dev.is_active(), "{addr:#x} at {reg:#x} accepted");
+        assert_ne!(t.r(0x14, 1) & 0x40, 0);
+    }
+}
+
+/// A device whose maximum queue size virtio-queue cannot serve is refused when the transport
+/// is built, not at the driver's DRIVER_OK.
+#[test]
+fn unusable_maximum_queue_sizes_are_a_setup_error() {
+    for bad in [0u16, 12, 0xffff] {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let seen = Arc::new(Mutex::new(Seen {
+            max_sizes: Some(vec![16, bad]),
+            ..Seen::default()
+        }));
+        let r = VirtioPciDevice::new(
+            Box::new(FakeDevice(seen)),
+            mem,
+            Arc::new(FakeRouter::default()),
+            Arc::new(FakeIoEvents::default()),
+        );
+        match r {
+            Err(VirtioPciError::Queue { index, size, .. }) => assert_eq!((index, size), (1, bad)),
+            Err(e) => panic!("max size {bad}: {e}"),
+            Ok(_) => panic!("max size {bad} accepted"),
+        }
+    }
 }
 
 #[test]
