@@ -35,6 +35,18 @@ fn kvm_available() -> bool {
     ok
 }
 
+/// A console whose every write panics (a device bug on the vCPU thread that serves the exit).
+struct PanickingConsole;
+
+impl Write for PanickingConsole {
+    fn write(&mut self, _buf: &[u8]) -> std::io::Result<usize> {
+        panic!("console sink failed on purpose");
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Boots `code` in real mode at CODE_ADDR (CS = 0); returns the exit
 /// reason, the console bytes and the exit counts.
 fn run_real_mode(code: &[u8]) -> (VmExit, Vec<u8>, vmm::vcpu::ExitStats) {
@@ -46,13 +58,24 @@ fn run_real_mode_with_input(
     code: &[u8],
     input: Option<UnixStream>,
 ) -> (VmExit, Vec<u8>, vmm::vcpu::ExitStats) {
+    let out = Capture::default();
+    let (exit, stats) = run_real_mode_on(code, input, Box::new(out.clone()));
+    let bytes = out.0.lock().unwrap().clone();
+    (exit, bytes, stats)
+}
+
+/// Same, with the guest console going to `console`.
+fn run_real_mode_on(
+    code: &[u8],
+    input: Option<UnixStream>,
+    console: vmm::vm::ConsoleOut,
+) -> (VmExit, vmm::vcpu::ExitStats) {
     let mut vm = Vm::new(64 << 20).expect("create VM");
     vm.ram()
         .memory()
         .write_slice(code, GuestAddress(CODE_ADDR))
         .unwrap();
-    let out = Capture::default();
-    let legacy = vm.add_legacy_devices(Box::new(out.clone())).unwrap();
+    let legacy = vm.add_legacy_devices(console).unwrap();
     vm.add_pci().unwrap();
     let fds = vm.create_vcpus(1, None).unwrap();
     let mut sregs = fds[0].get_sregs().unwrap();
@@ -71,9 +94,7 @@ fn run_real_mode_with_input(
             legacy.serial.clone(),
         ))));
     }
-    let (exit, stats) = vmm::run_vcpus(vm, fds, legacy.reset_evt, subscribers).unwrap();
-    let bytes = out.0.lock().unwrap().clone();
-    (exit, bytes, stats)
+    vmm::run_vcpus(vm, fds, legacy.reset_evt, subscribers).unwrap()
 }
 
 #[test]
@@ -132,4 +153,37 @@ fn host_input_reaches_the_guest_through_the_event_loop() {
     let (exit, out, _) = run_real_mode_with_input(&code, Some(guest_side));
     assert_eq!(exit, VmExit::Reset);
     assert_eq!(out, b"echo me\n");
+}
+
+/// A panic on a vCPU thread (here in the serial device, while serving the guest's OUT) ends
+/// the VM with an error naming the vCPU, instead of leaving the event loop waiting forever.
+#[test]
+fn a_panic_on_a_vcpu_thread_ends_the_vm_with_an_error() {
+    if !kvm_available() {
+        return;
+    }
+    #[rustfmt::skip]
+    let code = [
+        0xba, 0xf8, 0x03,       // mov dx, 0x3f8
+        0xb0, b'!', 0xee,       // mov al, '!'; out dx, al
+        0xf4, 0xeb, 0xfd,       // hlt; jmp hlt
+    ];
+    // The VMM runs on its own thread so that a hang fails the test instead of blocking it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (exit, _) = run_real_mode_on(&code, None, Box::new(PanickingConsole));
+        let _ = tx.send(exit);
+    });
+    let exit = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the VMM still waits after its vCPU thread panicked");
+    assert_eq!(exit.exit_code(), 1, "{exit:?}");
+    let VmExit::VcpuPanic { id, message } = &exit else {
+        panic!("not a vCPU panic: {exit:?}");
+    };
+    assert_eq!(*id, 0);
+    assert!(
+        message.contains("console sink failed on purpose"),
+        "{message}"
+    );
 }
