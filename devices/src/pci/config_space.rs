@@ -8,7 +8,9 @@
 
 use log::debug;
 
-use super::bar::{BarKind, BarReprogram, PciBar, MIN_IO_BAR_SIZE, MIN_MEM_BAR_SIZE, NUM_BARS};
+use super::bar::{
+    BarKind, BarReprogram, BarSpace, PciBar, MIN_IO_BAR_SIZE, MIN_MEM_BAR_SIZE, NUM_BARS,
+};
 use super::error::{PciError, Result};
 
 /// Size of the conventional configuration space in bytes.
@@ -229,6 +231,12 @@ impl PciConfigSpace {
     /// The command register.
     pub fn command(&self) -> u16 {
         (self.regs[REG_COMMAND] & 0xffff) as u16
+    }
+
+    /// Whether the command register enables decoding of `space` (Memory Space or I/O
+    /// Space bit).
+    pub fn decodes(&self, space: BarSpace) -> bool {
+        command_decodes(self.command(), space)
     }
 
     /// The status register.
@@ -467,6 +475,15 @@ impl PciConfigSpace {
             id,
         )
     }
+}
+
+/// Whether command register value `command` enables decoding of `space`.
+pub fn command_decodes(command: u16, space: BarSpace) -> bool {
+    let bit = match space {
+        BarSpace::Mmio => COMMAND_MEMORY,
+        BarSpace::Io => COMMAND_IO,
+    };
+    command & bit != 0
 }
 
 /// Walks a conventional capability list with `read_byte` and returns the offset of the first

@@ -11,7 +11,9 @@ use super::interrupts::VfioInterrupts;
 use super::mmap_areas::{mappable_areas, Area};
 use super::region_set::{RegionDesc, VfioRegionSet};
 use super::registry::{BarPiece, PassthroughBar, PassthroughRegistry};
-use crate::pci::{BarReprogram, PciBar, PciDevice, COMMAND_MEMORY, NUM_BARS, REG_COMMAND};
+use crate::pci::{
+    command_decodes, BarReprogram, BarSpace, PciBar, PciDevice, NUM_BARS, REG_COMMAND,
+};
 
 /// One BAR: its region, the mmapped areas and the KVM slots they currently occupy.
 struct BarState {
@@ -49,9 +51,12 @@ pub struct VfioPciDevice {
     interrupts: Option<VfioInterrupts>,
     registry: Option<(Arc<dyn PassthroughRegistry>, u32)>,
     /// Memory space decoding (command register bit 1) as the device has it. Off: no KVM slots
-    /// (VFIO revokes the mmaps then; a guest access through a slot would fault in KVM), BAR
-    /// accesses trap and read as VFIO answers them.
+    /// (VFIO revokes the mmaps then; a guest access through a slot would fault in KVM), and the
+    /// router does not pass trapped accesses to memory BARs on (all-ones, writes dropped).
     mem_decode: bool,
+    /// I/O space decoding (command register bit 0) as the device has it; off, the router does
+    /// not pass accesses to I/O BARs on.
+    io_decode: bool,
 }
 
 impl VfioPciDevice {
@@ -134,9 +139,10 @@ impl VfioPciDevice {
             }
             _ => None,
         };
-        let mem_decode = config.read(&*dev, REG_COMMAND) & u32::from(COMMAND_MEMORY) != 0;
+        let command = config.read(&*dev, REG_COMMAND) as u16;
         let mut device = Self {
-            mem_decode,
+            mem_decode: command_decodes(command, BarSpace::Mmio),
+            io_decode: command_decodes(command, BarSpace::Io),
             interrupts: env.irq_router.map(|r| VfioInterrupts::new(r, env.intx_gsi)),
             dev,
             config,
@@ -304,8 +310,9 @@ impl PciDevice for VfioPciDevice {
         }
         if reg_idx == REG_COMMAND && offset < 2 {
             // Read back: VFIO decides what the device really has.
-            let command = self.config.read(&*self.dev, REG_COMMAND);
-            self.set_mem_decode(command & u32::from(COMMAND_MEMORY) != 0);
+            let command = self.config.read(&*self.dev, REG_COMMAND) as u16;
+            self.io_decode = command_decodes(command, BarSpace::Io);
+            self.set_mem_decode(command_decodes(command, BarSpace::Mmio));
         }
         effect.bar_move
     }
@@ -316,6 +323,13 @@ impl PciDevice for VfioPciDevice {
 
     fn program_bar(&mut self, index: usize, addr: u64) -> Option<BarReprogram> {
         self.config.program_bar(index, addr)
+    }
+
+    fn decodes(&self, space: BarSpace) -> bool {
+        match space {
+            BarSpace::Mmio => self.mem_decode,
+            BarSpace::Io => self.io_decode,
+        }
     }
 
     fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {

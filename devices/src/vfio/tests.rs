@@ -468,6 +468,14 @@ fn memory_decoding_controls_the_slots() {
     assert!(!r.vfio.lock().unwrap().mem_decode());
     assert!(r.slots.live().is_empty());
     assert!(r.registry.regions.lock().unwrap()[&2].pieces.is_empty());
+    // Trapped accesses are not decoded either: the device sees none of them.
+    let bar0 = r.bar(0).addr;
+    let writes_before = r.fake.log().len();
+    r.bar_router.write(BarSpace::Mmio, bar0 + 0x10, &[0xaa]);
+    let mut b = [0u8; 4];
+    r.bar_router.read(BarSpace::Mmio, bar0 + 0x10, &mut b);
+    assert_eq!(b, [0xff; 4]);
+    assert_eq!(r.fake.log().len(), writes_before, "{:?}", r.fake.log());
     // A move while decoding is off maps nothing...
     r.cfg_write(0x18, &0xd000_000cu32.to_le_bytes());
     r.cfg_write(0x1c, &0u32.to_le_bytes());
@@ -766,4 +774,11 @@ fn small_io_bars_keep_their_size() {
     assert_eq!(u32::from_le_bytes(b), 0x1234_5678);
     r.bar_router.write(BarSpace::Io, io1 + 2, &[0xa5, 0x5a]);
     assert!(r.fake.log().contains(&"write 1 0x2 [a5, 5a]".to_string()));
+    // With I/O Space off in the device's command register, port I/O no longer reaches it.
+    r.cfg_write(0x04, &[0x00, 0x00]);
+    let before = r.fake.log().len();
+    r.bar_router.write(BarSpace::Io, io0 + 4, &[1]);
+    r.bar_router.read(BarSpace::Io, io0 + 4, &mut b);
+    assert_eq!(b, [0xff; 4]);
+    assert_eq!(r.fake.log().len(), before);
 }

@@ -20,8 +20,8 @@ use super::device::{ActivatedQueue, InterruptSource, VirtioDevice, VirtioInterru
 use super::error::VirtioPciError;
 use super::msix::{MsixTable, MSIX_CTRL_ENABLE, MSIX_CTRL_FUNCTION_MASK, NO_VECTOR};
 use crate::pci::{
-    BarKind, BarReprogram, MsiRouter, PciBar, PciConfigSpace, PciDevice, PciHeader, CAP_ID_MSIX,
-    CAP_ID_VENDOR,
+    BarKind, BarReprogram, BarSpace, MsiRouter, PciBar, PciConfigSpace, PciDevice, PciHeader,
+    CAP_ID_MSIX, CAP_ID_VENDOR,
 };
 use crate::GUEST_LOG_INTERVAL;
 
@@ -593,6 +593,10 @@ impl PciDevice for VirtioPciDevice {
 
     fn program_bar(&mut self, index: usize, addr: u64) -> Option<BarReprogram> {
         self.config.program_bar(index, addr)
+    }
+
+    fn decodes(&self, space: BarSpace) -> bool {
+        self.config.decodes(space)
     }
 
     fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {

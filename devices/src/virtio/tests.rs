@@ -9,7 +9,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
 use crate::pci::{
-    MsiRouter, PciDevice, CAP_ID_MSIX, CAP_ID_VENDOR, REG_CAP_PTR, REG_CLASS, REG_ID,
+    MsiRouter, PciDevice, CAP_ID_MSIX, CAP_ID_VENDOR, REG_CAP_PTR, REG_CLASS, REG_COMMAND, REG_ID,
 };
 
 #[derive(Default)]
@@ -611,6 +611,48 @@ fn pci_cfg_window_reaches_bar0() {
         .write_config_register((off + 12) / 4, 0, &3u32.to_le_bytes());
     t.dev.write_config_register((off + 16) / 4, 0, &[0]);
     assert_eq!(t.dev.status(), 1);
+}
+
+/// The transport on a bus: the router only reaches BAR 0 while the driver has Memory Space
+/// decoding on in the command register (a fresh function has it off, like after reset).
+#[test]
+fn bar0_is_reached_only_with_memory_decoding_on() {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let dev = VirtioPciDevice::new(
+        Box::new(FakeDevice(seen)),
+        mem,
+        Arc::new(FakeRouter::default()),
+        Arc::new(FakeIoEvents::default()),
+    )
+    .unwrap();
+    let mut bus = crate::pci::PciBus::new();
+    let mut alloc = crate::pci::BarAllocator::new(
+        crate::pci::BarWindow::new(0xc000_0000, 0x1000_0000),
+        Some(crate::pci::BarWindow::new(0x1_0000_0000, 0x1_0000_0000)),
+        None,
+    )
+    .unwrap();
+    let shared: crate::pci::SharedPciDevice = Arc::new(Mutex::new(dev));
+    let slot = bus.add_device(shared.clone(), &mut alloc).unwrap();
+    let router = bus.router();
+    let bar0 = crate::pci::lock_device(&shared).bars()[0].addr;
+    let num_queues = |router: &crate::pci::PciBarRouter| {
+        let mut b = [0u8; 2];
+        router.read(crate::pci::BarSpace::Mmio, bar0 + 0x12, &mut b);
+        u16::from_le_bytes(b)
+    };
+    assert_eq!(num_queues(&router), 0xffff, "decoded with Memory Space off");
+    // device_status write dropped while decoding is off.
+    router.write(crate::pci::BarSpace::Mmio, bar0 + 0x14, &[1]);
+    bus.write_config(slot, 0, REG_COMMAND, 0, &[0x02, 0x00]);
+    assert_eq!(num_queues(&router), 2);
+    let mut st = [0u8; 1];
+    router.read(crate::pci::BarSpace::Mmio, bar0 + 0x14, &mut st);
+    assert_eq!(st[0], 0, "the write with decoding off reached the device");
+    router.write(crate::pci::BarSpace::Mmio, bar0 + 0x14, &[1]);
+    router.read(crate::pci::BarSpace::Mmio, bar0 + 0x14, &mut st);
+    assert_eq!(st[0], 1);
 }
 
 /// `KvmIoEvents` against the real KVM of this machine (a VM fd is enough for ioeventfds).
