@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vmm_sys_util::eventfd::EventFd;
@@ -24,6 +25,8 @@ struct FakeVfio {
     bars: Mutex<BTreeMap<u32, Vec<u8>>>,
     log: Mutex<Vec<String>>,
     irq: Mutex<BTreeMap<u32, usize>>,
+    /// MSI-X vectors VFIO offers (4 unless a test changes it).
+    msix_irqs: AtomicU32,
 }
 
 impl FakeVfio {
@@ -94,6 +97,7 @@ impl FakeVfio {
             bars: Mutex::new(bars),
             log: Mutex::new(Vec::new()),
             irq: Mutex::new(BTreeMap::new()),
+            msix_irqs: AtomicU32::new(4),
         })
     }
 
@@ -144,7 +148,7 @@ impl VfioRegionSet for FakeVfio {
     fn irq_count(&self, index: u32) -> u32 {
         match index {
             IRQ_INTX | IRQ_MSI => 1,
-            IRQ_MSIX => 4,
+            IRQ_MSIX => self.msix_irqs.load(Ordering::Relaxed),
             _ => 0,
         }
     }
@@ -217,6 +221,20 @@ struct FakeRouter {
     next: Mutex<u32>,
     routes: Mutex<BTreeMap<u32, (u64, u32)>>,
     irqfds: Mutex<Vec<u32>>,
+    /// Calls that would each rewrite the whole routing table (KVM_SET_GSI_ROUTING).
+    route_updates: AtomicU32,
+    /// Calls giving GSIs back.
+    release_calls: AtomicU32,
+}
+
+impl FakeRouter {
+    /// (route updates, release calls) so far.
+    fn calls(&self) -> (u32, u32) {
+        (
+            self.route_updates.load(Ordering::Relaxed),
+            self.release_calls.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl MsiRouter for FakeRouter {
@@ -226,11 +244,28 @@ impl MsiRouter for FakeRouter {
         Ok(23 + *n)
     }
     fn release_gsi(&self, gsi: u32) {
+        self.release_calls.fetch_add(1, Ordering::Relaxed);
         self.routes.lock().unwrap().remove(&gsi);
     }
     fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> std::result::Result<(), String> {
+        self.route_updates.fetch_add(1, Ordering::Relaxed);
         self.routes.lock().unwrap().insert(gsi, (address, data));
         Ok(())
+    }
+    fn set_msi_routes(&self, routes: &[(u32, u64, u32)]) -> std::result::Result<(), String> {
+        self.route_updates.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.routes.lock().unwrap();
+        for &(gsi, address, data) in routes {
+            map.insert(gsi, (address, data));
+        }
+        Ok(())
+    }
+    fn release_gsis(&self, gsis: &[u32]) {
+        self.release_calls.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.routes.lock().unwrap();
+        for gsi in gsis {
+            map.remove(gsi);
+        }
     }
     fn register_irqfd(&self, _fd: &EventFd, gsi: u32) -> std::result::Result<(), String> {
         self.irqfds.lock().unwrap().push(gsi);
@@ -781,4 +816,126 @@ fn small_io_bars_keep_their_size() {
     r.bar_router.read(BarSpace::Io, io0 + 4, &mut b);
     assert_eq!(b, [0xff; 4]);
     assert_eq!(r.fake.log().len(), before);
+}
+
+/// A device with 2048 MSI-X vectors (table in BAR 1, 32 KiB, PBA after it).
+fn many_vector_device() -> Arc<FakeVfio> {
+    let mut c = vec![0u8; 256];
+    c[0..4].copy_from_slice(&0x1111_1af4u32.to_le_bytes());
+    c[4..8].copy_from_slice(&0x0010_0102u32.to_le_bytes());
+    c[0x14..0x18].copy_from_slice(&0u32.to_le_bytes()); // BAR1: mem32
+    c[0x34] = 0x40;
+    c[0x40..0x44].copy_from_slice(&0x07ff_0011u32.to_le_bytes()); // 2048 vectors
+    c[0x44..0x48].copy_from_slice(&0x0000_0001u32.to_le_bytes()); // table: BAR1 + 0
+    c[0x48..0x4c].copy_from_slice(&0x0000_8001u32.to_le_bytes()); // PBA: BAR1 + 0x8000
+    let fake = FakeVfio::custom(c, &[(1, 0x1_0000, RW_MMAP)], None);
+    fake.msix_irqs.store(2048, Ordering::Relaxed);
+    fake
+}
+
+/// Programs and unmasks every vector of a [`many_vector_device`] (MSI-X still disabled).
+fn program_all_vectors(r: &Rig) {
+    let bar1 = r.bar(1).addr;
+    for v in 0..2048u64 {
+        let e = bar1 + v * 16;
+        r.bar_router
+            .write(BarSpace::Mmio, e, &0xfee0_0000u64.to_le_bytes());
+        r.bar_router
+            .write(BarSpace::Mmio, e + 8, &(0x4000 + v as u32).to_le_bytes());
+        r.bar_router
+            .write(BarSpace::Mmio, e + 12, &0u32.to_le_bytes());
+    }
+}
+
+/// Enabling, function-masking, unmasking and disabling MSI-X of a 2048-vector device: each
+/// of these single guest writes updates the routing table at most once (not once per
+/// vector), and gives its GSIs back in one call.
+#[test]
+fn msix_control_writes_cost_one_routing_update_each() {
+    let mut r = rig_with(many_vector_device(), None);
+    program_all_vectors(&r);
+    assert_eq!(r.router.calls(), (0, 0), "nothing routed while disabled");
+    for (what, control, live) in [
+        ("enable", 0x80u8, 2048usize),
+        ("function mask", 0xc0, 0),
+        ("function unmask", 0x80, 2048),
+        ("disable", 0x00, 0),
+        ("enable again", 0x80, 2048),
+    ] {
+        let before = r.router.calls();
+        r.cfg_write(0x43, &[control]);
+        let after = r.router.calls();
+        let (updates, releases) = (after.0 - before.0, after.1 - before.1);
+        assert!(updates <= 1, "{what}: {updates} routing updates");
+        assert!(releases <= 1, "{what}: {releases} release calls");
+        assert_eq!(r.router.irqfds.lock().unwrap().len(), live, "{what}");
+    }
+    let routes = r.router.routes.lock().unwrap().clone();
+    assert_eq!(routes.len(), 2048);
+    let gsis = r.vfio.lock().unwrap().interrupts().unwrap().gsis();
+    assert_eq!(routes[&gsis[2047]], (0xfee0_0000, 0x4000 + 2047));
+    // A table write while enabled re-routes its one vector, once.
+    let before = r.router.calls();
+    r.bar_router.write(
+        BarSpace::Mmio,
+        r.bar(1).addr + 5 * 16 + 8,
+        &0x4242u32.to_le_bytes(),
+    );
+    assert_eq!(r.router.calls().0 - before.0, 1);
+    assert_eq!(
+        r.router.routes.lock().unwrap()[&gsis[5]],
+        (0xfee0_0000, 0x4242)
+    );
+}
+
+/// The same writes with the real KVM router of this machine: each costs at most one
+/// KVM_SET_GSI_ROUTING, and the 2048 vectors are really routed and wired.
+#[test]
+fn msix_control_writes_cost_one_kvm_routing_update_each() {
+    use crate::pci::PciDevice;
+    let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+        eprintln!("no /dev/kvm: not exercised");
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    vm.create_irq_chip().unwrap();
+    let router = Arc::new(crate::pci::KvmMsiRouter::new(vm, 4096));
+    let fake = many_vector_device();
+    let mut dev = VfioPciDevice::new(
+        fake.clone(),
+        VfioPciDeviceEnv {
+            slots: Arc::new(FakeSlots::default()),
+            irq_router: Some(router.clone()),
+            intx_gsi: None,
+            registry: None,
+            page_size: 0x1000,
+        },
+    )
+    .unwrap();
+    for v in 0..2048u64 {
+        let e = v * 16;
+        dev.write_bar(1, e, &0xfee0_0000u64.to_le_bytes());
+        dev.write_bar(1, e + 8, &(0x4000 + v as u32).to_le_bytes());
+        dev.write_bar(1, e + 12, &0u32.to_le_bytes());
+    }
+    assert_eq!(router.routing_updates(), 0);
+    let ctl = 0x40 / 4;
+    for (what, control, live) in [
+        ("enable", 0x80u8, 2048usize),
+        ("function mask", 0xc0, 0),
+        ("function unmask", 0x80, 2048),
+        ("disable", 0x00, 0),
+        ("enable again", 0x80, 2048),
+        ("disable again", 0x00, 0),
+    ] {
+        let before = router.routing_updates();
+        dev.write_config_register(ctl, 3, &[control]);
+        let updates = router.routing_updates() - before;
+        assert!(updates <= 1, "{what}: {updates} KVM_SET_GSI_ROUTING calls");
+        assert_eq!(
+            dev.interrupts().unwrap().live_vectors().len(),
+            live,
+            "{what}"
+        );
+    }
 }

@@ -506,8 +506,9 @@ impl Drop for VirtioPciDevice {
             if let Err(e) = self.router.unregister_irqfd(fd, *gsi) {
                 log::debug!("virtio-pci: {e}");
             }
-            self.router.release_gsi(*gsi);
         }
+        let gsis: Vec<u32> = st.vectors.iter().map(|(_, gsi)| *gsi).collect();
+        self.router.release_gsis(&gsis);
     }
 }
 
