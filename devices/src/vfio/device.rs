@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use log::{debug, info, warn};
+use log_limit::warn_limit_global;
 
 use super::config::VfioPciConfig;
 use super::guest_slots::GuestMemorySlots;
@@ -14,6 +15,7 @@ use super::registry::{BarPiece, PassthroughBar, PassthroughRegistry};
 use crate::pci::{
     command_decodes, BarReprogram, BarSpace, PciBar, PciDevice, NUM_BARS, REG_COMMAND,
 };
+use crate::GUEST_LOG_INTERVAL;
 
 /// One BAR: its region, the mmapped areas and the KVM slots they currently occupy.
 struct BarState {
@@ -188,6 +190,10 @@ impl VfioPciDevice {
         state.guest_base = None;
     }
 
+    /// Places BAR `index` at guest address `gpa` (0: nowhere): KVM slots for its mmapped areas
+    /// while memory decoding is on, and its region-table record. The record only describes
+    /// where the BAR really is: when its slots cannot be created at `gpa` (the move failed) or
+    /// the table refuses the new record, the BAR is taken out of the table.
     fn map_bar(&mut self, index: usize, gpa: u64) -> Result<(), String> {
         let slots = self.slots.clone();
         let Some(state) = self.bars.get_mut(index).and_then(|b| b.as_mut()) else {
@@ -219,6 +225,22 @@ impl VfioPciDevice {
                 state.guest_base = Some(gpa);
             }
         }
+        let Some((registry, id)) = &self.registry else {
+            return result;
+        };
+        if gpa == 0 || result.is_err() {
+            // Not programmed, or not mapped at its address (the move failed): no record may
+            // claim an address for it, neither the new one nor the one it left.
+            if let Err(e) = registry.remove_region(*id, index as u32) {
+                warn_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "vfio {}: region table: removing BAR {index}: {e}",
+                    self.dev.name()
+                );
+            }
+            return result;
+        }
         let record = PassthroughBar {
             index: index as u32,
             guest_base: gpa,
@@ -239,9 +261,22 @@ impl VfioPciDevice {
                 Vec::new()
             },
         };
-        if let Some((r, id)) = &self.registry {
-            if let Err(e) = r.set_region(*id, record) {
-                warn!("vfio {}: region table: {e}", self.dev.name());
+        if let Err(e) = registry.set_region(*id, record) {
+            // The table kept the BAR's previous record, which describes where the BAR no
+            // longer is: take it out.
+            warn_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "vfio {}: region table refused BAR {index} at {gpa:#x}, BAR left out of it: {e}",
+                self.dev.name()
+            );
+            if let Err(e) = registry.remove_region(*id, index as u32) {
+                warn_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "vfio {}: region table: removing BAR {index}: {e}",
+                    self.dev.name()
+                );
             }
         }
         result

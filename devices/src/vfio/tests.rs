@@ -178,6 +178,8 @@ impl VfioRegionSet for FakeVfio {
 struct FakeSlots {
     next: Mutex<u32>,
     live: Mutex<BTreeMap<u32, (u64, u64, u64)>>,
+    /// A guest address where KVM refuses slots (as for one overlapping a RAM slot).
+    refuse_at: Mutex<Option<u64>>,
 }
 
 impl FakeSlots {
@@ -194,6 +196,9 @@ impl FakeSlots {
 impl GuestMemorySlots for FakeSlots {
     unsafe fn add(&self, gpa: u64, size: u64, host_addr: u64) -> std::result::Result<u32, String> {
         let mut live = self.live.lock().unwrap();
+        if *self.refuse_at.lock().unwrap() == Some(gpa) {
+            return Err("EEXIST".into());
+        }
         // KVM refuses overlapping slots.
         if live
             .values()
@@ -290,6 +295,8 @@ impl MsiRouter for FakeRouter {
 struct FakeRegistry {
     regions: Mutex<BTreeMap<u32, PassthroughBar>>,
     registered: Mutex<bool>,
+    /// A guest base the table refuses (as for a region overlapping another device's).
+    refuse_base: Mutex<Option<u64>>,
 }
 
 impl PassthroughRegistry for FakeRegistry {
@@ -303,7 +310,15 @@ impl PassthroughRegistry for FakeRegistry {
     }
     fn set_region(&self, device: u32, bar: PassthroughBar) -> std::result::Result<(), String> {
         assert_eq!(device, 7);
+        if *self.refuse_base.lock().unwrap() == Some(bar.guest_base) {
+            return Err("overlaps another region".into());
+        }
         self.regions.lock().unwrap().insert(bar.index, bar);
+        Ok(())
+    }
+    fn remove_region(&self, device: u32, index: u32) -> std::result::Result<(), String> {
+        assert_eq!(device, 7);
+        self.regions.lock().unwrap().remove(&index);
         Ok(())
     }
     fn unregister_device(&self, device: u32) {
@@ -938,4 +953,51 @@ fn msix_control_writes_cost_one_kvm_routing_update_each() {
             "{what}"
         );
     }
+}
+
+/// The region table refuses the record of a BAR move (it overlaps another device's region):
+/// the BAR's old record must not stay behind, claiming the old address where nothing is
+/// mapped any more.
+#[test]
+fn a_refused_region_record_leaves_no_stale_entry() {
+    let mut r = rig(None);
+    assert_eq!(
+        r.registry.regions.lock().unwrap()[&2].guest_base,
+        0x1_0000_0000
+    );
+    *r.registry.refuse_base.lock().unwrap() = Some(0xd000_0000);
+    r.cfg_write(0x18, &0xd000_000cu32.to_le_bytes());
+    r.cfg_write(0x1c, &0u32.to_le_bytes());
+    assert_eq!(r.slots.live(), vec![(0xd000_0000, BAR2_SIZE)]);
+    let rec = r.registry.regions.lock().unwrap().get(&2).cloned();
+    assert!(rec.is_none(), "{rec:?}");
+    // A later move the table accepts records the BAR again.
+    r.cfg_write(0x18, &0xe000_000cu32.to_le_bytes());
+    r.cfg_write(0x1c, &0u32.to_le_bytes());
+    let rec = r.registry.regions.lock().unwrap()[&2].clone();
+    assert_eq!((rec.guest_base, rec.pieces.len()), (0xe000_0000, 1));
+}
+
+/// KVM refuses the slots at the BAR's new address: the BAR is mapped nowhere, so the region
+/// table must not describe it at the new address (nor at the old one).
+#[test]
+fn a_failed_bar_move_leaves_no_region_record() {
+    let mut r = rig(None);
+    *r.slots.refuse_at.lock().unwrap() = Some(0xd000_0000);
+    r.cfg_write(0x18, &0xd000_000cu32.to_le_bytes());
+    r.cfg_write(0x1c, &0u32.to_le_bytes());
+    assert!(
+        r.slots.live().is_empty(),
+        "old slot removed, new one refused"
+    );
+    let rec = r.registry.regions.lock().unwrap().get(&2).cloned();
+    assert!(rec.is_none(), "{rec:?}");
+    // Moving on to a free address maps and records it again.
+    r.cfg_write(0x18, &0xe000_000cu32.to_le_bytes());
+    r.cfg_write(0x1c, &0u32.to_le_bytes());
+    assert_eq!(r.slots.live(), vec![(0xe000_0000, BAR2_SIZE)]);
+    assert_eq!(
+        r.registry.regions.lock().unwrap()[&2].guest_base,
+        0xe000_0000
+    );
 }
