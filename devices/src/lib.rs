@@ -11,5 +11,7 @@ pub(crate) const GUEST_LOG_INTERVAL: std::time::Duration = std::time::Duration::
 
 pub mod legacy;
 pub mod pci;
+#[cfg(test)]
+mod test_log;
 pub mod vfio;
 pub mod virtio;

@@ -8,8 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use log::{debug, warn};
-use log_limit::debug_limit_global;
+use log_limit::{debug_limit_global, warn_limit_global};
 use vm_device::bus::{MmioAddress, MmioAddressOffset, PioAddress, PioAddressOffset};
 use vm_device::{DeviceMmio, DevicePio, MutDeviceMmio, MutDevicePio};
 
@@ -52,7 +51,9 @@ impl RouteMap {
             .next_back()
             .filter(|(k, r)| k.0.saturating_add(r.size) > addr)
         {
-            warn!(
+            warn_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
                 "pci: BAR {bar} of slot {slot} at {addr:#x} overlaps BAR {b} of slot {s} at {other:#x}"
             );
         }
@@ -146,13 +147,19 @@ impl PciBarRouter {
                 Some((bar, offset, route))
             }
             Some(_) => {
-                debug!(
+                debug_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
                     "pci: {space:?} access of {len} bytes at {addr:#x} crosses the end of a BAR"
                 );
                 None
             }
             None => {
-                debug!("pci: {space:?} access at {addr:#x} hits no BAR");
+                debug_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "pci: {space:?} access at {addr:#x} hits no BAR"
+                );
                 None
             }
         }

@@ -352,6 +352,65 @@ fn command_register_decode_bits_gate_bar_accesses() {
     assert_eq!(w, [0xff; 4]);
 }
 
+/// A guest repeating a bad access 10000 times gets a handful of log lines for it.
+#[test]
+fn repeated_bad_pci_accesses_log_a_handful_of_lines() {
+    use crate::test_log::lines_logged_by;
+    let mut r = rig();
+    let slot = r.slot;
+    let mut kinds: Vec<(&str, Vec<crate::test_log::Line>)> = Vec::new();
+    kinds.push((
+        "malformed config data port writes",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                r.io.write(0, &cfg_addr(slot, 0, 0x10).to_le_bytes());
+                r.io.write(7, &[1, 2]);
+                r.io.write(9, &[1]);
+                let mut b = [0u8; 4];
+                r.io.read(6, &mut b);
+            }
+        }),
+    ));
+    kinds.push((
+        "accesses hitting no BAR or crossing one's end",
+        lines_logged_by(|| {
+            let mut b = [0u8; 8];
+            for _ in 0..10000 {
+                r.router.read(BarSpace::Mmio, MMIO32 + 0x2000_0000, &mut b);
+                r.router.write(BarSpace::Mmio, MMIO32 + 0xffc, &b);
+            }
+        }),
+    ));
+    kinds.push((
+        "BAR accesses with decoding off",
+        lines_logged_by(|| {
+            cfg_write32(&mut r.io, slot, 0x04, 0);
+            let mut b = [0u8; 4];
+            for _ in 0..10000 {
+                r.router.read(BarSpace::Mmio, MMIO32, &mut b);
+                r.router.write(BarSpace::Mmio, MMIO32, &b);
+            }
+        }),
+    ));
+    kinds.push((
+        "BAR moves (and failed follows)",
+        lines_logged_by(|| {
+            let dev = r.bus.lock().unwrap().device(slot).unwrap();
+            for i in 0..10000u32 {
+                cfg_write32(&mut r.io, slot, 0x10, MMIO32 as u32 + (i % 2 + 1) * 0x1000);
+            }
+            drop(dev);
+        }),
+    ));
+    for (what, lines) in &kinds {
+        assert!(
+            lines.len() <= 6,
+            "{what}: {} lines: {lines:#?}",
+            lines.len()
+        );
+    }
+}
+
 #[test]
 fn accesses_outside_bars_read_all_ones() {
     let r = rig();

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use log::{debug, info, warn};
-use log_limit::warn_limit_global;
+use log::{info, warn};
+use log_limit::{debug_limit_global, warn_limit_global};
 
 use super::config::VfioPciConfig;
 use super::guest_slots::GuestMemorySlots;
@@ -184,7 +184,7 @@ impl VfioPciDevice {
     fn unmap_bar(slots: &dyn GuestMemorySlots, state: &mut BarState) {
         for slot in state.slots.drain(..) {
             if let Err(e) = slots.remove(slot) {
-                warn!("vfio: removing slot {slot}: {e}");
+                warn_limit_global!(1, GUEST_LOG_INTERVAL, "vfio: removing slot {slot}: {e}");
             }
         }
         state.guest_base = None;
@@ -288,7 +288,9 @@ impl VfioPciDevice {
             return;
         }
         self.mem_decode = on;
-        debug!(
+        debug_limit_global!(
+            1,
+            GUEST_LOG_INTERVAL,
             "vfio {}: memory decoding {}",
             self.dev.name(),
             if on { "on" } else { "off" }
@@ -302,7 +304,7 @@ impl VfioPciDevice {
                 continue;
             };
             if let Err(e) = self.map_bar(index, addr) {
-                warn!("vfio {}: {e}", self.dev.name());
+                warn_limit_global!(1, GUEST_LOG_INTERVAL, "vfio {}: {e}", self.dev.name());
             }
         }
     }

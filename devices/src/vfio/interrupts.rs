@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use log::{info, warn};
-use log_limit::warn_limit_global;
+use log::info;
+use log_limit::{info_limit_global, warn_limit_global};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::config::VfioPciConfig;
@@ -46,11 +46,26 @@ pub enum IrqModeKind {
     Msix(u32),
 }
 
+impl IrqModeKind {
+    /// 0..4, one per kind whatever the vector count.
+    fn kind_index(self) -> u32 {
+        match self {
+            IrqModeKind::Off => 0,
+            IrqModeKind::Intx => 1,
+            IrqModeKind::Msi(_) => 2,
+            IrqModeKind::Msix(_) => 3,
+        }
+    }
+}
+
 /// Interrupt state of one passed-through device.
 pub struct VfioInterrupts {
     router: Arc<dyn MsiRouter>,
     intx_gsi: Option<u32>,
     mode: Mode,
+    /// Mode changes (from kind, to kind) this device has logged, one bit each: the first of
+    /// each is always logged, repeats are rate-limited.
+    logged_changes: u16,
 }
 
 impl VfioInterrupts {
@@ -61,6 +76,7 @@ impl VfioInterrupts {
             router,
             intx_gsi,
             mode: Mode::Off,
+            logged_changes: 0,
         }
     }
 
@@ -123,17 +139,41 @@ impl VfioInterrupts {
         if wanted != was {
             self.shutdown(dev);
             if let Err(e) = self.setup(dev, wanted) {
-                warn!("vfio {}: enabling {wanted:?}: {e}", dev.name());
+                warn_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "vfio {}: enabling {wanted:?}: {e}",
+                    dev.name()
+                );
                 self.shutdown(dev);
                 return;
             }
-            info!(
-                "vfio {}: interrupts {was:?} -> {wanted:?}, GSIs {:?}",
-                dev.name(),
-                self.gsis()
-            );
+            self.log_change(dev, was, wanted);
         }
         self.refresh_all(config);
+    }
+
+    /// Logs a mode change: the first change between two kinds of mode on this device always
+    /// (at most 12 lines per device), repeats at most once per [`GUEST_LOG_INTERVAL`], since a
+    /// guest can toggle MSI/MSI-X enable at will.
+    fn log_change(&mut self, dev: &dyn VfioRegionSet, was: IrqModeKind, now: IrqModeKind) {
+        let bit = 1u16 << (was.kind_index() * 4 + now.kind_index());
+        let first = self.logged_changes & bit == 0;
+        self.logged_changes |= bit;
+        let gsis = self.gsis();
+        if first {
+            info!(
+                "vfio {}: interrupts {was:?} -> {now:?}, GSIs {gsis:?}",
+                dev.name()
+            );
+        } else {
+            info_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "vfio {}: interrupts {was:?} -> {now:?}, GSIs {gsis:?}",
+                dev.name()
+            );
+        }
     }
 
     /// Re-applies the table entries `vectors` after MSI-X table writes.
@@ -237,7 +277,12 @@ impl VfioInterrupts {
                     _ => return,
                 };
                 if let Err(e) = dev.disable_irq(index) {
-                    warn!("vfio {}: disabling interrupts: {e}", dev.name());
+                    warn_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "vfio {}: disabling interrupts: {e}",
+                        dev.name()
+                    );
                 }
                 for x in &v {
                     if x.live {

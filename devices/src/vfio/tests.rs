@@ -1001,3 +1001,64 @@ fn a_failed_bar_move_leaves_no_region_record() {
         0xe000_0000
     );
 }
+
+/// A guest toggling MSI-X 10000 times, or repeating a BAR move the region table refuses, gets
+/// a handful of log lines; the first change of each kind of interrupt mode is still logged
+/// for every device (the `interrupts A -> B` lines say which modes a device used).
+#[test]
+fn repeated_guest_changes_log_a_handful_of_lines() {
+    use crate::test_log::lines_logged_by;
+    let mut r = rig(None);
+    let toggles = lines_logged_by(|| {
+        for _ in 0..10000 {
+            r.cfg_write(0x43, &[0x80]);
+            r.cfg_write(0x43, &[0x00]);
+        }
+    });
+    let changes: Vec<_> = toggles
+        .iter()
+        .filter(|(_, l)| l.contains("interrupts "))
+        .collect();
+    assert!(
+        changes[0].1.contains("interrupts Off -> Msix(4)"),
+        "{changes:#?}"
+    );
+    assert!(
+        changes[1].1.contains("interrupts Msix(4) -> Off"),
+        "{changes:#?}"
+    );
+    assert!(toggles.len() <= 6, "{} lines: {toggles:#?}", toggles.len());
+    // Another device logs its own first changes, whatever the first one did.
+    let mut other = rig(None);
+    let first = lines_logged_by(|| {
+        other.cfg_write(0x43, &[0x80]);
+        other.cfg_write(0x43, &[0x00]);
+    });
+    assert_eq!(
+        first
+            .iter()
+            .filter(|(_, l)| l.contains("interrupts "))
+            .count(),
+        2,
+        "{first:#?}"
+    );
+
+    *r.registry.refuse_base.lock().unwrap() = Some(0xd000_0000);
+    let refused = lines_logged_by(|| {
+        for _ in 0..10000 {
+            r.cfg_write(0x18, &0xd000_000cu32.to_le_bytes());
+            r.cfg_write(0x1c, &0u32.to_le_bytes());
+            r.cfg_write(0x18, &0xe000_000cu32.to_le_bytes());
+            r.cfg_write(0x1c, &0u32.to_le_bytes());
+        }
+    });
+    assert!(refused.len() <= 6, "{} lines: {refused:#?}", refused.len());
+    let decode = lines_logged_by(|| {
+        for _ in 0..10000 {
+            r.cfg_write(0x04, &[0x00, 0x01]);
+            r.cfg_write(0x04, &[0x02, 0x01]);
+            r.cfg_write(0x04, &[0x01, 0x02, 0x03]);
+        }
+    });
+    assert!(decode.len() <= 6, "{} lines: {decode:#?}", decode.len());
+}

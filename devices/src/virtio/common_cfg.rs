@@ -1,7 +1,7 @@
 //! The virtio-pci common configuration structure (virtio 1.2, 4.1.4.3): feature negotiation,
 //! device status and per-queue setup, as registers.
 
-use log_limit::warn_limit_global;
+use log_limit::{debug_limit_global, warn_limit_global};
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
     VIRTIO_F_VERSION_1,
@@ -193,7 +193,9 @@ impl CommonCfg {
                 reg.checked_shr(shift as u32).unwrap_or(0)
             }
             _ => {
-                log::debug!(
+                debug_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
                     "virtio-pci: read of {} bytes at common cfg {offset:#x}",
                     data.len()
                 );
@@ -261,7 +263,9 @@ impl CommonCfg {
                     }
                 }
             }
-            _ => log::debug!(
+            _ => debug_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
                 "virtio-pci: ignored write of {} bytes at common cfg {offset:#x}",
                 data.len()
             ),

@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
-use log_limit::{error_limit_global, warn_limit_global};
+use log_limit::{debug_limit_global, error_limit_global, warn_limit_global};
 use virtio_bindings::virtio_ids::VIRTIO_ID_GPU;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
@@ -105,7 +105,11 @@ impl Interrupts {
 fn fire(st: &IrqState, v: usize) {
     if let Some((fd, _)) = st.vectors.get(v) {
         if let Err(e) = fd.write(1) {
-            log::error!("virtio-pci: signalling MSI-X vector {v}: {e}");
+            error_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "virtio-pci: signalling MSI-X vector {v}: {e}"
+            );
         }
     }
 }
@@ -437,7 +441,11 @@ impl VirtioPciDevice {
         if let Some(v) = w.route_changed {
             if let (Some(e), Some((_, gsi))) = (st.msix.entry(v).copied(), st.vectors.get(v)) {
                 if let Err(err) = self.router.set_msi_route(*gsi, e.address(), e.data) {
-                    log::error!("virtio-pci: MSI route of vector {v}: {err}");
+                    error_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "virtio-pci: MSI route of vector {v}: {err}"
+                    );
                 }
             }
         }
@@ -477,7 +485,7 @@ impl VirtioPciDevice {
             for (i, fd) in self.notify.iter().enumerate() {
                 let addr = old + NOTIFY_OFFSET + i as u64 * u64::from(NOTIFY_OFF_MULTIPLIER);
                 if let Err(e) = self.ioevents.unregister(fd, addr) {
-                    log::error!("virtio-pci: {e}");
+                    error_limit_global!(1, GUEST_LOG_INTERVAL, "virtio-pci: {e}");
                 }
             }
         }
@@ -488,7 +496,7 @@ impl VirtioPciDevice {
             let addr = base + NOTIFY_OFFSET + i as u64 * u64::from(NOTIFY_OFF_MULTIPLIER);
             if let Err(e) = self.ioevents.register(fd, addr) {
                 // Notify writes then trap and are forwarded by write_bar: slower, still correct.
-                log::error!("virtio-pci: {e}");
+                error_limit_global!(1, GUEST_LOG_INTERVAL, "virtio-pci: {e}");
             }
         }
         self.ioevent_base = Some(base);
@@ -654,7 +662,11 @@ impl PciDevice for VirtioPciDevice {
             let q = ((offset - NOTIFY_OFFSET) / u64::from(NOTIFY_OFF_MULTIPLIER)) as usize;
             if let Some(fd) = self.notify.get(q) {
                 if let Err(e) = fd.write(1) {
-                    log::error!("virtio-pci: notify of queue {q}: {e}");
+                    error_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "virtio-pci: notify of queue {q}: {e}"
+                    );
                 }
             }
         } else if in_range(
@@ -665,7 +677,11 @@ impl PciDevice for VirtioPciDevice {
         ) {
             self.write_msix_table(offset - MSIX_TABLE_OFFSET, data);
         } else {
-            log::debug!("virtio-pci: ignored {len}-byte write at BAR 0 offset {offset:#x}");
+            debug_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "virtio-pci: ignored {len}-byte write at BAR 0 offset {offset:#x}"
+            );
         }
     }
 

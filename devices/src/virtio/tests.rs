@@ -655,6 +655,87 @@ fn bar0_is_reached_only_with_memory_decoding_on() {
     assert_eq!(st[0], 1);
 }
 
+/// A guest repeating a bad access 10000 times gets a handful of log lines for it, not 10000
+/// (each kind of guest error is logged once, then at most once per interval).
+#[test]
+fn repeated_guest_errors_log_a_handful_of_lines() {
+    use crate::test_log::lines_logged_by;
+    let mut t = setup();
+    t.bring_up();
+    let mut kinds: Vec<(&str, Vec<crate::test_log::Line>)> = Vec::new();
+    kinds.push((
+        "status write clearing DRIVER_OK",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                t.w(0x14, 0xb, 1);
+            }
+        }),
+    ));
+    kinds.push((
+        "DRIVER_OK without FEATURES_OK",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                t.w(0x14, 0, 1);
+                t.w(0x14, 0x7, 1);
+            }
+        }),
+    ));
+    kinds.push((
+        "refused features",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                t.w(0x14, 0, 1);
+                t.w(0x08, 0, 4);
+                t.w(0x0c, 0b1, 4);
+                t.w(0x14, 0xb, 1);
+            }
+        }),
+    ));
+    kinds.push((
+        "invalid queue size at DRIVER_OK",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                t.w(0x14, 0, 1);
+                t.bring_up_with_sizes([3, 8]);
+            }
+        }),
+    ));
+    kinds.push((
+        "odd-width common cfg writes and reads",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                t.w(0x14, 0xff, 2);
+                t.r(0x15, 2);
+            }
+        }),
+    ));
+    kinds.push((
+        "BAR 0 writes outside every structure",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                t.w(0x7000, 1, 4);
+            }
+        }),
+    ));
+    kinds.push((
+        "malformed MSI-X table writes",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                t.w(MSIX_TABLE_OFFSET + 1, 1, 2);
+            }
+        }),
+    ));
+    for (what, lines) in &kinds {
+        // The line itself and log_limit's note that it starts suppressing (a third and
+        // fourth only if the interval ran out meanwhile).
+        assert!(
+            lines.len() <= 4,
+            "{what}: {} lines: {lines:#?}",
+            lines.len()
+        );
+    }
+}
+
 /// `KvmIoEvents` against the real KVM of this machine (a VM fd is enough for ioeventfds).
 #[test]
 fn kvm_ioeventfd_registration() {
