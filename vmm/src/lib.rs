@@ -23,6 +23,11 @@ use std::time::{Duration, Instant};
 
 pub use error::VmmError;
 
+/// Rate limit of log lines a guest can trigger at will (accesses to ports and addresses no
+/// device claims): per call site, the first occurrence is logged, then at most one line per
+/// interval, preceded by the number of suppressed ones (`log_limit`'s `*_limit_global!`).
+pub(crate) const GUEST_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 use crate::cli::{Args, DeviceSpec, DisplayConfig};
 use crate::event_loop::{EventLoop, SerialInput};
 use crate::vcpu::{install_kick_handler, ExitNotifier, ExitStats, VcpuThread, VmExit};

@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use log::{debug, warn};
+use log_limit::debug_limit_global;
 use vm_device::bus::{MmioAddress, PioAddress};
 use vm_device::device_manager::{IoManager, MmioManager, PioManager};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::GUEST_LOG_INTERVAL;
 
 /// Why the VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,7 +225,12 @@ impl Vcpu {
             VcpuExit::IoIn(port, data) => {
                 *stats.pio.entry(port).or_default() += 1;
                 if io.pio_read(PioAddress(port), data).is_err() {
-                    debug!("unhandled port read {port:#x} ({} bytes)", data.len());
+                    debug_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "unhandled port read {port:#x} ({} bytes)",
+                        data.len()
+                    );
                     data.fill(0xff);
                 }
                 Step::Continue
@@ -230,14 +238,24 @@ impl Vcpu {
             VcpuExit::IoOut(port, data) => {
                 *stats.pio.entry(port).or_default() += 1;
                 if io.pio_write(PioAddress(port), data).is_err() {
-                    debug!("unhandled port write {port:#x} ({} bytes)", data.len());
+                    debug_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "unhandled port write {port:#x} ({} bytes)",
+                        data.len()
+                    );
                 }
                 Step::Continue
             }
             VcpuExit::MmioRead(addr, data) => {
                 stats.mmio += 1;
                 if io.mmio_read(MmioAddress(addr), data).is_err() {
-                    debug!("unhandled MMIO read {addr:#x} ({} bytes)", data.len());
+                    debug_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "unhandled MMIO read {addr:#x} ({} bytes)",
+                        data.len()
+                    );
                     data.fill(0xff);
                 }
                 Step::Continue
@@ -245,7 +263,12 @@ impl Vcpu {
             VcpuExit::MmioWrite(addr, data) => {
                 stats.mmio += 1;
                 if io.mmio_write(MmioAddress(addr), data).is_err() {
-                    debug!("unhandled MMIO write {addr:#x} ({} bytes)", data.len());
+                    debug_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "unhandled MMIO write {addr:#x} ({} bytes)",
+                        data.len()
+                    );
                 }
                 Step::Continue
             }

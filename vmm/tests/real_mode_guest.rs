@@ -187,3 +187,44 @@ fn a_panic_on_a_vcpu_thread_ends_the_vm_with_an_error() {
         "{message}"
     );
 }
+
+/// Counts the log lines (any thread) that mention port 0x9a.
+struct PortLineCounter(std::sync::atomic::AtomicUsize);
+
+impl log::Log for PortLineCounter {
+    fn enabled(&self, _metadata: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if record.args().to_string().contains("0x9a") {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn flush(&self) {}
+}
+
+static PORT_LINES: PortLineCounter = PortLineCounter(std::sync::atomic::AtomicUsize::new(0));
+
+/// A guest reading a port no device claims 10000 times gets a handful of log lines for it.
+/// (The only test of this binary that installs a logger.)
+#[test]
+fn unhandled_port_reads_log_a_handful_of_lines() {
+    if !kvm_available() {
+        return;
+    }
+    log::set_logger(&PORT_LINES).unwrap();
+    log::set_max_level(log::LevelFilter::Trace);
+    #[rustfmt::skip]
+    let code = [
+        0xb9, 0x10, 0x27,       // mov cx, 10000
+        0xe4, 0x9a,             // in al, 0x9a (no device)
+        0xe2, 0xfc,             // loop back to the in
+        0xb0, 0xfe, 0xe6, 0x64, // reset
+        0xf4, 0xeb, 0xfd,       // hlt; jmp hlt
+    ];
+    let (exit, _, stats) = run_real_mode(&code);
+    assert_eq!(exit, VmExit::Reset);
+    assert_eq!(stats.pio[&0x9a], 10000);
+    let lines = PORT_LINES.0.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(lines <= 4, "{lines} lines for 10000 unhandled reads");
+}
