@@ -552,23 +552,24 @@ fn device_config_is_forwarded() {
 #[test]
 fn hostile_bar_and_config_accesses_do_not_panic() {
     let mut t = setup();
-    let mut seed = 0x1234_5678_9abc_def1u64;
+    // xorshift64: a fixed, reproducible sequence of accesses.
+    let mut rng = 0x1234_5678_9abc_def1u64;
     for _ in 0..20000 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let off = seed % (BAR0_SIZE + 16);
-        let len = [1usize, 2, 3, 4, 8][(seed >> 20) as usize % 5];
-        let v = seed >> 7;
-        if seed & 1 == 0 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let off = rng % (BAR0_SIZE + 16);
+        let len = [1usize, 2, 3, 4, 8][(rng >> 20) as usize % 5];
+        let v = rng >> 7;
+        if rng & 1 == 0 {
             // Avoid resetting status constantly so that deeper states are reached.
             t.dev.write_bar(0, off, &v.to_le_bytes()[..len]);
         } else {
             let mut d = [0u8; 8];
             t.dev.read_bar(0, off, &mut d[..len]);
         }
-        let reg = (seed >> 32) as usize % 80;
-        let o = (seed >> 40) as usize % 4;
+        let reg = (rng >> 32) as usize % 80;
+        let o = (rng >> 40) as usize % 4;
         t.dev
             .write_config_register(reg, o, &v.to_le_bytes()[..len.min(4)]);
         let _ = t.dev.read_config_register(reg);
