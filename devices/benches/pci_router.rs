@@ -25,6 +25,9 @@ impl PciDevice for Regs {
     fn program_bar(&mut self, _index: usize, _addr: u64) -> Option<BarReprogram> {
         None
     }
+    fn decodes(&self, _space: BarSpace) -> bool {
+        true
+    }
     fn read_bar(&mut self, _bar: usize, _offset: u64, data: &mut [u8]) {
         data.copy_from_slice(&self.0.to_le_bytes()[..data.len().min(4)]);
     }

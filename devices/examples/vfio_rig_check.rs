@@ -65,6 +65,12 @@ impl MsiRouter for RecordingRouter {
     fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> Result<(), String> {
         self.inner.set_msi_route(gsi, address, data)
     }
+    fn set_msi_routes(&self, routes: &[(u32, u64, u32)]) -> Result<(), String> {
+        self.inner.set_msi_routes(routes)
+    }
+    fn release_gsis(&self, gsis: &[u32]) {
+        self.inner.release_gsis(gsis)
+    }
     fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), String> {
         let c = fd.try_clone().map_err(|e| e.to_string())?;
         self.fds.lock().unwrap().push((gsi, "msi", c));

@@ -4,7 +4,14 @@
 //! - [`pci`]: the PCI host bridge, type-1 configuration access, configuration space and
 //!   BAR allocation that virtio-pci and VFIO devices plug into.
 
+/// Rate limit of log lines a guest can trigger at will (bad register writes, refused
+/// configurations, ...): per call site, the first occurrence is logged, then at most one line
+/// per interval, preceded by the number of suppressed ones (`log_limit`'s `*_limit_global!`).
+pub(crate) const GUEST_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub mod legacy;
 pub mod pci;
+#[cfg(test)]
+mod test_log;
 pub mod vfio;
 pub mod virtio;

@@ -12,6 +12,7 @@ pub mod kvm_stats;
 pub mod layout;
 pub mod memory;
 pub mod pci_devices;
+pub mod rlimit;
 pub mod vcpu;
 pub mod vm;
 
@@ -22,6 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use error::VmmError;
+
+/// Rate limit of log lines a guest can trigger at will (accesses to ports and addresses no
+/// device claims): per call site, the first occurrence is logged, then at most one line per
+/// interval, preceded by the number of suppressed ones (`log_limit`'s `*_limit_global!`).
+pub(crate) const GUEST_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 use crate::cli::{Args, DeviceSpec, DisplayConfig};
 use crate::event_loop::{EventLoop, SerialInput};
@@ -128,6 +134,9 @@ pub fn run_vcpus(
 /// Boots the guest and runs it until it resets, powers off or fails.
 pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     let start = Instant::now();
+    // Eventfds per vector and queue, irqfds, VFIO and dma-buf fds: allow as many as the
+    // hard limit does.
+    rlimit::raise_open_file_limit_or_warn();
     // Refuse impossible device combinations before creating anything.
     pci_devices::plan(&config.devices)?;
     let mut vm = Vm::new(config.mem_size)?;

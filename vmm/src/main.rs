@@ -30,6 +30,9 @@ fn main() -> ExitCode {
                 VmExit::PowerOff => "guest powered off".to_string(),
                 VmExit::Halted => "guest halted".to_string(),
                 VmExit::Error(e) => format!("KVM error: {e}"),
+                VmExit::VcpuPanic { id, message } => {
+                    format!("error: vCPU {id} panicked ({message}), VM stopped")
+                }
             };
             eprintln!(
                 "vmm: {how} after {:.2} s; {}",

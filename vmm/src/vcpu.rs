@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use log::{debug, warn};
+use log_limit::debug_limit_global;
 use vm_device::bus::{MmioAddress, PioAddress};
 use vm_device::device_manager::{IoManager, MmioManager, PioManager};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::GUEST_LOG_INTERVAL;
 
 /// Why the VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,13 +32,21 @@ pub enum VmExit {
     Halted,
     /// A KVM error or an exit the VMM cannot handle; the text names it and dumps registers.
     Error(String),
+    /// A vCPU thread panicked (a VMM bug, e.g. in a device serving an exit): the VM cannot go
+    /// on without that vCPU.
+    VcpuPanic {
+        /// Index of the vCPU.
+        id: u8,
+        /// The panic message.
+        message: String,
+    },
 }
 
 impl VmExit {
     /// Process exit status for this reason: 0 for orderly guest exits, 1 for errors.
     pub fn exit_code(&self) -> i32 {
         match self {
-            VmExit::Error(_) => 1,
+            VmExit::Error(_) | VmExit::VcpuPanic { .. } => 1,
             _ => 0,
         }
     }
@@ -59,11 +70,12 @@ impl ExitNotifier {
 
     /// Records `reason` unless one is already recorded, and wakes the event loop.
     pub fn notify(&self, reason: VmExit) {
-        if let Ok(mut r) = self.reason.lock() {
-            if r.is_none() {
-                *r = Some(reason);
-            }
+        // The record is plain data: a panic elsewhere while it was locked leaves it usable.
+        let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            *r = Some(reason);
         }
+        drop(r);
         if let Err(e) = self.evt.write(1) {
             warn!("cannot wake the event loop: {e}");
         }
@@ -71,7 +83,10 @@ impl ExitNotifier {
 
     /// The recorded reason, if any.
     pub fn reason(&self) -> Option<VmExit> {
-        self.reason.lock().ok().and_then(|r| r.clone())
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The eventfd the event loop polls.
@@ -210,7 +225,12 @@ impl Vcpu {
             VcpuExit::IoIn(port, data) => {
                 *stats.pio.entry(port).or_default() += 1;
                 if io.pio_read(PioAddress(port), data).is_err() {
-                    debug!("unhandled port read {port:#x} ({} bytes)", data.len());
+                    debug_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "unhandled port read {port:#x} ({} bytes)",
+                        data.len()
+                    );
                     data.fill(0xff);
                 }
                 Step::Continue
@@ -218,14 +238,24 @@ impl Vcpu {
             VcpuExit::IoOut(port, data) => {
                 *stats.pio.entry(port).or_default() += 1;
                 if io.pio_write(PioAddress(port), data).is_err() {
-                    debug!("unhandled port write {port:#x} ({} bytes)", data.len());
+                    debug_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "unhandled port write {port:#x} ({} bytes)",
+                        data.len()
+                    );
                 }
                 Step::Continue
             }
             VcpuExit::MmioRead(addr, data) => {
                 stats.mmio += 1;
                 if io.mmio_read(MmioAddress(addr), data).is_err() {
-                    debug!("unhandled MMIO read {addr:#x} ({} bytes)", data.len());
+                    debug_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "unhandled MMIO read {addr:#x} ({} bytes)",
+                        data.len()
+                    );
                     data.fill(0xff);
                 }
                 Step::Continue
@@ -233,7 +263,12 @@ impl Vcpu {
             VcpuExit::MmioWrite(addr, data) => {
                 stats.mmio += 1;
                 if io.mmio_write(MmioAddress(addr), data).is_err() {
-                    debug!("unhandled MMIO write {addr:#x} ({} bytes)", data.len());
+                    debug_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "unhandled MMIO write {addr:#x} ({} bytes)",
+                        data.len()
+                    );
                 }
                 Step::Continue
             }
@@ -353,12 +388,14 @@ pub struct VcpuThread {
 }
 
 impl VcpuThread {
-    /// Starts `vcpu` on its own thread.
+    /// Starts `vcpu` on its own thread. A panic on that thread ends the VM (see
+    /// [`run_reporting_panics`]).
     pub fn spawn(vcpu: Vcpu) -> std::io::Result<Self> {
-        let name = format!("vcpu{}", vcpu.id);
+        let id = vcpu.id;
+        let exit = vcpu.exit.clone();
         let handle = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || vcpu.run())?;
+            .name(format!("vcpu{id}"))
+            .spawn(move || run_reporting_panics(id, &exit, move || vcpu.run()))?;
         Ok(VcpuThread { handle })
     }
 
@@ -385,6 +422,39 @@ impl VcpuThread {
     }
 }
 
+/// Runs `body`, the work of vCPU `id`'s thread. If it panics, the panic is caught and
+/// recorded as the VM's exit reason ([`VmExit::VcpuPanic`]), which wakes the event loop: the
+/// VMM stops the other vCPUs and exits with an error instead of waiting forever for a vCPU
+/// that is gone. Returns `body`'s exit counts (none after a panic).
+pub fn run_reporting_panics(
+    id: u8,
+    exit: &ExitNotifier,
+    body: impl FnOnce() -> ExitStats,
+) -> ExitStats {
+    // Unwind safety: after a panic nothing of `body` is used again; devices it had locked
+    // are recovered from poisoning by their users (`lock_device`) or no longer reached.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(stats) => stats,
+        Err(payload) => {
+            let message = panic_message(payload.as_ref());
+            log::error!("vCPU {id} panicked: {message}; stopping the VM");
+            exit.notify(VmExit::VcpuPanic { id, message });
+            ExitStats::default()
+        }
+    }
+}
+
+/// The text of a panic payload (`panic!` with a literal or a format string).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
 /// How long [`VcpuThread::stop_and_join`] waits for a vCPU thread.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -398,6 +468,49 @@ mod tests {
         assert_eq!(VmExit::TripleFault.exit_code(), 0);
         assert_eq!(VmExit::PowerOff.exit_code(), 0);
         assert_eq!(VmExit::Error("x".into()).exit_code(), 1);
+    }
+
+    #[test]
+    fn a_panicking_vcpu_body_is_reported_as_the_exit_reason() {
+        let exit = ExitNotifier::new().unwrap();
+        let stats = run_reporting_panics(3, &exit, || panic!("device bug {}", 42));
+        assert_eq!(stats.total(), 0);
+        assert_eq!(
+            exit.reason(),
+            Some(VmExit::VcpuPanic {
+                id: 3,
+                message: "device bug 42".into()
+            })
+        );
+        assert_eq!(exit.eventfd().read().unwrap(), 1, "event loop woken");
+        assert_eq!(exit.reason().unwrap().exit_code(), 1);
+        // A body that returns normally is passed through and records nothing.
+        let quiet = ExitNotifier::new().unwrap();
+        let ok = ExitStats {
+            mmio: 7,
+            ..ExitStats::default()
+        };
+        assert_eq!(run_reporting_panics(0, &quiet, move || ok).mmio, 7);
+        assert_eq!(quiet.reason(), None);
+    }
+
+    /// The event loop ends when a vCPU thread dies of a panic (it would wait forever
+    /// otherwise).
+    #[test]
+    fn a_panicking_vcpu_thread_ends_the_event_loop() {
+        let exit = Arc::new(ExitNotifier::new().unwrap());
+        let mut lp = crate::event_loop::EventLoop::new(exit.clone(), None).unwrap();
+        let t = std::thread::spawn(move || {
+            run_reporting_panics(1, &exit, || panic!("not an exit"));
+        });
+        assert_eq!(
+            lp.run().unwrap(),
+            VmExit::VcpuPanic {
+                id: 1,
+                message: "not an exit".into()
+            }
+        );
+        t.join().unwrap();
     }
 
     #[test]

@@ -35,6 +35,18 @@ fn kvm_available() -> bool {
     ok
 }
 
+/// A console whose every write panics (a device bug on the vCPU thread that serves the exit).
+struct PanickingConsole;
+
+impl Write for PanickingConsole {
+    fn write(&mut self, _buf: &[u8]) -> std::io::Result<usize> {
+        panic!("console sink failed on purpose");
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Boots `code` in real mode at CODE_ADDR (CS = 0); returns the exit
 /// reason, the console bytes and the exit counts.
 fn run_real_mode(code: &[u8]) -> (VmExit, Vec<u8>, vmm::vcpu::ExitStats) {
@@ -46,13 +58,24 @@ fn run_real_mode_with_input(
     code: &[u8],
     input: Option<UnixStream>,
 ) -> (VmExit, Vec<u8>, vmm::vcpu::ExitStats) {
+    let out = Capture::default();
+    let (exit, stats) = run_real_mode_on(code, input, Box::new(out.clone()));
+    let bytes = out.0.lock().unwrap().clone();
+    (exit, bytes, stats)
+}
+
+/// Same, with the guest console going to `console`.
+fn run_real_mode_on(
+    code: &[u8],
+    input: Option<UnixStream>,
+    console: vmm::vm::ConsoleOut,
+) -> (VmExit, vmm::vcpu::ExitStats) {
     let mut vm = Vm::new(64 << 20).expect("create VM");
     vm.ram()
         .memory()
         .write_slice(code, GuestAddress(CODE_ADDR))
         .unwrap();
-    let out = Capture::default();
-    let legacy = vm.add_legacy_devices(Box::new(out.clone())).unwrap();
+    let legacy = vm.add_legacy_devices(console).unwrap();
     vm.add_pci().unwrap();
     let fds = vm.create_vcpus(1, None).unwrap();
     let mut sregs = fds[0].get_sregs().unwrap();
@@ -71,9 +94,7 @@ fn run_real_mode_with_input(
             legacy.serial.clone(),
         ))));
     }
-    let (exit, stats) = vmm::run_vcpus(vm, fds, legacy.reset_evt, subscribers).unwrap();
-    let bytes = out.0.lock().unwrap().clone();
-    (exit, bytes, stats)
+    vmm::run_vcpus(vm, fds, legacy.reset_evt, subscribers).unwrap()
 }
 
 #[test]
@@ -132,4 +153,78 @@ fn host_input_reaches_the_guest_through_the_event_loop() {
     let (exit, out, _) = run_real_mode_with_input(&code, Some(guest_side));
     assert_eq!(exit, VmExit::Reset);
     assert_eq!(out, b"echo me\n");
+}
+
+/// A panic on a vCPU thread (here in the serial device, while serving the guest's OUT) ends
+/// the VM with an error naming the vCPU, instead of leaving the event loop waiting forever.
+#[test]
+fn a_panic_on_a_vcpu_thread_ends_the_vm_with_an_error() {
+    if !kvm_available() {
+        return;
+    }
+    #[rustfmt::skip]
+    let code = [
+        0xba, 0xf8, 0x03,       // mov dx, 0x3f8
+        0xb0, b'!', 0xee,       // mov al, '!'; out dx, al
+        0xf4, 0xeb, 0xfd,       // hlt; jmp hlt
+    ];
+    // The VMM runs on its own thread so that a hang fails the test instead of blocking it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (exit, _) = run_real_mode_on(&code, None, Box::new(PanickingConsole));
+        let _ = tx.send(exit);
+    });
+    let exit = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the VMM still waits after its vCPU thread panicked");
+    assert_eq!(exit.exit_code(), 1, "{exit:?}");
+    let VmExit::VcpuPanic { id, message } = &exit else {
+        panic!("not a vCPU panic: {exit:?}");
+    };
+    assert_eq!(*id, 0);
+    assert!(
+        message.contains("console sink failed on purpose"),
+        "{message}"
+    );
+}
+
+/// Counts the log lines (any thread) that mention port 0x9a.
+struct PortLineCounter(std::sync::atomic::AtomicUsize);
+
+impl log::Log for PortLineCounter {
+    fn enabled(&self, _metadata: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if record.args().to_string().contains("0x9a") {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn flush(&self) {}
+}
+
+static PORT_LINES: PortLineCounter = PortLineCounter(std::sync::atomic::AtomicUsize::new(0));
+
+/// A guest reading a port no device claims 10000 times gets a handful of log lines for it.
+/// (The only test of this binary that installs a logger.)
+#[test]
+fn unhandled_port_reads_log_a_handful_of_lines() {
+    if !kvm_available() {
+        return;
+    }
+    log::set_logger(&PORT_LINES).unwrap();
+    log::set_max_level(log::LevelFilter::Trace);
+    #[rustfmt::skip]
+    let code = [
+        0xb9, 0x10, 0x27,       // mov cx, 10000
+        0xe4, 0x9a,             // in al, 0x9a (no device)
+        0xe2, 0xfc,             // loop back to the in
+        0xb0, 0xfe, 0xe6, 0x64, // reset
+        0xf4, 0xeb, 0xfd,       // hlt; jmp hlt
+    ];
+    let (exit, _, stats) = run_real_mode(&code);
+    assert_eq!(exit, VmExit::Reset);
+    assert_eq!(stats.pio[&0x9a], 10000);
+    let lines = PORT_LINES.0.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(lines <= 4, "{lines} lines for 10000 unhandled reads");
 }

@@ -6,9 +6,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use log::debug;
+use log_limit::debug_limit_global;
 use vm_device::bus::{PioAddress, PioAddressOffset};
 use vm_device::MutDevicePio;
+
+use crate::GUEST_LOG_INTERVAL;
 
 /// Index port of the CMOS; the data port follows it.
 pub const CMOS_PORT_BASE: u16 = 0x70;
@@ -154,7 +156,11 @@ impl Cmos {
         match reg {
             // The clock follows the host: writes to the time registers are dropped.
             REG_SECONDS | REG_MINUTES | REG_HOURS | REG_WEEKDAY | REG_DAY | REG_MONTH
-            | REG_YEAR | REG_CENTURY => debug!("cmos: ignored write to clock register {reg:#x}"),
+            | REG_YEAR | REG_CENTURY => debug_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "cmos: ignored write to clock register {reg:#x}"
+            ),
             REG_STATUS_C | REG_STATUS_D => {}
             _ => self.nvram[(reg & INDEX_MASK) as usize] = value,
         }

@@ -1,11 +1,12 @@
 //! i8042 keyboard controller, reduced to what a VMM needs: the CPU reset command.
 
-use log::{debug, warn};
+use log_limit::{debug_limit_global, warn_limit_global};
 use vm_device::bus::{PioAddress, PioAddressOffset};
 use vm_device::MutDevicePio;
 use vm_superio::I8042Device;
 
 use super::trigger::EventFdTrigger;
+use crate::GUEST_LOG_INTERVAL;
 
 /// Data port of the i8042.
 pub const I8042_DATA_PORT: u16 = 0x60;
@@ -52,7 +53,12 @@ impl MutDevicePio for I8042 {
             }
             Some(reg) => data[0] = self.inner.read(reg),
             None => {
-                debug!("i8042: ignored read at {:#x}+{offset}", base.0);
+                debug_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "i8042: ignored read at {:#x}+{offset}",
+                    base.0
+                );
                 data.fill(0xff);
             }
         }
@@ -62,10 +68,15 @@ impl MutDevicePio for I8042 {
         match Self::register(base, offset, data.len()) {
             Some(reg) => {
                 if let Err(e) = self.inner.write(reg, data[0]) {
-                    warn!("i8042: failed to signal reset: {e}");
+                    warn_limit_global!(1, GUEST_LOG_INTERVAL, "i8042: failed to signal reset: {e}");
                 }
             }
-            None => debug!("i8042: ignored write at {:#x}+{offset}", base.0),
+            None => debug_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "i8042: ignored write at {:#x}+{offset}",
+                base.0
+            ),
         }
     }
 }

@@ -3,13 +3,14 @@
 use std::collections::VecDeque;
 use std::io::Write;
 
-use log::{debug, warn};
+use log_limit::{debug_limit_global, warn_limit_global};
 use vm_device::bus::{PioAddress, PioAddressOffset};
 use vm_device::MutDevicePio;
 use vm_superio::serial::NoEvents;
 use vm_superio::Serial;
 
 use super::trigger::EventFdTrigger;
+use crate::GUEST_LOG_INTERVAL;
 
 /// I/O port base of COM1.
 pub const SERIAL_COM1_PORT: u16 = 0x3f8;
@@ -47,8 +48,10 @@ impl<W: Write> SerialDevice<W> {
         let room = MAX_PENDING_INPUT.saturating_sub(self.pending.len());
         let accepted = input.len().min(room);
         if accepted < input.len() {
-            warn!(
-                "serial: input queue full, dropped {} bytes",
+            warn_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "serial: input queue full (the guest does not read), dropped {} bytes",
                 input.len() - accepted
             );
         }
@@ -81,7 +84,11 @@ impl<W: Write> SerialDevice<W> {
                 }
             }
             Ok(_) => {}
-            Err(e) => warn!("serial: failed to deliver input: {e:?}"),
+            Err(e) => warn_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "serial: failed to deliver input: {e:?}"
+            ),
         }
     }
 }
@@ -89,7 +96,9 @@ impl<W: Write> SerialDevice<W> {
 impl<W: Write> MutDevicePio for SerialDevice<W> {
     fn pio_read(&mut self, _base: PioAddress, offset: PioAddressOffset, data: &mut [u8]) {
         if data.len() != 1 || offset >= SERIAL_PORT_LEN {
-            debug!(
+            debug_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
                 "serial: ignored {}-byte read at offset {offset}",
                 data.len()
             );
@@ -104,14 +113,20 @@ impl<W: Write> MutDevicePio for SerialDevice<W> {
 
     fn pio_write(&mut self, _base: PioAddress, offset: PioAddressOffset, data: &[u8]) {
         if data.len() != 1 || offset >= SERIAL_PORT_LEN {
-            debug!(
+            debug_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
                 "serial: ignored {}-byte write at offset {offset}",
                 data.len()
             );
             return;
         }
         if let Err(e) = self.uart.write(offset as u8, data[0]) {
-            warn!("serial: write to register {offset} failed: {e:?}");
+            warn_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "serial: write to register {offset} failed: {e:?}"
+            );
         }
     }
 }
@@ -175,6 +190,48 @@ mod tests {
         let accepted = s.queue_input(&big);
         assert!(accepted <= MAX_PENDING_INPUT);
         assert!(s.pending_input() <= MAX_PENDING_INPUT);
+    }
+
+    /// A console that refuses every byte (closed stdout).
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _buf: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("closed"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// 10000 bytes to a broken console, odd-sized accesses or input the guest never reads
+    /// give a handful of log lines each.
+    #[test]
+    fn repeated_failures_log_a_handful_of_lines() {
+        use crate::test_log::lines_logged_by;
+        let evt = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut broken = SerialDevice::new(EventFdTrigger::new(evt), Broken);
+        let output = lines_logged_by(|| {
+            for _ in 0..10000 {
+                broken.pio_write(base(), 0, b"x");
+            }
+        });
+        assert!(output.len() <= 4, "{} lines: {output:#?}", output.len());
+        let (mut s, _irq) = device();
+        let odd = lines_logged_by(|| {
+            let mut d = [0u8; 2];
+            for _ in 0..10000 {
+                s.pio_read(base(), 0, &mut d);
+                s.pio_write(base(), 9, &[1]);
+            }
+        });
+        assert!(odd.len() <= 8, "{} lines: {odd:#?}", odd.len());
+        let input = lines_logged_by(|| {
+            for _ in 0..10000 {
+                s.queue_input(&[b'y'; 256]);
+            }
+        });
+        assert!(input.len() <= 4, "{} lines: {input:#?}", input.len());
     }
 
     #[test]

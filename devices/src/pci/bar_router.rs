@@ -8,12 +8,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use log::{debug, warn};
+use log_limit::{debug_limit_global, warn_limit_global};
 use vm_device::bus::{MmioAddress, MmioAddressOffset, PioAddress, PioAddressOffset};
 use vm_device::{DeviceMmio, DevicePio, MutDeviceMmio, MutDevicePio};
 
 use super::bar::{BarReprogram, BarSpace, PciBar};
 use super::device::PciDevice;
+use crate::GUEST_LOG_INTERVAL;
 
 /// A device shared between the bus, the router and the VMM.
 pub type SharedPciDevice = Arc<Mutex<dyn PciDevice>>;
@@ -50,7 +51,9 @@ impl RouteMap {
             .next_back()
             .filter(|(k, r)| k.0.saturating_add(r.size) > addr)
         {
-            warn!(
+            warn_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
                 "pci: BAR {bar} of slot {slot} at {addr:#x} overlaps BAR {b} of slot {s} at {other:#x}"
             );
         }
@@ -144,31 +147,58 @@ impl PciBarRouter {
                 Some((bar, offset, route))
             }
             Some(_) => {
-                debug!(
+                debug_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
                     "pci: {space:?} access of {len} bytes at {addr:#x} crosses the end of a BAR"
                 );
                 None
             }
             None => {
-                debug!("pci: {space:?} access at {addr:#x} hits no BAR");
+                debug_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "pci: {space:?} access at {addr:#x} hits no BAR"
+                );
                 None
             }
         }
     }
 
-    /// Reads `data.len()` bytes at guest address `addr` of `space`; unclaimed addresses read
-    /// as all-ones.
+    /// Reads `data.len()` bytes at guest address `addr` of `space`; unclaimed addresses, and
+    /// BARs of a device that does not decode `space` now, read as all-ones.
     pub fn read(&self, space: BarSpace, addr: u64, data: &mut [u8]) {
-        match self.find(space, addr, data.len()) {
-            Some((bar, offset, route)) => lock_device(&route.device).read_bar(bar, offset, data),
-            None => data.fill(0xff),
+        if let Some((bar, offset, route)) = self.find(space, addr, data.len()) {
+            let mut dev = lock_device(&route.device);
+            if dev.decodes(space) {
+                dev.read_bar(bar, offset, data);
+                return;
+            }
+            debug_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "pci: {space:?} read at {addr:#x}: {} does not decode {space:?} (command register)",
+                dev.name()
+            );
         }
+        data.fill(0xff);
     }
 
-    /// Writes `data` at guest address `addr` of `space`; unclaimed addresses drop the write.
+    /// Writes `data` at guest address `addr` of `space`; unclaimed addresses, and BARs of a
+    /// device that does not decode `space` now, drop the write.
     pub fn write(&self, space: BarSpace, addr: u64, data: &[u8]) {
         if let Some((bar, offset, route)) = self.find(space, addr, data.len()) {
-            lock_device(&route.device).write_bar(bar, offset, data);
+            let mut dev = lock_device(&route.device);
+            if dev.decodes(space) {
+                dev.write_bar(bar, offset, data);
+            } else {
+                debug_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "pci: {space:?} write at {addr:#x} dropped: {} does not decode {space:?} (command register)",
+                    dev.name()
+                );
+            }
         }
     }
 }

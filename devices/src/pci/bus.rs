@@ -4,12 +4,14 @@
 use std::sync::{Arc, Mutex};
 
 use log::{debug, warn};
+use log_limit::{debug_limit_global, warn_limit_global};
 
 use super::bar::{BarReprogram, PciBar};
 use super::bar_allocator::BarAllocator;
 use super::bar_router::{lock_device, PciBarRouter, SharedPciDevice};
 use super::error::{PciError, Result};
 use super::host_bridge::PciHostBridge;
+use crate::GUEST_LOG_INTERVAL;
 
 /// Device slots on a PCI bus.
 pub const NUM_SLOTS: usize = 32;
@@ -152,7 +154,9 @@ impl PciBus {
         };
         let mut dev = lock_device(&device);
         if let Some(mv) = dev.write_config_register(reg_idx, offset, data) {
-            debug!(
+            debug_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
                 "pci: {} BAR {} moved {:#x} -> {:#x} ({:#x} bytes)",
                 dev.name(),
                 mv.bar,
@@ -162,7 +166,9 @@ impl PciBus {
             );
             self.router.move_bar(slot, &mv, device.clone());
             if let Err(reason) = dev.move_bar(&mv) {
-                warn!(
+                warn_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
                     "pci: {} could not follow the move of BAR {}: {reason}",
                     dev.name(),
                     mv.bar

@@ -3,12 +3,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use log::debug;
+use log_limit::debug_limit_global;
 use vm_device::bus::{PioAddress, PioAddressOffset};
 use vm_device::MutDevicePio;
 
 use super::bus::PciBus;
 use super::config_space::{dword_read_bytes, dword_write_parts};
+use crate::GUEST_LOG_INTERVAL;
 
 /// First port of the configuration mechanism.
 pub const PCI_CONFIG_IO_PORT: u16 = 0xcf8;
@@ -69,7 +70,9 @@ impl PciConfigIo {
             4..=7 => {
                 let byte = (offset - 4) as usize;
                 if byte + data.len() > 4 {
-                    debug!(
+                    debug_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
                         "pci config io: read of {} bytes at {offset} crosses the data port",
                         data.len()
                     );
@@ -98,7 +101,9 @@ impl PciConfigIo {
             4..=7 => {
                 let byte = (offset - 4) as usize;
                 if dword_write_parts(byte, data).is_none() {
-                    debug!(
+                    debug_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
                         "pci config io: write of {} bytes at {offset} ignored",
                         data.len()
                     );
@@ -109,7 +114,9 @@ impl PciConfigIo {
                         .write_config(a.slot, a.function, a.reg_idx, byte, data);
                 }
             }
-            _ => debug!(
+            _ => debug_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
                 "pci config io: write of {} bytes at 0xcf8+{offset} ignored",
                 data.len()
             ),

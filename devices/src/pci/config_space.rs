@@ -6,10 +6,13 @@
 //! they are. Writing all-ones to a BAR therefore reads back `!(size - 1) | flags`, which is
 //! the PCI sizing protocol, with no special case.
 
-use log::debug;
+use log_limit::debug_limit_global;
 
-use super::bar::{BarKind, BarReprogram, PciBar, MIN_IO_BAR_SIZE, MIN_MEM_BAR_SIZE, NUM_BARS};
+use super::bar::{
+    BarKind, BarReprogram, BarSpace, PciBar, MIN_IO_BAR_SIZE, MIN_MEM_BAR_SIZE, NUM_BARS,
+};
 use super::error::{PciError, Result};
+use crate::GUEST_LOG_INTERVAL;
 
 /// Size of the conventional configuration space in bytes.
 pub const CONFIG_SPACE_SIZE: usize = 256;
@@ -231,6 +234,12 @@ impl PciConfigSpace {
         (self.regs[REG_COMMAND] & 0xffff) as u16
     }
 
+    /// Whether the command register enables decoding of `space` (Memory Space or I/O
+    /// Space bit).
+    pub fn decodes(&self, space: BarSpace) -> bool {
+        command_decodes(self.command(), space)
+    }
+
     /// The status register.
     pub fn status(&self) -> u16 {
         (self.regs[REG_COMMAND] >> 16) as u16
@@ -253,7 +262,9 @@ impl PciConfigSpace {
         data: &[u8],
     ) -> Option<BarReprogram> {
         let Some((byte_mask, value)) = dword_write_parts(offset, data) else {
-            debug!(
+            debug_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
                 "pci config: ignored write of {} bytes at reg {reg_idx} offset {offset}",
                 data.len()
             );
@@ -263,7 +274,11 @@ impl PciConfigSpace {
             self.regs.get(reg_idx).copied(),
             self.write_masks.get(reg_idx).copied(),
         ) else {
-            debug!("pci config: ignored write past the end, reg {reg_idx}");
+            debug_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "pci config: ignored write past the end, reg {reg_idx}"
+            );
             return None;
         };
         let mask = byte_mask & wmask;
@@ -467,6 +482,15 @@ impl PciConfigSpace {
             id,
         )
     }
+}
+
+/// Whether command register value `command` enables decoding of `space`.
+pub fn command_decodes(command: u16, space: BarSpace) -> bool {
+    let bit = match space {
+        BarSpace::Mmio => COMMAND_MEMORY,
+        BarSpace::Io => COMMAND_IO,
+    };
+    command & bit != 0
 }
 
 /// Walks a conventional capability list with `read_byte` and returns the offset of the first

@@ -1,6 +1,6 @@
 //! The trait every device on the PCI bus implements (host bridge, virtio-pci, VFIO).
 
-use super::bar::{BarReprogram, PciBar};
+use super::bar::{BarReprogram, BarSpace, PciBar};
 
 /// A PCI function on bus 0.
 ///
@@ -35,6 +35,11 @@ pub trait PciDevice: Send {
     /// Programs BAR `index` to `addr` as firmware would, before the guest runs. Returns the
     /// resulting move (the bus routes it and calls [`PciDevice::move_bar`]).
     fn program_bar(&mut self, index: usize, addr: u64) -> Option<BarReprogram>;
+
+    /// Whether the device decodes its BARs in `space` now: the command register's Memory
+    /// Space (bit 1) or I/O Space (bit 0) enable. The router sends accesses only to BARs of a
+    /// decoded space; the others read as all-ones and drop writes, as on real hardware.
+    fn decodes(&self, space: BarSpace) -> bool;
 
     /// Reads from BAR `bar` at byte `offset` (relative to the BAR's start).
     /// `offset + data.len()` is within the BAR (the router checks); the access may be of any

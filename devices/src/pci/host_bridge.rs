@@ -1,6 +1,6 @@
 //! The PCI host bridge at 00:00.0.
 
-use super::bar::{BarReprogram, PciBar};
+use super::bar::{BarReprogram, BarSpace, PciBar};
 use super::config_space::{PciConfigSpace, PciHeader};
 use super::device::PciDevice;
 
@@ -64,6 +64,10 @@ impl PciDevice for PciHostBridge {
 
     fn program_bar(&mut self, _index: usize, _addr: u64) -> Option<BarReprogram> {
         None
+    }
+
+    fn decodes(&self, space: BarSpace) -> bool {
+        self.config.decodes(space)
     }
 
     fn read_bar(&mut self, _bar: usize, _offset: u64, data: &mut [u8]) {

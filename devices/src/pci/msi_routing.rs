@@ -3,8 +3,13 @@
 //! KVM's `KVM_SET_GSI_ROUTING` replaces the whole table, so one [`KvmMsiRouter`] per VM must
 //! own it (shared by VFIO and virtio-pci devices): it keeps the in-kernel irqchip's default
 //! routes (GSI 0-23 to the PIC/IOAPIC) and adds one MSI route per allocated GSI.
+//!
+//! Each table update costs a rewrite of the whole table in KVM, so callers that change many
+//! vectors at once (MSI-X enable, function mask) hand them over in one batch
+//! ([`MsiRouter::set_msi_routes`], [`MsiRouter::release_gsis`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{
@@ -25,6 +30,20 @@ pub trait MsiRouter: Send + Sync {
     fn release_gsi(&self, gsi: u32);
     /// Routes `gsi` to the MSI message `address`/`data`.
     fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> Result<(), String>;
+    /// Routes each `(gsi, address, data)` as [`MsiRouter::set_msi_route`] does, in one update
+    /// of the routing table.
+    fn set_msi_routes(&self, routes: &[(u32, u64, u32)]) -> Result<(), String> {
+        routes
+            .iter()
+            .try_for_each(|&(gsi, address, data)| self.set_msi_route(gsi, address, data))
+    }
+    /// Gives several GSIs back as [`MsiRouter::release_gsi`] does, in one update of the routing
+    /// table at most.
+    fn release_gsis(&self, gsis: &[u32]) {
+        for &gsi in gsis {
+            self.release_gsi(gsi);
+        }
+    }
     /// Injects `gsi` whenever `fd` is signalled.
     fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), String>;
     /// Stops injecting `gsi` for `fd`.
@@ -42,6 +61,12 @@ struct RouterState {
     next_gsi: u32,
     free: Vec<u32>,
     msi: BTreeMap<u32, (u64, u32)>,
+    /// Released GSIs whose route KVM still has: dropped at the next table update. Nothing
+    /// injects on them meanwhile (their irqfds went before they were released), and an irqfd
+    /// registered on one of them first brings the table up to date.
+    stale: BTreeSet<u32>,
+    /// The last table update failed: KVM's table may differ from `msi`.
+    dirty: bool,
 }
 
 /// The KVM implementation (in-kernel irqchip).
@@ -49,6 +74,8 @@ pub struct KvmMsiRouter {
     vm: Arc<VmFd>,
     max_gsi: u32,
     state: Mutex<RouterState>,
+    /// `KVM_SET_GSI_ROUTING` calls made.
+    updates: AtomicU64,
 }
 
 fn irqchip_entry(gsi: u32, chip: u32, pin: u32) -> kvm_irq_routing_entry {
@@ -101,11 +128,35 @@ impl KvmMsiRouter {
                 next_gsi: IOAPIC_PINS,
                 free: Vec::new(),
                 msi: BTreeMap::new(),
+                stale: BTreeSet::new(),
+                dirty: false,
             }),
+            updates: AtomicU64::new(0),
         }
     }
 
-    fn commit(&self, state: &RouterState) -> Result<(), String> {
+    /// Number of routing table updates (`KVM_SET_GSI_ROUTING`) so far.
+    pub fn routing_updates(&self) -> u64 {
+        self.updates.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RouterState> {
+        // Plain data: consistent even if a holder panicked.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes sure KVM has no leftover route for `gsi` before an irqfd is attached to it.
+    fn drop_stale_route(&self, gsi: u32) -> Result<(), String> {
+        let mut s = self.lock();
+        if s.stale.contains(&gsi) {
+            self.commit(&mut s)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the whole table to KVM: the irqchip routes and the MSI routes in `state`.
+    fn commit(&self, state: &mut RouterState) -> Result<(), String> {
+        state.dirty = true;
         let mut entries = default_irqchip_routes();
         entries.extend(
             state
@@ -115,15 +166,19 @@ impl KvmMsiRouter {
         );
         let routing = KvmIrqRouting::from_entries(&entries)
             .map_err(|e| format!("GSI routing table: {e:?}"))?;
+        self.updates.fetch_add(1, Ordering::Relaxed);
         self.vm
             .set_gsi_routing(&routing)
-            .map_err(|e| format!("KVM_SET_GSI_ROUTING: {e}"))
+            .map_err(|e| format!("KVM_SET_GSI_ROUTING: {e}"))?;
+        state.stale.clear();
+        state.dirty = false;
+        Ok(())
     }
 }
 
 impl MsiRouter for KvmMsiRouter {
     fn allocate_gsi(&self) -> Result<u32, String> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.lock();
         if let Some(g) = s.free.pop() {
             return Ok(g);
         }
@@ -135,27 +190,41 @@ impl MsiRouter for KvmMsiRouter {
     }
 
     fn release_gsi(&self, gsi: u32) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.msi.remove(&gsi).is_some() {
-            if let Err(e) = self.commit(&s) {
-                log::warn!("msi: {e}");
+        self.release_gsis(&[gsi]);
+    }
+
+    /// Frees the GSIs without touching KVM: their routes go with the next table update.
+    fn release_gsis(&self, gsis: &[u32]) {
+        let mut s = self.lock();
+        for &gsi in gsis {
+            if s.msi.remove(&gsi).is_some() {
+                s.stale.insert(gsi);
             }
-        }
-        if gsi >= IOAPIC_PINS && !s.free.contains(&gsi) {
-            s.free.push(gsi);
+            if gsi >= IOAPIC_PINS && !s.free.contains(&gsi) {
+                s.free.push(gsi);
+            }
         }
     }
 
     fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> Result<(), String> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.msi.get(&gsi) == Some(&(address, data)) {
-            return Ok(());
+        self.set_msi_routes(&[(gsi, address, data)])
+    }
+
+    /// One `KVM_SET_GSI_ROUTING` for all of `routes`, none if KVM already has them all.
+    fn set_msi_routes(&self, routes: &[(u32, u64, u32)]) -> Result<(), String> {
+        let mut s = self.lock();
+        let mut changed = false;
+        for &(gsi, address, data) in routes {
+            changed |= s.msi.insert(gsi, (address, data)) != Some((address, data));
         }
-        s.msi.insert(gsi, (address, data));
-        self.commit(&s)
+        if changed || s.dirty {
+            self.commit(&mut s)?;
+        }
+        Ok(())
     }
 
     fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), String> {
+        self.drop_stale_route(gsi)?;
         self.vm
             .register_irqfd(fd, gsi)
             .map_err(|e| format!("KVM_IRQFD gsi {gsi}: {e}"))
@@ -173,6 +242,7 @@ impl MsiRouter for KvmMsiRouter {
         resample: &EventFd,
         gsi: u32,
     ) -> Result<(), String> {
+        self.drop_stale_route(gsi)?;
         self.vm
             .register_irqfd_with_resample(fd, resample, gsi)
             .map_err(|e| format!("KVM_IRQFD (resample) gsi {gsi}: {e}"))
@@ -214,10 +284,31 @@ mod tests {
         assert_eq!((a, b), (24, 25));
         assert!(r.allocate_gsi().is_err());
         r.set_msi_route(a, 0xfee0_0000, 0x30).unwrap();
+        assert_eq!(r.routing_updates(), 1);
+        r.set_msi_route(a, 0xfee0_0000, 0x30).unwrap();
+        assert_eq!(r.routing_updates(), 1, "unchanged route: no update");
         let fd = EventFd::new(0).unwrap();
         r.register_irqfd(&fd, a).unwrap();
         r.unregister_irqfd(&fd, a).unwrap();
         r.release_gsi(a);
+        assert_eq!(
+            r.routing_updates(),
+            1,
+            "a release waits for the next update"
+        );
         assert_eq!(r.allocate_gsi().unwrap(), 24);
+        // An irqfd on the reused GSI first drops the old route from KVM, once.
+        r.register_irqfd(&fd, a).unwrap();
+        assert_eq!(r.routing_updates(), 2);
+        r.unregister_irqfd(&fd, a).unwrap();
+        r.register_irqfd(&fd, a).unwrap();
+        assert_eq!(r.routing_updates(), 2);
+        // A batch is one update.
+        r.set_msi_routes(&[(a, 0xfee0_0000, 0x31), (b, 0xfee0_1000, 0x32)])
+            .unwrap();
+        assert_eq!(r.routing_updates(), 3);
+        r.release_gsis(&[a, b]);
+        r.set_msi_routes(&[]).unwrap();
+        assert_eq!(r.routing_updates(), 3);
     }
 }

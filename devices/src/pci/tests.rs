@@ -79,6 +79,9 @@ impl PciDevice for FakeDevice {
     fn program_bar(&mut self, index: usize, addr: u64) -> Option<BarReprogram> {
         self.config.program_bar(index, addr)
     }
+    fn decodes(&self, space: BarSpace) -> bool {
+        self.config.decodes(space)
+    }
     fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
         let start = offset as usize;
         data.copy_from_slice(&self.bars[bar][start..start + data.len()]);
@@ -123,6 +126,14 @@ fn rig() -> Rig {
         .add_device(Arc::new(Mutex::new(dev)), &mut allocator())
         .unwrap();
     let router = bus.router();
+    // Decoding on, as the guest's driver enables it before using the BARs.
+    bus.write_config(
+        slot,
+        0,
+        REG_COMMAND,
+        0,
+        &(COMMAND_MEMORY | COMMAND_IO).to_le_bytes(),
+    );
     let bus = Arc::new(Mutex::new(bus));
     Rig {
         io: PciConfigIo::new(bus.clone()),
@@ -289,6 +300,115 @@ fn guest_bar_move_reroutes() {
     r.router.read(BarSpace::Mmio, 0xd000_fffc, &mut w);
     assert_eq!(w, [5, 6, 7, 8]);
     assert_eq!(r.router.route_count(), (2, 1));
+}
+
+/// The command register's decode bits gate the router: with Memory Space off, MMIO BARs
+/// read all-ones and drop writes; with I/O Space off, the same for I/O BARs. Turning decoding
+/// back on finds the device as it was.
+#[test]
+fn command_register_decode_bits_gate_bar_accesses() {
+    let mut r = rig();
+    let slot = r.slot;
+    let io_bar = {
+        let dev = r.bus.lock().unwrap().device(slot).unwrap();
+        let bars = lock_device(&dev).bars();
+        bars[2].addr
+    };
+    r.router.write(BarSpace::Mmio, MMIO32 + 8, &[0x11]);
+    r.router.write(BarSpace::Io, io_bar + 2, &[0x22]);
+    // Memory off, I/O on.
+    cfg_write32(&mut r.io, slot, 0x04, u32::from(COMMAND_IO));
+    let mut b = [0u8; 1];
+    r.router.read(BarSpace::Mmio, MMIO32 + 8, &mut b);
+    assert_eq!(b[0], 0xff, "memory BAR decoded with Memory Space off");
+    r.router.write(BarSpace::Mmio, MMIO32 + 8, &[0x33]);
+    r.router.write(BarSpace::Mmio, MMIO64, &[0x44]);
+    r.router.read(BarSpace::Io, io_bar + 2, &mut b);
+    assert_eq!(b[0], 0x22);
+    // I/O off, memory on.
+    cfg_write32(&mut r.io, slot, 0x04, u32::from(COMMAND_MEMORY));
+    r.router.read(BarSpace::Io, io_bar + 2, &mut b);
+    assert_eq!(b[0], 0xff, "I/O BAR decoded with I/O Space off");
+    r.router.write(BarSpace::Io, io_bar + 2, &[0x55]);
+    r.router.read(BarSpace::Mmio, MMIO32 + 8, &mut b);
+    assert_eq!(b[0], 0x11, "the write with decoding off was dropped");
+    r.router.read(BarSpace::Mmio, MMIO64, &mut b);
+    assert_eq!(b[0], 0);
+    // Both on again.
+    cfg_write32(
+        &mut r.io,
+        slot,
+        0x04,
+        u32::from(COMMAND_MEMORY | COMMAND_IO),
+    );
+    r.router.read(BarSpace::Io, io_bar + 2, &mut b);
+    assert_eq!(b[0], 0x22);
+    // Both off.
+    cfg_write32(&mut r.io, slot, 0x04, 0);
+    let mut w = [0u8; 4];
+    r.router.read(BarSpace::Mmio, MMIO32 + 8, &mut w);
+    assert_eq!(w, [0xff; 4]);
+    r.router.read(BarSpace::Io, io_bar, &mut w);
+    assert_eq!(w, [0xff; 4]);
+}
+
+/// A guest repeating a bad access 10000 times gets a handful of log lines for it.
+#[test]
+fn repeated_bad_pci_accesses_log_a_handful_of_lines() {
+    use crate::test_log::lines_logged_by;
+    let mut r = rig();
+    let slot = r.slot;
+    let mut kinds: Vec<(&str, Vec<crate::test_log::Line>)> = Vec::new();
+    kinds.push((
+        "malformed config data port writes",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                r.io.write(0, &cfg_addr(slot, 0, 0x10).to_le_bytes());
+                r.io.write(7, &[1, 2]);
+                r.io.write(9, &[1]);
+                let mut b = [0u8; 4];
+                r.io.read(6, &mut b);
+            }
+        }),
+    ));
+    kinds.push((
+        "accesses hitting no BAR or crossing one's end",
+        lines_logged_by(|| {
+            let mut b = [0u8; 8];
+            for _ in 0..10000 {
+                r.router.read(BarSpace::Mmio, MMIO32 + 0x2000_0000, &mut b);
+                r.router.write(BarSpace::Mmio, MMIO32 + 0xffc, &b);
+            }
+        }),
+    ));
+    kinds.push((
+        "BAR accesses with decoding off",
+        lines_logged_by(|| {
+            cfg_write32(&mut r.io, slot, 0x04, 0);
+            let mut b = [0u8; 4];
+            for _ in 0..10000 {
+                r.router.read(BarSpace::Mmio, MMIO32, &mut b);
+                r.router.write(BarSpace::Mmio, MMIO32, &b);
+            }
+        }),
+    ));
+    kinds.push((
+        "BAR moves (and failed follows)",
+        lines_logged_by(|| {
+            let dev = r.bus.lock().unwrap().device(slot).unwrap();
+            for i in 0..10000u32 {
+                cfg_write32(&mut r.io, slot, 0x10, MMIO32 as u32 + (i % 2 + 1) * 0x1000);
+            }
+            drop(dev);
+        }),
+    ));
+    for (what, lines) in &kinds {
+        assert!(
+            lines.len() <= 6,
+            "{what}: {} lines: {lines:#?}",
+            lines.len()
+        );
+    }
 }
 
 #[test]

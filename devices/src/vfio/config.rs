@@ -9,7 +9,7 @@
 //! Writes to those stay here; all other writes (command register, vendor registers) go to the
 //! device, which VFIO filters itself.
 
-use log::debug;
+use log_limit::debug_limit_global;
 
 use super::msi::MsiState;
 use super::msix::{MsixCapInfo, MsixState};
@@ -19,6 +19,7 @@ use crate::pci::{
     CAP_ID_MSI, CAP_ID_MSIX, MIN_IO_BAR_SIZE, MIN_MEM_BAR_SIZE, NUM_BARS, REG_BAR0, REG_COMMAND,
     REG_HEADER, REG_INTERRUPT, REG_ROM,
 };
+use crate::GUEST_LOG_INTERVAL;
 
 /// What a configuration write changed besides BARs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -197,7 +198,9 @@ impl VfioPciConfig {
     ) -> ConfigWriteEffect {
         let mut effect = ConfigWriteEffect::default();
         if dword_write_parts(offset, data).is_none() {
-            debug!(
+            debug_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
                 "vfio config: malformed write of {} bytes at reg {reg_idx}+{offset}",
                 data.len()
             );

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use log::{debug, info, warn};
+use log::{info, warn};
+use log_limit::{debug_limit_global, warn_limit_global};
 
 use super::config::VfioPciConfig;
 use super::guest_slots::GuestMemorySlots;
@@ -11,7 +12,10 @@ use super::interrupts::VfioInterrupts;
 use super::mmap_areas::{mappable_areas, Area};
 use super::region_set::{RegionDesc, VfioRegionSet};
 use super::registry::{BarPiece, PassthroughBar, PassthroughRegistry};
-use crate::pci::{BarReprogram, PciBar, PciDevice, COMMAND_MEMORY, NUM_BARS, REG_COMMAND};
+use crate::pci::{
+    command_decodes, BarReprogram, BarSpace, PciBar, PciDevice, NUM_BARS, REG_COMMAND,
+};
+use crate::GUEST_LOG_INTERVAL;
 
 /// One BAR: its region, the mmapped areas and the KVM slots they currently occupy.
 struct BarState {
@@ -49,9 +53,12 @@ pub struct VfioPciDevice {
     interrupts: Option<VfioInterrupts>,
     registry: Option<(Arc<dyn PassthroughRegistry>, u32)>,
     /// Memory space decoding (command register bit 1) as the device has it. Off: no KVM slots
-    /// (VFIO revokes the mmaps then; a guest access through a slot would fault in KVM), BAR
-    /// accesses trap and read as VFIO answers them.
+    /// (VFIO revokes the mmaps then; a guest access through a slot would fault in KVM), and the
+    /// router does not pass trapped accesses to memory BARs on (all-ones, writes dropped).
     mem_decode: bool,
+    /// I/O space decoding (command register bit 0) as the device has it; off, the router does
+    /// not pass accesses to I/O BARs on.
+    io_decode: bool,
 }
 
 impl VfioPciDevice {
@@ -134,9 +141,10 @@ impl VfioPciDevice {
             }
             _ => None,
         };
-        let mem_decode = config.read(&*dev, REG_COMMAND) & u32::from(COMMAND_MEMORY) != 0;
+        let command = config.read(&*dev, REG_COMMAND) as u16;
         let mut device = Self {
-            mem_decode,
+            mem_decode: command_decodes(command, BarSpace::Mmio),
+            io_decode: command_decodes(command, BarSpace::Io),
             interrupts: env.irq_router.map(|r| VfioInterrupts::new(r, env.intx_gsi)),
             dev,
             config,
@@ -176,12 +184,16 @@ impl VfioPciDevice {
     fn unmap_bar(slots: &dyn GuestMemorySlots, state: &mut BarState) {
         for slot in state.slots.drain(..) {
             if let Err(e) = slots.remove(slot) {
-                warn!("vfio: removing slot {slot}: {e}");
+                warn_limit_global!(1, GUEST_LOG_INTERVAL, "vfio: removing slot {slot}: {e}");
             }
         }
         state.guest_base = None;
     }
 
+    /// Places BAR `index` at guest address `gpa` (0: nowhere): KVM slots for its mmapped areas
+    /// while memory decoding is on, and its region-table record. The record only describes
+    /// where the BAR really is: when its slots cannot be created at `gpa` (the move failed) or
+    /// the table refuses the new record, the BAR is taken out of the table.
     fn map_bar(&mut self, index: usize, gpa: u64) -> Result<(), String> {
         let slots = self.slots.clone();
         let Some(state) = self.bars.get_mut(index).and_then(|b| b.as_mut()) else {
@@ -213,6 +225,22 @@ impl VfioPciDevice {
                 state.guest_base = Some(gpa);
             }
         }
+        let Some((registry, id)) = &self.registry else {
+            return result;
+        };
+        if gpa == 0 || result.is_err() {
+            // Not programmed, or not mapped at its address (the move failed): no record may
+            // claim an address for it, neither the new one nor the one it left.
+            if let Err(e) = registry.remove_region(*id, index as u32) {
+                warn_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "vfio {}: region table: removing BAR {index}: {e}",
+                    self.dev.name()
+                );
+            }
+            return result;
+        }
         let record = PassthroughBar {
             decoding: self.mem_decode,
             index: index as u32,
@@ -234,9 +262,22 @@ impl VfioPciDevice {
                 Vec::new()
             },
         };
-        if let Some((r, id)) = &self.registry {
-            if let Err(e) = r.set_region(*id, record) {
-                warn!("vfio {}: region table: {e}", self.dev.name());
+        if let Err(e) = registry.set_region(*id, record) {
+            // The table kept the BAR's previous record, which describes where the BAR no
+            // longer is: take it out.
+            warn_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "vfio {}: region table refused BAR {index} at {gpa:#x}, BAR left out of it: {e}",
+                self.dev.name()
+            );
+            if let Err(e) = registry.remove_region(*id, index as u32) {
+                warn_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "vfio {}: region table: removing BAR {index}: {e}",
+                    self.dev.name()
+                );
             }
         }
         result
@@ -248,7 +289,9 @@ impl VfioPciDevice {
             return;
         }
         self.mem_decode = on;
-        debug!(
+        debug_limit_global!(
+            1,
+            GUEST_LOG_INTERVAL,
             "vfio {}: memory decoding {}",
             self.dev.name(),
             if on { "on" } else { "off" }
@@ -262,7 +305,7 @@ impl VfioPciDevice {
                 continue;
             };
             if let Err(e) = self.map_bar(index, addr) {
-                warn!("vfio {}: {e}", self.dev.name());
+                warn_limit_global!(1, GUEST_LOG_INTERVAL, "vfio {}: {e}", self.dev.name());
             }
         }
     }
@@ -305,8 +348,9 @@ impl PciDevice for VfioPciDevice {
         }
         if reg_idx == REG_COMMAND && offset < 2 {
             // Read back: VFIO decides what the device really has.
-            let command = self.config.read(&*self.dev, REG_COMMAND);
-            self.set_mem_decode(command & u32::from(COMMAND_MEMORY) != 0);
+            let command = self.config.read(&*self.dev, REG_COMMAND) as u16;
+            self.io_decode = command_decodes(command, BarSpace::Io);
+            self.set_mem_decode(command_decodes(command, BarSpace::Mmio));
         }
         effect.bar_move
     }
@@ -317,6 +361,13 @@ impl PciDevice for VfioPciDevice {
 
     fn program_bar(&mut self, index: usize, addr: u64) -> Option<BarReprogram> {
         self.config.program_bar(index, addr)
+    }
+
+    fn decodes(&self, space: BarSpace) -> bool {
+        match space {
+            BarSpace::Mmio => self.mem_decode,
+            BarSpace::Io => self.io_decode,
+        }
     }
 
     fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {

@@ -20,16 +20,12 @@ impl PassthroughRegistry for DmaBufRegistry {
     }
 
     fn set_region(&self, device: u32, bar: PassthroughBar) -> Result<(), String> {
-        let mut reg = self.0.write().unwrap_or_else(|p| p.into_inner());
-        let id = DeviceId(device);
         if bar.guest_base == 0 {
             // Unprogrammed (or parked at 0 by the guest): not reachable, not in the table.
-            if reg.region(id, bar.index).is_some() {
-                reg.remove_region(id, bar.index)
-                    .map_err(|e| e.to_string())?;
-            }
-            return Ok(());
+            return self.remove_region(device, bar.index);
         }
+        let mut reg = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let id = DeviceId(device);
         let mut info = RegionInfo::new(
             bar.index,
             bar.guest_base,
@@ -46,6 +42,15 @@ impl PassthroughRegistry for DmaBufRegistry {
             });
         }
         reg.set_region(id, info).map_err(|e| e.to_string())
+    }
+
+    fn remove_region(&self, device: u32, index: u32) -> Result<(), String> {
+        let mut reg = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let id = DeviceId(device);
+        if reg.region(id, index).is_some() {
+            reg.remove_region(id, index).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     fn unregister_device(&self, device: u32) {
@@ -126,11 +131,16 @@ mod tests {
             id,
             PassthroughBar {
                 guest_base: 0,
-                ..bar
+                ..bar.clone()
             },
         )
         .unwrap();
         assert!(shared.read().unwrap().region(DeviceId(id), 2).is_none());
+        // Removed explicitly, and again (nothing to remove is fine).
+        r.set_region(id, bar).unwrap();
+        r.remove_region(id, 2).unwrap();
+        assert!(shared.read().unwrap().region(DeviceId(id), 2).is_none());
+        r.remove_region(id, 2).unwrap();
         r.unregister_device(id);
         assert!(shared.read().unwrap().device_ids().is_empty());
     }

@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
-use log::{info, warn};
+use log::info;
+use log_limit::{info_limit_global, warn_limit_global};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::config::VfioPciConfig;
 use super::region_set::{VfioRegionSet, IRQ_INTX, IRQ_MSI, IRQ_MSIX};
 use crate::pci::MsiRouter;
+use crate::GUEST_LOG_INTERVAL;
 
 /// One vector: the eventfd VFIO signals and the GSI it is injected on.
 struct Vector {
@@ -44,11 +46,26 @@ pub enum IrqModeKind {
     Msix(u32),
 }
 
+impl IrqModeKind {
+    /// 0..4, one per kind whatever the vector count.
+    fn kind_index(self) -> u32 {
+        match self {
+            IrqModeKind::Off => 0,
+            IrqModeKind::Intx => 1,
+            IrqModeKind::Msi(_) => 2,
+            IrqModeKind::Msix(_) => 3,
+        }
+    }
+}
+
 /// Interrupt state of one passed-through device.
 pub struct VfioInterrupts {
     router: Arc<dyn MsiRouter>,
     intx_gsi: Option<u32>,
     mode: Mode,
+    /// Mode changes (from kind, to kind) this device has logged, one bit each: the first of
+    /// each is always logged, repeats are rate-limited.
+    logged_changes: u16,
 }
 
 impl VfioInterrupts {
@@ -59,6 +76,7 @@ impl VfioInterrupts {
             router,
             intx_gsi,
             mode: Mode::Off,
+            logged_changes: 0,
         }
     }
 
@@ -121,45 +139,69 @@ impl VfioInterrupts {
         if wanted != was {
             self.shutdown(dev);
             if let Err(e) = self.setup(dev, wanted) {
-                warn!("vfio {}: enabling {wanted:?}: {e}", dev.name());
+                warn_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "vfio {}: enabling {wanted:?}: {e}",
+                    dev.name()
+                );
                 self.shutdown(dev);
                 return;
             }
-            info!(
-                "vfio {}: interrupts {was:?} -> {wanted:?}, GSIs {:?}",
-                dev.name(),
-                self.gsis()
-            );
+            self.log_change(dev, was, wanted);
         }
         self.refresh_all(config);
+    }
+
+    /// Logs a mode change: the first change between two kinds of mode on this device always
+    /// (at most 12 lines per device), repeats at most once per [`GUEST_LOG_INTERVAL`], since a
+    /// guest can toggle MSI/MSI-X enable at will.
+    fn log_change(&mut self, dev: &dyn VfioRegionSet, was: IrqModeKind, now: IrqModeKind) {
+        let bit = 1u16 << (was.kind_index() * 4 + now.kind_index());
+        let first = self.logged_changes & bit == 0;
+        self.logged_changes |= bit;
+        let gsis = self.gsis();
+        if first {
+            info!(
+                "vfio {}: interrupts {was:?} -> {now:?}, GSIs {gsis:?}",
+                dev.name()
+            );
+        } else {
+            info_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "vfio {}: interrupts {was:?} -> {now:?}, GSIs {gsis:?}",
+                dev.name()
+            );
+        }
     }
 
     /// Re-applies the table entries `vectors` after MSI-X table writes.
     pub fn update_msix_vectors(&mut self, config: &VfioPciConfig, vectors: &[usize]) {
         if let Mode::Msix(v) = &mut self.mode {
-            for &i in vectors {
-                if let Some(vec) = v.get_mut(i) {
-                    apply_msix(&*self.router, config, i, vec);
-                }
-            }
+            apply(&*self.router, v, vectors.iter().copied(), |i| {
+                msix_message(config, i)
+            });
         }
     }
 
+    /// Re-applies every vector of the mode in force (after a mode change, the function mask,
+    /// an MSI capability write): one routing-table update for all of them.
     fn refresh_all(&mut self, config: &VfioPciConfig) {
         match &mut self.mode {
             Mode::Msix(v) => {
-                for (i, vec) in v.iter_mut().enumerate() {
-                    apply_msix(&*self.router, config, i, vec);
-                }
+                let n = v.len();
+                apply(&*self.router, v, 0..n, |i| msix_message(config, i));
             }
             Mode::Msi(v) => {
                 let Some(c) = config.msi().map(|m| m.config()) else {
                     return;
                 };
-                for (i, vec) in v.iter_mut().enumerate() {
+                let n = v.len();
+                apply(&*self.router, v, 0..n, |i| {
                     let masked = c.mask_bits & (1 << i) != 0;
-                    apply(&*self.router, vec, c.address, c.data | i as u32, masked);
-                }
+                    (!masked).then_some((c.address, c.data | i as u32))
+                });
             }
             _ => {}
         }
@@ -176,9 +218,8 @@ impl VfioInterrupts {
                     live: false,
                 }),
                 Err(e) => {
-                    for x in &v {
-                        self.router.release_gsi(x.gsi);
-                    }
+                    let gsis: Vec<u32> = v.iter().map(|x| x.gsi).collect();
+                    self.router.release_gsis(&gsis);
                     return Err(e);
                 }
             }
@@ -236,54 +277,91 @@ impl VfioInterrupts {
                     _ => return,
                 };
                 if let Err(e) = dev.disable_irq(index) {
-                    warn!("vfio {}: disabling interrupts: {e}", dev.name());
+                    warn_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "vfio {}: disabling interrupts: {e}",
+                        dev.name()
+                    );
                 }
-                for x in v {
+                for x in &v {
                     if x.live {
                         let _ = router.unregister_irqfd(&x.fd, x.gsi);
                     }
-                    router.release_gsi(x.gsi);
+                }
+                let gsis: Vec<u32> = v.iter().map(|x| x.gsi).collect();
+                router.release_gsis(&gsis);
+            }
+        }
+    }
+}
+
+/// The message MSI-X vector `i` sends, or `None` while it is masked (its own mask bit or
+/// the function mask).
+fn msix_message(config: &VfioPciConfig, i: usize) -> Option<(u64, u32)> {
+    let m = config.msix()?;
+    let e = m.entry(i)?;
+    (!e.masked && !m.function_masked()).then_some((e.address, e.data))
+}
+
+/// Brings vectors `which` of `vectors` in line with `message` (address and data, `None`:
+/// masked): masked vectors lose their irqfd, the others get their route and an irqfd. All
+/// routes go to the router in one batch, so a guest write that touches every vector (MSI-X
+/// enable, function mask) costs one routing-table update, not one per vector.
+fn apply(
+    router: &dyn MsiRouter,
+    vectors: &mut [Vector],
+    which: impl Iterator<Item = usize>,
+    message: impl Fn(usize) -> Option<(u64, u32)>,
+) {
+    let mut routes = Vec::new();
+    let mut to_register = Vec::new();
+    for i in which {
+        let Some(vec) = vectors.get_mut(i) else {
+            continue;
+        };
+        match message(i) {
+            None => {
+                if vec.live {
+                    if let Err(e) = router.unregister_irqfd(&vec.fd, vec.gsi) {
+                        warn_limit_global!(
+                            1,
+                            GUEST_LOG_INTERVAL,
+                            "vfio: masking vector on gsi {}: {e}",
+                            vec.gsi
+                        );
+                    }
+                    vec.live = false;
+                }
+            }
+            Some((address, data)) => {
+                routes.push((vec.gsi, address, data));
+                if !vec.live {
+                    to_register.push(i);
                 }
             }
         }
     }
-}
-
-fn apply_msix(router: &dyn MsiRouter, config: &VfioPciConfig, i: usize, vec: &mut Vector) {
-    let Some(m) = config.msix() else {
-        return;
-    };
-    let Some(e) = m.entry(i) else {
-        return;
-    };
-    apply(
-        router,
-        vec,
-        e.address,
-        e.data,
-        e.masked || m.function_masked(),
-    );
-}
-
-fn apply(router: &dyn MsiRouter, vec: &mut Vector, address: u64, data: u32, masked: bool) {
-    if masked {
-        if vec.live {
-            if let Err(e) = router.unregister_irqfd(&vec.fd, vec.gsi) {
-                warn!("vfio: masking vector on gsi {}: {e}", vec.gsi);
-            }
-            vec.live = false;
-        }
+    if routes.is_empty() {
         return;
     }
-    if let Err(e) = router.set_msi_route(vec.gsi, address, data) {
-        warn!("vfio: routing gsi {}: {e}", vec.gsi);
+    if let Err(e) = router.set_msi_routes(&routes) {
+        warn_limit_global!(
+            1,
+            GUEST_LOG_INTERVAL,
+            "vfio: routing {} vector(s): {e}",
+            routes.len()
+        );
         return;
     }
-    if !vec.live {
+    for i in to_register {
+        let vec = &mut vectors[i];
         // KVM delivers an interrupt signalled while the vector was masked on registration.
         match router.register_irqfd(&vec.fd, vec.gsi) {
             Ok(()) => vec.live = true,
-            Err(e) => warn!("vfio: irqfd on gsi {}: {e}", vec.gsi),
+            Err(e) => {
+                warn_limit_global!(1, GUEST_LOG_INTERVAL, "vfio: irqfd on gsi {}: {e}", vec.gsi)
+            }
         }
     }
 }

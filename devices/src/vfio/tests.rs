@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vmm_sys_util::eventfd::EventFd;
@@ -24,6 +25,8 @@ struct FakeVfio {
     bars: Mutex<BTreeMap<u32, Vec<u8>>>,
     log: Mutex<Vec<String>>,
     irq: Mutex<BTreeMap<u32, usize>>,
+    /// MSI-X vectors VFIO offers (4 unless a test changes it).
+    msix_irqs: AtomicU32,
 }
 
 impl FakeVfio {
@@ -94,6 +97,7 @@ impl FakeVfio {
             bars: Mutex::new(bars),
             log: Mutex::new(Vec::new()),
             irq: Mutex::new(BTreeMap::new()),
+            msix_irqs: AtomicU32::new(4),
         })
     }
 
@@ -144,7 +148,7 @@ impl VfioRegionSet for FakeVfio {
     fn irq_count(&self, index: u32) -> u32 {
         match index {
             IRQ_INTX | IRQ_MSI => 1,
-            IRQ_MSIX => 4,
+            IRQ_MSIX => self.msix_irqs.load(Ordering::Relaxed),
             _ => 0,
         }
     }
@@ -174,6 +178,8 @@ impl VfioRegionSet for FakeVfio {
 struct FakeSlots {
     next: Mutex<u32>,
     live: Mutex<BTreeMap<u32, (u64, u64, u64)>>,
+    /// A guest address where KVM refuses slots (as for one overlapping a RAM slot).
+    refuse_at: Mutex<Option<u64>>,
 }
 
 impl FakeSlots {
@@ -190,6 +196,9 @@ impl FakeSlots {
 impl GuestMemorySlots for FakeSlots {
     unsafe fn add(&self, gpa: u64, size: u64, host_addr: u64) -> std::result::Result<u32, String> {
         let mut live = self.live.lock().unwrap();
+        if *self.refuse_at.lock().unwrap() == Some(gpa) {
+            return Err("EEXIST".into());
+        }
         // KVM refuses overlapping slots.
         if live
             .values()
@@ -217,6 +226,20 @@ struct FakeRouter {
     next: Mutex<u32>,
     routes: Mutex<BTreeMap<u32, (u64, u32)>>,
     irqfds: Mutex<Vec<u32>>,
+    /// Calls that would each rewrite the whole routing table (KVM_SET_GSI_ROUTING).
+    route_updates: AtomicU32,
+    /// Calls giving GSIs back.
+    release_calls: AtomicU32,
+}
+
+impl FakeRouter {
+    /// (route updates, release calls) so far.
+    fn calls(&self) -> (u32, u32) {
+        (
+            self.route_updates.load(Ordering::Relaxed),
+            self.release_calls.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl MsiRouter for FakeRouter {
@@ -226,11 +249,28 @@ impl MsiRouter for FakeRouter {
         Ok(23 + *n)
     }
     fn release_gsi(&self, gsi: u32) {
+        self.release_calls.fetch_add(1, Ordering::Relaxed);
         self.routes.lock().unwrap().remove(&gsi);
     }
     fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> std::result::Result<(), String> {
+        self.route_updates.fetch_add(1, Ordering::Relaxed);
         self.routes.lock().unwrap().insert(gsi, (address, data));
         Ok(())
+    }
+    fn set_msi_routes(&self, routes: &[(u32, u64, u32)]) -> std::result::Result<(), String> {
+        self.route_updates.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.routes.lock().unwrap();
+        for &(gsi, address, data) in routes {
+            map.insert(gsi, (address, data));
+        }
+        Ok(())
+    }
+    fn release_gsis(&self, gsis: &[u32]) {
+        self.release_calls.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.routes.lock().unwrap();
+        for gsi in gsis {
+            map.remove(gsi);
+        }
     }
     fn register_irqfd(&self, _fd: &EventFd, gsi: u32) -> std::result::Result<(), String> {
         self.irqfds.lock().unwrap().push(gsi);
@@ -255,6 +295,8 @@ impl MsiRouter for FakeRouter {
 struct FakeRegistry {
     regions: Mutex<BTreeMap<u32, PassthroughBar>>,
     registered: Mutex<bool>,
+    /// A guest base the table refuses (as for a region overlapping another device's).
+    refuse_base: Mutex<Option<u64>>,
 }
 
 impl PassthroughRegistry for FakeRegistry {
@@ -268,7 +310,15 @@ impl PassthroughRegistry for FakeRegistry {
     }
     fn set_region(&self, device: u32, bar: PassthroughBar) -> std::result::Result<(), String> {
         assert_eq!(device, 7);
+        if *self.refuse_base.lock().unwrap() == Some(bar.guest_base) {
+            return Err("overlaps another region".into());
+        }
         self.regions.lock().unwrap().insert(bar.index, bar);
+        Ok(())
+    }
+    fn remove_region(&self, device: u32, index: u32) -> std::result::Result<(), String> {
+        assert_eq!(device, 7);
+        self.regions.lock().unwrap().remove(&index);
         Ok(())
     }
     fn unregister_device(&self, device: u32) {
@@ -469,6 +519,14 @@ fn memory_decoding_controls_the_slots() {
     assert!(r.slots.live().is_empty());
     assert!(r.registry.regions.lock().unwrap()[&2].pieces.is_empty());
     assert!(!r.registry.regions.lock().unwrap()[&2].decoding);
+    // Trapped accesses are not decoded either: the device sees none of them.
+    let bar0 = r.bar(0).addr;
+    let writes_before = r.fake.log().len();
+    r.bar_router.write(BarSpace::Mmio, bar0 + 0x10, &[0xaa]);
+    let mut b = [0u8; 4];
+    r.bar_router.read(BarSpace::Mmio, bar0 + 0x10, &mut b);
+    assert_eq!(b, [0xff; 4]);
+    assert_eq!(r.fake.log().len(), writes_before, "{:?}", r.fake.log());
     // A move while decoding is off maps nothing...
     r.cfg_write(0x18, &0xd000_000cu32.to_le_bytes());
     r.cfg_write(0x1c, &0u32.to_le_bytes());
@@ -768,4 +826,241 @@ fn small_io_bars_keep_their_size() {
     assert_eq!(u32::from_le_bytes(b), 0x1234_5678);
     r.bar_router.write(BarSpace::Io, io1 + 2, &[0xa5, 0x5a]);
     assert!(r.fake.log().contains(&"write 1 0x2 [a5, 5a]".to_string()));
+    // With I/O Space off in the device's command register, port I/O no longer reaches it.
+    r.cfg_write(0x04, &[0x00, 0x00]);
+    let before = r.fake.log().len();
+    r.bar_router.write(BarSpace::Io, io0 + 4, &[1]);
+    r.bar_router.read(BarSpace::Io, io0 + 4, &mut b);
+    assert_eq!(b, [0xff; 4]);
+    assert_eq!(r.fake.log().len(), before);
+}
+
+/// A device with 2048 MSI-X vectors (table in BAR 1, 32 KiB, PBA after it).
+fn many_vector_device() -> Arc<FakeVfio> {
+    let mut c = vec![0u8; 256];
+    c[0..4].copy_from_slice(&0x1111_1af4u32.to_le_bytes());
+    c[4..8].copy_from_slice(&0x0010_0102u32.to_le_bytes());
+    c[0x14..0x18].copy_from_slice(&0u32.to_le_bytes()); // BAR1: mem32
+    c[0x34] = 0x40;
+    c[0x40..0x44].copy_from_slice(&0x07ff_0011u32.to_le_bytes()); // 2048 vectors
+    c[0x44..0x48].copy_from_slice(&0x0000_0001u32.to_le_bytes()); // table: BAR1 + 0
+    c[0x48..0x4c].copy_from_slice(&0x0000_8001u32.to_le_bytes()); // PBA: BAR1 + 0x8000
+    let fake = FakeVfio::custom(c, &[(1, 0x1_0000, RW_MMAP)], None);
+    fake.msix_irqs.store(2048, Ordering::Relaxed);
+    fake
+}
+
+/// Programs and unmasks every vector of a [`many_vector_device`] (MSI-X still disabled).
+fn program_all_vectors(r: &Rig) {
+    let bar1 = r.bar(1).addr;
+    for v in 0..2048u64 {
+        let e = bar1 + v * 16;
+        r.bar_router
+            .write(BarSpace::Mmio, e, &0xfee0_0000u64.to_le_bytes());
+        r.bar_router
+            .write(BarSpace::Mmio, e + 8, &(0x4000 + v as u32).to_le_bytes());
+        r.bar_router
+            .write(BarSpace::Mmio, e + 12, &0u32.to_le_bytes());
+    }
+}
+
+/// Enabling, function-masking, unmasking and disabling MSI-X of a 2048-vector device: each
+/// of these single guest writes updates the routing table at most once (not once per
+/// vector), and gives its GSIs back in one call.
+#[test]
+fn msix_control_writes_cost_one_routing_update_each() {
+    let mut r = rig_with(many_vector_device(), None);
+    program_all_vectors(&r);
+    assert_eq!(r.router.calls(), (0, 0), "nothing routed while disabled");
+    for (what, control, live) in [
+        ("enable", 0x80u8, 2048usize),
+        ("function mask", 0xc0, 0),
+        ("function unmask", 0x80, 2048),
+        ("disable", 0x00, 0),
+        ("enable again", 0x80, 2048),
+    ] {
+        let before = r.router.calls();
+        r.cfg_write(0x43, &[control]);
+        let after = r.router.calls();
+        let (updates, releases) = (after.0 - before.0, after.1 - before.1);
+        assert!(updates <= 1, "{what}: {updates} routing updates");
+        assert!(releases <= 1, "{what}: {releases} release calls");
+        assert_eq!(r.router.irqfds.lock().unwrap().len(), live, "{what}");
+    }
+    let routes = r.router.routes.lock().unwrap().clone();
+    assert_eq!(routes.len(), 2048);
+    let gsis = r.vfio.lock().unwrap().interrupts().unwrap().gsis();
+    assert_eq!(routes[&gsis[2047]], (0xfee0_0000, 0x4000 + 2047));
+    // A table write while enabled re-routes its one vector, once.
+    let before = r.router.calls();
+    r.bar_router.write(
+        BarSpace::Mmio,
+        r.bar(1).addr + 5 * 16 + 8,
+        &0x4242u32.to_le_bytes(),
+    );
+    assert_eq!(r.router.calls().0 - before.0, 1);
+    assert_eq!(
+        r.router.routes.lock().unwrap()[&gsis[5]],
+        (0xfee0_0000, 0x4242)
+    );
+}
+
+/// The same writes with the real KVM router of this machine: each costs at most one
+/// KVM_SET_GSI_ROUTING, and the 2048 vectors are really routed and wired.
+#[test]
+fn msix_control_writes_cost_one_kvm_routing_update_each() {
+    use crate::pci::PciDevice;
+    let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+        eprintln!("no /dev/kvm: not exercised");
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    vm.create_irq_chip().unwrap();
+    let router = Arc::new(crate::pci::KvmMsiRouter::new(vm, 4096));
+    let fake = many_vector_device();
+    let mut dev = VfioPciDevice::new(
+        fake.clone(),
+        VfioPciDeviceEnv {
+            slots: Arc::new(FakeSlots::default()),
+            irq_router: Some(router.clone()),
+            intx_gsi: None,
+            registry: None,
+            page_size: 0x1000,
+        },
+    )
+    .unwrap();
+    for v in 0..2048u64 {
+        let e = v * 16;
+        dev.write_bar(1, e, &0xfee0_0000u64.to_le_bytes());
+        dev.write_bar(1, e + 8, &(0x4000 + v as u32).to_le_bytes());
+        dev.write_bar(1, e + 12, &0u32.to_le_bytes());
+    }
+    assert_eq!(router.routing_updates(), 0);
+    let ctl = 0x40 / 4;
+    for (what, control, live) in [
+        ("enable", 0x80u8, 2048usize),
+        ("function mask", 0xc0, 0),
+        ("function unmask", 0x80, 2048),
+        ("disable", 0x00, 0),
+        ("enable again", 0x80, 2048),
+        ("disable again", 0x00, 0),
+    ] {
+        let before = router.routing_updates();
+        dev.write_config_register(ctl, 3, &[control]);
+        let updates = router.routing_updates() - before;
+        assert!(updates <= 1, "{what}: {updates} KVM_SET_GSI_ROUTING calls");
+        assert_eq!(
+            dev.interrupts().unwrap().live_vectors().len(),
+            live,
+            "{what}"
+        );
+    }
+}
+
+/// The region table refuses the record of a BAR move (it overlaps another device's region):
+/// the BAR's old record must not stay behind, claiming the old address where nothing is
+/// mapped any more.
+#[test]
+fn a_refused_region_record_leaves_no_stale_entry() {
+    let mut r = rig(None);
+    assert_eq!(
+        r.registry.regions.lock().unwrap()[&2].guest_base,
+        0x1_0000_0000
+    );
+    *r.registry.refuse_base.lock().unwrap() = Some(0xd000_0000);
+    r.cfg_write(0x18, &0xd000_000cu32.to_le_bytes());
+    r.cfg_write(0x1c, &0u32.to_le_bytes());
+    assert_eq!(r.slots.live(), vec![(0xd000_0000, BAR2_SIZE)]);
+    let rec = r.registry.regions.lock().unwrap().get(&2).cloned();
+    assert!(rec.is_none(), "{rec:?}");
+    // A later move the table accepts records the BAR again.
+    r.cfg_write(0x18, &0xe000_000cu32.to_le_bytes());
+    r.cfg_write(0x1c, &0u32.to_le_bytes());
+    let rec = r.registry.regions.lock().unwrap()[&2].clone();
+    assert_eq!((rec.guest_base, rec.pieces.len()), (0xe000_0000, 1));
+}
+
+/// KVM refuses the slots at the BAR's new address: the BAR is mapped nowhere, so the region
+/// table must not describe it at the new address (nor at the old one).
+#[test]
+fn a_failed_bar_move_leaves_no_region_record() {
+    let mut r = rig(None);
+    *r.slots.refuse_at.lock().unwrap() = Some(0xd000_0000);
+    r.cfg_write(0x18, &0xd000_000cu32.to_le_bytes());
+    r.cfg_write(0x1c, &0u32.to_le_bytes());
+    assert!(
+        r.slots.live().is_empty(),
+        "old slot removed, new one refused"
+    );
+    let rec = r.registry.regions.lock().unwrap().get(&2).cloned();
+    assert!(rec.is_none(), "{rec:?}");
+    // Moving on to a free address maps and records it again.
+    r.cfg_write(0x18, &0xe000_000cu32.to_le_bytes());
+    r.cfg_write(0x1c, &0u32.to_le_bytes());
+    assert_eq!(r.slots.live(), vec![(0xe000_0000, BAR2_SIZE)]);
+    assert_eq!(
+        r.registry.regions.lock().unwrap()[&2].guest_base,
+        0xe000_0000
+    );
+}
+
+/// A guest toggling MSI-X 10000 times, or repeating a BAR move the region table refuses, gets
+/// a handful of log lines; the first change of each kind of interrupt mode is still logged
+/// for every device (the `interrupts A -> B` lines say which modes a device used).
+#[test]
+fn repeated_guest_changes_log_a_handful_of_lines() {
+    use crate::test_log::lines_logged_by;
+    let mut r = rig(None);
+    let toggles = lines_logged_by(|| {
+        for _ in 0..10000 {
+            r.cfg_write(0x43, &[0x80]);
+            r.cfg_write(0x43, &[0x00]);
+        }
+    });
+    let changes: Vec<_> = toggles
+        .iter()
+        .filter(|(_, l)| l.contains("interrupts "))
+        .collect();
+    assert!(
+        changes[0].1.contains("interrupts Off -> Msix(4)"),
+        "{changes:#?}"
+    );
+    assert!(
+        changes[1].1.contains("interrupts Msix(4) -> Off"),
+        "{changes:#?}"
+    );
+    assert!(toggles.len() <= 6, "{} lines: {toggles:#?}", toggles.len());
+    // Another device logs its own first changes, whatever the first one did.
+    let mut other = rig(None);
+    let first = lines_logged_by(|| {
+        other.cfg_write(0x43, &[0x80]);
+        other.cfg_write(0x43, &[0x00]);
+    });
+    assert_eq!(
+        first
+            .iter()
+            .filter(|(_, l)| l.contains("interrupts "))
+            .count(),
+        2,
+        "{first:#?}"
+    );
+
+    *r.registry.refuse_base.lock().unwrap() = Some(0xd000_0000);
+    let refused = lines_logged_by(|| {
+        for _ in 0..10000 {
+            r.cfg_write(0x18, &0xd000_000cu32.to_le_bytes());
+            r.cfg_write(0x1c, &0u32.to_le_bytes());
+            r.cfg_write(0x18, &0xe000_000cu32.to_le_bytes());
+            r.cfg_write(0x1c, &0u32.to_le_bytes());
+        }
+    });
+    assert!(refused.len() <= 6, "{} lines: {refused:#?}", refused.len());
+    let decode = lines_logged_by(|| {
+        for _ in 0..10000 {
+            r.cfg_write(0x04, &[0x00, 0x01]);
+            r.cfg_write(0x04, &[0x02, 0x01]);
+            r.cfg_write(0x04, &[0x01, 0x02, 0x03]);
+        }
+    });
+    assert!(decode.len() <= 6, "{} lines: {decode:#?}", decode.len());
 }

@@ -2,12 +2,13 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use log::warn;
+use log_limit::warn_limit_global;
 use vfio_ioctls::{VfioDevice, VfioRegionInfoCap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::host_mapping::HostMapping;
 use super::region_set::{RegionDesc, VfioRegionSet, CONFIG_REGION, IRQ_INTX};
+use crate::GUEST_LOG_INTERVAL;
 
 /// A VFIO device opened through a container/group (or cdev).
 pub struct VfioDeviceRegions {
@@ -70,7 +71,9 @@ impl VfioRegionSet for VfioDeviceRegions {
         if self.in_bounds(index, offset, data.len()) {
             self.device.region_read(index, data, offset);
         } else {
-            warn!(
+            warn_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
                 "vfio {}: read of region {index} +{offset:#x} ({} bytes) out of bounds",
                 self.bdf,
                 data.len()
@@ -82,7 +85,9 @@ impl VfioRegionSet for VfioDeviceRegions {
         if self.in_bounds(index, offset, data.len()) {
             self.device.region_write(index, data, offset);
         } else {
-            warn!(
+            warn_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
                 "vfio {}: write of region {index} +{offset:#x} ({} bytes) out of bounds",
                 self.bdf,
                 data.len()

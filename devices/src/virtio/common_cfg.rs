@@ -1,9 +1,14 @@
 //! The virtio-pci common configuration structure (virtio 1.2, 4.1.4.3): feature negotiation,
 //! device status and per-queue setup, as registers.
 
-use virtio_bindings::virtio_config::{VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_VERSION_1};
+use log_limit::{debug_limit_global, warn_limit_global};
+use virtio_bindings::virtio_config::{
+    VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
+    VIRTIO_F_VERSION_1,
+};
 
 use super::msix::NO_VECTOR;
+use crate::GUEST_LOG_INTERVAL;
 
 /// Size of `struct virtio_pci_common_cfg` without the optional queue-reset fields.
 pub const COMMON_CFG_SIZE: u64 = 0x38;
@@ -28,6 +33,12 @@ pub struct QueueConfig {
 }
 
 impl QueueConfig {
+    /// Whether the driver's size can be used for a split virtqueue (virtio 1.2, 2.7): from 1
+    /// to the maximum and a power of two.
+    pub fn size_is_valid(&self) -> bool {
+        self.size != 0 && self.size <= self.max_size && self.size.is_power_of_two()
+    }
+
     fn new(max_size: u16) -> Self {
         QueueConfig {
             max_size,
@@ -50,7 +61,8 @@ pub enum CommonCfgAction {
     Reset,
     /// FEATURES_OK accepted: tell the device the driver's features.
     FeaturesOk(u64),
-    /// DRIVER_OK set: activate.
+    /// DRIVER_OK set for the first time since the last reset: activate (at most once per
+    /// reset, since status bits cannot be cleared other than by a reset).
     DriverOk,
     /// A vector assignment changed (config or queue).
     VectorsChanged,
@@ -181,7 +193,9 @@ impl CommonCfg {
                 reg.checked_shr(shift as u32).unwrap_or(0)
             }
             _ => {
-                log::debug!(
+                debug_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
                     "virtio-pci: read of {} bytes at common cfg {offset:#x}",
                     data.len()
                 );
@@ -249,7 +263,9 @@ impl CommonCfg {
                     }
                 }
             }
-            _ => log::debug!(
+            _ => debug_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
                 "virtio-pci: ignored write of {} bytes at common cfg {offset:#x}",
                 data.len()
             ),
@@ -257,21 +273,37 @@ impl CommonCfg {
         CommonCfgAction::None
     }
 
+    /// A driver write of device_status. Writing 0 resets; otherwise bits are only added
+    /// (virtio 1.2, 2.1.2: the driver never clears a status bit, only a reset does): a write
+    /// that clears one is ignored. NEEDS_RESET belongs to the device: what the driver writes
+    /// there is ignored and the device's own bit stays.
     fn write_status(&mut self, new: u8) -> CommonCfgAction {
         if new == 0 {
             self.reset();
             return CommonCfgAction::Reset;
         }
-        let old = self.status;
+        let needs_reset = VIRTIO_CONFIG_S_NEEDS_RESET as u8;
         let features_ok = VIRTIO_CONFIG_S_FEATURES_OK as u8;
-        let driver_ok = virtio_bindings::virtio_config::VIRTIO_CONFIG_S_DRIVER_OK as u8;
-        let mut status = new;
+        let driver_ok = VIRTIO_CONFIG_S_DRIVER_OK as u8;
+        let old = self.status;
+        let old_driver_bits = old & !needs_reset;
+        let mut status = new & !needs_reset;
+        if status & old_driver_bits != old_driver_bits {
+            warn_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "virtio-pci: guest error: device status {new:#x} clears bits of {old:#x} without a reset: ignored"
+            );
+            return CommonCfgAction::None;
+        }
         let mut action = CommonCfgAction::None;
-        if new & features_ok != 0 && old & features_ok == 0 {
+        if status & features_ok != 0 && old & features_ok == 0 {
             let unknown = self.driver_features & !self.device_features;
             let modern = self.driver_features & (1u64 << VIRTIO_F_VERSION_1) != 0;
             if unknown != 0 || !modern {
-                log::warn!(
+                warn_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
                     "virtio-pci: guest error: driver features {:#x} refused (offered {:#x})",
                     self.driver_features,
                     self.device_features
@@ -283,13 +315,17 @@ impl CommonCfg {
         }
         if status & driver_ok != 0 && old & driver_ok == 0 {
             if status & features_ok == 0 {
-                log::warn!("virtio-pci: guest error: DRIVER_OK without FEATURES_OK");
+                warn_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "virtio-pci: guest error: DRIVER_OK without FEATURES_OK"
+                );
                 status &= !driver_ok;
             } else {
                 action = CommonCfgAction::DriverOk;
             }
         }
-        self.status = status;
+        self.status = status | (old & needs_reset);
         action
     }
 }
@@ -348,6 +384,29 @@ mod tests {
         let mut c = CommonCfg::new(0, &[8]);
         assert_eq!(w(&mut c, 0x14, 0x7, 1), CommonCfgAction::None);
         assert_eq!(r(&c, 0x14, 1), 0x3);
+    }
+
+    #[test]
+    fn status_bits_only_accumulate_until_reset() {
+        let mut c = CommonCfg::new(0, &[8]);
+        w(&mut c, 0x08, 1, 4);
+        w(&mut c, 0x0c, 1, 4);
+        w(&mut c, 0x14, 0xb, 1);
+        assert_eq!(w(&mut c, 0x14, 0xf, 1), CommonCfgAction::DriverOk);
+        // Clearing DRIVER_OK is ignored, so setting it again is no new DRIVER_OK.
+        assert_eq!(w(&mut c, 0x14, 0xb, 1), CommonCfgAction::None);
+        assert_eq!(r(&c, 0x14, 1), 0xf);
+        assert_eq!(w(&mut c, 0x14, 0xf, 1), CommonCfgAction::None);
+        // NEEDS_RESET is the device's: the driver can neither set nor clear it.
+        assert_eq!(w(&mut c, 0x14, 0x4f, 1), CommonCfgAction::None);
+        assert_eq!(r(&c, 0x14, 1), 0xf);
+        c.status |= 0x40;
+        assert_eq!(w(&mut c, 0x14, 0x8f, 1), CommonCfgAction::None);
+        assert_eq!(r(&c, 0x14, 1), 0xcf, "FAILED added, NEEDS_RESET kept");
+        assert_eq!(w(&mut c, 0x14, 0x80, 1), CommonCfgAction::None);
+        assert_eq!(r(&c, 0x14, 1), 0xcf);
+        assert_eq!(w(&mut c, 0x14, 0, 1), CommonCfgAction::Reset);
+        assert_eq!(r(&c, 0x14, 1), 0);
     }
 
     #[test]

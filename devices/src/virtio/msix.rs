@@ -161,7 +161,9 @@ impl MsixTable {
         let mut out = TableWrite::default();
         let aligned = offset.is_multiple_of(data.len().max(1) as u64);
         if !matches!(data.len(), 4 | 8) || !aligned {
-            log::debug!(
+            log_limit::debug_limit_global!(
+                1,
+                crate::GUEST_LOG_INTERVAL,
                 "msix: ignored {}-byte table write at {offset:#x}",
                 data.len()
             );

@@ -9,19 +9,21 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
+use log_limit::{debug_limit_global, error_limit_global, warn_limit_global};
 use virtio_bindings::virtio_ids::VIRTIO_ID_GPU;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::common_cfg::{CommonCfg, CommonCfgAction, COMMON_CFG_SIZE};
+use super::common_cfg::{CommonCfg, CommonCfgAction, QueueConfig, COMMON_CFG_SIZE};
 use super::device::{ActivatedQueue, InterruptSource, VirtioDevice, VirtioInterrupt};
 use super::error::VirtioPciError;
 use super::msix::{MsixTable, MSIX_CTRL_ENABLE, MSIX_CTRL_FUNCTION_MASK, NO_VECTOR};
 use crate::pci::{
-    BarKind, BarReprogram, MsiRouter, PciBar, PciConfigSpace, PciDevice, PciHeader, CAP_ID_MSIX,
-    CAP_ID_VENDOR,
+    BarKind, BarReprogram, BarSpace, MsiRouter, PciBar, PciConfigSpace, PciDevice, PciHeader,
+    CAP_ID_MSIX, CAP_ID_VENDOR,
 };
+use crate::GUEST_LOG_INTERVAL;
 
 /// Red Hat / virtio vendor ID.
 pub const VIRTIO_PCI_VENDOR_ID: u16 = 0x1af4;
@@ -103,7 +105,11 @@ impl Interrupts {
 fn fire(st: &IrqState, v: usize) {
     if let Some((fd, _)) = st.vectors.get(v) {
         if let Err(e) = fd.write(1) {
-            log::error!("virtio-pci: signalling MSI-X vector {v}: {e}");
+            error_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "virtio-pci: signalling MSI-X vector {v}: {e}"
+            );
         }
     }
 }
@@ -184,6 +190,13 @@ impl VirtioPciDevice {
     ) -> Result<Self, VirtioPciError> {
         let device_type = device.device_type();
         let sizes = device.queue_max_sizes();
+        for (index, &size) in sizes.iter().enumerate() {
+            Queue::new(size).map_err(|source| VirtioPciError::Queue {
+                index,
+                size,
+                source,
+            })?;
+        }
         let num_queues = sizes.len();
         let (class, subclass) = if device_type == VIRTIO_ID_GPU {
             (0x03, 0x80) // display controller, other
@@ -331,35 +344,42 @@ impl VirtioPciDevice {
         }
     }
 
+    /// Hands the enabled queues to the device. Called once per reset at most (the common
+    /// configuration reports DRIVER_OK only the first time it is set); an active device is
+    /// never activated again.
     fn activate(&mut self) {
+        if self.active {
+            return;
+        }
         let mut queues = Vec::new();
         for (i, qc) in self.common.queues.iter().enumerate() {
             if !qc.enabled {
                 continue;
             }
-            let mut q = match Queue::new(qc.max_size) {
+            let q = match split_queue(qc, &self.mem) {
                 Ok(q) => q,
-                Err(e) => {
-                    log::error!("virtio-pci: queue {i}: {e}");
+                Err(why) => {
+                    warn_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "virtio-pci: guest error: queue {i} (size {} of at most {}, desc {:#x}, driver {:#x}, device {:#x}) refused: {why}",
+                        qc.size,
+                        qc.max_size,
+                        qc.desc,
+                        qc.driver,
+                        qc.device
+                    );
                     return self.fail();
                 }
             };
-            q.set_size(qc.size);
-            q.set_desc_table_address(Some(qc.desc as u32), Some((qc.desc >> 32) as u32));
-            q.set_avail_ring_address(Some(qc.driver as u32), Some((qc.driver >> 32) as u32));
-            q.set_used_ring_address(Some(qc.device as u32), Some((qc.device >> 32) as u32));
-            q.set_ready(true);
-            if !q.is_valid(&self.mem) {
-                log::warn!(
-                    "virtio-pci: guest error: queue {i} (size {}, desc {:#x}, driver {:#x}, device {:#x}) is invalid",
-                    qc.size, qc.desc, qc.driver, qc.device
-                );
-                return self.fail();
-            }
             let notify = match self.notify.get(i).map(EventFd::try_clone) {
                 Some(Ok(fd)) => fd,
                 _ => {
-                    log::error!("virtio-pci: cloning the notify eventfd of queue {i}");
+                    error_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "virtio-pci: cloning the notify eventfd of queue {i}"
+                    );
                     return self.fail();
                 }
             };
@@ -373,7 +393,12 @@ impl VirtioPciDevice {
         match self.device.activate(self.mem.clone(), interrupt, queues) {
             Ok(()) => self.active = true,
             Err(e) => {
-                log::error!("virtio-pci: activating {}: {e}", self.name);
+                error_limit_global!(
+                    1,
+                    GUEST_LOG_INTERVAL,
+                    "virtio-pci: activating {}: {e}",
+                    self.name
+                );
                 self.fail();
             }
         }
@@ -416,7 +441,11 @@ impl VirtioPciDevice {
         if let Some(v) = w.route_changed {
             if let (Some(e), Some((_, gsi))) = (st.msix.entry(v).copied(), st.vectors.get(v)) {
                 if let Err(err) = self.router.set_msi_route(*gsi, e.address(), e.data) {
-                    log::error!("virtio-pci: MSI route of vector {v}: {err}");
+                    error_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "virtio-pci: MSI route of vector {v}: {err}"
+                    );
                 }
             }
         }
@@ -456,7 +485,7 @@ impl VirtioPciDevice {
             for (i, fd) in self.notify.iter().enumerate() {
                 let addr = old + NOTIFY_OFFSET + i as u64 * u64::from(NOTIFY_OFF_MULTIPLIER);
                 if let Err(e) = self.ioevents.unregister(fd, addr) {
-                    log::error!("virtio-pci: {e}");
+                    error_limit_global!(1, GUEST_LOG_INTERVAL, "virtio-pci: {e}");
                 }
             }
         }
@@ -467,7 +496,7 @@ impl VirtioPciDevice {
             let addr = base + NOTIFY_OFFSET + i as u64 * u64::from(NOTIFY_OFF_MULTIPLIER);
             if let Err(e) = self.ioevents.register(fd, addr) {
                 // Notify writes then trap and are forwarded by write_bar: slower, still correct.
-                log::error!("virtio-pci: {e}");
+                error_limit_global!(1, GUEST_LOG_INTERVAL, "virtio-pci: {e}");
             }
         }
         self.ioevent_base = Some(base);
@@ -485,9 +514,44 @@ impl Drop for VirtioPciDevice {
             if let Err(e) = self.router.unregister_irqfd(fd, *gsi) {
                 log::debug!("virtio-pci: {e}");
             }
-            self.router.release_gsi(*gsi);
+        }
+        let gsis: Vec<u32> = st.vectors.iter().map(|(_, gsi)| *gsi).collect();
+        self.router.release_gsis(&gsis);
+    }
+}
+
+/// The split virtqueue the driver set up in `qc` (virtio 1.2, 2.7), checked before
+/// virtio-queue sees it: a size of 1..=max that is a power of two, aligned ring addresses
+/// (descriptor table 16, driver ring 2, device ring 4) and rings inside guest memory.
+/// virtio-queue's own setters keep the old value of a refused setting (its maximum size, a
+/// default address) and log each refusal; the checks here refuse the queue instead.
+fn split_queue(qc: &QueueConfig, mem: &GuestMemoryMmap) -> Result<Queue, String> {
+    if !qc.size_is_valid() {
+        return Err("the size must be a power of two from 1 to the maximum".into());
+    }
+    let mut q = Queue::new(qc.max_size).map_err(|e| format!("maximum size: {e}"))?;
+    q.try_set_size(qc.size).map_err(|e| format!("size: {e}"))?;
+    let n = u64::from(qc.size);
+    // Descriptor table, driver ring (flags, idx, ring, used_event), device ring (flags, idx,
+    // ring of id/len pairs, avail_event).
+    let parts = [
+        ("descriptor table", qc.desc, 16 * n),
+        ("driver ring", qc.driver, 6 + 2 * n),
+        ("device ring", qc.device, 6 + 8 * n),
+    ];
+    q.try_set_desc_table_address(GuestAddress(qc.desc))
+        .and_then(|()| q.try_set_avail_ring_address(GuestAddress(qc.driver)))
+        .and_then(|()| q.try_set_used_ring_address(GuestAddress(qc.device)))
+        .map_err(|e| format!("ring address: {e}"))?;
+    for (what, addr, len) in parts {
+        let inside = usize::try_from(len)
+            .is_ok_and(|len| GuestMemoryBackend::check_range(mem, GuestAddress(addr), len));
+        if !inside {
+            return Err(format!("the {what} ({len} bytes) is not in guest memory"));
         }
     }
+    q.set_ready(true);
+    Ok(q)
 }
 
 fn in_range(offset: u64, len: usize, start: u64, size: u64) -> bool {
@@ -538,6 +602,10 @@ impl PciDevice for VirtioPciDevice {
 
     fn program_bar(&mut self, index: usize, addr: u64) -> Option<BarReprogram> {
         self.config.program_bar(index, addr)
+    }
+
+    fn decodes(&self, space: BarSpace) -> bool {
+        self.config.decodes(space)
     }
 
     fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
@@ -594,7 +662,11 @@ impl PciDevice for VirtioPciDevice {
             let q = ((offset - NOTIFY_OFFSET) / u64::from(NOTIFY_OFF_MULTIPLIER)) as usize;
             if let Some(fd) = self.notify.get(q) {
                 if let Err(e) = fd.write(1) {
-                    log::error!("virtio-pci: notify of queue {q}: {e}");
+                    error_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "virtio-pci: notify of queue {q}: {e}"
+                    );
                 }
             }
         } else if in_range(
@@ -605,7 +677,11 @@ impl PciDevice for VirtioPciDevice {
         ) {
             self.write_msix_table(offset - MSIX_TABLE_OFFSET, data);
         } else {
-            log::debug!("virtio-pci: ignored {len}-byte write at BAR 0 offset {offset:#x}");
+            debug_limit_global!(
+                1,
+                GUEST_LOG_INTERVAL,
+                "virtio-pci: ignored {len}-byte write at BAR 0 offset {offset:#x}"
+            );
         }
     }
 

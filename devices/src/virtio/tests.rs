@@ -9,7 +9,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
 use crate::pci::{
-    MsiRouter, PciDevice, CAP_ID_MSIX, CAP_ID_VENDOR, REG_CAP_PTR, REG_CLASS, REG_ID,
+    MsiRouter, PciDevice, CAP_ID_MSIX, CAP_ID_VENDOR, REG_CAP_PTR, REG_CLASS, REG_COMMAND, REG_ID,
 };
 
 #[derive(Default)]
@@ -67,6 +67,11 @@ struct Seen {
     activated: Vec<(u16, u16, u64)>,
     notify: Vec<EventFd>,
     interrupt: Option<Arc<dyn VirtioInterrupt>>,
+    activations: u32,
+    /// activate() fails (counting the attempt) while set.
+    refuse_activation: bool,
+    /// Queue maximum sizes instead of [256, 16].
+    max_sizes: Option<Vec<u16>>,
     resets: u32,
     config_writes: Vec<(u64, Vec<u8>)>,
 }
@@ -78,7 +83,12 @@ impl VirtioDevice for FakeDevice {
         16
     }
     fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![256, 16]
+        self.0
+            .lock()
+            .unwrap()
+            .max_sizes
+            .clone()
+            .unwrap_or_else(|| vec![256, 16])
     }
     fn device_features(&self) -> u64 {
         0b1010
@@ -105,6 +115,10 @@ impl VirtioDevice for FakeDevice {
         queues: Vec<ActivatedQueue>,
     ) -> Result<(), String> {
         let mut s = self.0.lock().unwrap();
+        s.activations += 1;
+        if s.refuse_activation {
+            return Err("refused".into());
+        }
         for q in queues {
             s.activated
                 .push((q.index, q.queue.size(), q.queue.desc_table()));
@@ -170,6 +184,11 @@ impl T {
     /// Driver initialisation up to DRIVER_OK with both queues, MSI-X vectors 1 and 2 for the
     /// queues and 0 for config.
     fn bring_up(&mut self) {
+        self.bring_up_with_sizes([8, 8]);
+    }
+
+    /// [`T::bring_up`] with the driver writing these queue sizes.
+    fn bring_up_with_sizes(&mut self, sizes: [u64; 2]) {
         self.w(0x14, 1, 1);
         self.w(0x14, 3, 1);
         self.w(0x08, 0, 4);
@@ -182,7 +201,7 @@ impl T {
         self.w(0x10, 0, 2);
         for q in 0..2u64 {
             self.w(0x16, q, 2);
-            self.w(0x18, 8, 2);
+            self.w(0x18, sizes[q as usize], 2);
             let base = 0x1000 * (q + 1);
             self.w(0x20, base, 8);
             self.w(0x28, base + 0x100, 8);
@@ -354,6 +373,142 @@ fn reset_stops_the_device_and_clears_state() {
     assert!(t.dev.is_active());
 }
 
+/// Status bits only accumulate until a reset: a driver that clears DRIVER_OK and sets it
+/// again, rewrites the status, or writes NEEDS_RESET/FAILED never gets a second activation
+/// (which would hand the device the same rings again and replay old requests).
+#[test]
+fn status_rewrites_do_not_reactivate_without_a_reset() {
+    let mut t = setup();
+    t.bring_up();
+    assert_eq!(t.seen.lock().unwrap().activations, 1);
+    // Clearing DRIVER_OK (or any other bit) without a reset is ignored.
+    t.w(0x14, 0xb, 1);
+    assert_eq!(t.r(0x14, 1), 0xf);
+    t.w(0x14, 0xf, 1);
+    t.w(0x14, 0xf, 1);
+    t.w(0x14, 0x7, 1);
+    t.w(0x14, 0x4, 1);
+    t.w(0x14, 0xf, 1);
+    assert!(t.dev.is_active());
+    assert_eq!(t.r(0x14, 1), 0xf);
+    // NEEDS_RESET belongs to the device; FAILED may be added by the driver. Neither crashes
+    // or activates again.
+    t.w(0x14, 0x4f, 1);
+    assert_eq!(t.r(0x14, 1) & 0x40, 0, "the driver cannot set NEEDS_RESET");
+    t.w(0x14, 0x8f, 1);
+    assert_eq!(t.r(0x14, 1), 0x8f);
+    t.w(0x14, 0xff, 1);
+    t.w(0x14, 0x40, 1);
+    t.w(0x14, 0x80, 1);
+    {
+        let s = t.seen.lock().unwrap();
+        assert_eq!((s.activations, s.resets), (1, 0));
+        assert_eq!(s.activated.len(), 2, "two queues, handed over once");
+    }
+    // A reset allows exactly one new activation.
+    t.w(0x14, 0, 1);
+    assert!(!t.dev.is_active());
+    t.bring_up();
+    t.w(0x14, 0xb, 1);
+    t.w(0x14, 0xf, 1);
+    let s = t.seen.lock().unwrap();
+    assert_eq!((s.activations, s.resets), (2, 1));
+}
+
+/// A failed activation leaves the device inactive with NEEDS_RESET until the driver resets
+/// it: rewriting DRIVER_OK (with or without clearing it first) does not retry it.
+#[test]
+fn failed_activation_is_not_retried_by_status_writes() {
+    let mut t = setup();
+    t.seen.lock().unwrap().refuse_activation = true;
+    t.bring_up();
+    assert!(!t.dev.is_active());
+    assert_eq!(t.r(0x14, 1), 0x4f);
+    t.seen.lock().unwrap().refuse_activation = false;
+    t.w(0x14, 0x4b, 1);
+    t.w(0x14, 0x4f, 1);
+    t.w(0x14, 0xb, 1);
+    t.w(0x14, 0xf, 1);
+    assert!(!t.dev.is_active());
+    assert_eq!(t.r(0x14, 1), 0x4f, "NEEDS_RESET stays until a reset");
+    assert_eq!(t.seen.lock().unwrap().activations, 1);
+    t.w(0x14, 0, 1);
+    assert_eq!(t.r(0x14, 1), 0);
+    t.bring_up();
+    assert!(t.dev.is_active());
+    assert_eq!(t.seen.lock().unwrap().activations, 2);
+}
+
+/// A queue size of 0, above the queue's maximum or not a power of two (split virtqueues) is
+/// refused at DRIVER_OK: the device stays inactive with NEEDS_RESET (virtio-queue would
+/// otherwise keep its maximum size and serve rings the driver did not allocate).
+#[test]
+fn invalid_queue_sizes_are_refused_at_activation() {
+    // Queue 0 has a maximum of 256, queue 1 of 16.
+    for sizes in [[0, 8], [3, 8], [512, 8], [8, 32], [8, 12], [0xffff, 16]] {
+        let mut t = setup();
+        t.bring_up_with_sizes(sizes);
+        assert!(!t.dev.is_active(), "sizes {sizes:?} accepted");
+        assert_eq!(t.r(0x14, 1), 0x4f, "sizes {sizes:?}: NEEDS_RESET");
+        assert_eq!(t.seen.lock().unwrap().activations, 0, "sizes {sizes:?}");
+        // A reset and a valid bring-up work.
+        t.w(0x14, 0, 1);
+        t.bring_up_with_sizes([256, 1]);
+        assert!(t.dev.is_active());
+        assert_eq!(
+            t.seen.lock().unwrap().activated,
+            vec![(0, 256, 0x1000), (1, 1, 0x2000)]
+        );
+    }
+}
+
+/// A misaligned ring address is refused too (virtio-queue would keep its default address 0
+/// and the device would serve a ring the driver never set up there).
+#[test]
+fn misaligned_rings_are_refused_at_activation() {
+    for (reg, addr) in [(0x20u64, 0x1008u64), (0x28, 0x1101), (0x30, 0x1202)] {
+        let mut t = setup();
+        t.w(0x14, 3, 1);
+        t.w(0x08, 1, 4);
+        t.w(0x0c, 1, 4);
+        t.w(0x14, 0xb, 1);
+        t.w(0x16, 0, 2);
+        t.w(0x18, 8, 2);
+        t.w(0x20, 0x1000, 8);
+        t.w(0x28, 0x1100, 8);
+        t.w(0x30, 0x1200, 8);
+        t.w(reg, addr, 8);
+        t.w(0x1c, 1, 2);
+        t.w(0x14, 0xf, 1);
+        assert!(!t.dev.is_active(), "{addr:#x} at {reg:#x} accepted");
+        assert_ne!(t.r(0x14, 1) & 0x40, 0);
+    }
+}
+
+/// A device whose maximum queue size virtio-queue cannot serve is refused when the transport
+/// is built, not at the driver's DRIVER_OK.
+#[test]
+fn unusable_maximum_queue_sizes_are_a_setup_error() {
+    for bad in [0u16, 12, 0xffff] {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let seen = Arc::new(Mutex::new(Seen {
+            max_sizes: Some(vec![16, bad]),
+            ..Seen::default()
+        }));
+        let r = VirtioPciDevice::new(
+            Box::new(FakeDevice(seen)),
+            mem,
+            Arc::new(FakeRouter::default()),
+            Arc::new(FakeIoEvents::default()),
+        );
+        match r {
+            Err(VirtioPciError::Queue { index, size, .. }) => assert_eq!((index, size), (1, bad)),
+            Err(e) => panic!("max size {bad}: {e}"),
+            Ok(_) => panic!("max size {bad} accepted"),
+        }
+    }
+}
+
 #[test]
 fn invalid_rings_mark_the_device_needs_reset() {
     let mut t = setup();
@@ -397,23 +552,24 @@ fn device_config_is_forwarded() {
 #[test]
 fn hostile_bar_and_config_accesses_do_not_panic() {
     let mut t = setup();
-    let mut seed = 0x1234_5678_9abc_def1u64;
+    // xorshift64: a fixed, reproducible sequence of accesses.
+    let mut rng = 0x1234_5678_9abc_def1u64;
     for _ in 0..20000 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let off = seed % (BAR0_SIZE + 16);
-        let len = [1usize, 2, 3, 4, 8][(seed >> 20) as usize % 5];
-        let v = seed >> 7;
-        if seed & 1 == 0 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let off = rng % (BAR0_SIZE + 16);
+        let len = [1usize, 2, 3, 4, 8][(rng >> 20) as usize % 5];
+        let v = rng >> 7;
+        if rng & 1 == 0 {
             // Avoid resetting status constantly so that deeper states are reached.
             t.dev.write_bar(0, off, &v.to_le_bytes()[..len]);
         } else {
             let mut d = [0u8; 8];
             t.dev.read_bar(0, off, &mut d[..len]);
         }
-        let reg = (seed >> 32) as usize % 80;
-        let o = (seed >> 40) as usize % 4;
+        let reg = (rng >> 32) as usize % 80;
+        let o = (rng >> 40) as usize % 4;
         t.dev
             .write_config_register(reg, o, &v.to_le_bytes()[..len.min(4)]);
         let _ = t.dev.read_config_register(reg);
@@ -456,6 +612,129 @@ fn pci_cfg_window_reaches_bar0() {
         .write_config_register((off + 12) / 4, 0, &3u32.to_le_bytes());
     t.dev.write_config_register((off + 16) / 4, 0, &[0]);
     assert_eq!(t.dev.status(), 1);
+}
+
+/// The transport on a bus: the router only reaches BAR 0 while the driver has Memory Space
+/// decoding on in the command register (a fresh function has it off, like after reset).
+#[test]
+fn bar0_is_reached_only_with_memory_decoding_on() {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let dev = VirtioPciDevice::new(
+        Box::new(FakeDevice(seen)),
+        mem,
+        Arc::new(FakeRouter::default()),
+        Arc::new(FakeIoEvents::default()),
+    )
+    .unwrap();
+    let mut bus = crate::pci::PciBus::new();
+    let mut alloc = crate::pci::BarAllocator::new(
+        crate::pci::BarWindow::new(0xc000_0000, 0x1000_0000),
+        Some(crate::pci::BarWindow::new(0x1_0000_0000, 0x1_0000_0000)),
+        None,
+    )
+    .unwrap();
+    let shared: crate::pci::SharedPciDevice = Arc::new(Mutex::new(dev));
+    let slot = bus.add_device(shared.clone(), &mut alloc).unwrap();
+    let router = bus.router();
+    let bar0 = crate::pci::lock_device(&shared).bars()[0].addr;
+    let num_queues = |router: &crate::pci::PciBarRouter| {
+        let mut b = [0u8; 2];
+        router.read(crate::pci::BarSpace::Mmio, bar0 + 0x12, &mut b);
+        u16::from_le_bytes(b)
+    };
+    assert_eq!(num_queues(&router), 0xffff, "decoded with Memory Space off");
+    // device_status write dropped while decoding is off.
+    router.write(crate::pci::BarSpace::Mmio, bar0 + 0x14, &[1]);
+    bus.write_config(slot, 0, REG_COMMAND, 0, &[0x02, 0x00]);
+    assert_eq!(num_queues(&router), 2);
+    let mut st = [0u8; 1];
+    router.read(crate::pci::BarSpace::Mmio, bar0 + 0x14, &mut st);
+    assert_eq!(st[0], 0, "the write with decoding off reached the device");
+    router.write(crate::pci::BarSpace::Mmio, bar0 + 0x14, &[1]);
+    router.read(crate::pci::BarSpace::Mmio, bar0 + 0x14, &mut st);
+    assert_eq!(st[0], 1);
+}
+
+/// A guest repeating a bad access 10000 times gets a handful of log lines for it, not 10000
+/// (each kind of guest error is logged once, then at most once per interval).
+#[test]
+fn repeated_guest_errors_log_a_handful_of_lines() {
+    use crate::test_log::lines_logged_by;
+    let mut t = setup();
+    t.bring_up();
+    let mut kinds: Vec<(&str, Vec<crate::test_log::Line>)> = Vec::new();
+    kinds.push((
+        "status write clearing DRIVER_OK",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                t.w(0x14, 0xb, 1);
+            }
+        }),
+    ));
+    kinds.push((
+        "DRIVER_OK without FEATURES_OK",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                t.w(0x14, 0, 1);
+                t.w(0x14, 0x7, 1);
+            }
+        }),
+    ));
+    kinds.push((
+        "refused features",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                t.w(0x14, 0, 1);
+                t.w(0x08, 0, 4);
+                t.w(0x0c, 0b1, 4);
+                t.w(0x14, 0xb, 1);
+            }
+        }),
+    ));
+    kinds.push((
+        "invalid queue size at DRIVER_OK",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                t.w(0x14, 0, 1);
+                t.bring_up_with_sizes([3, 8]);
+            }
+        }),
+    ));
+    kinds.push((
+        "odd-width common cfg writes and reads",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                t.w(0x14, 0xff, 2);
+                t.r(0x15, 2);
+            }
+        }),
+    ));
+    kinds.push((
+        "BAR 0 writes outside every structure",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                t.w(0x7000, 1, 4);
+            }
+        }),
+    ));
+    kinds.push((
+        "malformed MSI-X table writes",
+        lines_logged_by(|| {
+            for _ in 0..10000 {
+                t.w(MSIX_TABLE_OFFSET + 1, 1, 2);
+            }
+        }),
+    ));
+    for (what, lines) in &kinds {
+        // The line itself and log_limit's note that it starts suppressing (a third and
+        // fourth only if the interval ran out meanwhile).
+        assert!(
+            lines.len() <= 4,
+            "{what}: {} lines: {lines:#?}",
+            lines.len()
+        );
+    }
 }
 
 /// `KvmIoEvents` against the real KVM of this machine (a VM fd is enough for ioeventfds).
