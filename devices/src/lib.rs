@@ -9,9 +9,12 @@
 /// per interval, preceded by the number of suppressed ones (`log_limit`'s `*_limit_global!`).
 pub(crate) const GUEST_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
+mod error;
 pub mod legacy;
 pub mod pci;
 #[cfg(test)]
 mod test_log;
 pub mod vfio;
 pub mod virtio;
+
+pub use error::Error;

@@ -19,23 +19,28 @@ struct Router {
 }
 
 impl MsiRouter for Router {
-    fn allocate_gsi(&self) -> Result<u32, String> {
+    fn allocate_gsi(&self) -> Result<u32, devices::Error> {
         let mut n = self.next.lock().unwrap();
         *n += 1;
         Ok(30 + *n)
     }
     fn release_gsi(&self, _gsi: u32) {}
-    fn set_msi_route(&self, _gsi: u32, _address: u64, _data: u32) -> Result<(), String> {
+    fn set_msi_route(&self, _gsi: u32, _address: u64, _data: u32) -> Result<(), devices::Error> {
         Ok(())
     }
-    fn register_irqfd(&self, _fd: &EventFd, _gsi: u32) -> Result<(), String> {
+    fn register_irqfd(&self, _fd: &EventFd, _gsi: u32) -> Result<(), devices::Error> {
         Ok(())
     }
-    fn unregister_irqfd(&self, _fd: &EventFd, _gsi: u32) -> Result<(), String> {
+    fn unregister_irqfd(&self, _fd: &EventFd, _gsi: u32) -> Result<(), devices::Error> {
         Ok(())
     }
-    fn register_irqfd_with_resample(&self, _: &EventFd, _: &EventFd, _: u32) -> Result<(), String> {
-        Err("unused".into())
+    fn register_irqfd_with_resample(
+        &self,
+        _: &EventFd,
+        _: &EventFd,
+        _: u32,
+    ) -> Result<(), devices::Error> {
+        Err(devices::Error::NoIntxPin)
     }
 }
 
@@ -43,10 +48,14 @@ impl MsiRouter for Router {
 struct NoIoEvents;
 
 impl IoEventRegistrar for NoIoEvents {
-    fn register(&self, _fd: &EventFd, _addr: u64) -> Result<(), String> {
-        Err("no KVM here".into())
+    fn register(&self, _fd: &EventFd, addr: u64) -> Result<(), devices::Error> {
+        Err(devices::Error::IoEventFd {
+            op: "KVM_IOEVENTFD",
+            addr,
+            source: vmm_sys_util::errno::Error::new(libc::ENODEV),
+        })
     }
-    fn unregister(&self, _fd: &EventFd, _addr: u64) -> Result<(), String> {
+    fn unregister(&self, _fd: &EventFd, _addr: u64) -> Result<(), devices::Error> {
         Ok(())
     }
 }

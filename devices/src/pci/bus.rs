@@ -94,7 +94,7 @@ impl PciBus {
             let Some(mv) = dev.program_bar(bar.index, *addr) else {
                 continue;
             };
-            if let Err(reason) = dev.move_bar(&mv) {
+            if let Err(source) = dev.move_bar(&mv) {
                 // Undo the BARs this device already follows.
                 for done in &moved {
                     let back = BarReprogram {
@@ -109,7 +109,7 @@ impl PciBus {
                     bar: mv.bar,
                     old: mv.old_addr,
                     new: mv.new_addr,
-                    reason,
+                    source,
                 });
             }
             moved.push(mv);

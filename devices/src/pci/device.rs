@@ -52,7 +52,7 @@ pub trait PciDevice: Send {
     /// Follows a BAR move after the bus has re-routed it: a device whose BAR is backed by a
     /// KVM memory slot (VFIO) or an ioeventfd (virtio-pci) re-creates it at `new_addr`.
     /// An error is logged by the bus; the guest keeps running.
-    fn move_bar(&mut self, _reprogram: &BarReprogram) -> Result<(), String> {
+    fn move_bar(&mut self, _reprogram: &BarReprogram) -> Result<(), crate::Error> {
         Ok(())
     }
 }

@@ -5,7 +5,7 @@ use thiserror::Error;
 use super::bar::BarKind;
 
 /// Errors reported by the PCI configuration space, bus and BAR allocator.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error)]
 pub enum PciError {
     /// A BAR index outside 0..=5, or a 64-bit BAR at index 5 (it needs two registers).
     #[error("invalid BAR index {0}: a type-0 header has BARs 0..=5 and a 64-bit BAR needs two")]
@@ -91,7 +91,7 @@ pub enum PciError {
         source: vm_allocator::Error,
     },
     /// A device failed to follow a BAR move.
-    #[error("device could not move BAR {bar} from {old:#x} to {new:#x}: {reason}")]
+    #[error("device could not move BAR {bar} from {old:#x} to {new:#x}: {source}")]
     MoveBar {
         /// BAR index.
         bar: usize,
@@ -100,7 +100,7 @@ pub enum PciError {
         /// New address.
         new: u64,
         /// Why.
-        reason: String,
+        source: crate::Error,
     },
 }
 

@@ -19,20 +19,22 @@ use kvm_bindings::{
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::Error;
+
 /// Number of IOAPIC pins (GSIs 0..24 are the irqchip's).
 pub const IOAPIC_PINS: u32 = 24;
 
 /// Routes interrupts signalled on eventfds to guest MSIs (or irqchip pins for INTx).
 pub trait MsiRouter: Send + Sync {
     /// A fresh GSI for an MSI route.
-    fn allocate_gsi(&self) -> Result<u32, String>;
+    fn allocate_gsi(&self) -> Result<u32, Error>;
     /// Gives a GSI back (its route is removed).
     fn release_gsi(&self, gsi: u32);
     /// Routes `gsi` to the MSI message `address`/`data`.
-    fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> Result<(), String>;
+    fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> Result<(), Error>;
     /// Routes each `(gsi, address, data)` as [`MsiRouter::set_msi_route`] does, in one update
     /// of the routing table.
-    fn set_msi_routes(&self, routes: &[(u32, u64, u32)]) -> Result<(), String> {
+    fn set_msi_routes(&self, routes: &[(u32, u64, u32)]) -> Result<(), Error> {
         routes
             .iter()
             .try_for_each(|&(gsi, address, data)| self.set_msi_route(gsi, address, data))
@@ -45,16 +47,16 @@ pub trait MsiRouter: Send + Sync {
         }
     }
     /// Injects `gsi` whenever `fd` is signalled.
-    fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), String>;
+    fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), Error>;
     /// Stops injecting `gsi` for `fd`.
-    fn unregister_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), String>;
+    fn unregister_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), Error>;
     /// Level-triggered: injects `gsi` on `fd` and signals `resample` on the guest's EOI.
     fn register_irqfd_with_resample(
         &self,
         fd: &EventFd,
         resample: &EventFd,
         gsi: u32,
-    ) -> Result<(), String>;
+    ) -> Result<(), Error>;
 }
 
 struct RouterState {
@@ -146,7 +148,7 @@ impl KvmMsiRouter {
     }
 
     /// Makes sure KVM has no leftover route for `gsi` before an irqfd is attached to it.
-    fn drop_stale_route(&self, gsi: u32) -> Result<(), String> {
+    fn drop_stale_route(&self, gsi: u32) -> Result<(), Error> {
         let mut s = self.lock();
         if s.stale.contains(&gsi) {
             self.commit(&mut s)?;
@@ -155,7 +157,7 @@ impl KvmMsiRouter {
     }
 
     /// Writes the whole table to KVM: the irqchip routes and the MSI routes in `state`.
-    fn commit(&self, state: &mut RouterState) -> Result<(), String> {
+    fn commit(&self, state: &mut RouterState) -> Result<(), Error> {
         state.dirty = true;
         let mut entries = default_irqchip_routes();
         entries.extend(
@@ -164,12 +166,18 @@ impl KvmMsiRouter {
                 .iter()
                 .map(|(gsi, (a, d))| msi_entry(*gsi, *a, *d)),
         );
-        let routing = KvmIrqRouting::from_entries(&entries)
-            .map_err(|e| format!("GSI routing table: {e:?}"))?;
+        let routing =
+            KvmIrqRouting::from_entries(&entries).map_err(|source| Error::RoutingTable {
+                entries: entries.len(),
+                source,
+            })?;
         self.updates.fetch_add(1, Ordering::Relaxed);
         self.vm
             .set_gsi_routing(&routing)
-            .map_err(|e| format!("KVM_SET_GSI_ROUTING: {e}"))?;
+            .map_err(|source| Error::GsiRouting {
+                entries: entries.len(),
+                source,
+            })?;
         state.stale.clear();
         state.dirty = false;
         Ok(())
@@ -177,13 +185,16 @@ impl KvmMsiRouter {
 }
 
 impl MsiRouter for KvmMsiRouter {
-    fn allocate_gsi(&self) -> Result<u32, String> {
+    fn allocate_gsi(&self) -> Result<u32, Error> {
         let mut s = self.lock();
         if let Some(g) = s.free.pop() {
             return Ok(g);
         }
         if s.next_gsi >= self.max_gsi {
-            return Err(format!("out of GSIs (max {})", self.max_gsi));
+            return Err(Error::NoFreeGsi {
+                first: IOAPIC_PINS,
+                count: self.max_gsi.saturating_sub(IOAPIC_PINS),
+            });
         }
         s.next_gsi += 1;
         Ok(s.next_gsi - 1)
@@ -206,12 +217,12 @@ impl MsiRouter for KvmMsiRouter {
         }
     }
 
-    fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> Result<(), String> {
+    fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> Result<(), Error> {
         self.set_msi_routes(&[(gsi, address, data)])
     }
 
     /// One `KVM_SET_GSI_ROUTING` for all of `routes`, none if KVM already has them all.
-    fn set_msi_routes(&self, routes: &[(u32, u64, u32)]) -> Result<(), String> {
+    fn set_msi_routes(&self, routes: &[(u32, u64, u32)]) -> Result<(), Error> {
         let mut s = self.lock();
         let mut changed = false;
         for &(gsi, address, data) in routes {
@@ -223,17 +234,25 @@ impl MsiRouter for KvmMsiRouter {
         Ok(())
     }
 
-    fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), String> {
+    fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), Error> {
         self.drop_stale_route(gsi)?;
         self.vm
             .register_irqfd(fd, gsi)
-            .map_err(|e| format!("KVM_IRQFD gsi {gsi}: {e}"))
+            .map_err(|source| Error::Irqfd {
+                op: "KVM_IRQFD",
+                gsi,
+                source,
+            })
     }
 
-    fn unregister_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), String> {
+    fn unregister_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), Error> {
         self.vm
             .unregister_irqfd(fd, gsi)
-            .map_err(|e| format!("KVM_IRQFD deassign gsi {gsi}: {e}"))
+            .map_err(|source| Error::Irqfd {
+                op: "KVM_IRQFD deassign",
+                gsi,
+                source,
+            })
     }
 
     fn register_irqfd_with_resample(
@@ -241,11 +260,15 @@ impl MsiRouter for KvmMsiRouter {
         fd: &EventFd,
         resample: &EventFd,
         gsi: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         self.drop_stale_route(gsi)?;
         self.vm
             .register_irqfd_with_resample(fd, resample, gsi)
-            .map_err(|e| format!("KVM_IRQFD (resample) gsi {gsi}: {e}"))
+            .map_err(|source| Error::Irqfd {
+                op: "KVM_IRQFD with resample",
+                gsi,
+                source,
+            })
     }
 }
 

@@ -90,9 +90,13 @@ impl PciDevice for FakeDevice {
         let start = offset as usize;
         self.bars[bar][start..start + data.len()].copy_from_slice(data);
     }
-    fn move_bar(&mut self, reprogram: &BarReprogram) -> std::result::Result<(), String> {
+    fn move_bar(&mut self, reprogram: &BarReprogram) -> std::result::Result<(), crate::Error> {
         if self.fail_moves {
-            return Err("refused".into());
+            return Err(crate::Error::BarOverflow {
+                bar: reprogram.bar,
+                addr: reprogram.new_addr,
+                offset: reprogram.size,
+            });
         }
         self.moves.lock().unwrap().push(*reprogram);
         Ok(())
@@ -512,15 +516,19 @@ fn bus_full_and_slot_errors() {
         Err(PciError::SlotUnavailable(32))
     ));
     for slot in 1..32 {
-        assert_eq!(bus.free_slot(), Ok(slot));
+        assert_eq!(bus.free_slot().unwrap(), slot);
         let got = bus.add_device(Arc::new(Mutex::new(PciHostBridge::new())), &mut alloc);
-        assert_eq!(got, Ok(slot), "add_device takes the slot free_slot named");
+        assert_eq!(
+            got.unwrap(),
+            slot,
+            "add_device takes the slot free_slot named"
+        );
     }
-    assert_eq!(bus.free_slot(), Err(PciError::BusFull));
-    assert_eq!(
+    assert!(matches!(bus.free_slot(), Err(PciError::BusFull)));
+    assert!(matches!(
         bus.add_device(Arc::new(Mutex::new(PciHostBridge::new())), &mut alloc),
         Err(PciError::BusFull)
-    );
+    ));
 }
 
 #[test]

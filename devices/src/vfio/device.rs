@@ -194,7 +194,7 @@ impl VfioPciDevice {
     /// while memory decoding is on, and its region-table record. The record only describes
     /// where the BAR really is: when its slots cannot be created at `gpa` (the move failed) or
     /// the table refuses the new record, the BAR is taken out of the table.
-    fn map_bar(&mut self, index: usize, gpa: u64) -> Result<(), String> {
+    fn map_bar(&mut self, index: usize, gpa: u64) -> Result<(), crate::Error> {
         let slots = self.slots.clone();
         let Some(state) = self.bars.get_mut(index).and_then(|b| b.as_mut()) else {
             return Ok(());
@@ -205,7 +205,11 @@ impl VfioPciDevice {
         if gpa != 0 && self.mem_decode {
             for ((off, size), m) in &state.mapped {
                 let Some(at) = gpa.checked_add(*off) else {
-                    result = Err(format!("BAR {index} at {gpa:#x} overflows"));
+                    result = Err(crate::Error::BarOverflow {
+                        bar: index,
+                        addr: gpa,
+                        offset: *off,
+                    });
                     break;
                 };
                 // SAFETY: `m` is a live mapping of `size` bytes owned by this BAR state; the slot
@@ -213,7 +217,12 @@ impl VfioPciDevice {
                 match unsafe { slots.add(at, *size, m.host_addr()) } {
                     Ok(slot) => state.slots.push(slot),
                     Err(e) => {
-                        result = Err(format!("BAR {index} area +{off:#x} at {at:#x}: {e}"));
+                        result = Err(crate::Error::BarArea {
+                            bar: index,
+                            offset: *off,
+                            gpa: at,
+                            source: Box::new(e),
+                        });
                         break;
                     }
                 }
@@ -406,7 +415,7 @@ impl PciDevice for VfioPciDevice {
         }
     }
 
-    fn move_bar(&mut self, reprogram: &BarReprogram) -> Result<(), String> {
+    fn move_bar(&mut self, reprogram: &BarReprogram) -> Result<(), crate::Error> {
         self.map_bar(reprogram.bar, reprogram.new_addr)
     }
 }

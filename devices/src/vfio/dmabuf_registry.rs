@@ -12,14 +12,14 @@ use super::registry::{PassthroughBar, PassthroughRegistry};
 pub struct DmaBufRegistry(pub SharedRegistry);
 
 impl PassthroughRegistry for DmaBufRegistry {
-    fn register_device(&self, name: &str, device_fd: BorrowedFd<'_>) -> Result<u32, String> {
+    fn register_device(&self, name: &str, device_fd: BorrowedFd<'_>) -> Result<u32, crate::Error> {
         let mut reg = self.0.write().unwrap_or_else(|p| p.into_inner());
         reg.register_device(name, device_fd)
             .map(|id| id.0)
-            .map_err(|e| e.to_string())
+            .map_err(crate::Error::RegionTable)
     }
 
-    fn set_region(&self, device: u32, bar: PassthroughBar) -> Result<(), String> {
+    fn set_region(&self, device: u32, bar: PassthroughBar) -> Result<(), crate::Error> {
         if bar.guest_base == 0 {
             // Unprogrammed (or parked at 0 by the guest): not reachable, not in the table.
             return self.remove_region(device, bar.index);
@@ -41,14 +41,15 @@ impl PassthroughRegistry for DmaBufRegistry {
                 host_addr: p.host_addr,
             });
         }
-        reg.set_region(id, info).map_err(|e| e.to_string())
+        reg.set_region(id, info).map_err(crate::Error::RegionTable)
     }
 
-    fn remove_region(&self, device: u32, index: u32) -> Result<(), String> {
+    fn remove_region(&self, device: u32, index: u32) -> Result<(), crate::Error> {
         let mut reg = self.0.write().unwrap_or_else(|p| p.into_inner());
         let id = DeviceId(device);
         if reg.region(id, index).is_some() {
-            reg.remove_region(id, index).map_err(|e| e.to_string())?;
+            reg.remove_region(id, index)
+                .map_err(crate::Error::RegionTable)?;
         }
         Ok(())
     }

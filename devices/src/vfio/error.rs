@@ -106,9 +106,6 @@ pub enum VfioPciError {
         /// What vfio-ioctls said.
         source: vfio_ioctls::VfioError,
     },
-    /// The device lacks the config-space region (not a PCI device?).
-    #[error("VFIO device {0} has no PCI config region")]
-    NoConfigRegion(String),
     /// mmap of a BAR failed.
     #[error("mmap of BAR {bar} ({size:#x} bytes at region offset {offset:#x}) failed: {source}")]
     Mmap {
@@ -121,27 +118,12 @@ pub enum VfioPciError {
         /// The error.
         source: std::io::Error,
     },
-    /// A KVM memory slot could not be set up.
-    #[error("KVM memory slot for BAR {bar} at {gpa:#x} ({size:#x} bytes): {reason}")]
-    MemorySlot {
-        /// BAR index.
-        bar: u32,
-        /// Guest address.
-        gpa: u64,
-        /// Size.
-        size: u64,
-        /// Why.
-        reason: String,
-    },
     /// Guest RAM could not be DMA-mapped.
     #[error("DMA-mapping guest RAM into the IOMMU failed: {0}")]
     DmaMap(String),
-    /// An interrupt could not be set up.
-    #[error("interrupts: {0}")]
-    Interrupt(String),
     /// The region table refused the device.
     #[error("passthrough registry: {0}")]
-    Registry(String),
+    Registry(#[source] crate::Error),
     /// A PCI core error.
     #[error(transparent)]
     Pci(#[from] PciError),

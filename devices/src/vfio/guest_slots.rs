@@ -16,13 +16,14 @@ pub trait GuestMemorySlots: Send + Sync {
     ///
     /// `host_addr..host_addr + size` must be a mapping of this process that stays valid until
     /// [`GuestMemorySlots::remove`] returns for the slot: the guest reads and writes it.
-    unsafe fn add(&self, gpa: u64, size: u64, host_addr: u64) -> Result<u32, String>;
+    unsafe fn add(&self, gpa: u64, size: u64, host_addr: u64) -> Result<u32, crate::Error>;
 
     /// Removes a slot returned by [`GuestMemorySlots::add`].
-    fn remove(&self, slot: u32) -> Result<(), String>;
+    fn remove(&self, slot: u32) -> Result<(), crate::Error>;
 }
 
 struct SlotIds {
+    first: u32,
     next: u32,
     end: u32,
     free: Vec<u32>,
@@ -41,6 +42,7 @@ impl KvmMemorySlots {
         Self {
             vm,
             ids: Mutex::new(SlotIds {
+                first,
                 next: first,
                 end: first.saturating_add(count),
                 free: Vec::new(),
@@ -51,7 +53,7 @@ impl KvmMemorySlots {
 }
 
 impl GuestMemorySlots for KvmMemorySlots {
-    unsafe fn add(&self, gpa: u64, size: u64, host_addr: u64) -> Result<u32, String> {
+    unsafe fn add(&self, gpa: u64, size: u64, host_addr: u64) -> Result<u32, crate::Error> {
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         let slot = match ids.free.pop() {
             Some(s) => s,
@@ -59,7 +61,11 @@ impl GuestMemorySlots for KvmMemorySlots {
                 ids.next += 1;
                 ids.next - 1
             }
-            None => return Err("no free KVM memory slot".into()),
+            None => {
+                return Err(crate::Error::NoFreeMemorySlot {
+                    count: ids.end - ids.first,
+                })
+            }
         };
         let region = kvm_userspace_memory_region {
             slot,
@@ -71,16 +77,21 @@ impl GuestMemorySlots for KvmMemorySlots {
         // SAFETY: the caller guarantees the host range stays mapped until the slot is removed.
         if let Err(e) = unsafe { self.vm.set_user_memory_region(region) } {
             ids.free.push(slot);
-            return Err(format!("KVM_SET_USER_MEMORY_REGION: {e}"));
+            return Err(crate::Error::MemorySlot {
+                slot,
+                gpa,
+                size,
+                source: e,
+            });
         }
         ids.used.insert(slot, (gpa, host_addr));
         Ok(slot)
     }
 
-    fn remove(&self, slot: u32) -> Result<(), String> {
+    fn remove(&self, slot: u32) -> Result<(), crate::Error> {
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         let Some((gpa, host)) = ids.used.remove(&slot) else {
-            return Err(format!("KVM memory slot {slot} is not in use"));
+            return Err(crate::Error::SlotNotInUse(slot));
         };
         let region = kvm_userspace_memory_region {
             slot,
@@ -91,7 +102,7 @@ impl GuestMemorySlots for KvmMemorySlots {
         };
         // SAFETY: a zero-sized region deletes the slot; no memory is made accessible.
         unsafe { self.vm.set_user_memory_region(region) }
-            .map_err(|e| format!("deleting KVM slot {slot}: {e}"))?;
+            .map_err(|source| crate::Error::RemoveMemorySlot { slot, source })?;
         ids.free.push(slot);
         Ok(())
     }
@@ -118,13 +129,16 @@ mod tests {
         // Only two slot numbers were given.
         // SAFETY: as above; the call fails before reaching KVM.
         let err = unsafe { slots.add(0xe000_0000, 0x1000, b.host_addr()) }.unwrap_err();
-        assert!(err.contains("no free KVM memory slot"), "{err}");
+        assert!(err.to_string().contains("no free KVM memory slot"), "{err}");
         slots.remove(sa).unwrap();
         assert!(slots.remove(sa).is_err(), "removing twice");
         // KVM refuses an overlapping slot; the slot number is given back.
         // SAFETY: as above.
         let err = unsafe { slots.add(0xd000_0000, 0x1000, a.host_addr()) }.unwrap_err();
-        assert!(err.contains("KVM_SET_USER_MEMORY_REGION"), "{err}");
+        assert!(
+            err.to_string().contains("KVM_SET_USER_MEMORY_REGION"),
+            "{err}"
+        );
         // SAFETY: as above.
         let again = unsafe { slots.add(0xc000_0000, 0x1000, a.host_addr()) }.unwrap();
         assert_eq!(again, 4);

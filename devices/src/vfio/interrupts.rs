@@ -207,10 +207,10 @@ impl VfioInterrupts {
         }
     }
 
-    fn new_vectors(&self, n: u32) -> Result<Vec<Vector>, String> {
+    fn new_vectors(&self, n: u32) -> Result<Vec<Vector>, crate::Error> {
         let mut v = Vec::with_capacity(n as usize);
         for _ in 0..n {
-            let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
+            let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(crate::Error::EventFd)?;
             match self.router.allocate_gsi() {
                 Ok(gsi) => v.push(Vector {
                     fd,
@@ -227,14 +227,13 @@ impl VfioInterrupts {
         Ok(v)
     }
 
-    fn setup(&mut self, dev: &dyn VfioRegionSet, kind: IrqModeKind) -> Result<(), String> {
+    fn setup(&mut self, dev: &dyn VfioRegionSet, kind: IrqModeKind) -> Result<(), crate::Error> {
         match kind {
             IrqModeKind::Off => {}
             IrqModeKind::Intx => {
-                let gsi = self.intx_gsi.ok_or("no INTx GSI")?;
-                let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
-                let resample =
-                    EventFd::new(libc::EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
+                let gsi = self.intx_gsi.ok_or(crate::Error::NoIntxPin)?;
+                let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(crate::Error::EventFd)?;
+                let resample = EventFd::new(libc::EFD_NONBLOCK).map_err(crate::Error::EventFd)?;
                 self.router
                     .register_irqfd_with_resample(&fd, &resample, gsi)?;
                 self.mode = Mode::Intx { fd, resample, gsi };

@@ -69,9 +69,9 @@ pub trait VfioRegionSet: Send + Sync {
     /// Number of vectors of interrupt `index` (0: unsupported).
     fn irq_count(&self, index: u32) -> u32;
     /// Signals `fds` for the vectors of interrupt `index`.
-    fn enable_irq(&self, index: u32, fds: &[&EventFd]) -> Result<(), String>;
+    fn enable_irq(&self, index: u32, fds: &[&EventFd]) -> Result<(), crate::Error>;
     /// Stops interrupt `index`.
-    fn disable_irq(&self, index: u32) -> Result<(), String>;
+    fn disable_irq(&self, index: u32) -> Result<(), crate::Error>;
     /// For INTx: unmask when `resample` is signalled.
-    fn set_irq_resample(&self, index: u32, resample: &EventFd) -> Result<(), String>;
+    fn set_irq_resample(&self, index: u32, resample: &EventFd) -> Result<(), crate::Error>;
 }

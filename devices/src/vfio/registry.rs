@@ -38,11 +38,11 @@ pub struct PassthroughBar {
 /// The device list / region table the device fills.
 pub trait PassthroughRegistry: Send + Sync {
     /// Registers a device by its VFIO device fd; returns its id.
-    fn register_device(&self, name: &str, device_fd: BorrowedFd<'_>) -> Result<u32, String>;
+    fn register_device(&self, name: &str, device_fd: BorrowedFd<'_>) -> Result<u32, crate::Error>;
     /// Inserts or replaces the record of one BAR. On error the table keeps what it had.
-    fn set_region(&self, device: u32, bar: PassthroughBar) -> Result<(), String>;
+    fn set_region(&self, device: u32, bar: PassthroughBar) -> Result<(), crate::Error>;
     /// Removes the record of BAR `index` (no record is not an error).
-    fn remove_region(&self, device: u32, index: u32) -> Result<(), String>;
+    fn remove_region(&self, device: u32, index: u32) -> Result<(), crate::Error>;
     /// Removes the device and all its regions.
     fn unregister_device(&self, device: u32);
 }

@@ -152,16 +152,20 @@ impl VfioRegionSet for FakeVfio {
             _ => 0,
         }
     }
-    fn enable_irq(&self, index: u32, fds: &[&EventFd]) -> std::result::Result<(), String> {
+    fn enable_irq(&self, index: u32, fds: &[&EventFd]) -> std::result::Result<(), crate::Error> {
         let mut irq = self.irq.lock().unwrap();
         // VFIO refuses to switch modes without disabling first.
         if irq.keys().any(|k| *k != index) {
-            return Err("EINVAL: another interrupt type is enabled".into());
+            return Err(crate::Error::VfioIrq {
+                op: "enable",
+                index,
+                source: vfio_ioctls::VfioError::VfioDeviceEnableIrq,
+            });
         }
         irq.insert(index, fds.len());
         Ok(())
     }
-    fn disable_irq(&self, index: u32) -> std::result::Result<(), String> {
+    fn disable_irq(&self, index: u32) -> std::result::Result<(), crate::Error> {
         self.irq.lock().unwrap().remove(&index);
         Ok(())
     }
@@ -169,7 +173,7 @@ impl VfioRegionSet for FakeVfio {
         &self,
         _index: u32,
         _resample: &EventFd,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), crate::Error> {
         Ok(())
     }
 }
@@ -194,30 +198,41 @@ impl FakeSlots {
 }
 
 impl GuestMemorySlots for FakeSlots {
-    unsafe fn add(&self, gpa: u64, size: u64, host_addr: u64) -> std::result::Result<u32, String> {
+    unsafe fn add(
+        &self,
+        gpa: u64,
+        size: u64,
+        host_addr: u64,
+    ) -> std::result::Result<u32, crate::Error> {
         let mut live = self.live.lock().unwrap();
+        let eexist = crate::Error::MemorySlot {
+            slot: 0,
+            gpa,
+            size,
+            source: vmm_sys_util::errno::Error::new(libc::EEXIST),
+        };
         if *self.refuse_at.lock().unwrap() == Some(gpa) {
-            return Err("EEXIST".into());
+            return Err(eexist);
         }
         // KVM refuses overlapping slots.
         if live
             .values()
             .any(|(g, s, _)| gpa < g + s && *g < gpa + size)
         {
-            return Err("EEXIST".into());
+            return Err(eexist);
         }
         let mut n = self.next.lock().unwrap();
         *n += 1;
         live.insert(*n, (gpa, size, host_addr));
         Ok(*n)
     }
-    fn remove(&self, slot: u32) -> std::result::Result<(), String> {
+    fn remove(&self, slot: u32) -> std::result::Result<(), crate::Error> {
         self.live
             .lock()
             .unwrap()
             .remove(&slot)
             .map(|_| ())
-            .ok_or_else(|| "no slot".into())
+            .ok_or(crate::Error::SlotNotInUse(slot))
     }
 }
 
@@ -243,7 +258,7 @@ impl FakeRouter {
 }
 
 impl MsiRouter for FakeRouter {
-    fn allocate_gsi(&self) -> std::result::Result<u32, String> {
+    fn allocate_gsi(&self) -> std::result::Result<u32, crate::Error> {
         let mut n = self.next.lock().unwrap();
         *n += 1;
         Ok(23 + *n)
@@ -252,12 +267,17 @@ impl MsiRouter for FakeRouter {
         self.release_calls.fetch_add(1, Ordering::Relaxed);
         self.routes.lock().unwrap().remove(&gsi);
     }
-    fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> std::result::Result<(), String> {
+    fn set_msi_route(
+        &self,
+        gsi: u32,
+        address: u64,
+        data: u32,
+    ) -> std::result::Result<(), crate::Error> {
         self.route_updates.fetch_add(1, Ordering::Relaxed);
         self.routes.lock().unwrap().insert(gsi, (address, data));
         Ok(())
     }
-    fn set_msi_routes(&self, routes: &[(u32, u64, u32)]) -> std::result::Result<(), String> {
+    fn set_msi_routes(&self, routes: &[(u32, u64, u32)]) -> std::result::Result<(), crate::Error> {
         self.route_updates.fetch_add(1, Ordering::Relaxed);
         let mut map = self.routes.lock().unwrap();
         for &(gsi, address, data) in routes {
@@ -272,11 +292,11 @@ impl MsiRouter for FakeRouter {
             map.remove(gsi);
         }
     }
-    fn register_irqfd(&self, _fd: &EventFd, gsi: u32) -> std::result::Result<(), String> {
+    fn register_irqfd(&self, _fd: &EventFd, gsi: u32) -> std::result::Result<(), crate::Error> {
         self.irqfds.lock().unwrap().push(gsi);
         Ok(())
     }
-    fn unregister_irqfd(&self, _fd: &EventFd, gsi: u32) -> std::result::Result<(), String> {
+    fn unregister_irqfd(&self, _fd: &EventFd, gsi: u32) -> std::result::Result<(), crate::Error> {
         self.irqfds.lock().unwrap().retain(|g| *g != gsi);
         Ok(())
     }
@@ -285,7 +305,7 @@ impl MsiRouter for FakeRouter {
         _fd: &EventFd,
         _r: &EventFd,
         gsi: u32,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), crate::Error> {
         self.irqfds.lock().unwrap().push(gsi);
         Ok(())
     }
@@ -304,19 +324,25 @@ impl PassthroughRegistry for FakeRegistry {
         &self,
         _name: &str,
         _fd: BorrowedFd<'_>,
-    ) -> std::result::Result<u32, String> {
+    ) -> std::result::Result<u32, crate::Error> {
         *self.registered.lock().unwrap() = true;
         Ok(7)
     }
-    fn set_region(&self, device: u32, bar: PassthroughBar) -> std::result::Result<(), String> {
+    fn set_region(
+        &self,
+        device: u32,
+        bar: PassthroughBar,
+    ) -> std::result::Result<(), crate::Error> {
         assert_eq!(device, 7);
         if *self.refuse_base.lock().unwrap() == Some(bar.guest_base) {
-            return Err("overlaps another region".into());
+            return Err(crate::Error::RegionTable(
+                vfio_dmabuf::DmaBufError::InvalidRegion("overlaps another region".into()),
+            ));
         }
         self.regions.lock().unwrap().insert(bar.index, bar);
         Ok(())
     }
-    fn remove_region(&self, device: u32, index: u32) -> std::result::Result<(), String> {
+    fn remove_region(&self, device: u32, index: u32) -> std::result::Result<(), crate::Error> {
         assert_eq!(device, 7);
         self.regions.lock().unwrap().remove(&index);
         Ok(())

@@ -118,24 +118,36 @@ impl VfioRegionSet for VfioDeviceRegions {
         self.device.get_irq_info(index).map_or(0, |i| i.count)
     }
 
-    fn enable_irq(&self, index: u32, fds: &[&EventFd]) -> Result<(), String> {
+    fn enable_irq(&self, index: u32, fds: &[&EventFd]) -> Result<(), crate::Error> {
         self.device
             .enable_irq(index, fds.to_vec())
-            .map_err(|e| format!("VFIO_DEVICE_SET_IRQS index {index}: {e}"))
+            .map_err(|source| crate::Error::VfioIrq {
+                op: "enable",
+                index,
+                source,
+            })
     }
 
-    fn disable_irq(&self, index: u32) -> Result<(), String> {
+    fn disable_irq(&self, index: u32) -> Result<(), crate::Error> {
         self.device
             .disable_irq(index)
-            .map_err(|e| format!("VFIO_DEVICE_SET_IRQS disable index {index}: {e}"))
+            .map_err(|source| crate::Error::VfioIrq {
+                op: "disable",
+                index,
+                source,
+            })
     }
 
-    fn set_irq_resample(&self, index: u32, resample: &EventFd) -> Result<(), String> {
+    fn set_irq_resample(&self, index: u32, resample: &EventFd) -> Result<(), crate::Error> {
         if index != IRQ_INTX {
-            return Err("resample is for INTx only".into());
+            return Err(crate::Error::NoResample(index));
         }
         self.device
             .set_irq_resample_fd(index, vec![resample])
-            .map_err(|e| format!("VFIO INTx unmask eventfd: {e}"))
+            .map_err(|source| crate::Error::VfioIrq {
+                op: "INTx unmask eventfd",
+                index,
+                source,
+            })
     }
 }

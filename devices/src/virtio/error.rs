@@ -11,7 +11,7 @@ pub enum VirtioPciError {
     EventFd(std::io::Error),
     /// The MSI router refused (GSI allocation, irqfd registration).
     #[error("MSI-X setup: {0}")]
-    Msi(String),
+    Msi(#[source] crate::Error),
     /// A queue could not be created.
     #[error("virtqueue {index} with max size {size}: {source}")]
     Queue {

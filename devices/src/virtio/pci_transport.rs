@@ -58,25 +58,33 @@ const ISR_CONFIG: u8 = 2;
 /// Registers and removes ioeventfds (KVM in the VMM, a fake in tests).
 pub trait IoEventRegistrar: Send + Sync {
     /// Signal `fd` on any guest write to MMIO address `addr`.
-    fn register(&self, fd: &EventFd, addr: u64) -> Result<(), String>;
+    fn register(&self, fd: &EventFd, addr: u64) -> Result<(), crate::Error>;
     /// Stop doing so.
-    fn unregister(&self, fd: &EventFd, addr: u64) -> Result<(), String>;
+    fn unregister(&self, fd: &EventFd, addr: u64) -> Result<(), crate::Error>;
 }
 
 /// ioeventfds through `KVM_IOEVENTFD`.
 pub struct KvmIoEvents(pub Arc<VmFd>);
 
 impl IoEventRegistrar for KvmIoEvents {
-    fn register(&self, fd: &EventFd, addr: u64) -> Result<(), String> {
+    fn register(&self, fd: &EventFd, addr: u64) -> Result<(), crate::Error> {
         self.0
             .register_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
-            .map_err(|e| format!("KVM_IOEVENTFD at {addr:#x}: {e}"))
+            .map_err(|source| crate::Error::IoEventFd {
+                op: "KVM_IOEVENTFD",
+                addr,
+                source,
+            })
     }
 
-    fn unregister(&self, fd: &EventFd, addr: u64) -> Result<(), String> {
+    fn unregister(&self, fd: &EventFd, addr: u64) -> Result<(), crate::Error> {
         self.0
             .unregister_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
-            .map_err(|e| format!("KVM_IOEVENTFD deassign at {addr:#x}: {e}"))
+            .map_err(|source| crate::Error::IoEventFd {
+                op: "KVM_IOEVENTFD deassign",
+                addr,
+                source,
+            })
     }
 }
 
@@ -685,7 +693,7 @@ impl PciDevice for VirtioPciDevice {
         }
     }
 
-    fn move_bar(&mut self, reprogram: &BarReprogram) -> Result<(), String> {
+    fn move_bar(&mut self, reprogram: &BarReprogram) -> Result<(), crate::Error> {
         if reprogram.bar == 0 {
             self.register_ioevents(reprogram.new_addr);
         }

@@ -21,7 +21,7 @@ struct FakeRouter {
 }
 
 impl MsiRouter for FakeRouter {
-    fn allocate_gsi(&self) -> Result<u32, String> {
+    fn allocate_gsi(&self) -> Result<u32, crate::Error> {
         let mut n = self.next.lock().unwrap();
         *n += 1;
         Ok(23 + *n)
@@ -29,19 +29,28 @@ impl MsiRouter for FakeRouter {
     fn release_gsi(&self, gsi: u32) {
         self.released.lock().unwrap().push(gsi);
     }
-    fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> Result<(), String> {
+    fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> Result<(), crate::Error> {
         self.routes.lock().unwrap().push((gsi, address, data));
         Ok(())
     }
-    fn register_irqfd(&self, _fd: &EventFd, gsi: u32) -> Result<(), String> {
+    fn register_irqfd(&self, _fd: &EventFd, gsi: u32) -> Result<(), crate::Error> {
         self.irqfds.lock().unwrap().push(gsi);
         Ok(())
     }
-    fn unregister_irqfd(&self, _fd: &EventFd, _gsi: u32) -> Result<(), String> {
+    fn unregister_irqfd(&self, _fd: &EventFd, _gsi: u32) -> Result<(), crate::Error> {
         Ok(())
     }
-    fn register_irqfd_with_resample(&self, _: &EventFd, _: &EventFd, _: u32) -> Result<(), String> {
-        Err("not used".into())
+    fn register_irqfd_with_resample(
+        &self,
+        _: &EventFd,
+        _: &EventFd,
+        gsi: u32,
+    ) -> Result<(), crate::Error> {
+        Err(crate::Error::Irqfd {
+            op: "KVM_IRQFD with resample",
+            gsi,
+            source: vmm_sys_util::errno::Error::new(libc::ENOSYS),
+        })
     }
 }
 
@@ -51,11 +60,11 @@ struct FakeIoEvents {
 }
 
 impl IoEventRegistrar for FakeIoEvents {
-    fn register(&self, _fd: &EventFd, addr: u64) -> Result<(), String> {
+    fn register(&self, _fd: &EventFd, addr: u64) -> Result<(), crate::Error> {
         self.registered.lock().unwrap().push(addr);
         Ok(())
     }
-    fn unregister(&self, _fd: &EventFd, addr: u64) -> Result<(), String> {
+    fn unregister(&self, _fd: &EventFd, addr: u64) -> Result<(), crate::Error> {
         self.registered.lock().unwrap().retain(|a| *a != addr);
         Ok(())
     }
