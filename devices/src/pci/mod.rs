@@ -7,6 +7,8 @@
 //! - [`PciConfigIo`]: configuration mechanism #1 at ports 0xCF8-0xCFF.
 //! - [`PciBarRouter`]: one MMIO (and port I/O) handler over the PCI windows that dispatches
 //!   to BARs by their current address.
+//! - [`MsixTable`] and [`MsiVectors`]: MSI-X as the guest programs it and the vectors' GSIs,
+//!   irqfds and routes, for every device that has MSI-X (virtio-pci, VFIO).
 
 mod bar;
 mod bar_allocator;
@@ -18,6 +20,7 @@ mod device;
 mod error;
 mod host_bridge;
 mod msi_routing;
+mod msix;
 #[cfg(test)]
 mod tests;
 
@@ -33,3 +36,7 @@ pub use device::PciDevice;
 pub use error::{PciError, Result};
 pub use host_bridge::{PciHostBridge, HOST_BRIDGE_DEVICE_ID, HOST_BRIDGE_VENDOR_ID};
 pub use msi_routing::{default_irqchip_routes, KvmMsiRouter, MsiRouter, IOAPIC_PINS};
+pub use msix::{
+    MsiVectors, MsixCapInfo, MsixEntry, MsixTable, TableWrite, MAX_MSIX_VECTORS, MSIX_ENABLE,
+    MSIX_ENTRY_SIZE, MSIX_FUNCTION_MASK,
+};

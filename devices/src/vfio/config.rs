@@ -12,12 +12,11 @@
 use log_limit::debug_limit_global;
 
 use super::msi::MsiState;
-use super::msix::{MsixCapInfo, MsixState};
 use super::region_set::{VfioRegionSet, CONFIG_REGION};
 use crate::pci::{
-    dword_write_parts, find_capability_in, BarKind, BarReprogram, PciConfigSpace, PciHeader,
-    CAP_ID_MSI, CAP_ID_MSIX, MIN_IO_BAR_SIZE, MIN_MEM_BAR_SIZE, NUM_BARS, REG_BAR0, REG_COMMAND,
-    REG_HEADER, REG_INTERRUPT, REG_ROM,
+    dword_write_parts, find_capability_in, BarKind, BarReprogram, MsixCapInfo, MsixTable,
+    PciConfigSpace, PciHeader, CAP_ID_MSI, CAP_ID_MSIX, MIN_IO_BAR_SIZE, MIN_MEM_BAR_SIZE,
+    NUM_BARS, REG_BAR0, REG_COMMAND, REG_HEADER, REG_INTERRUPT, REG_ROM,
 };
 use crate::GUEST_LOG_INTERVAL;
 
@@ -34,7 +33,7 @@ pub struct ConfigWriteEffect {
 pub struct VfioPciConfig {
     shadow: PciConfigSpace,
     msi: Option<MsiState>,
-    msix: Option<MsixState>,
+    msix: Option<MsixTable>,
     config_size: u64,
     /// INTx is wired to an irqchip pin; otherwise the interrupt pin reads 0 (no INTx).
     intx_wired: bool,
@@ -84,7 +83,7 @@ impl VfioPciConfig {
         });
         let msix = find_capability_in(read_byte, status, CAP_ID_MSIX).map(|off| {
             let o = off as u64;
-            MsixState::new(MsixCapInfo::parse(
+            MsixTable::new(MsixCapInfo::parse(
                 off,
                 dev_read_u32(dev, o),
                 dev_read_u32(dev, o + 4),
@@ -116,12 +115,12 @@ impl VfioPciConfig {
     }
 
     /// Emulated MSI-X state, if the device has MSI-X.
-    pub fn msix(&self) -> Option<&MsixState> {
+    pub fn msix(&self) -> Option<&MsixTable> {
         self.msix.as_ref()
     }
 
     /// Mutable MSI-X state (table writes).
-    pub fn msix_mut(&mut self) -> Option<&mut MsixState> {
+    pub fn msix_mut(&mut self) -> Option<&mut MsixTable> {
         self.msix.as_mut()
     }
 

@@ -386,7 +386,7 @@ impl PciDevice for VfioPciDevice {
                 return;
             }
             if m.in_pba(bar as u32, offset, data.len()) {
-                m.read_pba(data);
+                m.read_pba(offset, data);
                 return;
             }
         }
@@ -400,9 +400,11 @@ impl PciDevice for VfioPciDevice {
     fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]) {
         if let Some(m) = self.config.msix_mut() {
             if m.in_table(bar as u32, offset, data.len()) {
-                let changed = m.write_table(offset, data);
-                if let Some(irq) = &mut self.interrupts {
-                    irq.update_msix_vectors(&self.config, &changed);
+                let changed = m
+                    .write_table(offset, data)
+                    .filter(|w| w.route_changed || w.mask_changed);
+                if let (Some(w), Some(irq)) = (changed, &mut self.interrupts) {
+                    irq.update_msix_vectors(&self.config, &[w.vector]);
                 }
                 return;
             }

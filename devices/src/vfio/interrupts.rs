@@ -10,16 +10,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::config::VfioPciConfig;
 use super::region_set::{VfioRegionSet, IRQ_INTX, IRQ_MSI, IRQ_MSIX};
-use crate::pci::MsiRouter;
+use crate::pci::{MsiRouter, MsiVectors};
 use crate::GUEST_LOG_INTERVAL;
-
-/// One vector: the eventfd VFIO signals and the GSI it is injected on.
-struct Vector {
-    fd: EventFd,
-    gsi: u32,
-    /// The irqfd is registered (the vector is unmasked and routed).
-    live: bool,
-}
 
 /// The interrupt mode in force.
 enum Mode {
@@ -29,8 +21,8 @@ enum Mode {
         resample: EventFd,
         gsi: u32,
     },
-    Msi(Vec<Vector>),
-    Msix(Vec<Vector>),
+    Msi(MsiVectors),
+    Msix(MsiVectors),
 }
 
 /// Which mode the guest asked for.
@@ -95,19 +87,14 @@ impl VfioInterrupts {
         match &self.mode {
             Mode::Off => Vec::new(),
             Mode::Intx { gsi, .. } => vec![*gsi],
-            Mode::Msi(v) | Mode::Msix(v) => v.iter().map(|x| x.gsi).collect(),
+            Mode::Msi(v) | Mode::Msix(v) => v.gsis(),
         }
     }
 
     /// Live (unmasked, routed) vector numbers.
     pub fn live_vectors(&self) -> Vec<usize> {
         match &self.mode {
-            Mode::Msi(v) | Mode::Msix(v) => v
-                .iter()
-                .enumerate()
-                .filter(|(_, x)| x.live)
-                .map(|(i, _)| i)
-                .collect(),
+            Mode::Msi(v) | Mode::Msix(v) => v.live_vectors(),
             _ => Vec::new(),
         }
     }
@@ -179,9 +166,7 @@ impl VfioInterrupts {
     /// Re-applies the table entries `vectors` after MSI-X table writes.
     pub fn update_msix_vectors(&mut self, config: &VfioPciConfig, vectors: &[usize]) {
         if let Mode::Msix(v) = &mut self.mode {
-            apply(&*self.router, v, vectors.iter().copied(), |i| {
-                msix_message(config, i)
-            });
+            v.update(vectors.iter().copied(), |i| msix_message(config, i));
         }
     }
 
@@ -191,40 +176,20 @@ impl VfioInterrupts {
         match &mut self.mode {
             Mode::Msix(v) => {
                 let n = v.len();
-                apply(&*self.router, v, 0..n, |i| msix_message(config, i));
+                v.update(0..n, |i| msix_message(config, i));
             }
             Mode::Msi(v) => {
                 let Some(c) = config.msi().map(|m| m.config()) else {
                     return;
                 };
                 let n = v.len();
-                apply(&*self.router, v, 0..n, |i| {
+                v.update(0..n, |i| {
                     let masked = c.mask_bits & (1 << i) != 0;
                     (!masked).then_some((c.address, c.data | i as u32))
                 });
             }
             _ => {}
         }
-    }
-
-    fn new_vectors(&self, n: u32) -> Result<Vec<Vector>, crate::Error> {
-        let mut v = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(crate::Error::EventFd)?;
-            match self.router.allocate_gsi() {
-                Ok(gsi) => v.push(Vector {
-                    fd,
-                    gsi,
-                    live: false,
-                }),
-                Err(e) => {
-                    let gsis: Vec<u32> = v.iter().map(|x| x.gsi).collect();
-                    self.router.release_gsis(&gsis);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(v)
     }
 
     fn setup(&mut self, dev: &dyn VfioRegionSet, kind: IrqModeKind) -> Result<(), crate::Error> {
@@ -242,18 +207,12 @@ impl VfioInterrupts {
                     dev.set_irq_resample(IRQ_INTX, resample)?;
                 }
             }
-            IrqModeKind::Msi(n) => {
-                let v = self.new_vectors(n)?;
-                let fds: Vec<&EventFd> = v.iter().map(|x| &x.fd).collect();
-                let r = dev.enable_irq(IRQ_MSI, &fds);
-                self.mode = Mode::Msi(v);
-                r?;
-            }
-            IrqModeKind::Msix(n) => {
-                let v = self.new_vectors(n)?;
-                let fds: Vec<&EventFd> = v.iter().map(|x| &x.fd).collect();
-                let r = dev.enable_irq(IRQ_MSIX, &fds);
-                self.mode = Mode::Msix(v);
+            IrqModeKind::Msi(n) | IrqModeKind::Msix(n) => {
+                let v = MsiVectors::new(self.router.clone(), n as usize, "vfio")?;
+                let msix = matches!(kind, IrqModeKind::Msix(_));
+                let r = dev.enable_irq(if msix { IRQ_MSIX } else { IRQ_MSI }, &v.fds());
+                // Kept even when VFIO refused: shutdown gives the vectors back.
+                self.mode = if msix { Mode::Msix(v) } else { Mode::Msi(v) };
                 r?;
             }
         }
@@ -270,7 +229,7 @@ impl VfioInterrupts {
                 let _ = router.unregister_irqfd(&fd, gsi);
             }
             mode @ (Mode::Msi(_) | Mode::Msix(_)) => {
-                let (index, v) = match mode {
+                let (index, mut v) = match mode {
                     Mode::Msi(v) => (IRQ_MSI, v),
                     Mode::Msix(v) => (IRQ_MSIX, v),
                     _ => return,
@@ -283,13 +242,8 @@ impl VfioInterrupts {
                         dev.name()
                     );
                 }
-                for x in &v {
-                    if x.live {
-                        let _ = router.unregister_irqfd(&x.fd, x.gsi);
-                    }
-                }
-                let gsis: Vec<u32> = v.iter().map(|x| x.gsi).collect();
-                router.release_gsis(&gsis);
+                // After VFIO stopped signalling: irqfds detached, GSIs given back.
+                v.release();
             }
         }
     }
@@ -301,66 +255,4 @@ fn msix_message(config: &VfioPciConfig, i: usize) -> Option<(u64, u32)> {
     let m = config.msix()?;
     let e = m.entry(i)?;
     (!e.masked && !m.function_masked()).then_some((e.address, e.data))
-}
-
-/// Brings vectors `which` of `vectors` in line with `message` (address and data, `None`:
-/// masked): masked vectors lose their irqfd, the others get their route and an irqfd. All
-/// routes go to the router in one batch, so a guest write that touches every vector (MSI-X
-/// enable, function mask) costs one routing-table update, not one per vector.
-fn apply(
-    router: &dyn MsiRouter,
-    vectors: &mut [Vector],
-    which: impl Iterator<Item = usize>,
-    message: impl Fn(usize) -> Option<(u64, u32)>,
-) {
-    let mut routes = Vec::new();
-    let mut to_register = Vec::new();
-    for i in which {
-        let Some(vec) = vectors.get_mut(i) else {
-            continue;
-        };
-        match message(i) {
-            None => {
-                if vec.live {
-                    if let Err(e) = router.unregister_irqfd(&vec.fd, vec.gsi) {
-                        warn_limit_global!(
-                            1,
-                            GUEST_LOG_INTERVAL,
-                            "vfio: masking vector on gsi {}: {e}",
-                            vec.gsi
-                        );
-                    }
-                    vec.live = false;
-                }
-            }
-            Some((address, data)) => {
-                routes.push((vec.gsi, address, data));
-                if !vec.live {
-                    to_register.push(i);
-                }
-            }
-        }
-    }
-    if routes.is_empty() {
-        return;
-    }
-    if let Err(e) = router.set_msi_routes(&routes) {
-        warn_limit_global!(
-            1,
-            GUEST_LOG_INTERVAL,
-            "vfio: routing {} vector(s): {e}",
-            routes.len()
-        );
-        return;
-    }
-    for i in to_register {
-        let vec = &mut vectors[i];
-        // KVM delivers an interrupt signalled while the vector was masked on registration.
-        match router.register_irqfd(&vec.fd, vec.gsi) {
-            Ok(()) => vec.live = true,
-            Err(e) => {
-                warn_limit_global!(1, GUEST_LOG_INTERVAL, "vfio: irqfd on gsi {}: {e}", vec.gsi)
-            }
-        }
-    }
 }

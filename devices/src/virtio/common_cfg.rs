@@ -7,8 +7,10 @@ use virtio_bindings::virtio_config::{
     VIRTIO_F_VERSION_1,
 };
 
-use super::msix::NO_VECTOR;
 use crate::GUEST_LOG_INTERVAL;
+
+/// "No vector": the driver did not assign an MSI-X vector (virtio 1.2, 4.1.5.1.2).
+pub const NO_VECTOR: u16 = 0xffff;
 
 /// Size of `struct virtio_pci_common_cfg` without the optional queue-reset fields.
 pub const COMMON_CFG_SIZE: u64 = 0x38;

@@ -9,12 +9,11 @@
 mod common_cfg;
 mod device;
 mod error;
-mod msix;
 mod pci_transport;
 
+pub use common_cfg::NO_VECTOR;
 pub use device::{ActivatedQueue, InterruptSource, VirtioDevice, VirtioInterrupt};
 pub use error::VirtioPciError;
-pub use msix::{MsixTable, MSIX_ENTRY_SIZE, NO_VECTOR};
 pub use pci_transport::{
     IoEventRegistrar, KvmIoEvents, VirtioPciDevice, BAR0_SIZE, COMMON_CFG_OFFSET,
     DEVICE_CFG_OFFSET, ISR_OFFSET, MSIX_PBA_OFFSET, MSIX_TABLE_OFFSET, NOTIFY_OFFSET,

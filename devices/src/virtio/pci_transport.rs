@@ -15,13 +15,12 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::common_cfg::{CommonCfg, CommonCfgAction, QueueConfig, COMMON_CFG_SIZE};
+use super::common_cfg::{CommonCfg, CommonCfgAction, QueueConfig, COMMON_CFG_SIZE, NO_VECTOR};
 use super::device::{ActivatedQueue, InterruptSource, VirtioDevice, VirtioInterrupt};
 use super::error::VirtioPciError;
-use super::msix::{MsixTable, MSIX_CTRL_ENABLE, MSIX_CTRL_FUNCTION_MASK, NO_VECTOR};
 use crate::pci::{
-    BarKind, BarReprogram, BarSpace, MsiRouter, PciBar, PciConfigSpace, PciDevice, PciHeader,
-    CAP_ID_MSIX, CAP_ID_VENDOR,
+    BarKind, BarReprogram, BarSpace, MsiRouter, MsiVectors, MsixCapInfo, MsixTable, PciBar,
+    PciConfigSpace, PciDevice, PciHeader, CAP_ID_MSIX, CAP_ID_VENDOR,
 };
 use crate::GUEST_LOG_INTERVAL;
 
@@ -93,8 +92,8 @@ struct IrqState {
     isr: u8,
     config_vector: u16,
     queue_vectors: Vec<u16>,
-    /// irqfd and GSI per vector.
-    vectors: Vec<(EventFd, u32)>,
+    /// Eventfd, GSI and irqfd per vector (irqfds always attached: masking is done here).
+    vectors: MsiVectors,
     warned_disabled: bool,
 }
 
@@ -111,7 +110,7 @@ impl Interrupts {
 }
 
 fn fire(st: &IrqState, v: usize) {
-    if let Some((fd, _)) = st.vectors.get(v) {
+    if let Some(fd) = st.vectors.fd(v) {
         if let Err(e) = fd.write(1) {
             error_limit_global!(
                 1,
@@ -138,7 +137,7 @@ impl VirtioInterrupt for Interrupts {
                 st.config_vector
             }
         };
-        if !st.msix.enabled {
+        if !st.msix.enabled() {
             if !st.warned_disabled {
                 log::warn!("virtio-pci: interrupt while MSI-X is disabled (no INTx): dropped");
                 st.warned_disabled = true;
@@ -167,7 +166,6 @@ pub struct VirtioPciDevice {
     device: Box<dyn VirtioDevice>,
     common: CommonCfg,
     irq: Arc<Interrupts>,
-    router: Arc<dyn MsiRouter>,
     ioevents: Arc<dyn IoEventRegistrar>,
     notify: Vec<EventFd>,
     /// BAR 0 address the ioeventfds are registered at.
@@ -271,22 +269,23 @@ impl VirtioPciDevice {
         msix_mask[1] = 0xc0; // enable, function mask
         let msix_cap = config.add_capability(CAP_ID_MSIX, &msix_body, &msix_mask)?;
 
-        let mut irqfds = Vec::with_capacity(vectors);
-        for _ in 0..vectors {
-            let fd = EventFd::new(EFD_NONBLOCK).map_err(VirtioPciError::EventFd)?;
-            let gsi = router.allocate_gsi().map_err(VirtioPciError::Msi)?;
-            router
-                .register_irqfd(&fd, gsi)
-                .map_err(VirtioPciError::Msi)?;
-            irqfds.push((fd, gsi));
-        }
+        let mut irqfds =
+            MsiVectors::new(router, vectors, "virtio-pci").map_err(VirtioPciError::Msi)?;
+        irqfds.register_all().map_err(VirtioPciError::Msi)?;
         let notify = (0..num_queues)
             .map(|_| EventFd::new(EFD_NONBLOCK).map_err(VirtioPciError::EventFd))
             .collect::<Result<Vec<_>, _>>()?;
         let common = CommonCfg::new(device.device_features(), &sizes);
         let irq = Arc::new(Interrupts {
             state: Mutex::new(IrqState {
-                msix: MsixTable::new(vectors as u16),
+                msix: MsixTable::new(MsixCapInfo {
+                    cap_offset: msix_cap,
+                    vectors: vectors as u16,
+                    table_bar: 0,
+                    table_offset: MSIX_TABLE_OFFSET,
+                    pba_bar: 0,
+                    pba_offset: MSIX_PBA_OFFSET,
+                }),
                 isr: 0,
                 config_vector: NO_VECTOR,
                 queue_vectors: vec![NO_VECTOR; num_queues],
@@ -302,7 +301,6 @@ impl VirtioPciDevice {
             device,
             common,
             irq,
-            router,
             ioevents,
             notify,
             ioevent_base: None,
@@ -329,9 +327,8 @@ impl VirtioPciDevice {
     /// The irqfd and GSI of MSI-X vector `v`.
     pub fn vector_irqfd(&self, v: usize) -> Option<(EventFd, u32)> {
         let st = self.irq.lock();
-        st.vectors
-            .get(v)
-            .and_then(|(fd, gsi)| fd.try_clone().ok().map(|fd| (fd, *gsi)))
+        let fd = st.vectors.fd(v)?.try_clone().ok()?;
+        Some((fd, st.vectors.gsi(v)?))
     }
 
     fn sync_vectors(&mut self) {
@@ -445,31 +442,26 @@ impl VirtioPciDevice {
 
     fn write_msix_table(&mut self, offset: u64, data: &[u8]) {
         let mut st = self.irq.lock();
-        let w = st.msix.write_table(offset, data);
-        if let Some(v) = w.route_changed {
-            if let (Some(e), Some((_, gsi))) = (st.msix.entry(v).copied(), st.vectors.get(v)) {
-                if let Err(err) = self.router.set_msi_route(*gsi, e.address(), e.data) {
-                    error_limit_global!(
-                        1,
-                        GUEST_LOG_INTERVAL,
-                        "virtio-pci: MSI route of vector {v}: {err}"
-                    );
-                }
-            }
+        let Some(w) = st.msix.write_table(offset, data) else {
+            return;
+        };
+        let v = w.vector;
+        if w.route_changed {
+            // Masking is done here (a masked vector is not signalled), so every vector keeps its
+            // route and irqfd whatever its mask bit.
+            let IrqState { msix, vectors, .. } = &mut *st;
+            vectors.update([v], |i| msix.entry(i).map(|e| (e.address, e.data)));
         }
-        if let Some(v) = w.unmasked {
-            if st.msix.is_pending(v) && st.msix.can_fire(v) {
-                st.msix.set_pending(v, false);
-                fire(&st, v);
-            }
+        if w.mask_changed && st.msix.is_pending(v) && st.msix.can_fire(v) {
+            st.msix.set_pending(v, false);
+            fire(&st, v);
         }
     }
 
     fn msix_control_changed(&mut self) {
         let ctrl = (self.config.read_reg(self.msix_cap / 4) >> 16) as u16;
         let mut st = self.irq.lock();
-        st.msix.enabled = ctrl & MSIX_CTRL_ENABLE != 0;
-        st.msix.function_masked = ctrl & MSIX_CTRL_FUNCTION_MASK != 0;
+        st.msix.write_control(ctrl);
         for v in 0..st.msix.len() {
             if st.msix.is_pending(v) && st.msix.can_fire(v) {
                 st.msix.set_pending(v, false);
@@ -517,14 +509,8 @@ impl Drop for VirtioPciDevice {
             self.device.reset();
         }
         self.register_ioevents(0);
-        let st = self.irq.lock();
-        for (fd, gsi) in &st.vectors {
-            if let Err(e) = self.router.unregister_irqfd(fd, *gsi) {
-                log::debug!("virtio-pci: {e}");
-            }
-        }
-        let gsis: Vec<u32> = st.vectors.iter().map(|(_, gsi)| *gsi).collect();
-        self.router.release_gsis(&gsis);
+        // The device's worker may still hold the interrupt side: its vectors go now, not with it.
+        self.irq.lock().vectors.release();
     }
 }
 
@@ -633,21 +619,13 @@ impl PciDevice for VirtioPciDevice {
             }
         } else if in_range(offset, len, DEVICE_CFG_OFFSET, DEVICE_CFG_SIZE) {
             self.device.read_config(offset - DEVICE_CFG_OFFSET, data);
-        } else if in_range(
-            offset,
-            len,
-            MSIX_TABLE_OFFSET,
-            MSIX_PBA_OFFSET - MSIX_TABLE_OFFSET,
-        ) {
-            self.irq
-                .lock()
-                .msix
-                .read_table(offset - MSIX_TABLE_OFFSET, data);
-        } else if in_range(offset, len, MSIX_PBA_OFFSET, BAR0_SIZE - MSIX_PBA_OFFSET) {
-            self.irq
-                .lock()
-                .msix
-                .read_pba(offset - MSIX_PBA_OFFSET, data);
+        } else {
+            let st = self.irq.lock();
+            if st.msix.in_table(0, offset, len) {
+                st.msix.read_table(offset, data);
+            } else if st.msix.in_pba(0, offset, len) {
+                st.msix.read_pba(offset, data);
+            }
         }
     }
 
@@ -677,13 +655,8 @@ impl PciDevice for VirtioPciDevice {
                     );
                 }
             }
-        } else if in_range(
-            offset,
-            len,
-            MSIX_TABLE_OFFSET,
-            MSIX_PBA_OFFSET - MSIX_TABLE_OFFSET,
-        ) {
-            self.write_msix_table(offset - MSIX_TABLE_OFFSET, data);
+        } else if self.irq.lock().msix.in_table(0, offset, len) {
+            self.write_msix_table(offset, data);
         } else {
             debug_limit_global!(
                 1,
