@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use virtio_gpu::display::HeadlessDisplay;
@@ -46,17 +47,20 @@ impl BlobBackingExporter for BenchExporter {
     }
 }
 
-fn device(mem_size: u64) -> GpuDevice {
+type Device = GpuDevice<Arc<GuestMemoryMmap>>;
+
+fn device(mem_size: u64) -> Device {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size as usize)]).unwrap();
-    GpuDevice::new(
-        mem,
+    let mut dev = GpuDevice::new(
         GpuConfig::default(),
         Box::new(HeadlessDisplay::default()),
         Box::new(BenchExporter),
-    )
+    );
+    dev.activate(Arc::new(mem));
+    dev
 }
 
-fn run(dev: &mut GpuDevice, bytes: &[u8]) -> u32 {
+fn run(dev: &mut Device, bytes: &[u8]) -> u32 {
     let req = decode_request(bytes).unwrap();
     dev.handle(&req).response_type()
 }
@@ -135,6 +139,7 @@ fn transfer_to_host_2d(c: &mut Criterion) {
         // Guest pages hold a picture (real, distinct pages, not the shared zero page).
         for e in &entries {
             dev.memory()
+                .unwrap()
                 .write_slice(&vec![0x5a; e.len as usize], GuestAddress(e.addr))
                 .unwrap();
         }

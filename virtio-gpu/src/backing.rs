@@ -1,15 +1,12 @@
 //! A resource's backing: the guest's memory entries, each checked and placed (guest RAM or a
 //! passthrough region), read as one linear buffer in entry order.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
 use crate::error::{GpuError, GpuResult};
 use crate::exporter::PixelSource;
 use crate::exporter::{BlobBackingExporter, ExportKind, PassthroughRegion, PixelReadError};
 use crate::protocol::MemEntry;
-
-/// Guest memory as the device sees it.
-pub type GuestMem = GuestMemoryMmap;
 
 /// Where one entry lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,9 +37,9 @@ pub enum BlobPath {
 
 impl Backing {
     /// Checks every entry of a 2D resource: non-empty and wholly inside guest RAM.
-    pub fn guest_ram(mem: &GuestMem, entries: &[MemEntry]) -> GpuResult<Backing> {
+    pub fn guest_ram<G: GuestMemory + ?Sized>(mem: &G, entries: &[MemEntry]) -> GpuResult<Backing> {
         Self::build(entries, |i, e| {
-            if e.len > 0 && mem.check_range(GuestAddress(e.addr), e.len as usize) {
+            if e.len > 0 && in_ram(mem, e) {
                 Ok(Placement::Ram)
             } else {
                 Err(bad_entry(i, e))
@@ -52,8 +49,8 @@ impl Backing {
 
     /// Checks every entry of a blob: non-empty and wholly inside one passthrough region known
     /// to `exporter` (looked up first) or wholly inside guest RAM.
-    pub fn blob(
-        mem: &GuestMem,
+    pub fn blob<G: GuestMemory + ?Sized>(
+        mem: &G,
         exporter: &dyn BlobBackingExporter,
         entries: &[MemEntry],
     ) -> GpuResult<Backing> {
@@ -66,7 +63,7 @@ impl Backing {
             if let Some(region) = exporter.locate(e.addr, u64::from(e.len)) {
                 return Ok(Placement::Passthrough(region));
             }
-            if mem.check_range(GuestAddress(e.addr), e.len as usize) {
+            if in_ram(mem, e) {
                 return Ok(Placement::Ram);
             }
             Err(bad_entry(i, e))
@@ -173,9 +170,9 @@ impl Backing {
     }
 
     /// Copies `buf.len()` bytes at linear `offset` out of the backing.
-    pub fn read_at(
+    pub fn read_at<G: GuestMemory + ?Sized>(
         &self,
-        mem: &GuestMem,
+        mem: &G,
         exporter: &dyn BlobBackingExporter,
         offset: u64,
         buf: &mut [u8],
@@ -221,6 +218,11 @@ impl Backing {
     }
 }
 
+/// Whether the entry lies wholly in readable guest RAM.
+fn in_ram<G: GuestMemory + ?Sized>(mem: &G, e: &MemEntry) -> bool {
+    mem.check_range(GuestAddress(e.addr), e.len as usize, Permissions::Read)
+}
+
 fn bad_entry(index: usize, e: &MemEntry) -> GpuError {
     GpuError::BadEntry {
         index,
@@ -230,16 +232,16 @@ fn bad_entry(index: usize, e: &MemEntry) -> GpuError {
 }
 
 /// A backing read through guest memory (and the exporter for BAR entries): the CPU path.
-pub struct BackingPixels<'a> {
+pub struct BackingPixels<'a, G: GuestMemory + ?Sized> {
     /// The backing.
     pub backing: &'a Backing,
     /// Guest RAM.
-    pub mem: &'a GuestMem,
+    pub mem: &'a G,
     /// For passthrough entries.
     pub exporter: &'a dyn BlobBackingExporter,
 }
 
-impl PixelSource for BackingPixels<'_> {
+impl<G: GuestMemory + ?Sized> PixelSource for BackingPixels<'_, G> {
     fn size(&self) -> u64 {
         self.backing.len()
     }
@@ -254,6 +256,8 @@ mod tests {
     use super::*;
     use crate::exporter::NoExporter;
     use crate::test_util::{FakeExporter, BAR_BASE};
+
+    type GuestMem = vm_memory::GuestMemoryMmap;
 
     fn mem() -> GuestMem {
         GuestMem::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()

@@ -8,7 +8,9 @@ use std::os::fd::AsFd;
 
 use virtio_bindings::virtio_gpu as vg;
 
-use crate::backing::{Backing, BackingPixels, BlobPath, GuestMem};
+use vm_memory::GuestAddressSpace;
+
+use crate::backing::{Backing, BackingPixels, BlobPath};
 use crate::display::{CursorState, DisplayBackend, DisplayError, ScanoutFrame};
 use crate::edid;
 use crate::error::{GpuError, GpuResult};
@@ -89,9 +91,11 @@ impl Scanout {
     }
 }
 
-/// The virtio-gpu device state.
-pub struct GpuDevice {
-    mem: GuestMem,
+/// The virtio-gpu device state, over guest memory `M` (any `vm_memory::GuestAddressSpace`:
+/// `Arc<GuestMemoryMmap>`, `GuestMemoryAtomic<GuestMemoryMmap<AtomicBitmap>>`, ...), which it
+/// is given at activation.
+pub struct GpuDevice<M: GuestAddressSpace> {
+    mem: Option<M>,
     config: GpuConfig,
     resources: BTreeMap<u32, Resource>,
     scanouts: [Scanout; NUM_SCANOUTS as usize],
@@ -102,17 +106,17 @@ pub struct GpuDevice {
     logged_once: HashSet<String>,
 }
 
-impl GpuDevice {
-    /// A device over guest memory `mem`, showing scanouts on `display` and exporting blobs
-    /// with `exporter` (use [`crate::NoExporter`] for a CPU path only).
+impl<M: GuestAddressSpace> GpuDevice<M> {
+    /// A device showing scanouts on `display` and exporting blobs with `exporter` (use
+    /// [`crate::NoExporter`] for a CPU path only). It serves requests once it has guest memory
+    /// ([`GpuDevice::activate`]).
     pub fn new(
-        mem: GuestMem,
         config: GpuConfig,
         display: Box<dyn DisplayBackend>,
         exporter: Box<dyn BlobBackingExporter>,
     ) -> Self {
         GpuDevice {
-            mem,
+            mem: None,
             config,
             resources: BTreeMap::new(),
             scanouts: [Scanout::Disabled; NUM_SCANOUTS as usize],
@@ -129,9 +133,19 @@ impl GpuDevice {
         &self.config
     }
 
-    /// Guest memory.
-    pub fn memory(&self) -> &GuestMem {
-        &self.mem
+    /// Gives the device the guest memory its requests point into (at activation by the
+    /// driver; again after a reset).
+    pub fn activate(&mut self, mem: M) {
+        self.mem = Some(mem);
+    }
+
+    /// A snapshot of guest memory, once activated.
+    pub fn memory(&self) -> Option<M::T> {
+        self.mem.as_ref().map(|m| m.memory())
+    }
+
+    fn guest_memory(&self) -> GpuResult<M::T> {
+        self.memory().ok_or(GpuError::NotActivated)
     }
 
     /// Host memory used by 2D resources and backing entry tables.
@@ -445,7 +459,14 @@ impl GpuDevice {
             self.charge_hostmem(bytes, || {
                 format!("the {} backing entries of resource {id}", entries.len())
             })?;
-            let backing = match Backing::guest_ram(&self.mem, entries) {
+            let mem = match self.guest_memory() {
+                Ok(m) => m,
+                Err(e) => {
+                    self.release_hostmem(bytes);
+                    return Err(e);
+                }
+            };
+            let backing = match Backing::guest_ram(&*mem, entries) {
                 Ok(b) => b,
                 Err(e) => {
                     self.release_hostmem(bytes);
@@ -475,6 +496,7 @@ impl GpuDevice {
     }
 
     fn transfer_to_host_2d(&mut self, id: u32, rect: Rect, offset: u64) -> GpuResult<GpuResponse> {
+        let mem = self.guest_memory()?;
         let res = match self.resources.get_mut(&id) {
             Some(Resource::TwoD(r)) => r,
             Some(Resource::Blob(_)) => {
@@ -509,7 +531,7 @@ impl GpuDevice {
         let exporter = self.exporter.as_ref();
         let read = |off: u64, dst: &mut [u8]| {
             backing
-                .read_at(&self.mem, exporter, off, dst)
+                .read_at(&*mem, exporter, off, dst)
                 .map_err(|e| GpuError::GuestMemory(e.to_string()))
         };
         let dst_start = (u64::from(rect.y) * stride + u64::from(rect.x) * 4) as usize;
@@ -727,7 +749,8 @@ impl GpuDevice {
         size: u64,
         entries: &[MemEntry],
     ) -> GpuResult<PreparedBlob> {
-        let backing = Backing::blob(&self.mem, self.exporter.as_ref(), entries)?;
+        let mem = self.guest_memory()?;
+        let backing = Backing::blob(&*mem, self.exporter.as_ref(), entries)?;
         if backing.len() < size {
             return Err(GpuError::InvalidParameter(format!(
                 "blob {id}: entries cover {} bytes, less than its size {size}",
@@ -941,7 +964,10 @@ impl GpuDevice {
         f: impl FnOnce(&mut dyn DisplayBackend, &ScanoutFrame<'_>) -> Result<(), DisplayError>,
     ) -> Result<(), DisplayError> {
         let scanout = self.scanouts[scanout_id as usize];
-        let mem = &self.mem;
+        let Some(mem) = self.memory() else {
+            return Ok(());
+        };
+        let mem = &*mem;
         let exporter = self.exporter.as_ref();
         let display = self.display.as_mut();
         match scanout {
@@ -998,7 +1024,7 @@ impl GpuDevice {
     }
 }
 
-impl Drop for GpuDevice {
+impl<M: GuestAddressSpace> Drop for GpuDevice<M> {
     /// The VM is going away: each enabled scanout's frame is offered to the display one last
     /// time (a rate-limited backend writes the flush it skipped).
     fn drop(&mut self) {

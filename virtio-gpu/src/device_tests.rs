@@ -8,14 +8,14 @@ use crate::format::FORMATS;
 use crate::protocol::encode::*;
 use crate::protocol::{cmd, resp, CursorPos, MemEntry, Rect, ScanoutBlob, MAX_MEM_ENTRIES};
 use crate::test_util::*;
-use crate::{GpuConfig, GpuDevice, QueueKind};
+use crate::{GpuConfig, QueueKind};
 
 const XRGB: u32 = 2; // VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM
 const P: u64 = 4096;
 
 struct Rig {
     drv: TestDriver,
-    dev: GpuDevice,
+    dev: TestGpu,
     display: RecordingDisplay,
     exporter: FakeExporter,
 }
@@ -24,8 +24,7 @@ fn rig_with(config: GpuConfig) -> Rig {
     let drv = TestDriver::new();
     let display = RecordingDisplay::default();
     let exporter = FakeExporter::with_memory(drv.mem.clone());
-    let dev = GpuDevice::new(
-        drv.mem.clone(),
+    let dev = drv.device(
         config,
         Box::new(display.clone()),
         Box::new(exporter.clone()),

@@ -20,7 +20,6 @@ pub mod protocol;
 pub mod queue;
 pub mod resource;
 pub mod vfio_adapter;
-pub mod virtio_device;
 
 #[cfg(test)]
 mod device_tests;
@@ -33,7 +32,6 @@ pub use error::GpuError;
 pub use exporter::{BlobBackingExporter, ExportError, ExportKind, ExportedBlob, NoExporter};
 pub use queue::QueueKind;
 pub use vfio_adapter::DmaBufBlobExporter;
-pub use virtio_device::VirtioGpu;
 
 /// Interval of the rate limit on log lines a guest can trigger: the first line of a kind is
 /// logged, then at most one per interval with the count of those suppressed.

@@ -8,9 +8,13 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::backing::GuestMem;
+/// Guest memory of the tests.
+pub type GuestMem = GuestMemoryMmap;
+/// The device as the tests drive it.
+pub type TestGpu = GpuDevice<Arc<GuestMem>>;
+
 use crate::display::{CursorState, DisplayBackend, DisplayError, ScanoutFrame};
 use crate::exporter::{
     BlobBackingExporter, ExportError, ExportKind, ExportedBlob, PassthroughRegion, PixelReadError,
@@ -383,6 +387,18 @@ impl TestDriver {
         }
     }
 
+    /// A device over this driver's memory, activated.
+    pub fn device(
+        &self,
+        config: crate::GpuConfig,
+        display: Box<dyn DisplayBackend>,
+        exporter: Box<dyn BlobBackingExporter>,
+    ) -> TestGpu {
+        let mut dev = GpuDevice::new(config, display, exporter);
+        dev.activate(Arc::new(self.mem.clone()));
+        dev
+    }
+
     fn qi(kind: QueueKind) -> usize {
         match kind {
             QueueKind::Control => 0,
@@ -394,7 +410,7 @@ impl TestDriver {
     /// wrote (per the used ring's length).
     pub fn submit(
         &mut self,
-        dev: &mut GpuDevice,
+        dev: &mut TestGpu,
         kind: QueueKind,
         req: &[u8],
         resp_len: u32,
@@ -423,14 +439,14 @@ impl TestDriver {
     }
 
     /// Submits a control request expecting a response; returns the response type.
-    pub fn control(&mut self, dev: &mut GpuDevice, req: &[u8]) -> u32 {
+    pub fn control(&mut self, dev: &mut TestGpu, req: &[u8]) -> u32 {
         let out = self.submit(dev, QueueKind::Control, req, 2048);
         assert!(out.len() >= 24, "short response {out:?}");
         u32::from_le_bytes(out[0..4].try_into().unwrap())
     }
 
     /// Submits an arbitrary chain (descriptors 0..n); returns the used length.
-    pub fn submit_chain(&mut self, dev: &mut GpuDevice, kind: QueueKind, descs: &[Desc]) -> u32 {
+    pub fn submit_chain(&mut self, dev: &mut TestGpu, kind: QueueKind, descs: &[Desc]) -> u32 {
         let q = Self::qi(kind);
         let base = if q == 0 { 0 } else { 0x2000 };
         let avail = base + 16 * u64::from(QUEUE_SIZE);

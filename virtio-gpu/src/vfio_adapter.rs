@@ -137,7 +137,8 @@ mod tests {
     use vfio_dmabuf::{
         DeviceRegistry, GuestRam, RegionInfo, UdmabufExporter, UdmabufLimits, VfioExporter,
     };
-    use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
+    use vm_memory::bitmap::AtomicBitmap;
+    use vm_memory::{FileOffset, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
 
     use super::*;
     use crate::backing::BlobPath;
@@ -150,8 +151,11 @@ mod tests {
     const BAR2: u64 = 0xc000_0000;
     const RAM: u64 = 64 * P;
 
+    /// What cloud-hypervisor hands its devices: dirty-tracked memory behind an atomic handle.
+    type Mem = GuestMemoryAtomic<GuestMemoryMmap<AtomicBitmap>>;
+
     struct Setup {
-        dev: GpuDevice,
+        dev: GpuDevice<Mem>,
         display: RecordingDisplay,
         bar: std::fs::File,
         ram: std::fs::File,
@@ -173,7 +177,7 @@ mod tests {
         let ram_fd = create_memfd("ram", RAM).unwrap();
         add_seals(ram_fd.as_fd(), libc::F_SEAL_SHRINK).unwrap();
         let ram_file = std::fs::File::from(ram_fd.try_clone().unwrap());
-        let mem = GuestMemoryMmap::from_ranges_with_files(&[(
+        let mem = GuestMemoryMmap::<AtomicBitmap>::from_ranges_with_files(&[(
             GuestAddress(0),
             RAM as usize,
             Some(FileOffset::new(ram_file.try_clone().unwrap(), 0)),
@@ -193,12 +197,12 @@ mod tests {
         };
         let exporter = DmaBufBlobExporter::new(Some(registry), Some(Box::new(vfio)), udmabuf);
         let display = RecordingDisplay::default();
-        let dev = GpuDevice::new(
-            mem,
+        let mut dev = GpuDevice::new(
             GpuConfig::default(),
             Box::new(display.clone()),
             Box::new(exporter),
         );
+        dev.activate(GuestMemoryAtomic::new(mem));
         Setup {
             dev,
             display,
@@ -208,7 +212,7 @@ mod tests {
         }
     }
 
-    fn run(dev: &mut GpuDevice, req: Vec<u8>) -> u32 {
+    fn run(dev: &mut GpuDevice<Mem>, req: Vec<u8>) -> u32 {
         let r = crate::protocol::decode_request(&req).unwrap();
         dev.handle(&r).response_type()
     }

@@ -12,12 +12,13 @@ use devices::pci::{KvmMsiRouter, MsiRouter, PciError, SharedPciDevice};
 use devices::vfio::{
     DmaBufRegistry, KvmMemorySlots, VfioPassthrough, VfioPciDevice, VfioPciDeviceEnv, VfioPciError,
 };
+use devices::virtio::VirtioGpu;
 use devices::virtio::{KvmIoEvents, VirtioPciDevice, VirtioPciError};
 use kvm_ioctls::VmFd;
 use thiserror::Error;
 use vfio_dmabuf::{DeviceRegistry, DmaBufExporter, SharedRegistry, UdmabufExporter, VfioExporter};
 use virtio_gpu::display::DisplayError;
-use virtio_gpu::{DisplayConfig, DmaBufBlobExporter, GpuConfig, GpuDevice, VirtioGpu};
+use virtio_gpu::{DisplayConfig, DmaBufBlobExporter, GpuConfig, GpuDevice};
 
 use crate::cli::{DeviceSpec, GpuSpec};
 use crate::layout::pci_intx_gsi;
@@ -308,7 +309,7 @@ pub fn create_pci_devices(
         let exporter = DmaBufBlobExporter::new(Some(registry.clone()), vfio, udmabuf);
         let cfg = gpu_config(&spec);
         let (width, height) = (cfg.width, cfg.height);
-        let gpu = GpuDevice::new(ram.memory().clone(), cfg, backend, Box::new(exporter));
+        let gpu = GpuDevice::new(cfg, backend, Box::new(exporter));
         let dev = VirtioPciDevice::new(
             Box::new(VirtioGpu::new(gpu)),
             ram.memory().clone(),

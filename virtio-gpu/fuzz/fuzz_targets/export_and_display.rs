@@ -34,7 +34,7 @@ const BAR_SIZE: u64 = 1 << 20;
 const BAR_BASES: [u64; 2] = [0xe000_0000, 0xe800_0000];
 
 struct Target {
-    dev: GpuDevice,
+    dev: GpuDevice<Arc<GuestMemoryMmap>>,
     registry: SharedRegistry,
     device: DeviceId,
     decoding: bool,
@@ -91,7 +91,8 @@ fn target() -> &'static Mutex<Target> {
             max_total_dmabuf_ranges: 4096,
             ..GpuConfig::default()
         };
-        let dev = GpuDevice::new(mem, config, Box::new(display), Box::new(exporter));
+        let mut dev = GpuDevice::new(config, Box::new(display), Box::new(exporter));
+        dev.activate(Arc::new(mem));
         let mut t = Target {
             dev,
             registry,
