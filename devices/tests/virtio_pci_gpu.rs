@@ -9,9 +9,9 @@ use devices::pci::{MsiRouter, PciDevice};
 use devices::virtio::{
     IoEventRegistrar, VirtioGpu, VirtioPciDevice, MSIX_TABLE_OFFSET, NOTIFY_OFFSET,
 };
-use virtio_gpu::display::HeadlessDisplay;
-use virtio_gpu::protocol::{encode, resp};
-use virtio_gpu::{GpuConfig, GpuDevice, NoExporter};
+use virtio_gpu_blob::display::HeadlessDisplay;
+use virtio_gpu_blob::protocol::{encode, resp};
+use virtio_gpu_blob::{GpuConfig, GpuDevice, NoExporter};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 

@@ -10,12 +10,12 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use virtio_gpu::display::HeadlessDisplay;
-use virtio_gpu::exporter::{
+use virtio_gpu_blob::display::HeadlessDisplay;
+use virtio_gpu_blob::exporter::{
     BlobBackingExporter, ExportError, ExportKind, ExportedBlob, PassthroughRegion, PixelReadError,
 };
-use virtio_gpu::protocol::{decode_request, encode, resp, MemEntry, Rect, ScanoutBlob};
-use virtio_gpu::{GpuConfig, GpuDevice};
+use virtio_gpu_blob::protocol::{decode_request, encode, resp, MemEntry, Rect, ScanoutBlob};
+use virtio_gpu_blob::{GpuConfig, GpuDevice};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 const PAGE: u64 = 4096;

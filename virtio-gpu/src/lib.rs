@@ -7,7 +7,8 @@
 //! - [`queue`]: virtqueue processing (control and cursor queues).
 //! - [`backing`]: backing entries checked against guest memory and placed (RAM / BAR).
 //! - [`exporter`]: the boundary to the dma-buf exporter ([`BlobBackingExporter`]).
-//! - [`display`]: display backends (`headless`, `capture=<dir>`).
+//! - [`display`]: the display trait backends implement (in the `virtio-gpu-display` crate) and
+//!   a headless one.
 
 pub mod backing;
 pub mod device;
@@ -27,7 +28,7 @@ mod device_tests;
 pub mod test_util;
 
 pub use device::{GpuConfig, GpuDevice};
-pub use display::{DisplayBackend, DisplayConfig, ScanoutFrame};
+pub use display::{DisplayBackend, ScanoutFrame};
 pub use error::GpuError;
 pub use exporter::{BlobBackingExporter, ExportError, ExportKind, ExportedBlob, NoExporter};
 pub use queue::QueueKind;

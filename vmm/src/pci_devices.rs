@@ -17,8 +17,9 @@ use devices::virtio::{KvmIoEvents, VirtioPciDevice, VirtioPciError};
 use kvm_ioctls::VmFd;
 use thiserror::Error;
 use vfio_dmabuf::{DeviceRegistry, DmaBufExporter, SharedRegistry, UdmabufExporter, VfioExporter};
-use virtio_gpu::display::DisplayError;
-use virtio_gpu::{DisplayConfig, DmaBufBlobExporter, GpuConfig, GpuDevice};
+use virtio_gpu_blob::display::DisplayError;
+use virtio_gpu_blob::{DmaBufBlobExporter, GpuConfig, GpuDevice};
+use virtio_gpu_display::DisplayConfig;
 
 use crate::cli::{DeviceSpec, GpuSpec};
 use crate::layout::pci_intx_gsi;

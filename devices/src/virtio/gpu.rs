@@ -11,8 +11,8 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use virtio_gpu::protocol::NUM_SCANOUTS;
-use virtio_gpu::{GpuDevice, QueueKind, DEVICE_FEATURES};
+use virtio_gpu_blob::protocol::NUM_SCANOUTS;
+use virtio_gpu_blob::{GpuDevice, QueueKind, DEVICE_FEATURES};
 
 use super::{ActivatedQueue, InterruptSource, VirtioDevice, VirtioInterrupt};
 
@@ -249,9 +249,9 @@ mod tests {
     use vm_memory::{Bytes, GuestAddress};
 
     use super::*;
-    use virtio_gpu::display::HeadlessDisplay;
-    use virtio_gpu::protocol::{encode, resp};
-    use virtio_gpu::{GpuConfig, NoExporter};
+    use virtio_gpu_blob::display::HeadlessDisplay;
+    use virtio_gpu_blob::protocol::{encode, resp};
+    use virtio_gpu_blob::{GpuConfig, NoExporter};
 
     #[derive(Default)]
     struct CountingInterrupt(AtomicU32);

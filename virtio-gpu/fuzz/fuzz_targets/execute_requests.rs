@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use virtio_gpu::display::HeadlessDisplay;
-use virtio_gpu::protocol::decode_request;
-use virtio_gpu::{GpuConfig, GpuDevice, NoExporter};
+use virtio_gpu_blob::display::HeadlessDisplay;
+use virtio_gpu_blob::protocol::decode_request;
+use virtio_gpu_blob::{GpuConfig, GpuDevice, NoExporter};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 type Device = GpuDevice<Arc<GuestMemoryMmap>>;

@@ -23,9 +23,9 @@ use vfio_dmabuf::{
     DeviceId, DeviceRegistry, GuestRam, RegionInfo, SharedRegistry, UdmabufExporter,
     UdmabufLimits, VfioExporter,
 };
-use virtio_gpu::display::CaptureDisplay;
-use virtio_gpu::protocol::decode_request;
-use virtio_gpu::{DmaBufBlobExporter, GpuConfig, GpuDevice};
+use virtio_gpu_display::CaptureDisplay;
+use virtio_gpu_blob::protocol::decode_request;
+use virtio_gpu_blob::{DmaBufBlobExporter, GpuConfig, GpuDevice};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
 
 const PAGE: u64 = 4096;
