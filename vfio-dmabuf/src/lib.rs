@@ -26,6 +26,7 @@
 mod device_read;
 mod error;
 mod exporter;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod fake_kernel;
 pub mod memfd;
 mod region;

@@ -80,6 +80,7 @@ pub(crate) fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.try_into().ok()?))
 }
 
+#[cfg(any(test, feature = "test-utils"))]
 pub(crate) fn read_u64(buf: &[u8], at: usize) -> Option<u64> {
     let b = buf.get(at..at.checked_add(8)?)?;
     Some(u64::from_ne_bytes(b.try_into().ok()?))
