@@ -37,6 +37,8 @@ pub const VARIANT_KMS: u8 = 0;
 pub const VARIANT_BAR_BLOB: u8 = 1;
 /// Pattern variant of the second "BAR blob" (entries in guest RAM and BAR2).
 pub const VARIANT_MIXED_BLOB: u8 = 2;
+/// Pattern variant of the image gpu-hostile shows last (a new blob in BAR2 after the attacks).
+pub const VARIANT_HOSTILE_FRESH: u8 = 3;
 
 /// The word of page `page` with `tag`: `(tag << 24) | (page & 0xFF_FFFF)`.
 pub fn page_word(tag: u8, page: usize) -> u32 {
