@@ -1,6 +1,6 @@
 #!/bin/sh
 # gpu-hostile: a hostile guest against the vmm's virtio-gpu. ivshmem bound to vfio-pci in L1,
-# `vmm --device vfio=<BDF>,gpu=blob --display capture=/tmp/cap` (RUST_LOG=info); L2 runs
+# `vmm --device vfio=<BDF>,gpu=blob --display capture=/tmp/cap,keep=4` (RUST_LOG=info); L2 runs
 # rig.l2=gpu-hostile (user-space driver: vma-bomb, fd-bomb, log-flood, capture-flood and decode-off
 # phases, then a fresh image in BAR2; see resources/guest-tools/src/bin/gpu-hostile.rs).
 # While the vmm runs, rig_sample_proc counts its mappings (/proc/PID/maps lines) and open fds every
@@ -32,8 +32,7 @@ out=/tmp/vmm-gpu-hostile.out
 # Generous: a vmm that logs each of log-flood's 10000 refused unrefs spends ~3 minutes relaying them
 # to the console (~60 lines/s), and should still reach the later phases.
 secs=330
-# TODO: --display "capture=$cap,keep=16" once the vmm has the keep=N option.
-rig_run_vmm "$secs" "$out" --device "vfio=$bdf,gpu=blob" --display "capture=$cap" \
+rig_run_vmm "$secs" "$out" --device "vfio=$bdf,gpu=blob" --display "capture=$cap,keep=4" \
     --kernel /rig/l2/vmlinuz --initramfs /rig/l2/initramfs.cpio.gz \
     --cmdline "$(rig_l2_cmdline gpu-hostile)" --memory 512M
 vmm_wall=$(rig_sub "$(rig_uptime)" "$RIG_VMM_T0")
