@@ -11,7 +11,7 @@ use devices::virtio::{
 };
 use virtio_gpu_blob::display::HeadlessDisplay;
 use virtio_gpu_blob::protocol::{encode, resp};
-use virtio_gpu_blob::{GpuConfig, GpuDevice, NoExporter};
+use virtio_gpu_blob::{BlobExporter, GpuConfig, GpuDevice};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -73,7 +73,7 @@ fn guest_driver_gets_display_info_and_an_msix_interrupt() {
             ..GpuConfig::default()
         },
         Box::new(HeadlessDisplay::default()),
-        Box::new(NoExporter),
+        Box::new(BlobExporter::new()),
     );
     let mut dev = VirtioPciDevice::new(
         Box::new(VirtioGpu::new(gpu)),

@@ -252,6 +252,20 @@ fn hostile_guest_neither_crashes_nor_exhausts_the_vmm() {
             "{n:?} PNG files in the capture dir, at most {MAX_PNGS}"
         )),
     }
+    // The newest file's counter says how many were written: more than were kept, so the bound
+    // is what limited the directory (not a flood too short to fill it).
+    let written = r
+        .get("newest_frame")
+        .and_then(|f| f.strip_prefix("frame-0-"))
+        .and_then(|f| f.strip_suffix(".png"))
+        .and_then(|n| n.parse::<u64>().ok())
+        .map(|last| last + 1);
+    match written {
+        Some(n) if n > MAX_PNGS => {}
+        n => broken.push(format!(
+            "{n:?} frames written: the flood must write more than the {MAX_PNGS} kept"
+        )),
+    }
 
     broken.extend(fresh_image_problems(&out));
 

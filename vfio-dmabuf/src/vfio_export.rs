@@ -44,6 +44,16 @@ pub trait DeviceFeatureIoctl: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SysDeviceFeature;
 
+impl<T: DeviceFeatureIoctl + ?Sized> DeviceFeatureIoctl for Box<T> {
+    fn device_feature(
+        &self,
+        device_fd: BorrowedFd<'_>,
+        arg: &mut [u8],
+    ) -> std::result::Result<i32, Errno> {
+        (**self).device_feature(device_fd, arg)
+    }
+}
+
 impl DeviceFeatureIoctl for SysDeviceFeature {
     fn device_feature(
         &self,

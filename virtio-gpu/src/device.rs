@@ -14,10 +14,10 @@ use crate::backing::{Backing, BackingPixels, BlobPath};
 use crate::display::{CursorState, DisplayBackend, DisplayError, ScanoutFrame};
 use crate::edid;
 use crate::error::{GpuError, GpuResult};
-use crate::exporter::{BlobBackingExporter, ExportError, ExportKind, ExportedBlob};
+use crate::exporter::{BlobMemory, DmaBuf, ExportKind, Fault};
 use crate::format::{PixelFormat, BYTES_PER_PIXEL};
 use crate::protocol::{
-    GpuCommand, GpuResponse, MemEntry, Rect, Request, ScanoutBlob, MAX_MEM_ENTRIES, NUM_SCANOUTS,
+    BlobEntry, GpuCommand, GpuResponse, Rect, Request, ScanoutBlob, MAX_MEM_ENTRIES, NUM_SCANOUTS,
 };
 use crate::resource::{BlobResource, HostBuffer, Resource, Resource2d};
 use crate::GUEST_LOG_INTERVAL;
@@ -101,19 +101,19 @@ pub struct GpuDevice<M: GuestAddressSpace> {
     scanouts: [Scanout; NUM_SCANOUTS as usize],
     cursor: CursorState,
     display: Box<dyn DisplayBackend>,
-    exporter: Box<dyn BlobBackingExporter>,
+    exporter: Box<dyn BlobMemory>,
     hostmem_used: u64,
     logged_once: HashSet<String>,
 }
 
 impl<M: GuestAddressSpace> GpuDevice<M> {
     /// A device showing scanouts on `display` and exporting blobs with `exporter` (use
-    /// [`crate::NoExporter`] for a CPU path only). It serves requests once it has guest memory
+    /// `vfio_dmabuf::BlobExporter::new()` for no dma-bufs at all). It serves requests once it has guest memory
     /// ([`GpuDevice::activate`]).
     pub fn new(
         config: GpuConfig,
         display: Box<dyn DisplayBackend>,
-        exporter: Box<dyn BlobBackingExporter>,
+        exporter: Box<dyn BlobMemory>,
     ) -> Self {
         GpuDevice {
             mem: None,
@@ -423,7 +423,7 @@ impl<M: GuestAddressSpace> GpuDevice<M> {
         self.hostmem_used = self.hostmem_used.saturating_sub(bytes);
     }
 
-    fn attach_backing(&mut self, id: u32, entries: &[MemEntry]) -> GpuResult<GpuResponse> {
+    fn attach_backing(&mut self, id: u32, entries: &[BlobEntry]) -> GpuResult<GpuResponse> {
         match self.resources.get(&id) {
             None => return Err(GpuError::InvalidResource(id)),
             Some(Resource::TwoD(r)) if r.backing.is_some() => {
@@ -682,7 +682,7 @@ impl<M: GuestAddressSpace> GpuDevice<M> {
         blob_flags: u32,
         blob_id: u64,
         size: u64,
-        entries: &[MemEntry],
+        entries: &[BlobEntry],
     ) -> GpuResult<GpuResponse> {
         self.check_new_id(id)?;
         if blob_mem != vg::VIRTIO_GPU_BLOB_MEM_GUEST {
@@ -730,7 +730,7 @@ impl<M: GuestAddressSpace> GpuDevice<M> {
         &mut self,
         id: u32,
         size: u64,
-        entries: &[MemEntry],
+        entries: &[BlobEntry],
     ) -> GpuResult<PreparedBlob> {
         let bytes = Backing::host_bytes_for(entries.len());
         self.charge_hostmem(bytes, || {
@@ -747,7 +747,7 @@ impl<M: GuestAddressSpace> GpuDevice<M> {
         &mut self,
         id: u32,
         size: u64,
-        entries: &[MemEntry],
+        entries: &[BlobEntry],
     ) -> GpuResult<PreparedBlob> {
         let mem = self.guest_memory()?;
         let backing = Backing::blob(&*mem, self.exporter.as_ref(), entries)?;
@@ -816,7 +816,7 @@ impl<M: GuestAddressSpace> GpuDevice<M> {
         backing: &Backing,
         ranges: usize,
         kind: ExportKind,
-    ) -> Result<ExportedBlob, ExportFailure> {
+    ) -> Result<DmaBuf, ExportFailure> {
         let (live, live_ranges) = self.dmabuf_usage();
         let refuse = |why: String| Err(ExportFailure::Refused(GpuError::OutOfMemory(why)));
         if ranges > self.config.max_dmabuf_ranges {
@@ -846,17 +846,17 @@ impl<M: GuestAddressSpace> GpuDevice<M> {
                     16,
                     GUEST_LOG_INTERVAL,
                     "virtio-gpu: blob {id} ({size} bytes) exported as {kind}; dma-buf fdinfo: {}",
-                    dmabuf_fdinfo(&exported.dmabuf)
+                    dmabuf_fdinfo(&exported.fd)
                 );
                 Ok(exported)
             }
-            Err(ExportError::Guest(why)) => {
-                Err(ExportFailure::Refused(GpuError::InvalidParameter(format!(
-                    "blob {id} cannot be exported as {kind}: {why}"
-                ))))
-            }
-            Err(ExportError::Unsupported(why)) => Err(ExportFailure::Unsupported(why)),
-            Err(ExportError::Host(why)) => Err(ExportFailure::Host(why)),
+            Err(e) => match e.fault(kind) {
+                Fault::Guest => Err(ExportFailure::Refused(GpuError::InvalidParameter(format!(
+                    "blob {id} cannot be exported as {kind}: {e}"
+                )))),
+                Fault::Unsupported => Err(ExportFailure::Unsupported(e.to_string())),
+                Fault::Host => Err(ExportFailure::Host(e.to_string())),
+            },
         }
     }
 
@@ -1010,7 +1010,7 @@ impl<M: GuestAddressSpace> GpuDevice<M> {
                     exporter,
                 };
                 let frame = ScanoutFrame {
-                    dmabuf: b.export.as_ref().map(|e| e.dmabuf.as_fd()),
+                    dmabuf: b.export.as_ref().map(|e| e.fd.as_fd()),
                     pixels: &pixels,
                     fourcc,
                     width,
@@ -1041,7 +1041,7 @@ struct PreparedBlob {
     backing: Backing,
     path: BlobPath,
     ranges: usize,
-    export: Option<ExportedBlob>,
+    export: Option<DmaBuf>,
 }
 
 /// Why a blob was not exported.
@@ -1075,19 +1075,15 @@ fn dmabuf_fdinfo(fd: &impl AsFd) -> String {
 }
 
 /// The first entries covering exactly `size` bytes (the last one shortened if needed).
-fn entries_up_to(entries: impl Iterator<Item = MemEntry>, size: u64) -> Vec<MemEntry> {
+fn entries_up_to(entries: impl Iterator<Item = BlobEntry>, size: u64) -> Vec<BlobEntry> {
     let mut out = Vec::new();
     let mut left = size;
     for e in entries {
         if left == 0 {
             break;
         }
-        let len = u64::from(e.len).min(left);
-        // `len` <= e.len, so it fits in u32.
-        out.push(MemEntry {
-            addr: e.addr,
-            len: len as u32,
-        });
+        let len = e.len.min(left);
+        out.push(BlobEntry::new(e.addr, len));
         left -= len;
     }
     out

@@ -6,7 +6,8 @@
 //! - [`device`]: the device model ([`GpuDevice`]): resources, scanouts, cursor, checks.
 //! - [`queue`]: virtqueue processing (control and cursor queues).
 //! - [`backing`]: backing entries checked against guest memory and placed (RAM / BAR).
-//! - [`exporter`]: the boundary to the dma-buf exporter ([`BlobBackingExporter`]).
+//! - [`exporter`]: pixel sources, and the boundary to the memory behind blobs
+//!   ([`BlobMemory`], from the `vfio-dmabuf` crate).
 //! - [`display`]: the display trait backends implement (in the `virtio-gpu-display` crate) and
 //!   a headless one.
 
@@ -20,7 +21,6 @@ pub mod format;
 pub mod protocol;
 pub mod queue;
 pub mod resource;
-pub mod vfio_adapter;
 
 #[cfg(test)]
 mod device_tests;
@@ -30,9 +30,8 @@ pub mod test_util;
 pub use device::{GpuConfig, GpuDevice};
 pub use display::{DisplayBackend, ScanoutFrame};
 pub use error::GpuError;
-pub use exporter::{BlobBackingExporter, ExportError, ExportKind, ExportedBlob, NoExporter};
+pub use exporter::{BlobExporter, BlobMemory, DmaBuf, ExportKind};
 pub use queue::QueueKind;
-pub use vfio_adapter::DmaBufBlobExporter;
 
 /// Interval of the rate limit on log lines a guest can trigger: the first line of a kind is
 /// logged, then at most one per interval with the count of those suppressed.

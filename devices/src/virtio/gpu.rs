@@ -251,7 +251,7 @@ mod tests {
     use super::*;
     use virtio_gpu_blob::display::HeadlessDisplay;
     use virtio_gpu_blob::protocol::{encode, resp};
-    use virtio_gpu_blob::{GpuConfig, NoExporter};
+    use virtio_gpu_blob::{BlobExporter, GpuConfig};
 
     #[derive(Default)]
     struct CountingInterrupt(AtomicU32);
@@ -267,7 +267,7 @@ mod tests {
         let gpu = VirtioGpu::new(GpuDevice::new(
             GpuConfig::default(),
             Box::new(HeadlessDisplay::default()),
-            Box::new(NoExporter),
+            Box::new(BlobExporter::new()),
         ));
         assert_eq!(gpu.device_type(), 16);
         assert_eq!(gpu.device_features(), 0b1010);
@@ -285,7 +285,7 @@ mod tests {
         let mut gpu = VirtioGpu::new(GpuDevice::new(
             GpuConfig::default(),
             Box::new(HeadlessDisplay::default()),
-            Box::new(NoExporter),
+            Box::new(BlobExporter::new()),
         ));
         // Ring at 0: desc table (16 entries), avail at 0x100, used at 0x200.
         let mut q = Queue::new(16).unwrap();

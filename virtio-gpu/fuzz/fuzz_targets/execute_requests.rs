@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use virtio_gpu_blob::display::HeadlessDisplay;
 use virtio_gpu_blob::protocol::decode_request;
-use virtio_gpu_blob::{GpuConfig, GpuDevice, NoExporter};
+use virtio_gpu_blob::{BlobExporter, GpuConfig, GpuDevice};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 type Device = GpuDevice<Arc<GuestMemoryMmap>>;
@@ -25,7 +25,7 @@ fn device() -> &'static Mutex<Device> {
         let mut dev = GpuDevice::new(
             config,
             Box::new(HeadlessDisplay::default()),
-            Box::new(NoExporter),
+            Box::new(BlobExporter::new()),
         );
         dev.activate(Arc::new(mem));
         Mutex::new(dev)

@@ -6,7 +6,8 @@
 //!    device refuses one or `--vma-blobs` exist;
 //! 2. `fd-bomb`: `--fd-blobs` one-page blobs, alternately in BAR2 and in one page of guest RAM;
 //! 3. `log-flood`: `--bad-unrefs` RESOURCE_UNREFs of resource ids that do not exist;
-//! 4. `capture-flood`: a 64x64 guest-RAM blob set as scanout 0, then `--flushes` RESOURCE_FLUSHes;
+//! 4. `capture-flood`: a 64x64 guest-RAM blob set as scanout 0, then `--flushes` RESOURCE_FLUSHes
+//!    in 10 rounds over about a second;
 //! 5. `decode-off`: a 64x64 BAR2 blob set as scanout 0 and flushed; then the Memory Space bit of
 //!    the ivshmem device's command register is cleared through sysfs `config` (the device has no
 //!    driver in this guest), the scanout flushed `--off-flushes` times, the bit set again and the
@@ -57,6 +58,10 @@ const DECODE_ID: u32 = 0x8001;
 const FRESH_ID: u32 = 0x8002;
 /// First of the resource ids that log-flood unrefs (none exists).
 const BAD_ID0: u32 = 0x4000_0000;
+/// Rounds of the capture flood, and the pause after each.
+const FLOOD_ROUNDS: usize = 10;
+const FLOOD_PAUSE: std::time::Duration = std::time::Duration::from_millis(120);
+
 /// Size of the capture-flood and decode-off images.
 const SMALL: u32 = 64;
 
@@ -414,7 +419,12 @@ fn capture_flood(h: &mut Hostile, args: &Args, pm: &Pagemap) -> Result<bool> {
         {
             let flushes = vec![cmd::resource_flush(CAPTURE_ID, rect); args.flushes];
             let t0 = Instant::now();
-            h.attack(&mut ph, &flushes)?;
+            // In rounds spread over about a second, so that the capture display's rate limit
+            // lets several frames through and its `keep=N` bound is what limits the files.
+            for round in flushes.chunks(args.flushes.div_ceil(FLOOD_ROUNDS).max(1)) {
+                h.attack(&mut ph, round)?;
+                std::thread::sleep(FLOOD_PAUSE);
+            }
             flood_ms = t0.elapsed().as_millis();
         }
     }
