@@ -16,6 +16,6 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test (unit tests and rig scenarios)"
-cargo test --workspace --locked -- --test-threads=1 --nocapture
+cargo test --workspace --locked --features rig-tests/rig -- --test-threads=1 --nocapture
 
 step "all tests passed in $(( $(date +%s) - start ))s"

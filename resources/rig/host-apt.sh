@@ -3,13 +3,44 @@
 # build-kernel.sh (the system's apt sources are not touched). Needs $APT (apt state dir) and
 # $CACHE (where downloaded .debs go) set before it is sourced.
 
-# rig_apt_init: writes $APT/sources.list and sets APT_OPTS for apt-get/apt-cache.
+# rig_debian_mirror [DIR]: the Debian archive URI this machine's own apt sources use (the first
+# `.../debian` URI of a deb822 `*.sources` stanza or a one-line `deb` entry under DIR, default
+# /etc/apt), without a trailing slash; non-zero with a message if there is none.
+rig_debian_mirror() {
+    local dir=${1:-/etc/apt} f uri
+    for f in "$dir"/sources.list.d/*.sources; do
+        [ -e "$f" ] || continue
+        uri=$(awk 'BEGIN { RS = ""; FS = "\n" }
+            {
+                deb = 0; uri = ""
+                for (i = 1; i <= NF; i++) {
+                    if ($i ~ /^Types:/ && $i ~ /(^|[ \t])deb([ \t]|$)/) deb = 1
+                    if ($i ~ /^URIs:/) { sub(/^URIs:[ \t]*/, "", $i); split($i, u, /[ \t]+/); uri = u[1] }
+                }
+                sub(/\/$/, "", uri)
+                if (deb && uri ~ /\/debian$/) { print uri; exit }
+            }' "$f")
+        [ -n "$uri" ] && { echo "$uri"; return 0; }
+    done
+    for f in "$dir"/sources.list "$dir"/sources.list.d/*.list; do
+        [ -e "$f" ] || continue
+        uri=$(sed -n 's|^deb[ \t]\{1,\}\(\[[^]]*\][ \t]\{1,\}\)\{0,1\}\([^ \t]*/debian\)/\{0,1\}[ \t].*|\2|p' "$f" | head -n 1)
+        [ -n "$uri" ] && { echo "$uri"; return 0; }
+    done
+    echo "rig: no Debian archive (a URI ending in /debian) in the apt sources under $dir" >&2
+    return 1
+}
+
+# rig_apt_init: writes $APT/sources.list (trixie-backports from this machine's Debian mirror) and
+# sets APT_OPTS for apt-get/apt-cache.
 rig_apt_init() {
+    local mirror
+    mirror=$(rig_debian_mirror /etc/apt) || return 1
     mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial" "$CACHE"
     # A new file replaces the list (never rewritten in place: target/rig may hold hard links into
     # a shared cache).
-    printf '%s\n' 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main' \
-        >"$APT/sources.list.tmp"
+    printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s trixie-backports main\n' \
+        "$mirror" >"$APT/sources.list.tmp"
     mv "$APT/sources.list.tmp" "$APT/sources.list"
     # shellcheck disable=SC2034 # used by the scripts that source this file
     APT_OPTS=(-o "Dir::Etc::SourceList=$APT/sources.list" -o Dir::Etc::SourceParts=/dev/null

@@ -124,6 +124,38 @@ rig_run_vmm() {
     RIG_VMM_RC=${RIG_VMM_RC:-255}
 }
 
+# rig_sample_proc NAME FILE STOP [INTERVAL] -> run in the background: waits for a process named NAME
+# (pidof; the first if several), then every INTERVAL seconds (default 0.5) appends "<uptime> <lines of /proc/PID/maps>
+# <entries of /proc/PID/fd>" to FILE, until that process is gone or the file STOP exists.
+rig_sample_proc() {
+    local name=$1 file=$2 stop=$3 iv=${4:-0.5} pid="" maps fds up _rest
+    : >"$file"
+    while [ ! -e "$stop" ]; do
+        if [ -z "$pid" ]; then
+            pid=$(pidof "$name")
+            pid=${pid%% *}
+        fi
+        if [ -n "$pid" ]; then
+            [ -d "/proc/$pid" ] || break
+            maps=$(wc -l <"/proc/$pid/maps" 2>/dev/null)
+            fds=$(ls "/proc/$pid/fd" 2>/dev/null | wc -l)
+            read -r up _rest </proc/uptime
+            case "$maps" in
+                '' | 0 | *[!0-9]*) ;; # the process exited while it was read
+                *) [ "$fds" = 0 ] || echo "$up $maps $fds" >>"$file" ;;
+            esac
+        fi
+        sleep "$iv"
+    done
+}
+
+# rig_samples_summary FILE -> "samples maps_base maps_max fds_base fds_max" of a rig_sample_proc FILE
+# (base: the first sample); "0 0 0 0 0" without samples.
+rig_samples_summary() {
+    awk 'NR == 1 { bm = $2; bf = $3 } { if ($2 > mm) mm = $2; if ($3 > mf) mf = $3; n++ }
+        END { print n + 0, bm + 0, mm + 0, bf + 0, mf + 0 }' "$1"
+}
+
 # rig_line_time PATTERN FILE -> uptime of the first line of a rig_timestamp FILE matching PATTERN
 # (grep -E); non-zero if none.
 rig_line_time() {

@@ -1,6 +1,9 @@
 //! Issue 2's first rig scenario: `vmm` inside L1 boots the L2 kernel to its init, which prints
 //! `L2-MARKER` and reboots; the VMM exits 0 without a KVM error.
 
+// Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
+#![cfg(feature = "rig")]
+
 use std::time::Duration;
 
 use rig_tests::Scenario;

@@ -1,6 +1,9 @@
 //! The rig's L1 -> L0 file channel (scenario `console-file`): 1 MiB of random bytes sent as base64
 //! over L1's serial console arrives intact in target/rig/logs/console-file/.
 
+// Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
+#![cfg(feature = "rig")]
+
 use std::time::Duration;
 
 use rig_tests::Scenario;

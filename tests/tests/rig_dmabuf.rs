@@ -6,6 +6,9 @@
 //! that the CPU mapping of a multi-range, out-of-order export reads exactly
 //! these pages in entry order.
 
+// Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
+#![cfg(feature = "rig")]
+
 use std::time::Duration;
 
 use rig_tests::Scenario;

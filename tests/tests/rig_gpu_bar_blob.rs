@@ -5,6 +5,9 @@
 //! the captured PNGs show blob 1's pattern in entry order and then blob 2's (CPU path), pixel for
 //! pixel; and L0 finds both patterns in the ivshmem backing file.
 
+// Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
+#![cfg(feature = "rig")]
+
 use std::time::Duration;
 
 use guest_tools::pattern::{

@@ -3,6 +3,9 @@
 //! through udmabuf (fdinfo `exp_name: udmabuf`) and its capture display writes PNGs, which L1 sends
 //! back over the console. Every pixel of the frame is compared with the pattern.
 
+// Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
+#![cfg(feature = "rig")]
+
 use std::time::Duration;
 
 use guest_tools::pattern::{first_bad_pixel, VARIANT_KMS};

@@ -4,6 +4,9 @@
 //! /dev/vfio/devices/vfioN), the legacy /dev/vfio/vfio and group nodes, nested kvm_amd, and that the
 //! vmm boots L2 to its marker on this kernel.
 
+// Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
+#![cfg(feature = "rig")]
+
 use std::time::Duration;
 
 use rig_tests::{L1Kernel, Scenario};

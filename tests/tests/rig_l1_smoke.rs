@@ -1,6 +1,9 @@
 //! L1 smoke test in the rig: KVM (kvm_amd) inside L1, ivshmem bound to vfio-pci, and the
 //! ivshmem BAR2 <-> /dev/shm round trip between L0 and L1.
 
+// Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
+#![cfg(feature = "rig")]
+
 use std::time::Duration;
 
 use rig_tests::Scenario;

@@ -2,6 +2,9 @@
 //! `vmm --device vfio=<BDF>`; L2's /bin/bar-pattern reads the words L0 wrote into the ivshmem file
 //! before the run and writes its own, which L0 checks here afterwards.
 
+// Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
+#![cfg(feature = "rig")]
+
 use std::time::Duration;
 
 use guest_tools::pattern::{fill_words, DEFAULT_PAGES, IVSHMEM_L0_TAG, L0_WORD_OFFSET};

@@ -2,6 +2,9 @@
 //! ivshmem to vfio-pci and passes both to L2; L2's /bin/edu-dma makes edu DMA 4000 bytes from guest
 //! RAM into the device and back, through the IOMMU mapping of guest RAM, and compares.
 
+// Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
+#![cfg(feature = "rig")]
+
 use std::time::Duration;
 
 use rig_tests::Scenario;

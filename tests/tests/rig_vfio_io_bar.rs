@@ -3,6 +3,9 @@
 //! registers with 32-bit `in`/`out` through the IOADDR/IODATA window of its I/O BAR (BAR2, trapped by
 //! the vmm and forwarded to the VFIO region) and through BAR0 (memory, mapped), and compares.
 
+// Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
+#![cfg(feature = "rig")]
+
 use std::time::Duration;
 
 use rig_tests::Scenario;

@@ -4,6 +4,9 @@
 //! run, edu-dma DMAs 4000 bytes RAM -> edu -> RAM (guest RAM is mapped in the IOAS) and bar-pattern
 //! reads L0's words from ivshmem's BAR2 and writes its own, which L0 checks here.
 
+// Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
+#![cfg(feature = "rig")]
+
 use std::time::Duration;
 
 use guest_tools::pattern::{fill_words, DEFAULT_PAGES, IVSHMEM_L0_TAG, L0_WORD_OFFSET};

@@ -3,6 +3,9 @@
 //! where stock drivers must receive interrupts in MSI-X (e1000e IntMode=2), MSI (xhci-pci) and legacy
 //! INTx (e1000e IntMode=0) mode, each on its own irq chip, without falling back to another mode.
 
+// Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
+#![cfg(feature = "rig")]
+
 use std::time::Duration;
 
 use rig_tests::Scenario;

@@ -2,6 +2,9 @@
 //! (ivshmem left without a driver in L1) refuses to start, with a message that says why
 //! (scenario `vfio-notbound`).
 
+// Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
+#![cfg(feature = "rig")]
+
 use std::time::Duration;
 
 use rig_tests::Scenario;

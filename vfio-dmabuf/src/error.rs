@@ -229,6 +229,9 @@ pub enum DmaBufError {
         /// Size of the region or blob.
         size: u64,
     },
+    /// No exporter of this kind of memory is configured on this host.
+    #[error("no {0} exporter is configured")]
+    NoExporter(&'static str),
     /// A kernel call failed; the errno is kept.
     #[error("{op} failed: {errno}")]
     Kernel {
@@ -268,6 +271,7 @@ impl DmaBufError {
             | DmaBufError::NotSupported { .. }
             | DmaBufError::BadSeals { .. }
             | DmaBufError::OutOfRange { .. }
+            | DmaBufError::NoExporter(_)
             | DmaBufError::Kernel { .. } => false,
         }
     }

@@ -17,8 +17,8 @@
 //!   the region a new generation; [`DeviceRegistry::is_current`] tells a
 //!   holder of an export whether it is stale.
 //! * [`UdmabufExporter`]: blobs in memfd-backed guest RAM.
-//! * [`DmaBufExporter`]: the one trait virtio-gpu uses ([`VfioExporter`],
-//!   [`UdmabufExporter`]).
+//! * [`BlobMemory`]: the one boundary a GPU device calls (locate, export, read,
+//!   is_current); [`BlobExporter`] implements it over all of the above.
 //!
 //! Errors are [`DmaBufError`]; [`DmaBufError::is_guest_fault`] separates
 //! guest mistakes from host failures.
@@ -26,6 +26,7 @@
 mod device_read;
 mod error;
 mod exporter;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod fake_kernel;
 pub mod memfd;
 mod region;
@@ -35,7 +36,7 @@ pub mod udmabuf;
 mod vfio_export;
 
 pub use error::{DmaBufError, Errno, KernelOp, Result};
-pub use exporter::{DmaBuf, DmaBufExporter, DmaBufSource, VfioExporter};
+pub use exporter::{BlobExporter, BlobMemory, DmaBuf, ExportKind, Fault};
 pub use region::{MmapPiece, RegionInfo, PCI_NUM_BARS, REGION_FLAG_MMAP};
 pub use registry::{
     host_page_size, DeviceId, DeviceRegistry, RegionKey, SharedRegistry, DEFAULT_MAX_ENTRIES,

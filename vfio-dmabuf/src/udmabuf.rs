@@ -208,6 +208,12 @@ pub trait UdmabufIoctl: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SysUdmabuf;
 
+impl<T: UdmabufIoctl + ?Sized> UdmabufIoctl for Box<T> {
+    fn create_list(&self, dev: BorrowedFd<'_>, arg: &mut [u8]) -> std::result::Result<i32, Errno> {
+        (**self).create_list(dev, arg)
+    }
+}
+
 impl UdmabufIoctl for SysUdmabuf {
     fn create_list(&self, dev: BorrowedFd<'_>, arg: &mut [u8]) -> std::result::Result<i32, Errno> {
         let count = crate::vfio_export::read_u32(arg, 4).ok_or(Errno(libc::EINVAL))?;
@@ -331,6 +337,19 @@ impl<I: UdmabufIoctl> UdmabufExporter<I> {
             checked = Some(it.region_base);
         }
         Ok((items, size))
+    }
+
+    /// The same exporter with its ioctl behind a trait object.
+    pub fn boxed(self) -> UdmabufExporter<Box<dyn UdmabufIoctl>>
+    where
+        I: 'static,
+    {
+        UdmabufExporter {
+            dev: self.dev,
+            ram: self.ram,
+            limits: self.limits,
+            ioctl: Box::new(self.ioctl),
+        }
     }
 
     /// Exports the blob as a udmabuf (always read/write for the kernel;

@@ -44,6 +44,16 @@ pub trait DeviceFeatureIoctl: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SysDeviceFeature;
 
+impl<T: DeviceFeatureIoctl + ?Sized> DeviceFeatureIoctl for Box<T> {
+    fn device_feature(
+        &self,
+        device_fd: BorrowedFd<'_>,
+        arg: &mut [u8],
+    ) -> std::result::Result<i32, Errno> {
+        (**self).device_feature(device_fd, arg)
+    }
+}
+
 impl DeviceFeatureIoctl for SysDeviceFeature {
     fn device_feature(
         &self,
@@ -80,6 +90,7 @@ pub(crate) fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.try_into().ok()?))
 }
 
+#[cfg(any(test, feature = "test-utils"))]
 pub(crate) fn read_u64(buf: &[u8], at: usize) -> Option<u64> {
     let b = buf.get(at..at.checked_add(8)?)?;
     Some(u64::from_ne_bytes(b.try_into().ok()?))

@@ -7,14 +7,14 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use virtio_gpu::display::HeadlessDisplay;
-use virtio_gpu::exporter::{
-    BlobBackingExporter, ExportError, ExportKind, ExportedBlob, PassthroughRegion, PixelReadError,
-};
-use virtio_gpu::protocol::{decode_request, encode, resp, MemEntry, Rect, ScanoutBlob};
-use virtio_gpu::{GpuConfig, GpuDevice};
+use vfio_dmabuf::DmaBufError;
+use virtio_gpu_blob::display::HeadlessDisplay;
+use virtio_gpu_blob::exporter::{BlobMemory, DmaBuf, ExportKind, RegionKey};
+use virtio_gpu_blob::protocol::{decode_request, encode, resp, BlobEntry, Rect, ScanoutBlob};
+use virtio_gpu_blob::{GpuConfig, GpuDevice};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 const PAGE: u64 = 4096;
@@ -23,52 +23,52 @@ const XRGB: u32 = 2;
 /// Exports every RAM blob as a dma-buf (a /dev/null fd stands in for the udmabuf).
 struct BenchExporter;
 
-impl BlobBackingExporter for BenchExporter {
-    fn locate(&self, _: u64, _: u64) -> Option<PassthroughRegion> {
+impl BlobMemory for BenchExporter {
+    fn locate(&self, _: u64, _: u64) -> Option<RegionKey> {
         None
     }
-    fn export(&self, kind: ExportKind, _: &[MemEntry]) -> Result<ExportedBlob, ExportError> {
+    fn export(&self, kind: ExportKind, entries: &[BlobEntry]) -> Result<DmaBuf, DmaBufError> {
         let fd: OwnedFd = File::open("/dev/null")
-            .map_err(|e| ExportError::Host(e.to_string()))?
+            .map_err(|_| DmaBufError::NoExporter("bench"))?
             .into();
-        Ok(ExportedBlob {
+        Ok(DmaBuf {
+            fd,
+            size: entries.iter().map(|e| e.len).sum(),
             kind,
-            dmabuf: fd,
             generation: 0,
         })
     }
-    fn read_passthrough(&self, addr: u64, buf: &mut [u8]) -> Result<(), PixelReadError> {
-        Err(PixelReadError {
-            offset: addr,
-            len: buf.len(),
-            reason: "none".into(),
-        })
+    fn read(&self, addr: u64, _: &mut [u8]) -> Result<(), DmaBufError> {
+        Err(DmaBufError::NotInRegion { entry: 0, addr })
+    }
+    fn is_current(&self, _: &DmaBuf) -> bool {
+        true
     }
 }
 
-fn device(mem_size: u64) -> GpuDevice {
+type Device = GpuDevice<Arc<GuestMemoryMmap>>;
+
+fn device(mem_size: u64) -> Device {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size as usize)]).unwrap();
-    GpuDevice::new(
-        mem,
+    let mut dev = GpuDevice::new(
         GpuConfig::default(),
         Box::new(HeadlessDisplay::default()),
         Box::new(BenchExporter),
-    )
+    );
+    dev.activate(Arc::new(mem));
+    dev
 }
 
-fn run(dev: &mut GpuDevice, bytes: &[u8]) -> u32 {
+fn run(dev: &mut Device, bytes: &[u8]) -> u32 {
     let req = decode_request(bytes).unwrap();
     dev.handle(&req).response_type()
 }
 
 /// Page entries of a `bytes`-long buffer, every other page (fragmented, as a guest allocator
 /// hands them out), starting at 1 MiB.
-fn scattered_pages(bytes: u64) -> Vec<MemEntry> {
+fn scattered_pages(bytes: u64) -> Vec<BlobEntry> {
     (0..bytes.div_ceil(PAGE))
-        .map(|i| MemEntry {
-            addr: (1 << 20) + 2 * i * PAGE,
-            len: PAGE as u32,
-        })
+        .map(|i| BlobEntry::new((1 << 20) + 2 * i * PAGE, PAGE))
         .collect()
 }
 
@@ -123,18 +123,13 @@ fn transfer_to_host_2d(c: &mut Criterion) {
     };
     for (name, entries) in [
         ("scattered_4k_pages", scattered_pages(bytes)),
-        (
-            "contiguous",
-            vec![MemEntry {
-                addr: 1 << 20,
-                len: bytes as u32,
-            }],
-        ),
+        ("contiguous", vec![BlobEntry::new(1 << 20, bytes)]),
     ] {
         let mut dev = device((1 << 20) + 2 * bytes + PAGE);
         // Guest pages hold a picture (real, distinct pages, not the shared zero page).
         for e in &entries {
             dev.memory()
+                .unwrap()
                 .write_slice(&vec![0x5a; e.len as usize], GuestAddress(e.addr))
                 .unwrap();
         }

@@ -1,15 +1,12 @@
 //! A resource's backing: the guest's memory entries, each checked and placed (guest RAM or a
 //! passthrough region), read as one linear buffer in entry order.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
 use crate::error::{GpuError, GpuResult};
 use crate::exporter::PixelSource;
-use crate::exporter::{BlobBackingExporter, ExportKind, PassthroughRegion, PixelReadError};
-use crate::protocol::MemEntry;
-
-/// Guest memory as the device sees it.
-pub type GuestMem = GuestMemoryMmap;
+use crate::exporter::{BlobMemory, ExportKind, PixelReadError, RegionKey};
+use crate::protocol::BlobEntry;
 
 /// Where one entry lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,13 +14,13 @@ pub enum Placement {
     /// Guest RAM.
     Ram,
     /// A passthrough device's region.
-    Passthrough(PassthroughRegion),
+    Passthrough(RegionKey),
 }
 
 /// Checked entries with their placements and prefix offsets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Backing {
-    entries: Vec<(MemEntry, Placement)>,
+    entries: Vec<(BlobEntry, Placement)>,
     /// `starts[i]` = byte offset of entry `i` in the linear buffer.
     starts: Vec<u64>,
     total: u64,
@@ -40,9 +37,12 @@ pub enum BlobPath {
 
 impl Backing {
     /// Checks every entry of a 2D resource: non-empty and wholly inside guest RAM.
-    pub fn guest_ram(mem: &GuestMem, entries: &[MemEntry]) -> GpuResult<Backing> {
+    pub fn guest_ram<G: GuestMemory + ?Sized>(
+        mem: &G,
+        entries: &[BlobEntry],
+    ) -> GpuResult<Backing> {
         Self::build(entries, |i, e| {
-            if e.len > 0 && mem.check_range(GuestAddress(e.addr), e.len as usize) {
+            if e.len > 0 && in_ram(mem, e) {
                 Ok(Placement::Ram)
             } else {
                 Err(bad_entry(i, e))
@@ -52,10 +52,10 @@ impl Backing {
 
     /// Checks every entry of a blob: non-empty and wholly inside one passthrough region known
     /// to `exporter` (looked up first) or wholly inside guest RAM.
-    pub fn blob(
-        mem: &GuestMem,
-        exporter: &dyn BlobBackingExporter,
-        entries: &[MemEntry],
+    pub fn blob<G: GuestMemory + ?Sized>(
+        mem: &G,
+        exporter: &dyn BlobMemory,
+        entries: &[BlobEntry],
     ) -> GpuResult<Backing> {
         Self::build(entries, |i, e| {
             if e.len == 0 {
@@ -63,10 +63,10 @@ impl Backing {
             }
             // Passthrough regions first: a VMM may also list BAR mappings in its guest
             // memory map, and such entries must still go to VFIO, not udmabuf.
-            if let Some(region) = exporter.locate(e.addr, u64::from(e.len)) {
+            if let Some(region) = exporter.locate(e.addr, e.len) {
                 return Ok(Placement::Passthrough(region));
             }
-            if mem.check_range(GuestAddress(e.addr), e.len as usize) {
+            if in_ram(mem, e) {
                 return Ok(Placement::Ram);
             }
             Err(bad_entry(i, e))
@@ -74,20 +74,19 @@ impl Backing {
     }
 
     fn build(
-        entries: &[MemEntry],
-        mut place: impl FnMut(usize, &MemEntry) -> GpuResult<Placement>,
+        entries: &[BlobEntry],
+        mut place: impl FnMut(usize, &BlobEntry) -> GpuResult<Placement>,
     ) -> GpuResult<Backing> {
         let mut placed = Vec::with_capacity(entries.len());
         let mut starts = Vec::with_capacity(entries.len());
         let mut total: u64 = 0;
         for (i, e) in entries.iter().enumerate() {
-            if e.addr.checked_add(u64::from(e.len)).is_none() {
+            if e.addr.checked_add(e.len).is_none() {
                 return Err(bad_entry(i, e));
             }
             let p = place(i, e)?;
             starts.push(total);
-            // At most 16384 entries of < 4 GiB: cannot overflow u64.
-            total += u64::from(e.len);
+            total = total.checked_add(e.len).ok_or_else(|| bad_entry(i, e))?;
             placed.push((*e, p));
         }
         Ok(Backing {
@@ -99,7 +98,7 @@ impl Backing {
 
     /// Host memory a backing of `entries` entries takes (counted against `max_hostmem`).
     pub fn host_bytes_for(entries: usize) -> u64 {
-        let per_entry = std::mem::size_of::<(MemEntry, Placement)>() + std::mem::size_of::<u64>();
+        let per_entry = std::mem::size_of::<(BlobEntry, Placement)>() + std::mem::size_of::<u64>();
         (entries as u64).saturating_mul(per_entry as u64)
     }
 
@@ -121,7 +120,7 @@ impl Backing {
             if prev_end != Some(e.addr) {
                 ranges += 1;
             }
-            let len = u64::from(e.len).min(left);
+            let len = e.len.min(left);
             left -= len;
             prev_end = e.addr.checked_add(len);
         }
@@ -139,7 +138,7 @@ impl Backing {
     }
 
     /// The entries in guest order.
-    pub fn entries(&self) -> impl Iterator<Item = MemEntry> + '_ {
+    pub fn entries(&self) -> impl Iterator<Item = BlobEntry> + '_ {
         self.entries.iter().map(|(e, _)| *e)
     }
 
@@ -173,10 +172,10 @@ impl Backing {
     }
 
     /// Copies `buf.len()` bytes at linear `offset` out of the backing.
-    pub fn read_at(
+    pub fn read_at<G: GuestMemory + ?Sized>(
         &self,
-        mem: &GuestMem,
-        exporter: &dyn BlobBackingExporter,
+        mem: &G,
+        exporter: &dyn BlobMemory,
         offset: u64,
         buf: &mut [u8],
     ) -> Result<(), PixelReadError> {
@@ -203,7 +202,7 @@ impl Backing {
         while pos < end {
             let (entry, place) = self.entries[idx];
             let in_entry = pos - self.starts[idx];
-            let avail = u64::from(entry.len) - in_entry;
+            let avail = entry.len - in_entry;
             let n = avail.min(end - pos) as usize;
             let dst = &mut buf[done..done + n];
             let gpa = entry.addr + in_entry;
@@ -211,7 +210,9 @@ impl Backing {
                 Placement::Ram => mem
                     .read_slice(dst, GuestAddress(gpa))
                     .map_err(|e| err(format!("guest memory at {gpa:#x}: {e}")))?,
-                Placement::Passthrough(_) => exporter.read_passthrough(gpa, dst)?,
+                Placement::Passthrough(_) => exporter
+                    .read(gpa, dst)
+                    .map_err(|e| err(format!("passthrough memory at {gpa:#x}: {e}")))?,
             }
             done += n;
             pos += n as u64;
@@ -221,25 +222,31 @@ impl Backing {
     }
 }
 
-fn bad_entry(index: usize, e: &MemEntry) -> GpuError {
+/// Whether the entry lies wholly in readable guest RAM.
+fn in_ram<G: GuestMemory + ?Sized>(mem: &G, e: &BlobEntry) -> bool {
+    usize::try_from(e.len)
+        .is_ok_and(|len| mem.check_range(GuestAddress(e.addr), len, Permissions::Read))
+}
+
+fn bad_entry(index: usize, e: &BlobEntry) -> GpuError {
     GpuError::BadEntry {
         index,
         addr: e.addr,
-        len: u64::from(e.len),
+        len: e.len,
     }
 }
 
 /// A backing read through guest memory (and the exporter for BAR entries): the CPU path.
-pub struct BackingPixels<'a> {
+pub struct BackingPixels<'a, G: GuestMemory + ?Sized> {
     /// The backing.
     pub backing: &'a Backing,
     /// Guest RAM.
-    pub mem: &'a GuestMem,
+    pub mem: &'a G,
     /// For passthrough entries.
-    pub exporter: &'a dyn BlobBackingExporter,
+    pub exporter: &'a dyn BlobMemory,
 }
 
-impl PixelSource for BackingPixels<'_> {
+impl<G: GuestMemory + ?Sized> PixelSource for BackingPixels<'_, G> {
     fn size(&self) -> u64 {
         self.backing.len()
     }
@@ -252,15 +259,17 @@ impl PixelSource for BackingPixels<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exporter::NoExporter;
+    use crate::exporter::BlobExporter;
     use crate::test_util::{FakeExporter, BAR_BASE};
+
+    type GuestMem = vm_memory::GuestMemoryMmap;
 
     fn mem() -> GuestMem {
         GuestMem::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
     }
 
-    fn e(addr: u64, len: u32) -> MemEntry {
-        MemEntry { addr, len }
+    fn e(addr: u64, len: u32) -> BlobEntry {
+        BlobEntry::new(addr, u64::from(len))
     }
 
     #[test]
@@ -289,11 +298,13 @@ mod tests {
         let b = Backing::guest_ram(&m, &[e(0x2000, 4), e(0x1000, 4)]).unwrap();
         assert_eq!(b.len(), 8);
         let mut buf = [0u8; 6];
-        b.read_at(&m, &NoExporter, 1, &mut buf).unwrap();
+        b.read_at(&m, &BlobExporter::new(), 1, &mut buf).unwrap();
         assert_eq!(buf, [2, 3, 4, 5, 6, 7]);
         let mut past = [0u8; 2];
-        assert!(b.read_at(&m, &NoExporter, 7, &mut past).is_err());
-        assert!(b.read_at(&m, &NoExporter, u64::MAX, &mut past).is_err());
+        assert!(b.read_at(&m, &BlobExporter::new(), 7, &mut past).is_err());
+        assert!(b
+            .read_at(&m, &BlobExporter::new(), u64::MAX, &mut past)
+            .is_err());
     }
 
     #[test]

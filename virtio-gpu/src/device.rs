@@ -8,14 +8,16 @@ use std::os::fd::AsFd;
 
 use virtio_bindings::virtio_gpu as vg;
 
-use crate::backing::{Backing, BackingPixels, BlobPath, GuestMem};
+use vm_memory::GuestAddressSpace;
+
+use crate::backing::{Backing, BackingPixels, BlobPath};
 use crate::display::{CursorState, DisplayBackend, DisplayError, ScanoutFrame};
 use crate::edid;
 use crate::error::{GpuError, GpuResult};
-use crate::exporter::{BlobBackingExporter, ExportError, ExportKind, ExportedBlob};
+use crate::exporter::{BlobMemory, DmaBuf, ExportKind, Fault};
 use crate::format::{PixelFormat, BYTES_PER_PIXEL};
 use crate::protocol::{
-    GpuCommand, GpuResponse, MemEntry, Rect, Request, ScanoutBlob, MAX_MEM_ENTRIES, NUM_SCANOUTS,
+    BlobEntry, GpuCommand, GpuResponse, Rect, Request, ScanoutBlob, MAX_MEM_ENTRIES, NUM_SCANOUTS,
 };
 use crate::resource::{BlobResource, HostBuffer, Resource, Resource2d};
 use crate::GUEST_LOG_INTERVAL;
@@ -89,30 +91,32 @@ impl Scanout {
     }
 }
 
-/// The virtio-gpu device state.
-pub struct GpuDevice {
-    mem: GuestMem,
+/// The virtio-gpu device state, over guest memory `M` (any `vm_memory::GuestAddressSpace`:
+/// `Arc<GuestMemoryMmap>`, `GuestMemoryAtomic<GuestMemoryMmap<AtomicBitmap>>`, ...), which it
+/// is given at activation.
+pub struct GpuDevice<M: GuestAddressSpace> {
+    mem: Option<M>,
     config: GpuConfig,
     resources: BTreeMap<u32, Resource>,
     scanouts: [Scanout; NUM_SCANOUTS as usize],
     cursor: CursorState,
     display: Box<dyn DisplayBackend>,
-    exporter: Box<dyn BlobBackingExporter>,
+    exporter: Box<dyn BlobMemory>,
     hostmem_used: u64,
     logged_once: HashSet<String>,
 }
 
-impl GpuDevice {
-    /// A device over guest memory `mem`, showing scanouts on `display` and exporting blobs
-    /// with `exporter` (use [`crate::NoExporter`] for a CPU path only).
+impl<M: GuestAddressSpace> GpuDevice<M> {
+    /// A device showing scanouts on `display` and exporting blobs with `exporter` (use
+    /// `vfio_dmabuf::BlobExporter::new()` for no dma-bufs at all). It serves requests once it has guest memory
+    /// ([`GpuDevice::activate`]).
     pub fn new(
-        mem: GuestMem,
         config: GpuConfig,
         display: Box<dyn DisplayBackend>,
-        exporter: Box<dyn BlobBackingExporter>,
+        exporter: Box<dyn BlobMemory>,
     ) -> Self {
         GpuDevice {
-            mem,
+            mem: None,
             config,
             resources: BTreeMap::new(),
             scanouts: [Scanout::Disabled; NUM_SCANOUTS as usize],
@@ -129,9 +133,19 @@ impl GpuDevice {
         &self.config
     }
 
-    /// Guest memory.
-    pub fn memory(&self) -> &GuestMem {
-        &self.mem
+    /// Gives the device the guest memory its requests point into (at activation by the
+    /// driver; again after a reset).
+    pub fn activate(&mut self, mem: M) {
+        self.mem = Some(mem);
+    }
+
+    /// A snapshot of guest memory, once activated.
+    pub fn memory(&self) -> Option<M::T> {
+        self.mem.as_ref().map(|m| m.memory())
+    }
+
+    fn guest_memory(&self) -> GpuResult<M::T> {
+        self.memory().ok_or(GpuError::NotActivated)
     }
 
     /// Host memory used by 2D resources and backing entry tables.
@@ -409,7 +423,7 @@ impl GpuDevice {
         self.hostmem_used = self.hostmem_used.saturating_sub(bytes);
     }
 
-    fn attach_backing(&mut self, id: u32, entries: &[MemEntry]) -> GpuResult<GpuResponse> {
+    fn attach_backing(&mut self, id: u32, entries: &[BlobEntry]) -> GpuResult<GpuResponse> {
         match self.resources.get(&id) {
             None => return Err(GpuError::InvalidResource(id)),
             Some(Resource::TwoD(r)) if r.backing.is_some() => {
@@ -445,7 +459,14 @@ impl GpuDevice {
             self.charge_hostmem(bytes, || {
                 format!("the {} backing entries of resource {id}", entries.len())
             })?;
-            let backing = match Backing::guest_ram(&self.mem, entries) {
+            let mem = match self.guest_memory() {
+                Ok(m) => m,
+                Err(e) => {
+                    self.release_hostmem(bytes);
+                    return Err(e);
+                }
+            };
+            let backing = match Backing::guest_ram(&*mem, entries) {
                 Ok(b) => b,
                 Err(e) => {
                     self.release_hostmem(bytes);
@@ -475,6 +496,7 @@ impl GpuDevice {
     }
 
     fn transfer_to_host_2d(&mut self, id: u32, rect: Rect, offset: u64) -> GpuResult<GpuResponse> {
+        let mem = self.guest_memory()?;
         let res = match self.resources.get_mut(&id) {
             Some(Resource::TwoD(r)) => r,
             Some(Resource::Blob(_)) => {
@@ -509,7 +531,7 @@ impl GpuDevice {
         let exporter = self.exporter.as_ref();
         let read = |off: u64, dst: &mut [u8]| {
             backing
-                .read_at(&self.mem, exporter, off, dst)
+                .read_at(&*mem, exporter, off, dst)
                 .map_err(|e| GpuError::GuestMemory(e.to_string()))
         };
         let dst_start = (u64::from(rect.y) * stride + u64::from(rect.x) * 4) as usize;
@@ -660,7 +682,7 @@ impl GpuDevice {
         blob_flags: u32,
         blob_id: u64,
         size: u64,
-        entries: &[MemEntry],
+        entries: &[BlobEntry],
     ) -> GpuResult<GpuResponse> {
         self.check_new_id(id)?;
         if blob_mem != vg::VIRTIO_GPU_BLOB_MEM_GUEST {
@@ -708,7 +730,7 @@ impl GpuDevice {
         &mut self,
         id: u32,
         size: u64,
-        entries: &[MemEntry],
+        entries: &[BlobEntry],
     ) -> GpuResult<PreparedBlob> {
         let bytes = Backing::host_bytes_for(entries.len());
         self.charge_hostmem(bytes, || {
@@ -725,9 +747,10 @@ impl GpuDevice {
         &mut self,
         id: u32,
         size: u64,
-        entries: &[MemEntry],
+        entries: &[BlobEntry],
     ) -> GpuResult<PreparedBlob> {
-        let backing = Backing::blob(&self.mem, self.exporter.as_ref(), entries)?;
+        let mem = self.guest_memory()?;
+        let backing = Backing::blob(&*mem, self.exporter.as_ref(), entries)?;
         if backing.len() < size {
             return Err(GpuError::InvalidParameter(format!(
                 "blob {id}: entries cover {} bytes, less than its size {size}",
@@ -793,7 +816,7 @@ impl GpuDevice {
         backing: &Backing,
         ranges: usize,
         kind: ExportKind,
-    ) -> Result<ExportedBlob, ExportFailure> {
+    ) -> Result<DmaBuf, ExportFailure> {
         let (live, live_ranges) = self.dmabuf_usage();
         let refuse = |why: String| Err(ExportFailure::Refused(GpuError::OutOfMemory(why)));
         if ranges > self.config.max_dmabuf_ranges {
@@ -823,17 +846,17 @@ impl GpuDevice {
                     16,
                     GUEST_LOG_INTERVAL,
                     "virtio-gpu: blob {id} ({size} bytes) exported as {kind}; dma-buf fdinfo: {}",
-                    dmabuf_fdinfo(&exported.dmabuf)
+                    dmabuf_fdinfo(&exported.fd)
                 );
                 Ok(exported)
             }
-            Err(ExportError::Guest(why)) => {
-                Err(ExportFailure::Refused(GpuError::InvalidParameter(format!(
-                    "blob {id} cannot be exported as {kind}: {why}"
-                ))))
-            }
-            Err(ExportError::Unsupported(why)) => Err(ExportFailure::Unsupported(why)),
-            Err(ExportError::Host(why)) => Err(ExportFailure::Host(why)),
+            Err(e) => match e.fault(kind) {
+                Fault::Guest => Err(ExportFailure::Refused(GpuError::InvalidParameter(format!(
+                    "blob {id} cannot be exported as {kind}: {e}"
+                )))),
+                Fault::Unsupported => Err(ExportFailure::Unsupported(e.to_string())),
+                Fault::Host => Err(ExportFailure::Host(e.to_string())),
+            },
         }
     }
 
@@ -941,7 +964,10 @@ impl GpuDevice {
         f: impl FnOnce(&mut dyn DisplayBackend, &ScanoutFrame<'_>) -> Result<(), DisplayError>,
     ) -> Result<(), DisplayError> {
         let scanout = self.scanouts[scanout_id as usize];
-        let mem = &self.mem;
+        let Some(mem) = self.memory() else {
+            return Ok(());
+        };
+        let mem = &*mem;
         let exporter = self.exporter.as_ref();
         let display = self.display.as_mut();
         match scanout {
@@ -984,7 +1010,7 @@ impl GpuDevice {
                     exporter,
                 };
                 let frame = ScanoutFrame {
-                    dmabuf: b.export.as_ref().map(|e| e.dmabuf.as_fd()),
+                    dmabuf: b.export.as_ref().map(|e| e.fd.as_fd()),
                     pixels: &pixels,
                     fourcc,
                     width,
@@ -998,7 +1024,7 @@ impl GpuDevice {
     }
 }
 
-impl Drop for GpuDevice {
+impl<M: GuestAddressSpace> Drop for GpuDevice<M> {
     /// The VM is going away: each enabled scanout's frame is offered to the display one last
     /// time (a rate-limited backend writes the flush it skipped).
     fn drop(&mut self) {
@@ -1015,7 +1041,7 @@ struct PreparedBlob {
     backing: Backing,
     path: BlobPath,
     ranges: usize,
-    export: Option<ExportedBlob>,
+    export: Option<DmaBuf>,
 }
 
 /// Why a blob was not exported.
@@ -1049,19 +1075,15 @@ fn dmabuf_fdinfo(fd: &impl AsFd) -> String {
 }
 
 /// The first entries covering exactly `size` bytes (the last one shortened if needed).
-fn entries_up_to(entries: impl Iterator<Item = MemEntry>, size: u64) -> Vec<MemEntry> {
+fn entries_up_to(entries: impl Iterator<Item = BlobEntry>, size: u64) -> Vec<BlobEntry> {
     let mut out = Vec::new();
     let mut left = size;
     for e in entries {
         if left == 0 {
             break;
         }
-        let len = u64::from(e.len).min(left);
-        // `len` <= e.len, so it fits in u32.
-        out.push(MemEntry {
-            addr: e.addr,
-            len: len as u32,
-        });
+        let len = e.len.min(left);
+        out.push(BlobEntry::new(e.addr, len));
         left -= len;
     }
     out

@@ -3,19 +3,21 @@
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::backing::BlobPath;
-use crate::exporter::{ExportError, ExportKind, PassthroughRegion};
+use vfio_dmabuf::{DmaBufError, Errno, KernelOp};
+
+use crate::exporter::ExportKind;
 use crate::format::FORMATS;
 use crate::protocol::encode::*;
-use crate::protocol::{cmd, resp, CursorPos, MemEntry, Rect, ScanoutBlob, MAX_MEM_ENTRIES};
+use crate::protocol::{cmd, resp, BlobEntry, CursorPos, Rect, ScanoutBlob, MAX_MEM_ENTRIES};
 use crate::test_util::*;
-use crate::{GpuConfig, GpuDevice, QueueKind};
+use crate::{GpuConfig, QueueKind};
 
 const XRGB: u32 = 2; // VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM
 const P: u64 = 4096;
 
 struct Rig {
     drv: TestDriver,
-    dev: GpuDevice,
+    dev: TestGpu,
     display: RecordingDisplay,
     exporter: FakeExporter,
 }
@@ -24,8 +26,7 @@ fn rig_with(config: GpuConfig) -> Rig {
     let drv = TestDriver::new();
     let display = RecordingDisplay::default();
     let exporter = FakeExporter::with_memory(drv.mem.clone());
-    let dev = GpuDevice::new(
-        drv.mem.clone(),
+    let dev = drv.device(
         config,
         Box::new(display.clone()),
         Box::new(exporter.clone()),
@@ -72,11 +73,8 @@ fn rect(x: u32, y: u32, width: u32, height: u32) -> Rect {
     }
 }
 
-fn entry(addr: u64, len: u64) -> MemEntry {
-    MemEntry {
-        addr,
-        len: len as u32,
-    }
+fn entry(addr: u64, len: u64) -> BlobEntry {
+    BlobEntry::new(addr, len)
 }
 
 /// XRGB pixel i of a pattern, as bytes in memory (B, G, R, X).
@@ -261,7 +259,7 @@ fn hostile_chains_are_used_with_zero_length_and_the_queue_keeps_working() {
 
 // ---- 2D resources ----
 
-fn make_2d(r: &mut Rig, id: u32, w: u32, h: u32, backing: &[MemEntry]) {
+fn make_2d(r: &mut Rig, id: u32, w: u32, h: u32, backing: &[BlobEntry]) {
     assert_eq!(r.ctl(create_2d(id, XRGB, w, h)), resp::OK_NODATA);
     assert_eq!(r.ctl(attach_backing(id, backing)), resp::OK_NODATA);
 }
@@ -463,7 +461,7 @@ fn attach_backing_checks_id_state_count_and_addresses() {
     req[28..32].copy_from_slice(&2u32.to_le_bytes());
     assert_eq!(r.ctl(req), resp::ERR_UNSPEC);
     // The maximum count is accepted.
-    let many: Vec<MemEntry> = (0..MAX_MEM_ENTRIES).map(|_| entry(DATA_ADDR, 4)).collect();
+    let many: Vec<BlobEntry> = (0..MAX_MEM_ENTRIES).map(|_| entry(DATA_ADDR, 4)).collect();
     assert_eq!(r.ctl(attach_backing(1, &many)), resp::OK_NODATA);
     // Already attached.
     assert_eq!(
@@ -685,7 +683,7 @@ fn ram_blob_is_exported_as_udmabuf_and_displayed_through_its_mapping() {
         DATA_ADDR + P,
     ];
     paint(&pages, |a, b| r.write(a, b));
-    let entries: Vec<MemEntry> = pages.iter().map(|a| entry(*a, P)).collect();
+    let entries: Vec<BlobEntry> = pages.iter().map(|a| entry(*a, P)).collect();
     assert_eq!(
         r.ctl(create_blob(1, 1, 3, 4 * P, &entries)),
         resp::OK_NODATA
@@ -717,10 +715,7 @@ fn ram_blob_is_exported_as_udmabuf_and_displayed_through_its_mapping() {
 fn bar_blob_with_out_of_order_ranges_is_one_vfio_export_in_entry_order() {
     let mut r = rig();
     let entries = bar_blob(&mut r, 4);
-    let region = PassthroughRegion {
-        device: 1,
-        region: 2,
-    };
+    let region = fake_region(2);
     assert_eq!(
         r.dev.blob_state(4),
         Some((BlobPath::Export(ExportKind::Vfio(region)), true))
@@ -743,7 +738,7 @@ fn blob_spanning_ram_and_bar_takes_the_cpu_path_and_still_displays() {
             mem.write_slice(b, GuestAddress(a)).unwrap()
         }
     });
-    let entries: Vec<MemEntry> = pages.iter().map(|a| entry(*a, P)).collect();
+    let entries: Vec<BlobEntry> = pages.iter().map(|a| entry(*a, P)).collect();
     assert_eq!(
         r.ctl(create_blob(2, 1, 0, 4 * P, &entries)),
         resp::OK_NODATA
@@ -767,7 +762,7 @@ fn blob_spanning_two_bars_takes_the_cpu_path() {
     let pages = [BAR_BASE, BAR2_BASE, BAR_BASE + P, BAR2_BASE + P];
     let ex = r.exporter.clone();
     paint(&pages, |a, b| ex.write_bar(a, b));
-    let entries: Vec<MemEntry> = pages.iter().map(|a| entry(*a, P)).collect();
+    let entries: Vec<BlobEntry> = pages.iter().map(|a| entry(*a, P)).collect();
     assert_eq!(
         r.ctl(create_blob(3, 1, 0, 4 * P, &entries)),
         resp::OK_NODATA
@@ -789,7 +784,7 @@ fn unsupported_udmabuf_falls_back_to_the_cpu_path() {
         DATA_ADDR + 3 * P,
     ];
     paint(&pages, |a, b| r.write(a, b));
-    let entries: Vec<MemEntry> = pages.iter().map(|a| entry(*a, P)).collect();
+    let entries: Vec<BlobEntry> = pages.iter().map(|a| entry(*a, P)).collect();
     for id in [1, 2] {
         assert_eq!(
             r.ctl(create_blob(id, 1, 0, 4 * P, &entries)),
@@ -812,17 +807,26 @@ fn export_faults_guest_is_an_error_host_is_the_cpu_path() {
         resp::ERR_INVALID_PARAMETER
     );
     assert_eq!(r.dev.resource_count(), 0);
-    r.exporter.state.lock().unwrap().fail_next = Some(ExportError::Guest("ENODEV".into()));
+    r.exporter.state.lock().unwrap().fail_next = Some(DmaBufError::Kernel {
+        op: KernelOp::VfioDmaBufExport,
+        errno: Errno(libc::ENODEV),
+    });
     assert_eq!(
         r.ctl(create_blob(1, 1, 0, P, &[entry(BAR_BASE, P)])),
         resp::ERR_INVALID_PARAMETER
     );
-    r.exporter.state.lock().unwrap().fail_next = Some(ExportError::Host("EMFILE".into()));
+    r.exporter.state.lock().unwrap().fail_next = Some(DmaBufError::Kernel {
+        op: KernelOp::VfioDmaBufExport,
+        errno: Errno(libc::EMFILE),
+    });
     assert_eq!(
         r.ctl(create_blob(1, 1, 0, P, &[entry(BAR_BASE, P)])),
         resp::OK_NODATA
     );
-    assert!(matches!(r.dev.blob_state(1), Some((BlobPath::Cpu(why), false)) if why == "EMFILE"));
+    assert!(matches!(
+        r.dev.blob_state(1),
+        Some((BlobPath::Cpu(why), false)) if why.contains("Too many open files")
+    ));
 }
 
 #[test]
@@ -1201,7 +1205,7 @@ fn export_covers_exactly_the_blob_size() {
 // ---- hostile guests: revocation, budgets, host memory, log volume ----
 
 /// Creates blob `id` of four out-of-order BAR pages holding the pattern; returns its entries.
-fn bar_blob(r: &mut Rig, id: u32) -> Vec<MemEntry> {
+fn bar_blob(r: &mut Rig, id: u32) -> Vec<BlobEntry> {
     let pages = [
         BAR_BASE + 8 * P,
         BAR_BASE + 2 * P,
@@ -1210,7 +1214,7 @@ fn bar_blob(r: &mut Rig, id: u32) -> Vec<MemEntry> {
     ];
     let ex = r.exporter.clone();
     paint(&pages, |a, b| ex.write_bar(a, b));
-    let entries: Vec<MemEntry> = pages.iter().map(|a| entry(*a, P)).collect();
+    let entries: Vec<BlobEntry> = pages.iter().map(|a| entry(*a, P)).collect();
     assert_eq!(
         r.ctl(create_blob(id, 1, 2, 4 * P, &entries)),
         resp::OK_NODATA
@@ -1254,13 +1258,7 @@ fn memory_decode_off_drops_the_dmabuf_keeps_serving_and_reexports_when_back() {
     }
     assert_eq!(
         r.dev.blob_state(4),
-        Some((
-            BlobPath::Export(ExportKind::Vfio(PassthroughRegion {
-                device: 1,
-                region: 2
-            })),
-            false
-        ))
+        Some((BlobPath::Export(ExportKind::Vfio(fake_region(2))), false))
     );
 
     // Decoding back on (a new generation of the region): the next flush exports again.
@@ -1316,15 +1314,15 @@ fn dmabuf_ranges_are_bounded_per_export_and_in_total() {
         ..GpuConfig::default()
     });
     // Five separate pages: five ranges, over the per-export limit.
-    let five: Vec<MemEntry> = (0..5).map(|i| entry(DATA_ADDR + 2 * i * P, P)).collect();
+    let five: Vec<BlobEntry> = (0..5).map(|i| entry(DATA_ADDR + 2 * i * P, P)).collect();
     assert_eq!(
         r.ctl(create_blob(1, 1, 0, 5 * P, &five)),
         resp::ERR_OUT_OF_MEMORY
     );
     // Five adjacent pages merge into one range.
-    let merged: Vec<MemEntry> = (0..5).map(|i| entry(DATA_ADDR + i * P, P)).collect();
+    let merged: Vec<BlobEntry> = (0..5).map(|i| entry(DATA_ADDR + i * P, P)).collect();
     assert_eq!(r.ctl(create_blob(1, 1, 0, 5 * P, &merged)), resp::OK_NODATA);
-    let four: Vec<MemEntry> = (0..4).map(|i| entry(DATA_ADDR + 2 * i * P, P)).collect();
+    let four: Vec<BlobEntry> = (0..4).map(|i| entry(DATA_ADDR + 2 * i * P, P)).collect();
     assert_eq!(r.ctl(create_blob(2, 1, 0, 4 * P, &four)), resp::OK_NODATA);
     assert_eq!(r.dev.dmabuf_usage(), (2, 5));
     // 5 + 2 > 6 in total.
@@ -1347,7 +1345,7 @@ fn backing_entry_tables_count_against_max_hostmem() {
         ..GpuConfig::default()
     });
     // n one-page entries over the same 16 pages (repeats are allowed).
-    let entries: Vec<MemEntry> = (0..n as u64)
+    let entries: Vec<BlobEntry> = (0..n as u64)
         .map(|i| entry(DATA_ADDR + (i % 16) * P, P))
         .collect();
     r.exporter.state.lock().unwrap().udmabuf = false;

@@ -13,6 +13,9 @@ use virtio_bindings::virtio_gpu::{
 /// ([`GpuError::response_type`]); the message is logged as a guest error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GpuError {
+    /// A request arrived before the device was given guest memory.
+    #[error("the device has no guest memory yet (not activated)")]
+    NotActivated,
     /// The request is shorter than its command needs.
     #[error("request truncated: {what} needs {need} bytes, the guest supplied {got}")]
     Truncated {
@@ -93,7 +96,8 @@ impl GpuError {
             | GpuError::BackingAttached(_)
             | GpuError::NoBacking(_)
             | GpuError::BadEntry { .. }
-            | GpuError::GuestMemory(_) => RESP_ERR_UNSPEC,
+            | GpuError::GuestMemory(_)
+            | GpuError::NotActivated => RESP_ERR_UNSPEC,
             GpuError::NoContext(_) => RESP_ERR_INVALID_CONTEXT_ID,
             GpuError::InvalidScanout(_) => RESP_ERR_INVALID_SCANOUT_ID,
             GpuError::InvalidResource(_)

@@ -6,8 +6,10 @@
 //! - [`device`]: the device model ([`GpuDevice`]): resources, scanouts, cursor, checks.
 //! - [`queue`]: virtqueue processing (control and cursor queues).
 //! - [`backing`]: backing entries checked against guest memory and placed (RAM / BAR).
-//! - [`exporter`]: the boundary to the dma-buf exporter ([`BlobBackingExporter`]).
-//! - [`display`]: display backends (`headless`, `capture=<dir>`).
+//! - [`exporter`]: pixel sources, and the boundary to the memory behind blobs
+//!   ([`BlobMemory`], from the `vfio-dmabuf` crate).
+//! - [`display`]: the display trait backends implement (in the `virtio-gpu-display` crate) and
+//!   a headless one.
 
 pub mod backing;
 pub mod device;
@@ -19,8 +21,6 @@ pub mod format;
 pub mod protocol;
 pub mod queue;
 pub mod resource;
-pub mod vfio_adapter;
-pub mod virtio_device;
 
 #[cfg(test)]
 mod device_tests;
@@ -28,12 +28,10 @@ mod device_tests;
 pub mod test_util;
 
 pub use device::{GpuConfig, GpuDevice};
-pub use display::{DisplayBackend, DisplayConfig, ScanoutFrame};
+pub use display::{DisplayBackend, ScanoutFrame};
 pub use error::GpuError;
-pub use exporter::{BlobBackingExporter, ExportError, ExportKind, ExportedBlob, NoExporter};
+pub use exporter::{BlobExporter, BlobMemory, DmaBuf, ExportKind};
 pub use queue::QueueKind;
-pub use vfio_adapter::DmaBufBlobExporter;
-pub use virtio_device::VirtioGpu;
 
 /// Interval of the rate limit on log lines a guest can trigger: the first line of a kind is
 /// logged, then at most one per interval with the count of those suppressed.

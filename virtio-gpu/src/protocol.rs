@@ -150,14 +150,9 @@ impl Rect {
     }
 }
 
-/// One guest memory range of a resource's backing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemEntry {
-    /// Guest-physical address.
-    pub addr: u64,
-    /// Length in bytes.
-    pub len: u32,
-}
+/// One guest memory range of a resource's backing (`virtio_gpu_mem_entry`; its 32-bit length
+/// widened).
+pub use vfio_dmabuf::BlobEntry;
 
 /// Cursor position (UPDATE_CURSOR, MOVE_CURSOR).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -222,7 +217,7 @@ pub enum GpuCommand {
         /// Resource id.
         resource_id: u32,
         /// Backing entries in guest order.
-        entries: Vec<MemEntry>,
+        entries: Vec<BlobEntry>,
     },
     /// RESOURCE_DETACH_BACKING
     ResourceDetachBacking {
@@ -283,7 +278,7 @@ pub enum GpuCommand {
         /// Size in bytes.
         size: u64,
         /// Backing entries in guest order.
-        entries: Vec<MemEntry>,
+        entries: Vec<BlobEntry>,
     },
     /// SET_SCANOUT_BLOB
     SetScanoutBlob(ScanoutBlob),
@@ -380,7 +375,7 @@ impl<'a> WireReader<'a> {
 
     /// Reads `nr` entries after the fixed part; `nr` is checked against [`MAX_MEM_ENTRIES`]
     /// and against the bytes present before anything is allocated.
-    fn entries(&mut self, nr: u32) -> GpuResult<Vec<MemEntry>> {
+    fn entries(&mut self, nr: u32) -> GpuResult<Vec<BlobEntry>> {
         if nr > MAX_MEM_ENTRIES {
             return Err(GpuError::TooManyEntries {
                 got: nr,
@@ -400,7 +395,7 @@ impl<'a> WireReader<'a> {
             let addr = self.u64()?;
             let len = self.u32()?;
             self.skip(4)?;
-            entries.push(MemEntry { addr, len });
+            entries.push(BlobEntry::new(addr, u64::from(len)));
         }
         Ok(entries)
     }
@@ -687,10 +682,11 @@ pub mod encode {
         v
     }
 
-    fn push_entries(v: &mut Vec<u8>, entries: &[MemEntry]) {
+    fn push_entries(v: &mut Vec<u8>, entries: &[BlobEntry]) {
         for e in entries {
             v.extend_from_slice(&e.addr.to_le_bytes());
-            v.extend_from_slice(&e.len.to_le_bytes());
+            // Encodes the wire's 32-bit length (tests build entries below 4 GiB).
+            v.extend_from_slice(&(e.len as u32).to_le_bytes());
             v.extend_from_slice(&0u32.to_le_bytes());
         }
     }
@@ -721,7 +717,7 @@ pub mod encode {
         words(cmd::RESOURCE_UNREF, &[id, 0])
     }
     /// RESOURCE_ATTACH_BACKING
-    pub fn attach_backing(id: u32, entries: &[MemEntry]) -> Vec<u8> {
+    pub fn attach_backing(id: u32, entries: &[BlobEntry]) -> Vec<u8> {
         let mut v = words(cmd::RESOURCE_ATTACH_BACKING, &[id, entries.len() as u32]);
         push_entries(&mut v, entries);
         v
@@ -769,7 +765,7 @@ pub mod encode {
         blob_mem: u32,
         blob_flags: u32,
         size: u64,
-        entries: &[MemEntry],
+        entries: &[BlobEntry],
     ) -> Vec<u8> {
         let mut v = words(
             cmd::RESOURCE_CREATE_BLOB,
@@ -854,11 +850,11 @@ mod tests {
             height: 4,
         };
         let e = [
-            MemEntry {
+            BlobEntry {
                 addr: 0x1000,
                 len: 4096,
             },
-            MemEntry {
+            BlobEntry {
                 addr: 0x9000,
                 len: 8192,
             },

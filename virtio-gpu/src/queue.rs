@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 
 use virtio_queue::{Queue, QueueT, Reader, Writer};
+use vm_memory::GuestAddressSpace;
 
 use crate::device::GpuDevice;
 use crate::protocol::{decode_header, decode_request, GpuResponse, MAX_REQUEST_SIZE};
@@ -24,9 +25,12 @@ pub enum QueueError {
     /// Updating the used ring or reading the ring indexes failed.
     #[error("virtqueue: {0}")]
     Virtio(#[from] virtio_queue::Error),
+    /// The queue was served before the device was given guest memory.
+    #[error("the device has no guest memory yet (not activated)")]
+    NotActivated,
 }
 
-impl GpuDevice {
+impl<M: GuestAddressSpace> GpuDevice<M> {
     /// Processes every available request of `queue`. Returns whether the driver must be
     /// interrupted (something was used and the driver wants to be told).
     pub fn process_queue(
@@ -34,21 +38,22 @@ impl GpuDevice {
         queue: &mut Queue,
         kind: QueueKind,
     ) -> Result<bool, QueueError> {
-        let mem = self.memory().clone();
+        let mem = self.memory().ok_or(QueueError::NotActivated)?;
+        let mem = &*mem;
         let mut used_any = false;
-        while let Some(chain) = queue.pop_descriptor_chain(&mem) {
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
-            let written = self.process_chain(chain, &mem, kind);
-            queue.add_used(&mem, head, written)?;
+            let written = self.process_chain(chain, mem, kind);
+            queue.add_used(mem, head, written)?;
             used_any = true;
         }
-        Ok(used_any && queue.needs_notification(&mem)?)
+        Ok(used_any && queue.needs_notification(mem)?)
     }
 
     fn process_chain(
         &mut self,
-        chain: virtio_queue::DescriptorChain<&crate::backing::GuestMem>,
-        mem: &crate::backing::GuestMem,
+        chain: virtio_queue::DescriptorChain<&M::M>,
+        mem: &M::M,
         kind: QueueKind,
     ) -> u32 {
         let mut reader = match Reader::new(mem, chain.clone()) {

@@ -1,7 +1,7 @@
 //! Resources: 2D resources with a host copy, and blobs that live in guest memory.
 
 use crate::backing::{Backing, BlobPath};
-use crate::exporter::{ExportedBlob, PixelReadError, PixelSource};
+use crate::exporter::{DmaBuf, PixelReadError, PixelSource};
 use crate::format::PixelFormat;
 
 /// Alignment of host copies: guest pages are page-aligned, and copies between buffers with the
@@ -98,7 +98,7 @@ pub struct BlobResource {
     /// Ranges (runs of contiguous guest memory) of its dma-buf, counted against the budgets.
     pub ranges: usize,
     /// The dma-buf, when exported; dropped (released) on detach and unref.
-    pub export: Option<ExportedBlob>,
+    pub export: Option<DmaBuf>,
 }
 
 /// Any resource.

@@ -8,14 +8,18 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::backing::GuestMem;
+/// Guest memory of the tests.
+pub type GuestMem = GuestMemoryMmap;
+/// The device as the tests drive it.
+pub type TestGpu = GpuDevice<Arc<GuestMem>>;
+
 use crate::display::{CursorState, DisplayBackend, DisplayError, ScanoutFrame};
-use crate::exporter::{
-    BlobBackingExporter, ExportError, ExportKind, ExportedBlob, PassthroughRegion, PixelReadError,
-};
-use crate::protocol::{MemEntry, Rect};
+use vfio_dmabuf::{DeviceId, DmaBufError, Errno, KernelOp};
+
+use crate::exporter::{BlobMemory, DmaBuf, ExportKind, PixelReadError, RegionKey};
+use crate::protocol::{BlobEntry, Rect};
 use crate::{GpuDevice, QueueKind};
 
 /// Guest-physical base of the fake passthrough BAR (device 1, region 2).
@@ -33,14 +37,14 @@ pub const PAGE: u64 = 4096;
 #[derive(Debug, Default)]
 pub struct FakeExporterState {
     /// Every successful export, in order.
-    pub exports: Vec<(ExportKind, Vec<MemEntry>)>,
+    pub exports: Vec<(ExportKind, Vec<BlobEntry>)>,
     /// The other end of each dma-buf handed out (a socket pair stands in for the dma-buf):
     /// it reads end-of-file once the holder closed the dma-buf.
     peers: Vec<UnixStream>,
     /// Whether udmabuf exports work.
     pub udmabuf: bool,
     /// Error returned by the next export.
-    pub fail_next: Option<ExportError>,
+    pub fail_next: Option<DmaBufError>,
     /// Reads of BAR memory through `read_passthrough`.
     pub passthrough_reads: u64,
     /// Generation of the BAR memory: VFIO exports made at another one are stale.
@@ -125,7 +129,7 @@ impl FakeExporter {
         };
         if let Some(r) = self.locate(addr, buf.len() as u64) {
             let bars = self.bars.lock().unwrap();
-            let (vec, base) = if r.region == 4 {
+            let (vec, base) = if r.index == 4 {
                 (&bars.1, BAR2_BASE)
             } else {
                 (&bars.0, BAR_BASE)
@@ -147,70 +151,88 @@ fn within(addr: u64, len: u64, base: u64, size: u64) -> bool {
     addr >= base && addr.checked_add(len).is_some_and(|end| end <= base + size)
 }
 
-impl BlobBackingExporter for FakeExporter {
-    fn locate(&self, addr: u64, len: u64) -> Option<PassthroughRegion> {
+/// The fake's regions: device 1, region 2 (`BAR_BASE`) and region 4 (`BAR2_BASE`).
+pub fn fake_region(index: u32) -> RegionKey {
+    RegionKey {
+        device: DeviceId(1),
+        index,
+    }
+}
+
+impl BlobMemory for FakeExporter {
+    fn locate(&self, addr: u64, len: u64) -> Option<RegionKey> {
         if within(addr, len, BAR_BASE, BAR_SIZE) {
-            Some(PassthroughRegion {
-                device: 1,
-                region: 2,
-            })
+            Some(fake_region(2))
         } else if within(addr, len, BAR2_BASE, BAR2_SIZE) {
-            Some(PassthroughRegion {
-                device: 1,
-                region: 4,
-            })
+            Some(fake_region(4))
         } else {
             None
         }
     }
 
-    fn export(&self, kind: ExportKind, entries: &[MemEntry]) -> Result<ExportedBlob, ExportError> {
+    fn export(&self, kind: ExportKind, entries: &[BlobEntry]) -> Result<DmaBuf, DmaBufError> {
         let mut st = self.state.lock().unwrap();
         if let Some(e) = st.fail_next.take() {
             return Err(e);
         }
         if kind == ExportKind::Udmabuf && !st.udmabuf {
-            return Err(ExportError::Unsupported("no /dev/udmabuf".into()));
+            return Err(DmaBufError::NoExporter("udmabuf"));
         }
-        if matches!(kind, ExportKind::Vfio(_)) && !st.decoding {
-            return Err(ExportError::Guest("memory decoding is off".into()));
+        if let (ExportKind::Vfio(r), false) = (kind, st.decoding) {
+            return Err(DmaBufError::NotDecoding {
+                device: r.device,
+                index: r.index,
+            });
         }
-        for (i, e) in entries.iter().enumerate() {
-            if e.addr % PAGE != 0 || u64::from(e.len) % PAGE != 0 {
-                return Err(ExportError::Guest(format!(
-                    "entry {i} not page-aligned (EINVAL)"
-                )));
-            }
+        let op = match kind {
+            ExportKind::Udmabuf => KernelOp::UdmabufCreateList,
+            ExportKind::Vfio(_) => KernelOp::VfioDmaBufExport,
+        };
+        if entries
+            .iter()
+            .any(|e| e.addr % PAGE != 0 || e.len % PAGE != 0)
+        {
+            return Err(DmaBufError::Kernel {
+                op,
+                errno: Errno(libc::EINVAL),
+            });
         }
-        let (dmabuf, peer) = UnixStream::pair().map_err(|e| ExportError::Host(e.to_string()))?;
-        peer.set_nonblocking(true)
-            .map_err(|e| ExportError::Host(e.to_string()))?;
+        let host = |e: std::io::Error| DmaBufError::Kernel {
+            op,
+            errno: Errno(e.raw_os_error().unwrap_or(libc::EIO)),
+        };
+        let (dmabuf, peer) = UnixStream::pair().map_err(host)?;
+        peer.set_nonblocking(true).map_err(host)?;
         st.exports.push((kind, entries.to_vec()));
         st.peers.push(peer);
-        Ok(ExportedBlob {
+        Ok(DmaBuf {
+            fd: OwnedFd::from(dmabuf),
+            size: entries.iter().map(|e| e.len).sum(),
             kind,
-            dmabuf: OwnedFd::from(dmabuf),
             generation: st.generation,
         })
     }
 
-    fn read_passthrough(&self, addr: u64, buf: &mut [u8]) -> Result<(), PixelReadError> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), DmaBufError> {
         let decoding = {
             let mut st = self.state.lock().unwrap();
             st.passthrough_reads += 1;
             st.decoding
         };
-        if self.locate(addr, buf.len() as u64).is_none() || !decoding {
-            return Err(PixelReadError {
-                offset: addr,
-                len: buf.len(),
-                reason: "not in a decoded BAR (EIO)".into(),
-            });
+        match self.locate(addr, buf.len() as u64) {
+            Some(r) if !decoding => Err(DmaBufError::NotDecoding {
+                device: r.device,
+                index: r.index,
+            }),
+            Some(_) => self.read_gpa(addr, buf).map_err(|_| DmaBufError::Kernel {
+                op: KernelOp::DeviceRead,
+                errno: Errno(libc::EIO),
+            }),
+            None => Err(DmaBufError::NotInRegion { entry: 0, addr }),
         }
-        self.read_gpa(addr, buf)
     }
 
-    fn is_current(&self, blob: &ExportedBlob) -> bool {
+    fn is_current(&self, blob: &DmaBuf) -> bool {
         let st = self.state.lock().unwrap();
         match blob.kind {
             ExportKind::Udmabuf => true,
@@ -383,6 +405,18 @@ impl TestDriver {
         }
     }
 
+    /// A device over this driver's memory, activated.
+    pub fn device(
+        &self,
+        config: crate::GpuConfig,
+        display: Box<dyn DisplayBackend>,
+        exporter: Box<dyn BlobMemory>,
+    ) -> TestGpu {
+        let mut dev = GpuDevice::new(config, display, exporter);
+        dev.activate(Arc::new(self.mem.clone()));
+        dev
+    }
+
     fn qi(kind: QueueKind) -> usize {
         match kind {
             QueueKind::Control => 0,
@@ -394,7 +428,7 @@ impl TestDriver {
     /// wrote (per the used ring's length).
     pub fn submit(
         &mut self,
-        dev: &mut GpuDevice,
+        dev: &mut TestGpu,
         kind: QueueKind,
         req: &[u8],
         resp_len: u32,
@@ -423,14 +457,14 @@ impl TestDriver {
     }
 
     /// Submits a control request expecting a response; returns the response type.
-    pub fn control(&mut self, dev: &mut GpuDevice, req: &[u8]) -> u32 {
+    pub fn control(&mut self, dev: &mut TestGpu, req: &[u8]) -> u32 {
         let out = self.submit(dev, QueueKind::Control, req, 2048);
         assert!(out.len() >= 24, "short response {out:?}");
         u32::from_le_bytes(out[0..4].try_into().unwrap())
     }
 
     /// Submits an arbitrary chain (descriptors 0..n); returns the used length.
-    pub fn submit_chain(&mut self, dev: &mut GpuDevice, kind: QueueKind, descs: &[Desc]) -> u32 {
+    pub fn submit_chain(&mut self, dev: &mut TestGpu, kind: QueueKind, descs: &[Desc]) -> u32 {
         let q = Self::qi(kind);
         let base = if q == 0 { 0 } else { 0x2000 };
         let avail = base + 16 * u64::from(QUEUE_SIZE);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use clap::Parser;
-pub use virtio_gpu::DisplayConfig;
+pub use virtio_gpu_display::DisplayConfig;
 
 /// Smallest guest RAM accepted.
 pub const MIN_MEMORY: u64 = 64 << 20;

@@ -12,12 +12,16 @@ use devices::pci::{KvmMsiRouter, MsiRouter, PciError, SharedPciDevice};
 use devices::vfio::{
     DmaBufRegistry, KvmMemorySlots, VfioPassthrough, VfioPciDevice, VfioPciDeviceEnv, VfioPciError,
 };
+use devices::virtio::VirtioGpu;
 use devices::virtio::{KvmIoEvents, VirtioPciDevice, VirtioPciError};
 use kvm_ioctls::VmFd;
 use thiserror::Error;
-use vfio_dmabuf::{DeviceRegistry, DmaBufExporter, SharedRegistry, UdmabufExporter, VfioExporter};
-use virtio_gpu::display::DisplayError;
-use virtio_gpu::{DisplayConfig, DmaBufBlobExporter, GpuConfig, GpuDevice, VirtioGpu};
+use vfio_dmabuf::{
+    BlobExporter, DeviceRegistry, SharedRegistry, SysDeviceFeature, UdmabufExporter,
+};
+use virtio_gpu_blob::display::DisplayError;
+use virtio_gpu_blob::{GpuConfig, GpuDevice};
+use virtio_gpu_display::DisplayConfig;
 
 use crate::cli::{DeviceSpec, GpuSpec};
 use crate::layout::pci_intx_gsi;
@@ -296,19 +300,19 @@ pub fn create_pci_devices(
 
     if let Some(spec) = plan.gpu {
         let backend = display.build().map_err(PciDevicesError::Display)?;
-        let udmabuf = match udmabuf_ram(ram).and_then(UdmabufExporter::open) {
-            Ok(u) => Some(Box::new(u) as Box<dyn DmaBufExporter>),
+        let mut exporter = BlobExporter::new();
+        match udmabuf_ram(ram).and_then(UdmabufExporter::open) {
+            Ok(u) => exporter = exporter.with_udmabuf(u),
             Err(e) => {
-                log::info!("vmm: no udmabuf export ({e}): blobs in guest RAM use the CPU path");
-                None
+                log::info!("vmm: no udmabuf export ({e}): blobs in guest RAM use the CPU path")
             }
-        };
-        let vfio = (!plan.vfio.is_empty())
-            .then(|| Box::new(VfioExporter::new(registry.clone())) as Box<dyn DmaBufExporter>);
-        let exporter = DmaBufBlobExporter::new(Some(registry.clone()), vfio, udmabuf);
+        }
+        if !plan.vfio.is_empty() {
+            exporter = exporter.with_vfio(registry.clone(), SysDeviceFeature);
+        }
         let cfg = gpu_config(&spec);
         let (width, height) = (cfg.width, cfg.height);
-        let gpu = GpuDevice::new(ram.memory().clone(), cfg, backend, Box::new(exporter));
+        let gpu = GpuDevice::new(cfg, backend, Box::new(exporter));
         let dev = VirtioPciDevice::new(
             Box::new(VirtioGpu::new(gpu)),
             ram.memory().clone(),

@@ -1,5 +1,6 @@
 //! virtio over PCI (modern, virtio 1.x): the transport and the device trait it drives.
 //!
+//! - [`VirtioGpu`]: the `virtio-gpu` crate's device model as a [`VirtioDevice`].
 //! - [`VirtioDevice`]: what a virtio device (virtio-gpu, ...) implements: features, config
 //!   space, activation with its queues, reset.
 //! - [`VirtioPciDevice`]: the transport, a [`PciDevice`](crate::pci::PciDevice) with the
@@ -9,11 +10,13 @@
 mod common_cfg;
 mod device;
 mod error;
+mod gpu;
 mod pci_transport;
 
 pub use common_cfg::NO_VECTOR;
 pub use device::{ActivatedQueue, InterruptSource, VirtioDevice, VirtioInterrupt};
 pub use error::VirtioPciError;
+pub use gpu::{GpuModel, VirtioGpu, CONTROL_QUEUE_SIZE, CURSOR_QUEUE_SIZE};
 pub use pci_transport::{
     IoEventRegistrar, KvmIoEvents, VirtioPciDevice, BAR0_SIZE, COMMON_CFG_OFFSET,
     DEVICE_CFG_OFFSET, ISR_OFFSET, MSIX_PBA_OFFSET, MSIX_TABLE_OFFSET, NOTIFY_OFFSET,

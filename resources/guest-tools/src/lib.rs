@@ -2,6 +2,7 @@
 
 pub mod drm;
 pub mod error;
+pub mod gpu_ctl;
 #[cfg(target_arch = "x86_64")]
 pub mod ioport;
 pub mod mapping;

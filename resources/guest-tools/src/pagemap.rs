@@ -114,6 +114,60 @@ impl std::ops::Deref for LockedPages {
     }
 }
 
+/// Locked pages whose physical addresses were read once, for buffers a device reads or writes:
+/// [`DmaPages::segments`] describes a byte range as physically contiguous pieces. Derefs to
+/// [`Mapping`] for the volatile accessors.
+#[derive(Debug)]
+pub struct DmaPages {
+    pages: LockedPages,
+    phys: Vec<u64>,
+}
+
+impl DmaPages {
+    /// Maps and locks `pages` pages and reads their physical addresses.
+    pub fn new(pm: &Pagemap, pages: usize) -> Result<Self> {
+        let pages = LockedPages::new(pages)?;
+        let phys = pages.phys_pages(pm)?;
+        Ok(DmaPages { pages, phys })
+    }
+
+    /// The (physical address, length) pieces of bytes `off..off + len`; None if the range is
+    /// empty or not inside the pages.
+    pub fn segments(&self, off: usize, len: usize) -> Option<Vec<(u64, u64)>> {
+        phys_segments(&self.phys, off, len)
+    }
+}
+
+impl std::ops::Deref for DmaPages {
+    type Target = Mapping;
+    fn deref(&self) -> &Mapping {
+        &self.pages
+    }
+}
+
+/// Splits bytes `off..off + len` of a buffer whose page `i` lies at physical address `phys[i]`
+/// into (physical address, length) pieces, merging pages that are physically adjacent. None if
+/// the range is empty or runs past the pages.
+pub fn phys_segments(phys: &[u64], off: usize, len: usize) -> Option<Vec<(u64, u64)>> {
+    let end = off.checked_add(len)?;
+    if len == 0 || end > phys.len().checked_mul(PAGE_SIZE)? {
+        return None;
+    }
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut at = off;
+    while at < end {
+        let in_page = at % PAGE_SIZE;
+        let n = (PAGE_SIZE - in_page).min(end - at);
+        let addr = phys[at / PAGE_SIZE] + in_page as u64;
+        match out.last_mut() {
+            Some((a, l)) if *a + *l == addr => *l += n as u64,
+            _ => out.push((addr, n as u64)),
+        }
+        at += n;
+    }
+    Some(out)
+}
+
 /// One page picked by [`find_pages_below`]: `chunks[chunk]`, page `page`, at `phys`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PickedPage {
@@ -193,6 +247,25 @@ mod tests {
             vec![(0x5000, 0x3000), (0x3000, 0x2000), (0x9000, 0x1000)]
         );
         assert!(merge_runs(&[], 0x1000).is_empty());
+    }
+
+    #[test]
+    fn segments_split_where_pages_are_not_adjacent() {
+        let phys = [0x5000, 0x6000, 0x2000, 0x9000];
+        // Inside one page.
+        assert_eq!(phys_segments(&phys, 0x10, 0x20), Some(vec![(0x5010, 0x20)]));
+        // Pages 0 and 1 are adjacent: one piece; page 2 is not.
+        assert_eq!(
+            phys_segments(&phys, 0x800, 0x2000),
+            Some(vec![(0x5800, 0x1800), (0x2000, 0x800)])
+        );
+        assert_eq!(
+            phys_segments(&phys, 0, 4 * 4096),
+            Some(vec![(0x5000, 0x2000), (0x2000, 0x1000), (0x9000, 0x1000)])
+        );
+        assert_eq!(phys_segments(&phys, 4 * 4096 - 1, 2), None);
+        assert_eq!(phys_segments(&phys, 0, 0), None);
+        assert_eq!(phys_segments(&phys, usize::MAX, 2), None);
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! stride = width * 4, offset 0: see [`pixel_xrgb8888`]. The blob of a scanout is the concatenation
 //! of its entries in entry order, so "pixel at blob byte `off`" is [`blob_word`].
 
+use crate::mapping::Mapping;
+
 /// Tag of the words L0 writes before the run.
 pub const IVSHMEM_L0_TAG: u8 = 0xA5;
 /// Tag of the words the guest writes.
@@ -35,6 +37,8 @@ pub const VARIANT_KMS: u8 = 0;
 pub const VARIANT_BAR_BLOB: u8 = 1;
 /// Pattern variant of the second "BAR blob" (entries in guest RAM and BAR2).
 pub const VARIANT_MIXED_BLOB: u8 = 2;
+/// Pattern variant of the image gpu-hostile shows last (a new blob in BAR2 after the attacks).
+pub const VARIANT_HOSTILE_FRESH: u8 = 3;
 
 /// The word of page `page` with `tag`: `(tag << 24) | (page & 0xFF_FFFF)`.
 pub fn page_word(tag: u8, page: usize) -> u32 {
@@ -91,6 +95,39 @@ pub fn blob_word(variant: u8, width: u32, off: u64) -> u32 {
     pixel_xrgb8888(variant, (i % w) as u32, (i / w) as u32)
 }
 
+/// The word at blob byte `off` of a blob holding a `width`-pixel image of `image` bytes followed
+/// by zeros: [`blob_word`] inside the image, 0 past it.
+pub fn image_word(variant: u8, width: u32, image: u64, off: u64) -> u32 {
+    if off < image {
+        blob_word(variant, width, off)
+    } else {
+        0
+    }
+}
+
+/// Writes a blob's bytes into `m`: `ranges` are (offset in `m`, length) in entry order, holding
+/// blob bytes from `blob_start` on, with [`image_word`]s of pattern `variant`. The writer's side
+/// of [`first_bad_blob_word`].
+pub fn paint_blob(
+    m: &Mapping,
+    ranges: &[(u64, u64)],
+    blob_start: u64,
+    variant: u8,
+    width: u32,
+    image: u64,
+) {
+    let mut blob_off = blob_start;
+    for &(off, len) in ranges {
+        for j in (0..len).step_by(4) {
+            m.write_u32(
+                (off + j) as usize,
+                image_word(variant, width, image, blob_off + j),
+            );
+        }
+        blob_off += len;
+    }
+}
+
 /// Fills an image buffer (stride `width * 4`, little-endian XRGB8888) with pattern `variant`.
 pub fn fill_image(buf: &mut [u8], variant: u8, width: u32) {
     for (i, px) in buf.chunks_exact_mut(4).enumerate() {
@@ -134,6 +171,16 @@ pub fn dma_byte(i: usize) -> u8 {
     (i.wrapping_mul(31).wrapping_add(7) ^ (i >> 8)) as u8
 }
 
+/// Formats (offset or address, length) pairs as `0x150000+0x8000,0x140000+0x8000,...` (one
+/// result-line value; [`parse_entries`] reads it back).
+pub fn format_entries(entries: &[(u64, u64)]) -> String {
+    entries
+        .iter()
+        .map(|(a, l)| format!("{a:#x}+{l:#x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Parses the `bar_entries=`/`entries=` value of gpu-user-blob's RIG-DATA lines
 /// (`0x150000+0x8000,0x140000+0x8000,...`) into (offset or address, length) pairs.
 pub fn parse_entries(text: &str) -> Option<Vec<(u64, u64)>> {
@@ -162,11 +209,7 @@ pub fn first_bad_blob_word(
     for &(off, len) in entries {
         for j in (0..len).step_by(4) {
             let b = blob_off + j;
-            let want = if b < image {
-                blob_word(variant, width, b)
-            } else {
-                0
-            };
+            let want = image_word(variant, width, image, b);
             let at = (off + j) as usize;
             let got = bar
                 .get(at..at + 4)
@@ -243,22 +286,18 @@ mod tests {
         let (w, h) = (64u32, 128u32);
         let image = u64::from(w * h * 4);
         let ents = bar_blob_entries(0x1000, image, 4, 4096).unwrap();
-        let text = ents
-            .iter()
-            .map(|(o, l)| format!("{o:#x}+{l:#x}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let text = format_entries(&ents);
+        assert!(
+            text.starts_with(&format!("{:#x}+0x2000,", ents[0].0)),
+            "{text}"
+        );
         assert_eq!(parse_entries(&text).unwrap(), ents);
         assert!(parse_entries("0x10+zz").is_none());
-        let mut bar = vec![0u8; 0x1000 + bar_blob_span(&ents, 0x1000) as usize];
-        let mut blob_off = 0;
-        for &(o, l) in &ents {
-            for j in (0..l).step_by(4) {
-                let v = blob_word(VARIANT_BAR_BLOB, w, blob_off + j).to_le_bytes();
-                bar[(o + j) as usize..(o + j) as usize + 4].copy_from_slice(&v);
-            }
-            blob_off += l;
-        }
+        let len = 0x1000 + bar_blob_span(&ents, 0x1000) as usize;
+        let m = Mapping::new(len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, "bar").unwrap();
+        paint_blob(&m, &ents, 0, VARIANT_BAR_BLOB, w, image);
+        let mut bar = vec![0u8; len];
+        m.read_bytes(0, &mut bar);
         assert_eq!(
             first_bad_blob_word(&bar, &ents, 0, VARIANT_BAR_BLOB, w, image),
             None

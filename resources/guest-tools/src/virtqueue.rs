@@ -1,9 +1,11 @@
-//! A split virtqueue (virtio 1.x section 2.7) driven from user space, one request at a time.
+//! A split virtqueue (virtio 1.x section 2.7) driven from user space, one batch at a time.
 //!
 //! Layout: the descriptor table, the available ring and the used ring each live in their own
 //! locked page (so no physical contiguity is needed); their guest-physical addresses come from
-//! pagemap. A request is one chain of descriptors starting at descriptor 0; completion is found by
-//! polling the used ring's `idx` with a deadline.
+//! pagemap. A batch is one or more requests, each a chain of descriptors; the chains fill the
+//! descriptor table from descriptor 0 in order and go into the available ring with one index
+//! update (so one notification serves them all). Completions are found by polling the used
+//! ring's `idx` with a deadline.
 
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
@@ -55,6 +57,12 @@ pub struct Buf {
 
 /// Descriptors for a chain of buffers, starting at descriptor 0 and linked in order.
 pub fn chain_descs(bufs: &[Buf]) -> Vec<[u8; DESC_SIZE]> {
+    chain_descs_from(bufs, 0)
+}
+
+/// Descriptors for a chain of buffers starting at descriptor `first`, linked in order
+/// (`first + i` links to `first + i + 1`).
+pub fn chain_descs_from(bufs: &[Buf], first: u16) -> Vec<[u8; DESC_SIZE]> {
     bufs.iter()
         .enumerate()
         .map(|(i, b)| {
@@ -68,11 +76,33 @@ pub fn chain_descs(bufs: &[Buf]) -> Vec<[u8; DESC_SIZE]> {
                 0
             } else {
                 flags |= VRING_DESC_F_NEXT as u16;
-                (i + 1) as u16
+                first.wrapping_add(i as u16 + 1)
             };
             encode_desc(b.addr, b.len, flags, next)
         })
         .collect()
+}
+
+/// The descriptor table of a batch in a queue of `size` entries: the chains one after the other
+/// from descriptor 0. Returns the descriptors and each chain's head index (the `id` of its used
+/// element). Errors if a chain is empty or the batch needs more than `size` descriptors.
+pub fn batch_descs(chains: &[&[Buf]], size: u16) -> Result<(Vec<[u8; DESC_SIZE]>, Vec<u16>)> {
+    let total: usize = chains.iter().map(|c| c.len()).sum();
+    if chains.is_empty() || chains.iter().any(|c| c.is_empty()) || total > usize::from(size) {
+        return Err(Error::Unsupported(format!(
+            "a batch of {} chains with {total} buffers for a queue of {size}",
+            chains.len()
+        )));
+    }
+    let mut descs = Vec::with_capacity(total);
+    let mut heads = Vec::with_capacity(chains.len());
+    for c in chains {
+        // total <= size <= u16::MAX, so every index fits.
+        let head = descs.len() as u16;
+        heads.push(head);
+        descs.extend(chain_descs_from(c, head));
+    }
+    Ok((descs, heads))
 }
 
 /// A split virtqueue in locked pages.
@@ -120,28 +150,31 @@ impl SplitQueue {
     /// Puts one request (a descriptor chain starting at descriptor 0) in the available ring.
     /// Only one request may be outstanding: call [`SplitQueue::wait_used`] before the next.
     pub fn push(&mut self, bufs: &[Buf]) -> Result<()> {
-        if bufs.is_empty() || bufs.len() > usize::from(self.size) {
-            return Err(Error::Unsupported(format!(
-                "{} buffers for a queue of {}",
-                bufs.len(),
-                self.size
-            )));
-        }
-        for (i, d) in chain_descs(bufs).iter().enumerate() {
-            self.desc.write_bytes(i * DESC_SIZE, d);
-        }
-        let slot = self.next_avail % self.size;
-        self.avail.write_u16(avail_ring_offset(slot), 0);
-        // The descriptors and the ring entry must be visible before the index moves.
-        fence(Ordering::SeqCst);
-        self.next_avail = self.next_avail.wrapping_add(1);
-        self.avail.write_u16(2, self.next_avail);
-        fence(Ordering::SeqCst);
-        Ok(())
+        self.push_batch(&[bufs]).map(|_| ())
     }
 
-    /// Polls the used ring until the outstanding request completes (bounded by `timeout`);
-    /// returns (descriptor id, bytes written by the device).
+    /// Puts several requests in the available ring with one index update (see [`batch_descs`]);
+    /// returns each one's head descriptor index. Only one batch may be outstanding: call
+    /// [`SplitQueue::wait_used`] once per request before the next push.
+    pub fn push_batch(&mut self, chains: &[&[Buf]]) -> Result<Vec<u16>> {
+        let (descs, heads) = batch_descs(chains, self.size)?;
+        for (i, d) in descs.iter().enumerate() {
+            self.desc.write_bytes(i * DESC_SIZE, d);
+        }
+        for (k, &head) in heads.iter().enumerate() {
+            let slot = self.next_avail.wrapping_add(k as u16) % self.size;
+            self.avail.write_u16(avail_ring_offset(slot), head);
+        }
+        // The descriptors and the ring entries must be visible before the index moves.
+        fence(Ordering::SeqCst);
+        self.next_avail = self.next_avail.wrapping_add(heads.len() as u16);
+        self.avail.write_u16(2, self.next_avail);
+        fence(Ordering::SeqCst);
+        Ok(heads)
+    }
+
+    /// Polls the used ring until the next outstanding request completes (bounded by `timeout`);
+    /// returns (head descriptor id, bytes written by the device).
     pub fn wait_used(&mut self, timeout: Duration) -> Result<(u32, u32)> {
         let t0 = Instant::now();
         let mut spins = 0u32;
@@ -206,6 +239,32 @@ mod tests {
         assert_eq!(&c[0][12..16], &[1, 0, 1, 0]); // NEXT, next=1
         assert_eq!(&c[1][12..16], &[1, 0, 2, 0]); // NEXT, next=2
         assert_eq!(&c[2][12..16], &[2, 0, 0, 0]); // WRITE, end of chain
+    }
+
+    #[test]
+    fn a_batch_lays_its_chains_one_after_the_other() {
+        let b = |addr, write| Buf {
+            addr,
+            len: 16,
+            write,
+        };
+        let one = [b(0x1000, false), b(0x2000, true)];
+        let two = [b(0x3000, false), b(0x4000, false), b(0x5000, true)];
+        let (descs, heads) = batch_descs(&[&one, &two, &one], 8).unwrap();
+        assert_eq!(heads, vec![0, 2, 5]);
+        assert_eq!(descs.len(), 7);
+        assert_eq!(&descs[0][12..16], &[1, 0, 1, 0]); // NEXT -> 1
+        assert_eq!(&descs[1][12..16], &[2, 0, 0, 0]); // WRITE, end of chain 0
+        assert_eq!(&descs[2][12..16], &[1, 0, 3, 0]); // chain 1: 2 -> 3 -> 4
+        assert_eq!(&descs[3][12..16], &[1, 0, 4, 0]);
+        assert_eq!(&descs[4][12..16], &[2, 0, 0, 0]);
+        assert_eq!(&descs[5][0..8], &0x1000u64.to_le_bytes());
+        assert_eq!(&descs[5][12..16], &[1, 0, 6, 0]); // chain 2: 5 -> 6
+        assert_eq!(chain_descs(&two), chain_descs_from(&two, 0));
+        // Too many descriptors for the queue, empty batches and empty chains are refused.
+        assert!(batch_descs(&[&two, &two, &two], 8).is_err());
+        assert!(batch_descs(&[], 8).is_err());
+        assert!(batch_descs(&[&one, &[]], 8).is_err());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use virtio_gpu::protocol::GpuCommand;
-use virtio_gpu::protocol::{decode_request, GpuResponse, HDR_SIZE, MAX_MEM_ENTRIES};
+use virtio_gpu_blob::protocol::GpuCommand;
+use virtio_gpu_blob::protocol::{decode_request, GpuResponse, HDR_SIZE, MAX_MEM_ENTRIES};
 
 fuzz_target!(|data: &[u8]| {
     match decode_request(data) {

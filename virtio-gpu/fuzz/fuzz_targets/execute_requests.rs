@@ -2,16 +2,18 @@
 //! guest memory: no panic, no unbounded allocation, every request gets a known response.
 #![no_main]
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use virtio_gpu::display::HeadlessDisplay;
-use virtio_gpu::protocol::decode_request;
-use virtio_gpu::{GpuConfig, GpuDevice, NoExporter};
+use virtio_gpu_blob::display::HeadlessDisplay;
+use virtio_gpu_blob::protocol::decode_request;
+use virtio_gpu_blob::{BlobExporter, GpuConfig, GpuDevice};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-fn device() -> &'static Mutex<GpuDevice> {
-    static DEV: OnceLock<Mutex<GpuDevice>> = OnceLock::new();
+type Device = GpuDevice<Arc<GuestMemoryMmap>>;
+
+fn device() -> &'static Mutex<Device> {
+    static DEV: OnceLock<Mutex<Device>> = OnceLock::new();
     DEV.get_or_init(|| {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
         let config = GpuConfig {
@@ -20,12 +22,13 @@ fn device() -> &'static Mutex<GpuDevice> {
             max_resources: 64,
             ..GpuConfig::default()
         };
-        Mutex::new(GpuDevice::new(
-            mem,
+        let mut dev = GpuDevice::new(
             config,
             Box::new(HeadlessDisplay::default()),
-            Box::new(NoExporter),
-        ))
+            Box::new(BlobExporter::new()),
+        );
+        dev.activate(Arc::new(mem));
+        Mutex::new(dev)
     })
 }
 

@@ -1,7 +1,7 @@
 //! Requests executed by a device whose blobs really go through the export paths: guest RAM is
 //! a sealed memfd exported through `vfio_dmabuf::UdmabufExporter`, a passthrough BAR is a
 //! memfd registered in a `vfio_dmabuf::DeviceRegistry` and exported through
-//! `vfio_dmabuf::VfioExporter`, both over the crate's fake kernels (which follow the kernel's
+//! `vfio_dmabuf::BlobExporter`, both over the crate's fake kernels (which follow the kernel's
 //! rules: page alignment, BAR bounds, list and size limits, seals). Scanouts go to the
 //! `capture` display (rate-limited PNGs, the newest two kept) and BAR pixels are read through
 //! the device fd. Between requests the input can turn the BAR's memory decoding off and on or
@@ -20,12 +20,12 @@ use libfuzzer_sys::fuzz_target;
 use vfio_dmabuf::fake_kernel::{FakeUdmabuf, FakeVfioPci};
 use vfio_dmabuf::memfd::{add_seals, create_memfd};
 use vfio_dmabuf::{
-    DeviceId, DeviceRegistry, GuestRam, RegionInfo, SharedRegistry, UdmabufExporter,
-    UdmabufLimits, VfioExporter,
+    BlobExporter, DeviceId, DeviceRegistry, GuestRam, RegionInfo, SharedRegistry,
+    UdmabufExporter, UdmabufLimits,
 };
-use virtio_gpu::display::CaptureDisplay;
-use virtio_gpu::protocol::decode_request;
-use virtio_gpu::{DmaBufBlobExporter, GpuConfig, GpuDevice};
+use virtio_gpu_display::CaptureDisplay;
+use virtio_gpu_blob::protocol::decode_request;
+use virtio_gpu_blob::{GpuConfig, GpuDevice};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
 
 const PAGE: u64 = 4096;
@@ -34,7 +34,7 @@ const BAR_SIZE: u64 = 1 << 20;
 const BAR_BASES: [u64; 2] = [0xe000_0000, 0xe800_0000];
 
 struct Target {
-    dev: GpuDevice,
+    dev: GpuDevice<Arc<GuestMemoryMmap>>,
     registry: SharedRegistry,
     device: DeviceId,
     decoding: bool,
@@ -75,12 +75,9 @@ fn target() -> &'static Mutex<Target> {
         let mut reg = DeviceRegistry::with_limits(PAGE, 16384);
         let device = reg.register_device("fuzz", bar_fd.as_fd()).unwrap();
         let registry: SharedRegistry = Arc::new(RwLock::new(reg));
-        let vfio = VfioExporter::with_ioctl(registry.clone(), FakeVfioPci::ivshmem_like());
-        let exporter = DmaBufBlobExporter::new(
-            Some(registry.clone()),
-            Some(Box::new(vfio)),
-            Some(Box::new(udmabuf)),
-        );
+        let exporter = BlobExporter::new()
+            .with_vfio(registry.clone(), FakeVfioPci::ivshmem_like())
+            .with_udmabuf(udmabuf);
         let dir = std::env::temp_dir().join(format!("vgpu-fuzz-capture-{}", std::process::id()));
         let display = CaptureDisplay::new(dir, 10, 2).unwrap();
         let config = GpuConfig {
@@ -91,7 +88,8 @@ fn target() -> &'static Mutex<Target> {
             max_total_dmabuf_ranges: 4096,
             ..GpuConfig::default()
         };
-        let dev = GpuDevice::new(mem, config, Box::new(display), Box::new(exporter));
+        let mut dev = GpuDevice::new(config, Box::new(display), Box::new(exporter));
+        dev.activate(Arc::new(mem));
         let mut t = Target {
             dev,
             registry,

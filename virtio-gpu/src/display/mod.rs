@@ -5,13 +5,10 @@
 //! rectangle. It reads rows through the pixel source on demand; it never copies guest memory
 //! wholesale.
 
-mod capture;
 mod headless;
 
 use std::os::fd::BorrowedFd;
-use std::path::PathBuf;
 
-pub use capture::CaptureDisplay;
 pub use headless::HeadlessDisplay;
 
 use crate::exporter::{PixelReadError, PixelSource};
@@ -125,107 +122,9 @@ pub trait DisplayBackend: Send {
     }
 }
 
-/// The `--display` choice.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DisplayConfig {
-    /// No output.
-    Headless,
-    /// A PNG per flushed frame in this directory, at most `max_fps` per second, the newest
-    /// `keep` files kept.
-    Capture {
-        /// Output directory.
-        dir: PathBuf,
-        /// Rate limit.
-        max_fps: u32,
-        /// Files kept (older ones are deleted).
-        keep: usize,
-    },
-}
-
-impl DisplayConfig {
-    /// Frames per second written by `capture=<dir>` unless told otherwise.
-    pub const DEFAULT_CAPTURE_FPS: u32 = 10;
-    /// Files `capture=<dir>` keeps unless `keep=N` says otherwise.
-    pub const DEFAULT_CAPTURE_KEEP: usize = 100;
-
-    /// Parses `headless` or `capture=<dir>[,keep=N]` (the `--display` argument).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        if s == "headless" {
-            return Ok(DisplayConfig::Headless);
-        }
-        let Some(rest) = s.strip_prefix("capture=") else {
-            return Err(format!(
-                "unknown display '{s}': expected 'headless' or 'capture=<dir>[,keep=N]'"
-            ));
-        };
-        let (dir, keep) = match rest.rsplit_once(",keep=") {
-            Some((dir, n)) => match n.parse::<usize>() {
-                Ok(n) if n > 0 => (dir, n),
-                _ => {
-                    return Err(format!(
-                        "capture: keep={n} is not a number of files (1 or more)"
-                    ))
-                }
-            },
-            None => (rest, Self::DEFAULT_CAPTURE_KEEP),
-        };
-        if dir.is_empty() {
-            return Err("capture= needs a directory: capture=<dir>[,keep=N]".to_string());
-        }
-        Ok(DisplayConfig::Capture {
-            dir: PathBuf::from(dir),
-            max_fps: Self::DEFAULT_CAPTURE_FPS,
-            keep,
-        })
-    }
-
-    /// Builds the backend (creates the capture directory).
-    pub fn build(&self) -> Result<Box<dyn DisplayBackend>, DisplayError> {
-        Ok(match self {
-            DisplayConfig::Headless => Box::new(HeadlessDisplay::default()),
-            DisplayConfig::Capture { dir, max_fps, keep } => {
-                Box::new(CaptureDisplay::new(dir.clone(), *max_fps, *keep)?)
-            }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parse_display_argument() {
-        assert_eq!(
-            DisplayConfig::parse("headless"),
-            Ok(DisplayConfig::Headless)
-        );
-        assert_eq!(
-            DisplayConfig::parse("capture=/tmp/x"),
-            Ok(DisplayConfig::Capture {
-                dir: PathBuf::from("/tmp/x"),
-                max_fps: DisplayConfig::DEFAULT_CAPTURE_FPS,
-                keep: DisplayConfig::DEFAULT_CAPTURE_KEEP,
-            })
-        );
-        assert_eq!(
-            DisplayConfig::parse("capture=/tmp/a,b,keep=16"),
-            Ok(DisplayConfig::Capture {
-                dir: PathBuf::from("/tmp/a,b"),
-                max_fps: DisplayConfig::DEFAULT_CAPTURE_FPS,
-                keep: 16,
-            })
-        );
-        for bad in [
-            "capture=",
-            "capture=,keep=3",
-            "capture=/x,keep=0",
-            "capture=/x,keep=lots",
-        ] {
-            assert!(DisplayConfig::parse(bad).is_err(), "{bad}");
-        }
-        assert!(DisplayConfig::parse("sdl").is_err());
-    }
 
     #[test]
     fn frame_rows_respect_stride_and_offset() {

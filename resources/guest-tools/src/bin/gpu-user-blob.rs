@@ -1,7 +1,8 @@
 //! gpu-user-blob: a user-space virtio-gpu driver that scans out blobs living in a passed-through
-//! PCI BAR (issue 5, rig scenario "BAR blob", the seed's case).
+//! PCI BAR (rig scenario gpu-bar-blob).
 //!
-//! The `virtio-gpu` kernel module must not be loaded. The program:
+//! The `virtio-gpu` kernel module must not be loaded. The program (steps 1-3 are
+//! `guest_tools::gpu_ctl::GpuCtl::open`):
 //! 1. finds the virtio-gpu device (`--gpu-id`, default 1af4:1050), unbinds it from `virtio-pci`
 //!    (with CONFIG_IO_STRICT_DEVMEM=y a claimed BAR cannot be mapped through sysfs), sets Memory
 //!    Space + Bus Master + INTx-disable in its command register;
@@ -33,19 +34,15 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use guest_tools::error::{Error, Result};
+use guest_tools::gpu_ctl::GpuCtl;
 use guest_tools::pagemap::{merge_runs, LockedPages, Pagemap, PAGE_SIZE};
 use guest_tools::pattern::{
-    bar_blob_entries, bar_blob_span, blob_word, VARIANT_BAR_BLOB, VARIANT_MIXED_BLOB,
+    bar_blob_entries, bar_blob_span, format_entries, paint_blob, VARIANT_BAR_BLOB,
+    VARIANT_MIXED_BLOB,
 };
-use guest_tools::pci::{
-    parse_hex_u64, parse_id_pair, MmioRegion, PciDevice, PCI_COMMAND_INTX_DISABLE,
-    PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY,
-};
+use guest_tools::pci::{parse_hex_u64, parse_id_pair, PciDevice};
 use guest_tools::report::{hex, Reporter};
-use guest_tools::virtio_gpu_cmd::{self as cmd, Rect, ScanoutBlob};
-use guest_tools::virtio_pci::VirtioPci;
-use guest_tools::virtqueue::{Buf, SplitQueue};
-use virtio_bindings::virtio_config::{VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1};
+use guest_tools::virtio_gpu_cmd as cmd;
 
 /// What the device is expected to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -58,7 +55,7 @@ enum Expect {
 
 #[derive(Parser, Debug)]
 #[command(
-    about = "User-space virtio-gpu driver: scan out blobs in a passthrough BAR (rig, issue 5)"
+    about = "User-space virtio-gpu driver: scan out blobs in a passthrough BAR (rig scenario gpu-bar-blob)"
 )]
 struct Args {
     /// virtio-gpu PCI vendor:device.
@@ -102,94 +99,10 @@ struct Args {
     scenario: String,
 }
 
-/// The control queue and one page each for a request and its response.
-struct Driver<'a> {
-    dev: VirtioPci,
-    queue: SplitQueue,
-    req: LockedPages,
-    resp: LockedPages,
-    req_phys: u64,
-    resp_phys: u64,
-    timeout: Duration,
-    rep: &'a Reporter,
-    /// (command name, response type) of every command sent.
-    log: Vec<(String, u32)>,
-}
-
-impl Driver<'_> {
-    /// Sends one command and returns the response bytes (at most `resp_len`).
-    fn submit(&mut self, name: &str, req: &[u8], resp_len: usize) -> Result<Vec<u8>> {
-        if req.len() > PAGE_SIZE || resp_len > PAGE_SIZE {
-            return Err(Error::Unsupported(format!(
-                "{name}: {} request bytes do not fit a page",
-                req.len()
-            )));
-        }
-        self.req.write_bytes(0, req);
-        for i in 0..resp_len {
-            self.resp.write_u8(i, 0);
-        }
-        self.queue.push(&[
-            Buf {
-                addr: self.req_phys,
-                len: req.len() as u32,
-                write: false,
-            },
-            Buf {
-                addr: self.resp_phys,
-                len: resp_len as u32,
-                write: true,
-            },
-        ])?;
-        self.dev.notify(0)?;
-        let (id, used_len) = self.queue.wait_used(self.timeout)?;
-        self.dev.read_isr();
-        let mut out = vec![0u8; (used_len as usize).min(resp_len)];
-        self.resp.read_bytes(0, &mut out);
-        let t = cmd::resp_type(&out);
-        self.rep.data(&[
-            ("cmd", name.to_string()),
-            ("resp", format!("{t:#06x}")),
-            ("resp_name", cmd::resp_name(t).to_string()),
-            ("used_id", id.to_string()),
-            ("used_len", used_len.to_string()),
-        ]);
-        self.log.push((name.to_string(), t));
-        Ok(out)
-    }
-}
-
-/// Writes pattern `variant` for blob bytes `blob_off..blob_off + len` at BAR offset `bar_off`.
-fn paint_bar(
-    bar: &MmioRegion,
-    bar_off: u64,
-    len: u64,
-    blob_off: u64,
-    variant: u8,
-    width: u32,
-    image: u64,
-) {
-    for j in (0..len).step_by(4) {
-        let b = blob_off + j;
-        let w = if b < image {
-            blob_word(variant, width, b)
-        } else {
-            0
-        };
-        bar.write_u32((bar_off + j) as usize, w);
-    }
-}
-
-fn entries_text(e: &[(u64, u64)]) -> String {
-    e.iter()
-        .map(|(a, l)| format!("{a:#x}+{l:#x}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Creates blob `res_id` from `entries` (guest-physical, length), sets it as scanout 0 and flushes.
+/// Creates blob `res_id` from `entries` (guest-physical, length), sets it as scanout 0, flushes
+/// and holds the picture for `hold`.
 fn show_blob(
-    drv: &mut Driver,
+    drv: &mut GpuCtl,
     res_id: u32,
     entries: &[(u64, u64)],
     size: u64,
@@ -197,42 +110,8 @@ fn show_blob(
     height: u32,
     hold: Duration,
 ) -> Result<()> {
-    let ents: Vec<(u64, u32)> = entries.iter().map(|&(a, l)| (a, l as u32)).collect();
-    let create = cmd::resource_create_blob(
-        res_id,
-        cmd::BLOB_MEM_GUEST,
-        cmd::BLOB_FLAG_USE_MAPPABLE | cmd::BLOB_FLAG_USE_SHAREABLE,
-        0,
-        size,
-        &ents,
-    );
-    drv.submit(
-        &format!("RESOURCE_CREATE_BLOB/{res_id}"),
-        &create,
-        cmd::HDR_SIZE,
-    )?;
-    let rect = Rect::sized(width, height);
-    let scanout = cmd::set_scanout_blob(&ScanoutBlob {
-        scanout_id: 0,
-        resource_id: res_id,
-        rect,
-        width,
-        height,
-        format: cmd::FORMAT_B8G8R8X8_UNORM,
-        stride: width * 4,
-        offset: 0,
-    });
-    drv.submit(
-        &format!("SET_SCANOUT_BLOB/{res_id}"),
-        &scanout,
-        cmd::HDR_SIZE,
-    )?;
-    drv.submit(
-        &format!("RESOURCE_FLUSH/{res_id}"),
-        &cmd::resource_flush(res_id, rect),
-        cmd::HDR_SIZE,
-    )?;
-    drv.rep.data(&[
+    drv.show_blob(res_id, entries, size, width, height)?;
+    drv.reporter().data(&[
         ("shown", res_id.to_string()),
         ("hold_ms", hold.as_millis().to_string()),
     ]);
@@ -260,73 +139,9 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
     let size = image.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64;
     let hold = Duration::from_millis(args.hold_ms);
 
-    // 1. The GPU, unbound from virtio-pci.
-    let gpu = PciDevice::find(gv, gd)?;
-    rep.log(&format!("lspci: {}", gpu.lspci_line()?));
-    let unbound = gpu.unbind()?.unwrap_or_else(|| "none".into());
-    let (c0, c1) = gpu.update_command(
-        PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE,
-        0,
-        PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER,
-    )?;
-    // 2. Transport and features.
-    let dev = VirtioPci::open(&gpu)?;
-    let required = (1u64 << VIRTIO_F_VERSION_1) | (1u64 << cmd::F_RESOURCE_BLOB);
-    let (offered, accepted) = dev.negotiate(required, 1u64 << VIRTIO_F_ACCESS_PLATFORM)?;
-    rep.data(&[
-        ("gpu_bdf", gpu.bdf.clone()),
-        ("unbound_from", unbound),
-        ("command", format!("{c0:#06x}->{c1:#06x}")),
-        (
-            "common_cfg",
-            format!(
-                "bar{}+{:#x}",
-                dev.layout.common.bar, dev.layout.common.offset
-            ),
-        ),
-        (
-            "notify_cfg",
-            format!(
-                "bar{}+{:#x}",
-                dev.layout.notify.bar, dev.layout.notify.offset
-            ),
-        ),
-        ("features_offered", hex(offered)),
-        ("features_accepted", hex(accepted)),
-        ("num_queues", dev.num_queues().to_string()),
-    ]);
-    // 3. Control queue.
+    // 1.-3. The GPU unbound from virtio-pci, features, control queue.
+    let mut drv = GpuCtl::open(gv, gd, 64, Duration::from_millis(args.timeout_ms), rep)?;
     let pm = Pagemap::open()?;
-    let qsize = dev.queue_max_size(0).min(64);
-    if qsize < 2 {
-        return Err(Error::Unsupported(format!("control queue size {qsize}")));
-    }
-    let queue = SplitQueue::new(&pm, qsize)?;
-    let (d, a, u) = queue.phys;
-    dev.setup_queue(0, qsize, d, a, u)?;
-    dev.driver_ok()?;
-    rep.data(&[
-        ("queue", "0".into()),
-        ("size", qsize.to_string()),
-        ("desc", hex(d)),
-        ("avail", hex(a)),
-        ("used", hex(u)),
-        ("status", format!("{:#04x}", dev.status())),
-    ]);
-    let req = LockedPages::new(1)?;
-    let resp = LockedPages::new(1)?;
-    let (req_phys, resp_phys) = (req.phys(&pm, 0)?, resp.phys(&pm, 0)?);
-    let mut drv = Driver {
-        dev,
-        queue,
-        req,
-        resp,
-        req_phys,
-        resp_phys,
-        timeout: Duration::from_millis(args.timeout_ms),
-        rep,
-        log: Vec::new(),
-    };
 
     // 4. Display info.
     let info = drv.submit(
@@ -368,19 +183,7 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
             bar.len()
         )));
     }
-    let mut blob_off = 0;
-    for &(off, len) in &ents {
-        paint_bar(
-            &bar,
-            off,
-            len,
-            blob_off,
-            VARIANT_BAR_BLOB,
-            args.width,
-            image,
-        );
-        blob_off += len;
-    }
+    paint_blob(&bar, &ents, 0, VARIANT_BAR_BLOB, args.width, image);
     let phys1: Vec<(u64, u64)> = ents.iter().map(|&(o, l)| (ivbar.start + o, l)).collect();
     rep.data(&[
         ("blob", "1".into()),
@@ -389,7 +192,7 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
         ("height", args.height.to_string()),
         ("size", size.to_string()),
         ("bar_addr", hex(ivbar.start)),
-        ("bar_entries", entries_text(&ents)),
+        ("bar_entries", format_entries(&ents)),
         ("nr_entries", ents.len().to_string()),
     ]);
     show_blob(&mut drv, 1, &phys1, size, args.width, args.height, hold)?;
@@ -401,24 +204,23 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
         let ram_pages = (pages / 2).max(1);
         let ram = LockedPages::new(ram_pages)?;
         let ram_bytes = (ram_pages * PAGE_SIZE) as u64;
-        for j in (0..ram_bytes).step_by(4) {
-            let w = if j < image {
-                blob_word(VARIANT_MIXED_BLOB, args.width, j)
-            } else {
-                0
-            };
-            ram.write_u32(j as usize, w);
-        }
+        paint_blob(
+            &ram,
+            &[(0, ram_bytes)],
+            0,
+            VARIANT_MIXED_BLOB,
+            args.width,
+            image,
+        );
         let bar_len = size - ram_bytes;
         if mixed_off + bar_len > bar.len() as u64 {
             return Err(Error::Unsupported(
                 "mixed blob's BAR part ends past the BAR".into(),
             ));
         }
-        paint_bar(
+        paint_blob(
             &bar,
-            mixed_off,
-            bar_len,
+            &[(mixed_off, bar_len)],
             ram_bytes,
             VARIANT_MIXED_BLOB,
             args.width,
@@ -434,7 +236,7 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
             ("ram_bytes", ram_bytes.to_string()),
             ("ram_entries", ram_entries.to_string()),
             ("bar_entry", format!("{mixed_off:#x}+{bar_len:#x}")),
-            ("entries", entries_text(&phys2)),
+            ("entries", format_entries(&phys2)),
         ]);
         show_blob(&mut drv, 2, &phys2, size, args.width, args.height, hold)?;
         _ram = Some(ram); // keep the pages (and the scanout's memory) until exit

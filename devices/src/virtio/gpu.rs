@@ -1,19 +1,23 @@
-//! The GPU as a [`devices::virtio::VirtioDevice`]: configuration space, feature bits and a
-//! worker thread that serves both queues when their notify eventfds fire.
+//! The `virtio-gpu` device model behind the virtio transport: configuration space, feature
+//! bits and a worker thread that serves both queues when their notify eventfds fire.
 
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use devices::virtio::{ActivatedQueue, InterruptSource, VirtioDevice, VirtioInterrupt};
 use virtio_bindings::virtio_ids::VIRTIO_ID_GPU;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::protocol::NUM_SCANOUTS;
-use crate::{GpuDevice, QueueKind, DEVICE_FEATURES};
+use virtio_gpu_blob::protocol::NUM_SCANOUTS;
+use virtio_gpu_blob::{GpuDevice, QueueKind, DEVICE_FEATURES};
+
+use super::{ActivatedQueue, InterruptSource, VirtioDevice, VirtioInterrupt};
+
+/// The GPU model over the guest memory the transport hands over at activation.
+pub type GpuModel = GpuDevice<Arc<GuestMemoryMmap>>;
 
 /// Size of the control queue.
 pub const CONTROL_QUEUE_SIZE: u16 = 256;
@@ -29,20 +33,20 @@ struct Worker {
 
 /// virtio-gpu behind a virtio transport.
 pub struct VirtioGpu {
-    device: Arc<Mutex<GpuDevice>>,
+    device: Arc<Mutex<GpuModel>>,
     worker: Option<Worker>,
     acked_features: u64,
     events_read: u32,
 }
 
-fn lock(device: &Mutex<GpuDevice>) -> MutexGuard<'_, GpuDevice> {
+fn lock(device: &Mutex<GpuModel>) -> MutexGuard<'_, GpuModel> {
     // A panic in a handler would be a bug; the state is still usable for a reset.
     device.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl VirtioGpu {
     /// Wraps a device built with [`GpuDevice::new`].
-    pub fn new(device: GpuDevice) -> Self {
+    pub fn new(device: GpuModel) -> Self {
         VirtioGpu {
             device: Arc::new(Mutex::new(device)),
             worker: None,
@@ -52,7 +56,7 @@ impl VirtioGpu {
     }
 
     /// The shared device (for diagnostics and tests).
-    pub fn device(&self) -> Arc<Mutex<GpuDevice>> {
+    pub fn device(&self) -> Arc<Mutex<GpuModel>> {
         self.device.clone()
     }
 
@@ -89,7 +93,7 @@ impl Drop for VirtioGpu {
 }
 
 fn serve(
-    device: &Mutex<GpuDevice>,
+    device: &Mutex<GpuModel>,
     queue: &mut Queue,
     kind: QueueKind,
     index: u16,
@@ -103,7 +107,7 @@ fn serve(
 }
 
 fn run_worker(
-    device: Arc<Mutex<GpuDevice>>,
+    device: Arc<Mutex<GpuModel>>,
     interrupt: Arc<dyn VirtioInterrupt>,
     mut queues: Vec<(ActivatedQueue, QueueKind)>,
     kill: EventFd,
@@ -200,11 +204,12 @@ impl VirtioDevice for VirtioGpu {
 
     fn activate(
         &mut self,
-        _mem: GuestMemoryMmap,
+        mem: GuestMemoryMmap,
         interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<ActivatedQueue>,
     ) -> Result<(), String> {
         self.stop_worker();
+        lock(&self.device).activate(Arc::new(mem));
         let queues: Vec<(ActivatedQueue, QueueKind)> = queues
             .into_iter()
             .filter_map(|q| match q.index {
@@ -244,8 +249,9 @@ mod tests {
     use vm_memory::{Bytes, GuestAddress};
 
     use super::*;
-    use crate::protocol::{encode, resp};
-    use crate::{GpuConfig, NoExporter};
+    use virtio_gpu_blob::display::HeadlessDisplay;
+    use virtio_gpu_blob::protocol::{encode, resp};
+    use virtio_gpu_blob::{BlobExporter, GpuConfig};
 
     #[derive(Default)]
     struct CountingInterrupt(AtomicU32);
@@ -258,12 +264,10 @@ mod tests {
 
     #[test]
     fn config_space_and_features() {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let gpu = VirtioGpu::new(GpuDevice::new(
-            mem,
             GpuConfig::default(),
-            Box::new(crate::display::HeadlessDisplay::default()),
-            Box::new(NoExporter),
+            Box::new(HeadlessDisplay::default()),
+            Box::new(BlobExporter::new()),
         ));
         assert_eq!(gpu.device_type(), 16);
         assert_eq!(gpu.device_features(), 0b1010);
@@ -279,10 +283,9 @@ mod tests {
     fn worker_serves_the_control_queue_on_notify() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let mut gpu = VirtioGpu::new(GpuDevice::new(
-            mem.clone(),
             GpuConfig::default(),
-            Box::new(crate::display::HeadlessDisplay::default()),
-            Box::new(NoExporter),
+            Box::new(HeadlessDisplay::default()),
+            Box::new(BlobExporter::new()),
         ));
         // Ring at 0: desc table (16 entries), avail at 0x100, used at 0x200.
         let mut q = Queue::new(16).unwrap();

@@ -7,9 +7,10 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{DisplayBackend, DisplayError, ScanoutFrame};
-use crate::format::PixelFormat;
-use crate::protocol::Rect;
+use virtio_gpu_blob::display::{DisplayBackend, DisplayError, ScanoutFrame};
+use virtio_gpu_blob::format::PixelFormat;
+use virtio_gpu_blob::protocol::Rect;
+
 use crate::GUEST_LOG_INTERVAL;
 
 /// Writes `<dir>/frame-<scanout>-<NNNNNN>.png` for flushed frames, at most `max_fps` a second,
@@ -175,7 +176,7 @@ impl DisplayBackend for CaptureDisplay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::FORMATS;
+    use virtio_gpu_blob::format::FORMATS;
 
     fn frame(buf: &Vec<u8>) -> ScanoutFrame<'_> {
         ScanoutFrame {
@@ -219,7 +220,7 @@ mod tests {
         reads: std::cell::Cell<u64>,
     }
 
-    impl crate::exporter::PixelSource for CountingSource {
+    impl virtio_gpu_blob::exporter::PixelSource for CountingSource {
         fn size(&self) -> u64 {
             self.buf.len() as u64
         }
@@ -227,7 +228,7 @@ mod tests {
             &self,
             offset: u64,
             buf: &mut [u8],
-        ) -> Result<(), crate::exporter::PixelReadError> {
+        ) -> Result<(), virtio_gpu_blob::exporter::PixelReadError> {
             self.reads.set(self.reads.get() + 1);
             self.buf.read_at(offset, buf)
         }

@@ -6,10 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use devices::pci::{MsiRouter, PciDevice};
-use devices::virtio::{IoEventRegistrar, VirtioPciDevice, MSIX_TABLE_OFFSET, NOTIFY_OFFSET};
-use virtio_gpu::display::HeadlessDisplay;
-use virtio_gpu::protocol::{encode, resp};
-use virtio_gpu::{GpuConfig, GpuDevice, NoExporter, VirtioGpu};
+use devices::virtio::{
+    IoEventRegistrar, VirtioGpu, VirtioPciDevice, MSIX_TABLE_OFFSET, NOTIFY_OFFSET,
+};
+use virtio_gpu_blob::display::HeadlessDisplay;
+use virtio_gpu_blob::protocol::{encode, resp};
+use virtio_gpu_blob::{BlobExporter, GpuConfig, GpuDevice};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -74,14 +76,13 @@ fn r(dev: &mut VirtioPciDevice, off: u64, len: usize) -> u64 {
 fn guest_driver_gets_display_info_and_an_msix_interrupt() {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
     let gpu = GpuDevice::new(
-        mem.clone(),
         GpuConfig {
             width: 800,
             height: 600,
             ..GpuConfig::default()
         },
         Box::new(HeadlessDisplay::default()),
-        Box::new(NoExporter),
+        Box::new(BlobExporter::new()),
     );
     let mut dev = VirtioPciDevice::new(
         Box::new(VirtioGpu::new(gpu)),
