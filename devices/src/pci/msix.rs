@@ -517,7 +517,10 @@ mod tests {
         );
         let w = t.write_table(0x2018, &0x41u32.to_le_bytes()).unwrap();
         assert!(w.route_changed && !w.mask_changed);
-        let w = t.write_table(0x201c, &0u32.to_le_bytes()).unwrap();
+        // Unmask; the reserved bits of vector control are dropped.
+        let w = t
+            .write_table(0x201c, &0xffff_fff0u32.to_le_bytes())
+            .unwrap();
         assert!(w.mask_changed && !w.route_changed);
         assert!(t.can_fire(1));
         assert_eq!(
@@ -529,8 +532,8 @@ mod tests {
             }
         );
         let mut d = [0u8; 8];
-        t.read_table(0x2010, &mut d);
-        assert_eq!(d, [0, 0, 0xe0, 0xfe, 0, 0, 0, 0]);
+        t.read_table(0x2018, &mut d);
+        assert_eq!(d, [0x41, 0, 0, 0, 0, 0, 0, 0]);
         t.write_control(MSIX_ENABLE | MSIX_FUNCTION_MASK);
         assert!(!t.can_fire(1));
     }
@@ -538,31 +541,31 @@ mod tests {
     #[test]
     fn table_reset_masked_and_programmed() {
         let mut t = table();
-        assert!(t.entry(0).unwrap().masked);
-        t.write_table(0x2010, &0xfee0_0000u32.to_le_bytes());
-        t.write_table(0x2018, &0x4041u32.to_le_bytes());
-        let w = t
-            .write_table(0x201c, &0xffff_fff0u32.to_le_bytes())
-            .unwrap();
-        assert!(w.mask_changed && !w.route_changed, "unmask");
-        assert_eq!(
-            t.entry(1).unwrap(),
-            MsixEntry {
-                address: 0xfee0_0000,
-                data: 0x4041,
-                masked: false
-            }
-        );
-        let mut b = [0u8; 4];
-        t.read_table(0x201c, &mut b);
-        assert_eq!(u32::from_le_bytes(b), 0, "reserved bits dropped");
+        assert!((0..4).all(|v| t.entry(v).unwrap().masked));
         // A qword write of the address.
         let w = t.write_table(0x2020, &0x1_fee0_1000u64.to_le_bytes());
         assert!(w.unwrap().route_changed);
         assert_eq!(t.entry(2).unwrap().address, 0x1_fee0_1000);
+        let mut d = [0u8; 4];
+        t.read_table(0x2024, &mut d);
+        assert_eq!(u32::from_le_bytes(d), 1);
         // Writing the same value again changes nothing.
         let w = t.write_table(0x2020, &0x1_fee0_1000u64.to_le_bytes());
         assert!(!w.unwrap().route_changed);
+        // A qword write of data and vector control changes both.
+        let w = t.write_table(0x2028, &0x0000_0000_0000_4042u64.to_le_bytes());
+        assert_eq!(
+            w,
+            Some(TableWrite {
+                vector: 2,
+                route_changed: true,
+                mask_changed: true
+            })
+        );
+        assert_eq!(
+            (t.entry(2).unwrap().data, t.entry(2).unwrap().masked),
+            (0x4042, false)
+        );
     }
 
     #[test]
