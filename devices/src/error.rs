@@ -6,7 +6,7 @@ use thiserror::Error;
 
 /// What can fail where a device uses a VM-wide resource or a host interface (the traits
 /// [`MsiRouter`](crate::pci::MsiRouter), [`IoEventRegistrar`](crate::virtio::IoEventRegistrar),
-/// [`GuestMemorySlots`](crate::vfio::GuestMemorySlots),
+/// [`GuestMemorySlots`](crate::memory_slots::GuestMemorySlots),
 /// [`PassthroughRegistry`](crate::vfio::PassthroughRegistry),
 /// [`VfioRegionSet`](crate::vfio::VfioRegionSet) and
 /// [`PciDevice::move_bar`](crate::pci::PciDevice::move_bar)).

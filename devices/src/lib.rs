@@ -3,6 +3,7 @@
 //! - [`legacy`]: the PC devices a Linux guest expects (16550 serial, i8042 reset, CMOS).
 //! - [`pci`]: the PCI host bridge, type-1 configuration access, configuration space and
 //!   BAR allocation that virtio-pci and VFIO devices plug into.
+//! - [`memory_slots`]: the VM's KVM memory slots (guest RAM, passthrough BARs).
 
 /// Rate limit of log lines a guest can trigger at will (bad register writes, refused
 /// configurations, ...): per call site, the first occurrence is logged, then at most one line
@@ -11,6 +12,7 @@ pub(crate) const GUEST_LOG_INTERVAL: std::time::Duration = std::time::Duration::
 
 mod error;
 pub mod legacy;
+pub mod memory_slots;
 pub mod pci;
 #[cfg(test)]
 mod test_log;

@@ -96,9 +96,10 @@ impl std::io::Write for StdoutConsole {
 
 /// Runs configured vCPUs, one thread each, with the main thread in the event loop (the i8042
 /// `reset_evt` and `subscribers`), until a VM exit reason is recorded; then stops and joins the
-/// vCPU threads. Returns the reason and the user-space exit counts.
+/// vCPU threads and shuts the VM down ([`Vm::shutdown`]). Returns the reason and the
+/// user-space exit counts.
 pub fn run_vcpus(
-    vm: Vm,
+    mut vm: Vm,
     vcpu_fds: Vec<kvm_ioctls::VcpuFd>,
     reset_evt: vmm_sys_util::eventfd::EventFd,
     subscribers: Vec<event_loop::Subscriber>,
@@ -111,7 +112,7 @@ pub fn run_vcpus(
         event_loop.add(s);
     }
 
-    let (_running, vcpus) = vm.into_runnable(vcpu_fds, exit.clone(), stop.clone());
+    let vcpus = vm.runnable_vcpus(vcpu_fds, exit.clone(), stop.clone());
     let mut threads = Vec::new();
     for v in vcpus {
         match VcpuThread::spawn(v) {
@@ -128,6 +129,9 @@ pub fn run_vcpus(
     for t in threads {
         stats.merge(&t.stop_and_join());
     }
+    // Nothing reaches the devices any more: tear the VM down in order.
+    drop(event_loop);
+    vm.shutdown();
     Ok((result?, stats))
 }
 
@@ -157,10 +161,8 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
 
     let console: ConsoleOut = Box::new(StdoutConsole);
     let legacy = vm.add_legacy_devices(console)?;
-    let pci = vm.add_pci()?;
     // Passthrough devices are opened (and guest RAM DMA-mapped) before any vCPU runs.
-    let devices =
-        pci_devices::create_pci_devices(vm.fd(), vm.ram(), &pci, &config.devices, &config.display)?;
+    pci_devices::build(&vm, &config.devices, &config.display)?;
     let vcpu_fds = vm.create_vcpus(config.vcpus, Some(entry.entry))?;
 
     // Read stdin through its own descriptor, unbuffered: std's Stdin buffers internally, and
@@ -174,11 +176,6 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
         Err(e) => log::warn!("no console input: cannot duplicate stdin: {e}"),
     }
     let (exit, stats) = run_vcpus(vm, vcpu_fds, legacy.reset_evt, subscribers)?;
-    // The vCPUs are gone: shut the devices down now, the bus first so that the handle holds
-    // the last references (devices go before the VFIO container; the capture display writes
-    // its last frame).
-    drop(pci);
-    drop(devices);
     Ok(Outcome {
         exit,
         stats,

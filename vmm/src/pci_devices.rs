@@ -1,20 +1,18 @@
 //! The PCI devices asked for with `--device`: VFIO passthrough devices and at most one
-//! virtio-gpu, created on bus 0 before the vCPUs run.
+//! virtio-gpu, built on the VM's bus 0 before the vCPUs run.
 //!
-//! One VFIO container, one [`KvmMsiRouter`] and one `vfio-dmabuf` region table per VM, shared
-//! by every passthrough device and the GPU's dma-buf exporter (so a blob in a passthrough BAR
-//! is exported from that BAR).
+//! [`plan`] checks the parsed specs; [`build`] turns the plan into devices, each taking what it
+//! needs from the VM's [`VmResources`](crate::vm::VmResources) (memory slots, GSIs and routes,
+//! ioeventfds, BAR windows, the passthrough IOMMU space). One `vfio-dmabuf` region table is
+//! shared by every passthrough device and the GPU's dma-buf exporter (so a blob in a
+//! passthrough BAR is exported from that BAR).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use devices::pci::{KvmMsiRouter, MsiRouter, PciError, SharedPciDevice};
-use devices::vfio::{
-    DmaBufRegistry, KvmMemorySlots, VfioPassthrough, VfioPciDevice, VfioPciDeviceEnv, VfioPciError,
-};
-use devices::virtio::VirtioGpu;
-use devices::virtio::{KvmIoEvents, VirtioPciDevice, VirtioPciError};
-use kvm_ioctls::VmFd;
+use devices::pci::{MsiRouter, PciError, SharedPciDevice};
+use devices::vfio::{DmaBufRegistry, VfioPciDevice, VfioPciDeviceEnv, VfioPciError};
+use devices::virtio::{VirtioGpu, VirtioPciDevice, VirtioPciError};
 use thiserror::Error;
 use vfio_dmabuf::{
     BlobExporter, DeviceRegistry, SharedRegistry, SysDeviceFeature, UdmabufExporter,
@@ -26,14 +24,7 @@ use virtio_gpu_display::DisplayConfig;
 use crate::cli::{DeviceSpec, GpuSpec};
 use crate::layout::pci_intx_gsi;
 use crate::memory::GuestRam;
-use crate::vm::PciState;
-
-/// Highest GSI handed out for MSI/MSI-X routes (24.. are free for them).
-pub const MAX_MSI_GSI: u32 = 1024;
-/// First KVM memory slot for passthrough BARs (guest RAM uses the ones below).
-pub const FIRST_BAR_SLOT: u32 = 8;
-/// KVM memory slots available for passthrough BARs.
-pub const BAR_SLOTS: u32 = 64;
+use crate::vm::{lock, Vm};
 
 /// Errors creating the `--device` devices (printed to the user as they are).
 #[derive(Debug, Error)]
@@ -166,18 +157,13 @@ pub fn udmabuf_ram(ram: &GuestRam) -> Result<vfio_dmabuf::GuestRam, vfio_dmabuf:
     Ok(out)
 }
 
-/// Everything the `--device` devices need while the VM runs. Keep it alive until the vCPUs
-/// have stopped; drop it (and the PCI bus) before the process exits, so that devices shut
-/// down cleanly (the capture display writes its last frame, VFIO unmaps guest RAM).
+/// What [`build`] put on the VM's PCI bus. The devices themselves belong to the VM (its bus
+/// holds them and its shutdown tears them down): this only says where they are.
 #[derive(Default)]
 pub struct PciDevices {
-    // Fields drop in this order: devices first, then what they use.
-    gpu: Option<SharedPciDevice>,
-    vfio: Vec<SharedPciDevice>,
-    passthrough: Option<VfioPassthrough>,
+    gpu: Option<u8>,
+    vfio: Vec<u8>,
     registry: Option<SharedRegistry>,
-    _slots: Option<Arc<KvmMemorySlots>>,
-    msi: Option<Arc<KvmMsiRouter>>,
 }
 
 impl PciDevices {
@@ -191,56 +177,131 @@ impl PciDevices {
         self.gpu.is_some()
     }
 
+    /// The PCI slot of the virtio-gpu.
+    pub fn gpu_slot(&self) -> Option<u8> {
+        self.gpu
+    }
+
     /// The region table shared by the passthrough devices and the GPU.
     pub fn registry(&self) -> Option<&SharedRegistry> {
         self.registry.as_ref()
     }
+}
 
-    /// The VM's MSI router (None when no device was asked for).
-    pub fn msi_router(&self) -> Option<&Arc<KvmMsiRouter>> {
-        self.msi.as_ref()
+/// Builds the devices of a plan on the VM's PCI bus, each from the VM's resources.
+struct Builder<'a> {
+    vm: &'a Vm,
+    registry: SharedRegistry,
+    out: PciDevices,
+}
+
+impl Builder<'_> {
+    /// Adds `dev` at `slot` (the first free one if `None`); its BARs get addresses from the
+    /// VM's windows. Returns the slot.
+    fn add_to_bus(
+        &self,
+        slot: Option<u8>,
+        what: String,
+        dev: SharedPciDevice,
+    ) -> Result<u8, PciDevicesError> {
+        let mut bus = lock(self.vm.pci_bus());
+        let mut windows = lock(&self.vm.resources().windows);
+        match slot {
+            Some(slot) => bus.add_device_at(slot, dev, &mut windows).map(|()| slot),
+            None => bus.add_device(dev, &mut windows),
+        }
+        .map_err(|source| PciDevicesError::Bus { what, source })
     }
 
-    /// Whether the VFIO container is open (at least one passthrough device).
-    pub fn has_passthrough(&self) -> bool {
-        self.passthrough.is_some()
+    /// Opens the host device of `v` through the VM's passthrough address space and puts it
+    /// on the bus, wired to the VM's memory slots, MSI routes and the region table.
+    fn vfio(&mut self, v: &VfioPlan) -> Result<(), PciDevicesError> {
+        let resources = self.vm.resources();
+        let spec = v
+            .sysfs_path
+            .to_str()
+            .ok_or_else(|| PciDevicesError::BadPath(v.name.clone()))?;
+        let vfio_err = |source| PciDevicesError::Vfio {
+            spec: v.name.clone(),
+            source,
+        };
+        let what = format!("vfio={}", v.name);
+        // The slot the device will get: its INTx wiring depends on it.
+        let slot = lock(self.vm.pci_bus())
+            .free_slot()
+            .map_err(|source| PciDevicesError::Bus {
+                what: what.clone(),
+                source,
+            })?;
+        let intx_gsi = pci_intx_gsi(slot);
+        let regions = resources
+            .passthrough
+            .open(spec, self.vm.ram().memory())
+            .map_err(vfio_err)?;
+        let dev = VfioPciDevice::new(
+            regions,
+            VfioPciDeviceEnv {
+                slots: resources.slots.clone(),
+                irq_router: Some(resources.msi.clone() as Arc<dyn MsiRouter>),
+                intx_gsi: Some(intx_gsi),
+                registry: Some(Arc::new(DmaBufRegistry(self.registry.clone()))),
+                page_size: vfio_dmabuf::host_page_size(),
+            },
+        )
+        .map_err(vfio_err)?;
+        self.add_to_bus(Some(slot), what, Arc::new(Mutex::new(dev)))?;
+        log::info!(
+            "vmm: PCI 00:{slot:02x}.0: passthrough of {}, INTx on GSI {intx_gsi}",
+            v.name
+        );
+        self.out.vfio.push(slot);
+        Ok(())
+    }
+
+    /// Puts a virtio-gpu on the bus, displaying on `display`, exporting blobs through
+    /// udmabuf (guest RAM) and, with passthrough devices, from their BARs.
+    fn gpu(
+        &mut self,
+        spec: &GpuSpec,
+        display: &DisplayConfig,
+        with_vfio: bool,
+    ) -> Result<(), PciDevicesError> {
+        let resources = self.vm.resources();
+        let ram = self.vm.ram();
+        let backend = display.build().map_err(PciDevicesError::Display)?;
+        let mut exporter = BlobExporter::new();
+        match udmabuf_ram(ram).and_then(UdmabufExporter::open) {
+            Ok(u) => exporter = exporter.with_udmabuf(u),
+            Err(e) => {
+                log::info!("vmm: no udmabuf export ({e}): blobs in guest RAM use the CPU path")
+            }
+        }
+        if with_vfio {
+            exporter = exporter.with_vfio(self.registry.clone(), SysDeviceFeature);
+        }
+        let cfg = gpu_config(spec);
+        let (width, height) = (cfg.width, cfg.height);
+        let gpu = GpuDevice::new(cfg, backend, Box::new(exporter));
+        let dev = VirtioPciDevice::new(
+            Box::new(VirtioGpu::new(gpu)),
+            ram.memory().clone(),
+            resources.msi.clone(),
+            resources.ioevents.clone(),
+        )
+        .map_err(PciDevicesError::Virtio)?;
+        let slot = self.add_to_bus(None, "gpu=blob".into(), Arc::new(Mutex::new(dev)))?;
+        log::info!("vmm: PCI 00:{slot:02x}.0: virtio-gpu {width}x{height}, display {display:?}");
+        self.out.gpu = Some(slot);
+        Ok(())
     }
 }
 
-fn add_to_bus(pci: &PciState, what: String, dev: SharedPciDevice) -> Result<u8, PciDevicesError> {
-    let mut bus = pci.bus.lock().unwrap_or_else(|p| p.into_inner());
-    let mut bars = pci.allocator.lock().unwrap_or_else(|p| p.into_inner());
-    bus.add_device(dev, &mut bars)
-        .map_err(|source| PciDevicesError::Bus { what, source })
-}
-
-/// The slot the next device will get (its INTx wiring depends on it).
-fn next_slot(pci: &PciState, what: &str) -> Result<u8, PciDevicesError> {
-    let bus = pci.bus.lock().unwrap_or_else(|p| p.into_inner());
-    bus.free_slot().map_err(|source| PciDevicesError::Bus {
-        what: what.to_owned(),
-        source,
-    })
-}
-
-fn add_to_bus_at(
-    pci: &PciState,
-    slot: u8,
-    what: String,
-    dev: SharedPciDevice,
-) -> Result<(), PciDevicesError> {
-    let mut bus = pci.bus.lock().unwrap_or_else(|p| p.into_inner());
-    let mut bars = pci.allocator.lock().unwrap_or_else(|p| p.into_inner());
-    bus.add_device_at(slot, dev, &mut bars)
-        .map_err(|source| PciDevicesError::Bus { what, source })
-}
-
-/// Creates the devices `specs` ask for on `pci` (bus 0): every `vfio=` a passthrough device,
-/// one virtio-gpu for `gpu=blob` (displaying on `display`). Call before the vCPUs run.
-pub fn create_pci_devices(
-    vm: &Arc<VmFd>,
-    ram: &GuestRam,
-    pci: &PciState,
+/// Builds the devices `specs` ask for on the VM's PCI bus 0, from the VM's resources: every
+/// `vfio=` a passthrough device, one virtio-gpu for `gpu=blob` (displaying on `display`). Call
+/// before the vCPUs run. On an error the devices built so far stay on the bus; the VM's
+/// shutdown removes them with the rest.
+pub fn build(
+    vm: &Vm,
     specs: &[DeviceSpec],
     display: &DisplayConfig,
 ) -> Result<PciDevices, PciDevicesError> {
@@ -251,81 +312,22 @@ pub fn create_pci_devices(
     if plan.vfio.is_empty() && plan.gpu.is_none() {
         return Ok(PciDevices::default());
     }
-    let msi = Arc::new(KvmMsiRouter::new(vm.clone(), MAX_MSI_GSI));
     let registry = DeviceRegistry::shared();
-    let first_slot = FIRST_BAR_SLOT.max(ram.regions().len() as u32);
-    let slots = Arc::new(KvmMemorySlots::new(vm.clone(), first_slot, BAR_SLOTS));
-    let mut out = PciDevices {
-        registry: Some(registry.clone()),
-        _slots: Some(slots.clone()),
-        msi: Some(msi.clone()),
-        ..PciDevices::default()
+    let mut builder = Builder {
+        vm,
+        registry: registry.clone(),
+        out: PciDevices {
+            registry: Some(registry),
+            ..PciDevices::default()
+        },
     };
-
-    if !plan.vfio.is_empty() {
-        let passthrough = out.passthrough.insert(VfioPassthrough::new(vm.clone()));
-        for v in &plan.vfio {
-            let spec = v
-                .sysfs_path
-                .to_str()
-                .ok_or_else(|| PciDevicesError::BadPath(v.name.clone()))?;
-            let vfio_err = |source| PciDevicesError::Vfio {
-                spec: v.name.clone(),
-                source,
-            };
-            let what = format!("vfio={}", v.name);
-            let slot = next_slot(pci, &what)?;
-            let intx_gsi = pci_intx_gsi(slot);
-            let regions = passthrough.open(spec, ram.memory()).map_err(vfio_err)?;
-            let dev = VfioPciDevice::new(
-                regions,
-                VfioPciDeviceEnv {
-                    slots: slots.clone(),
-                    irq_router: Some(msi.clone() as Arc<dyn MsiRouter>),
-                    intx_gsi: Some(intx_gsi),
-                    registry: Some(Arc::new(DmaBufRegistry(registry.clone()))),
-                    page_size: vfio_dmabuf::host_page_size(),
-                },
-            )
-            .map_err(vfio_err)?;
-            let dev: SharedPciDevice = Arc::new(Mutex::new(dev));
-            add_to_bus_at(pci, slot, what, dev.clone())?;
-            log::info!(
-                "vmm: PCI 00:{slot:02x}.0: passthrough of {}, INTx on GSI {intx_gsi}",
-                v.name
-            );
-            out.vfio.push(dev);
-        }
+    for v in &plan.vfio {
+        builder.vfio(v)?;
     }
-
-    if let Some(spec) = plan.gpu {
-        let backend = display.build().map_err(PciDevicesError::Display)?;
-        let mut exporter = BlobExporter::new();
-        match udmabuf_ram(ram).and_then(UdmabufExporter::open) {
-            Ok(u) => exporter = exporter.with_udmabuf(u),
-            Err(e) => {
-                log::info!("vmm: no udmabuf export ({e}): blobs in guest RAM use the CPU path")
-            }
-        }
-        if !plan.vfio.is_empty() {
-            exporter = exporter.with_vfio(registry.clone(), SysDeviceFeature);
-        }
-        let cfg = gpu_config(&spec);
-        let (width, height) = (cfg.width, cfg.height);
-        let gpu = GpuDevice::new(cfg, backend, Box::new(exporter));
-        let dev = VirtioPciDevice::new(
-            Box::new(VirtioGpu::new(gpu)),
-            ram.memory().clone(),
-            msi.clone(),
-            Arc::new(KvmIoEvents(vm.clone())),
-        )
-        .map_err(PciDevicesError::Virtio)?;
-        let dev: SharedPciDevice = Arc::new(Mutex::new(dev));
-        let slot = add_to_bus(pci, "gpu=blob".into(), dev.clone())?;
-        log::info!("vmm: PCI 00:{slot:02x}.0: virtio-gpu {width}x{height}, display {display:?}");
-        out.gpu = Some(dev);
+    if let Some(spec) = &plan.gpu {
+        builder.gpu(spec, display, !plan.vfio.is_empty())?;
     }
-    Ok(out)
+    Ok(builder.out)
 }
 
 #[cfg(test)]
@@ -405,19 +407,22 @@ mod tests {
 
     #[test]
     fn gpu_blob_becomes_a_virtio_gpu_on_bus_0_with_a_64bit_bar() {
-        let Some(mut vm) = kvm_vm() else { return };
-        let pci = vm.add_pci().unwrap();
-        let devs = create_pci_devices(
-            vm.fd(),
-            vm.ram(),
-            &pci,
+        let Some(vm) = kvm_vm() else { return };
+        let devs = build(
+            &vm,
             &specs(&["gpu=blob,width=640,height=480"]),
             &DisplayConfig::Headless,
         )
         .unwrap();
-        assert!(devs.has_gpu() && !devs.has_passthrough() && devs.vfio_count() == 0);
-        assert!(devs.registry().is_some() && devs.msi_router().is_some());
-        let bus = pci.bus.lock().unwrap();
+        assert!(devs.has_gpu() && devs.vfio_count() == 0 && devs.gpu_slot() == Some(1));
+        assert!(devs.registry().is_some());
+        assert!(
+            !vm.resources().passthrough.is_open(),
+            "no passthrough device"
+        );
+        // The transport took its three vectors' GSIs from the VM.
+        assert_eq!(vm.resources().msi.gsis_in_use(), vec![24, 25, 26]);
+        let bus = vm.pci_bus().lock().unwrap();
         let dev = bus.device(1).expect("GPU in slot 1");
         let mut d = dev.lock().unwrap();
         let id = d.read_config_register(0);
@@ -433,22 +438,19 @@ mod tests {
 
     #[test]
     fn no_devices_no_state() {
-        let Some(mut vm) = kvm_vm() else { return };
-        let pci = vm.add_pci().unwrap();
-        let devs =
-            create_pci_devices(vm.fd(), vm.ram(), &pci, &[], &DisplayConfig::Headless).unwrap();
-        assert!(!devs.has_gpu() && devs.msi_router().is_none() && devs.registry().is_none());
-        assert!(pci.bus.lock().unwrap().device(1).is_none());
+        let Some(vm) = kvm_vm() else { return };
+        let devs = build(&vm, &[], &DisplayConfig::Headless).unwrap();
+        assert!(!devs.has_gpu() && devs.registry().is_none());
+        assert!(vm.resources().msi.gsis_in_use().is_empty());
+        assert_eq!(vm.resources().slots.in_use(), vm.ram_slots());
+        assert!(vm.pci_bus().lock().unwrap().device(1).is_none());
     }
 
     #[test]
     fn missing_host_device_is_a_clear_error_naming_it() {
-        let Some(mut vm) = kvm_vm() else { return };
-        let pci = vm.add_pci().unwrap();
-        let e = create_pci_devices(
-            vm.fd(),
-            vm.ram(),
-            &pci,
+        let Some(vm) = kvm_vm() else { return };
+        let e = build(
+            &vm,
             &specs(&["vfio=0000:7f:1f.7,gpu=blob"]),
             &DisplayConfig::Headless,
         )
@@ -458,7 +460,10 @@ mod tests {
         assert!(matches!(e, PciDevicesError::Vfio { .. }), "{msg}");
         assert!(msg.starts_with("--device vfio=0000:7f:1f.7: "), "{msg}");
         assert!(msg.contains("no PCI device"), "{msg}");
-        assert!(pci.bus.lock().unwrap().device(1).is_none(), "no GPU either");
+        assert!(
+            vm.pci_bus().lock().unwrap().device(1).is_none(),
+            "no GPU either"
+        );
     }
 
     #[test]

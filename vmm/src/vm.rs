@@ -1,4 +1,6 @@
-//! The KVM VM: in-kernel irqchip and PIT, guest RAM slots, the device buses and the vCPUs.
+//! The KVM VM: in-kernel irqchip and PIT, guest RAM, the VM-wide resources devices take
+//! (memory slots, GSIs and routes, ioeventfds, address windows, the passthrough IOMMU space),
+//! the device buses and the vCPUs, and the order in which it is all torn down.
 
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
@@ -8,14 +10,15 @@ use devices::legacy::{
     Cmos, EventFdTrigger, SerialDevice, CMOS_PORT_BASE, CMOS_PORT_LEN, I8042, I8042_COMMAND_PORT,
     I8042_DATA_PORT, SERIAL_COM1_IRQ, SERIAL_COM1_PORT, SERIAL_PORT_LEN,
 };
+use devices::memory_slots::{GuestMemorySlots, KvmMemorySlots};
 use devices::pci::{
-    BarAllocator, BarWindow, PciBus, PciConfigIo, PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT_SIZE,
+    lock_device, BarAllocator, BarWindow, KvmMsiRouter, PciBus, PciConfigIo, PCI_CONFIG_IO_PORT,
+    PCI_CONFIG_IO_PORT_SIZE,
 };
-use kvm_bindings::{
-    kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES,
-    KVM_PIT_SPEAKER_DUMMY,
-};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use devices::vfio::VfioPassthrough;
+use devices::virtio::KvmIoEvents;
+use kvm_bindings::{kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 use vm_device::bus::{MmioAddress, MmioRange, PioAddress, PioRange};
 use vm_device::device_manager::{IoManager, MmioManager, PioManager};
@@ -46,6 +49,9 @@ pub enum VmError {
     /// Guest RAM could not be created.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// Guest RAM could not be put in KVM memory slots.
+    #[error("cannot map guest RAM into the VM: {0}")]
+    Ram(#[source] devices::Error),
     /// An eventfd could not be created.
     #[error("cannot create an eventfd: {0}")]
     EventFd(#[source] std::io::Error),
@@ -59,7 +65,7 @@ pub enum VmError {
         /// Error text.
         detail: String,
     },
-    /// The PCI BAR allocator rejected the layout's windows.
+    /// The address window allocator rejected the layout's windows.
     #[error("PCI BAR allocator: {0}")]
     Pci(#[from] devices::pci::PciError),
     /// vCPU setup failed.
@@ -81,12 +87,40 @@ pub type ConsoleOut = Box<dyn Write + Send>;
 /// The COM1 UART as shared by the port bus and the stdin handler.
 pub type SharedSerial = Arc<Mutex<SerialDevice<ConsoleOut>>>;
 
-/// A VM with RAM and an in-kernel irqchip, before vCPUs run.
+/// The VM-wide resources devices take from the VM. The VM creates them all with itself, so a
+/// device (a second virtio device, a passthrough device, ACPI tables) takes what it needs from
+/// here and nothing is created per device kind. Clones share the same resources.
+#[derive(Clone)]
+pub struct VmResources {
+    /// Every KVM memory slot of the VM (`KVM_CAP_NR_MEMSLOTS`): guest RAM's, then passthrough
+    /// BARs'.
+    pub slots: Arc<KvmMemorySlots>,
+    /// GSIs from 24 on (0-23 are the irqchip's: ISA IRQs and PCI INTx) as far as KVM's routing
+    /// table (`KVM_CAP_IRQ_ROUTING`) holds, and that table's MSI routes.
+    pub msi: Arc<KvmMsiRouter>,
+    /// ioeventfds on guest MMIO addresses.
+    pub ioevents: Arc<KvmIoEvents>,
+    /// Guest address windows for BARs and other device ranges: the 32-bit MMIO hole below the
+    /// IOAPIC, the 64-bit MMIO window above RAM and the PCI port window.
+    pub windows: Arc<Mutex<BarAllocator>>,
+    /// The IOMMU address space of passthrough devices (opened with the first one).
+    pub passthrough: Arc<VfioPassthrough>,
+}
+
+/// A VM with RAM, an in-kernel irqchip, its resources and PCI bus 0.
+///
+/// Dropping it (or [`Vm::shutdown`]) tears it down in a fixed order, see there.
 pub struct Vm {
     kvm: Kvm,
     fd: Arc<VmFd>,
+    resources: VmResources,
     ram: GuestRam,
-    io: IoManager,
+    /// KVM slots of `ram`'s regions.
+    ram_slots: Vec<u32>,
+    pci: Arc<Mutex<PciBus>>,
+    /// The port and MMIO buses; shared with the vCPU threads once they run.
+    io: Arc<IoManager>,
+    shut_down: bool,
 }
 
 /// The legacy devices the event loop needs to reach.
@@ -97,16 +131,11 @@ pub struct LegacyDevices {
     pub reset_evt: EventFd,
 }
 
-/// PCI state kept for devices added later (virtio-pci, VFIO).
-pub struct PciState {
-    /// Bus 0.
-    pub bus: Arc<Mutex<PciBus>>,
-    /// BAR address allocator over the layout's windows.
-    pub allocator: Arc<Mutex<BarAllocator>>,
-}
-
 impl Vm {
-    /// Creates the VM: KVM private pages, irqchip (PIC + IOAPIC + LAPICs), PIT, RAM slots.
+    /// Creates the VM: KVM private pages, irqchip (PIC + IOAPIC + LAPICs), PIT, its resources
+    /// (memory slots, GSIs and routing table, ioeventfds, address windows, the passthrough
+    /// IOMMU space), guest RAM in its slots, and PCI bus 0 (host bridge, configuration access
+    /// at 0xCF8, the BAR router over the PCI MMIO windows and the PCI port window).
     pub fn new(mem_size: u64) -> Result<Self, VmError> {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
@@ -121,27 +150,53 @@ impl Vm {
             ..Default::default()
         };
         fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        let fd = Arc::new(fd);
 
-        let ram = GuestRam::new(mem_size)?;
-        for (slot, region) in ram.regions().iter().enumerate() {
-            let mr = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: region.range.start,
-                memory_size: region.range.len,
-                userspace_addr: region.host_addr,
-            };
-            // SAFETY: the host range is a live mapping owned by `ram`, which the Vm keeps for as
-            // long as the VM fd (and so the slot) exists.
-            unsafe { fd.set_user_memory_region(mr) }
-                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
-        }
-        Ok(Vm {
+        let slot_count = u32::try_from(kvm.get_nr_memslots()).unwrap_or(u32::MAX);
+        let max_routes = u32::try_from(fd.check_extension_int(Cap::IrqRouting)).unwrap_or(0);
+        let (mmio64_base, mmio64_size) = pci_mmio64_window(mem_size);
+        let windows = BarAllocator::new(
+            BarWindow::new(PCI_MMIO32_START, PCI_MMIO32_SIZE),
+            Some(BarWindow::new(mmio64_base, mmio64_size)),
+            Some(BarWindow::new(
+                u64::from(PCI_IO_START),
+                u64::from(PCI_IO_SIZE),
+            )),
+        )?;
+        let resources = VmResources {
+            slots: Arc::new(KvmMemorySlots::new(fd.clone(), slot_count)),
+            msi: Arc::new(KvmMsiRouter::new(
+                fd.clone(),
+                KvmMsiRouter::gsi_end_for_routes(max_routes),
+            )),
+            ioevents: Arc::new(KvmIoEvents(fd.clone())),
+            windows: Arc::new(Mutex::new(windows)),
+            passthrough: Arc::new(VfioPassthrough::new(fd.clone())),
+        };
+        let mut vm = Vm {
             kvm,
-            fd: Arc::new(fd),
-            ram,
-            io: IoManager::new(),
-        })
+            fd,
+            resources,
+            ram: GuestRam::new(mem_size)?,
+            ram_slots: Vec::new(),
+            pci: Arc::new(Mutex::new(PciBus::new())),
+            io: Arc::new(IoManager::new()),
+            shut_down: false,
+        };
+        // From here on, an error drops `vm`, which undoes what was done.
+        for region in vm.ram.regions() {
+            // SAFETY: the host range is a live mapping owned by `vm.ram`, which the Vm keeps
+            // until shutdown has removed this slot.
+            let slot = unsafe {
+                vm.resources
+                    .slots
+                    .add(region.range.start, region.range.len, region.host_addr)
+            }
+            .map_err(VmError::Ram)?;
+            vm.ram_slots.push(slot);
+        }
+        vm.add_pci()?;
+        Ok(vm)
     }
 
     /// The VM fd.
@@ -152,6 +207,29 @@ impl Vm {
     /// Guest RAM.
     pub fn ram(&self) -> &GuestRam {
         &self.ram
+    }
+
+    /// The resources devices take from the VM.
+    pub fn resources(&self) -> &VmResources {
+        &self.resources
+    }
+
+    /// PCI bus 0.
+    pub fn pci_bus(&self) -> &Arc<Mutex<PciBus>> {
+        &self.pci
+    }
+
+    /// The KVM memory slots of guest RAM.
+    pub fn ram_slots(&self) -> &[u32] {
+        &self.ram_slots
+    }
+
+    fn io_mut(&mut self, what: &'static str, bus: &'static str) -> Result<&mut IoManager, VmError> {
+        Arc::get_mut(&mut self.io).ok_or_else(|| VmError::Bus {
+            what,
+            bus,
+            detail: "the buses are fixed once the vCPUs run".into(),
+        })
     }
 
     fn register_pio<T>(
@@ -170,7 +248,7 @@ impl Vm {
             detail,
         };
         let range = PioRange::new(PioAddress(base), len).map_err(|e| err(format!("{e:?}")))?;
-        self.io
+        self.io_mut(what, "port I/O")?
             .register_pio(range, dev)
             .map_err(|e| err(format!("{e:?}")))
     }
@@ -203,29 +281,16 @@ impl Vm {
         Ok(LegacyDevices { serial, reset_evt })
     }
 
-    /// Adds PCI bus 0 (host bridge), type-1 configuration access at 0xCF8 and the BAR router
-    /// over the PCI MMIO windows and the PCI I/O port window.
-    pub fn add_pci(&mut self) -> Result<PciState, VmError> {
-        let mem_size = self.ram.size();
-        let (mmio64_base, mmio64_size) = pci_mmio64_window(mem_size);
-        let allocator = BarAllocator::new(
-            BarWindow::new(PCI_MMIO32_START, PCI_MMIO32_SIZE),
-            Some(BarWindow::new(mmio64_base, mmio64_size)),
-            Some(BarWindow::new(
-                u64::from(PCI_IO_START),
-                u64::from(PCI_IO_SIZE),
-            )),
-        )?;
-        let bus = Arc::new(Mutex::new(PciBus::new()));
-        let router = bus
-            .lock()
-            .map(|b| b.router())
-            .unwrap_or_else(|p| p.into_inner().router());
+    /// Registers PCI bus 0: type-1 configuration access at 0xCF8 and the BAR router over the
+    /// PCI MMIO windows and the PCI I/O port window.
+    fn add_pci(&mut self) -> Result<(), VmError> {
+        let (mmio64_base, mmio64_size) = pci_mmio64_window(self.ram.size());
+        let router = lock(&self.pci).router();
         self.register_pio(
             "PCI configuration access",
             PCI_CONFIG_IO_PORT,
             PCI_CONFIG_IO_PORT_SIZE,
-            Arc::new(Mutex::new(PciConfigIo::new(bus.clone()))),
+            Arc::new(Mutex::new(PciConfigIo::new(self.pci.clone()))),
         )?;
         self.register_pio(
             "PCI I/O BAR router",
@@ -237,21 +302,19 @@ impl Vm {
             (PCI_MMIO32_START, PCI_MMIO32_SIZE),
             (mmio64_base, mmio64_size),
         ] {
+            let what = "PCI MMIO BAR router";
             let err = |detail: String| VmError::Bus {
-                what: "PCI MMIO BAR router",
+                what,
                 bus: "MMIO",
                 detail,
             };
             let range =
                 MmioRange::new(MmioAddress(base), size).map_err(|e| err(format!("{e:?}")))?;
-            self.io
+            self.io_mut(what, "MMIO")?
                 .register_mmio(range, router.clone())
                 .map_err(|e| err(format!("{e:?}")))?;
         }
-        Ok(PciState {
-            bus,
-            allocator: Arc::new(Mutex::new(allocator)),
-        })
+        Ok(())
     }
 
     /// Creates and configures `nr_vcpus` vCPUs; vCPU 0 starts at `entry` in 64-bit mode, the
@@ -278,33 +341,234 @@ impl Vm {
         Ok(vcpus)
     }
 
-    /// Freezes the buses and wraps the vCPU fds for their threads.
-    pub fn into_runnable(
-        self,
+    /// Wraps the vCPU fds for their threads, which share the VM's port and MMIO buses (no
+    /// device is added to them from then on).
+    pub fn runnable_vcpus(
+        &self,
         vcpus: Vec<VcpuFd>,
         exit: Arc<ExitNotifier>,
         stop: Arc<AtomicBool>,
-    ) -> (RunningVm, Vec<Vcpu>) {
-        let io = Arc::new(self.io);
-        let vcpus = vcpus
+    ) -> Vec<Vcpu> {
+        vcpus
             .into_iter()
             .enumerate()
-            .map(|(id, fd)| Vcpu::new(id as u8, fd, io.clone(), exit.clone(), stop.clone()))
-            .collect();
-        (
-            RunningVm {
-                _kvm: self.kvm,
-                _fd: self.fd,
-                _ram: self.ram,
-            },
-            vcpus,
-        )
+            .map(|(id, fd)| Vcpu::new(id as u8, fd, self.io.clone(), exit.clone(), stop.clone()))
+            .collect()
+    }
+
+    /// Tears the VM down, once, after its vCPU threads have stopped. In this order, each step
+    /// once nothing uses what it removes:
+    ///
+    /// 1. The devices: the port and MMIO buses and PCI bus 0 let go of them, the last added
+    ///    first (a device may use one added before it: the GPU exports dma-bufs from
+    ///    passthrough BARs), and each one, as it goes, stops and gives back what it took
+    ///    (irqfds, ioeventfds, BAR slots, region table entries, GSIs; the GPU's display writes
+    ///    its last frame).
+    /// 2. Their slots and routes: BAR slots still in KVM are removed and the routing table goes
+    ///    back to the irqchip's routes (anything a device left behind is named in a warning).
+    /// 3. The VFIO container (or iommufd IOAS): guest RAM is unmapped from the IOMMU.
+    /// 4. Guest memory: RAM's slots are removed from KVM; the mapping goes with the `Vm`.
+    ///
+    /// Returns what it found; a second call does nothing.
+    pub fn shutdown(&mut self) -> ShutdownReport {
+        let mut report = ShutdownReport::default();
+        if std::mem::replace(&mut self.shut_down, true) {
+            return report;
+        }
+        // 1. Devices.
+        self.io = Arc::new(IoManager::new());
+        let devices = lock(&self.pci).remove_devices();
+        for device in devices.into_iter().rev() {
+            if Arc::strong_count(&device) > 1 {
+                log::warn!(
+                    "vmm: {} is still referenced at shutdown: it stops when its last user lets go",
+                    lock_device(&device).name()
+                );
+            }
+            drop(device);
+            report.devices += 1;
+        }
+        // 2. Their slots and routes.
+        for slot in self.resources.slots.in_use() {
+            if self.ram_slots.contains(&slot) {
+                continue;
+            }
+            log::warn!("vmm: KVM memory slot {slot} was left mapped by a device: removing it");
+            if let Err(e) = self.resources.slots.remove(slot) {
+                log::warn!("vmm: {e}");
+            }
+            report.left_slots.push(slot);
+        }
+        match self.resources.msi.clear() {
+            Ok(left) => {
+                if !left.is_empty() {
+                    log::warn!("vmm: GSIs {left:?} were not given back by their devices");
+                }
+                report.left_gsis = left;
+            }
+            Err(e) => log::warn!("vmm: clearing the GSI routing table: {e}"),
+        }
+        // 3. The VFIO container.
+        self.resources.passthrough.close();
+        // 4. Guest memory.
+        for slot in std::mem::take(&mut self.ram_slots) {
+            if let Err(e) = self.resources.slots.remove(slot) {
+                log::warn!("vmm: guest RAM: {e}");
+            }
+        }
+        report
     }
 }
 
-/// What must stay alive while the vCPUs run.
-pub struct RunningVm {
-    _kvm: Kvm,
-    _fd: Arc<VmFd>,
-    _ram: GuestRam,
+/// What [`Vm::shutdown`] found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Devices taken off PCI bus 0.
+    pub devices: usize,
+    /// BAR slots the devices left in KVM (removed by the shutdown).
+    pub left_slots: Vec<u32>,
+    /// GSIs the devices did not give back (taken back by the shutdown).
+    pub left_gsis: Vec<u32>,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Locks the bus or the address windows, also after a panic elsewhere (both stay consistent:
+/// they change only while devices are added or removed).
+pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use devices::pci::{BarKind, MsiRouter};
+    use devices::vfio::HostMapping;
+    use devices::virtio::IoEventRegistrar;
+    use vmm_sys_util::eventfd::EventFd;
+
+    use super::*;
+    use crate::cli::{parse_device, DisplayConfig};
+    use crate::layout::MMIO_HOLE_END;
+
+    /// A VM with the virtio-gpu the VMM builds for `--device gpu=blob`.
+    fn vm_with_gpu() -> Option<Vm> {
+        if !std::path::Path::new("/dev/kvm").exists() {
+            eprintln!("no /dev/kvm: VM resources not tested");
+            return None;
+        }
+        let vm = Vm::new(64 << 20).unwrap();
+        let spec = parse_device("gpu=blob").unwrap();
+        crate::pci_devices::build(&vm, &[spec], &DisplayConfig::Headless).unwrap();
+        Some(vm)
+    }
+
+    /// Guest address and size of BAR 0 of the device in `slot`.
+    fn bar0(vm: &Vm, slot: u8) -> (u64, u64) {
+        let dev = lock(vm.pci_bus()).device(slot).unwrap();
+        let bar = lock_device(&dev).bars()[0];
+        (bar.addr, bar.size)
+    }
+
+    fn disjoint(a: (u64, u64), b: (u64, u64)) -> bool {
+        a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0
+    }
+
+    /// Another device (a second virtio device, ACPI tables) takes a memory slot, GSIs with a
+    /// route, an ioeventfd and MMIO and port ranges from the VM's resources, next to the GPU
+    /// and guest RAM, without going through the GPU's code, and gives them back.
+    #[test]
+    fn a_second_device_takes_slots_gsis_and_windows_from_the_vm() {
+        let Some(mut vm) = vm_with_gpu() else { return };
+        let r = vm.resources().clone();
+        let gpu_bar = bar0(&vm, 1);
+        let gpu_gsis = r.msi.gsis_in_use();
+        assert_eq!(gpu_gsis.len(), 3, "the GPU's vectors");
+
+        let (mmio64, mmio32, ports) = {
+            let mut w = lock(&r.windows);
+            let m64 = BarKind::Mem64 { prefetchable: true };
+            let m32 = BarKind::Mem32 {
+                prefetchable: false,
+            };
+            (
+                w.allocate(m64, 0x10_0000).unwrap(),
+                w.allocate(m32, 0x1000).unwrap(),
+                w.allocate(BarKind::Io, 0x20).unwrap(),
+            )
+        };
+        let (mmio64_start, _) = pci_mmio64_window(vm.ram().size());
+        assert!(mmio64 >= mmio64_start && mmio64_start >= MMIO_HOLE_END);
+        assert!((PCI_MMIO32_START..PCI_MMIO32_START + PCI_MMIO32_SIZE).contains(&mmio32));
+        assert!((u64::from(PCI_IO_START)..0x1_0000).contains(&ports));
+        assert!(disjoint((mmio64, 0x10_0000), gpu_bar));
+        assert!(disjoint((mmio32, 0x1000), gpu_bar));
+
+        let host = HostMapping::anonymous(0x10_0000).unwrap();
+        // SAFETY: `host` stays mapped until the slot is removed below.
+        let slot = unsafe { r.slots.add(mmio64, 0x10_0000, host.host_addr()) }.unwrap();
+        assert!(
+            !vm.ram_slots().contains(&slot),
+            "one allocator for RAM and BARs"
+        );
+        let gsi = r.msi.allocate_gsi().unwrap();
+        assert!(gsi >= 24 && !gpu_gsis.contains(&gsi));
+        r.msi.set_msi_route(gsi, 0xfee0_0000, 0x31).unwrap();
+        let fd = EventFd::new(0).unwrap();
+        r.msi.register_irqfd(&fd, gsi).unwrap();
+        r.ioevents.register(&fd, mmio32).unwrap();
+
+        r.ioevents.unregister(&fd, mmio32).unwrap();
+        r.msi.unregister_irqfd(&fd, gsi).unwrap();
+        r.msi.release_gsi(gsi);
+        r.slots.remove(slot).unwrap();
+        let report = vm.shutdown();
+        assert_eq!(
+            report,
+            ShutdownReport {
+                devices: 1,
+                ..Default::default()
+            },
+            "the GPU and the second device gave everything back"
+        );
+    }
+
+    /// Shutdown takes the devices off first (the GPU gives its GSIs back as it goes), then
+    /// removes what a device left (a slot, a GSI), closes the VFIO container and removes
+    /// guest RAM's slots last.
+    #[test]
+    fn shutdown_goes_devices_then_their_slots_and_routes_then_memory() {
+        let Some(mut vm) = vm_with_gpu() else { return };
+        let r = vm.resources().clone();
+        // A device that forgets to give back a slot and a GSI.
+        let host = HostMapping::anonymous(0x1000).unwrap();
+        let addr = lock(&r.windows)
+            .allocate(
+                BarKind::Mem32 {
+                    prefetchable: false,
+                },
+                0x1000,
+            )
+            .unwrap();
+        // SAFETY: `host` outlives the VM's shutdown, which removes the slot.
+        let slot = unsafe { r.slots.add(addr, 0x1000, host.host_addr()) }.unwrap();
+        let gsi = r.msi.allocate_gsi().unwrap();
+        let report = vm.shutdown();
+        assert_eq!(
+            report,
+            ShutdownReport {
+                devices: 1,
+                left_slots: vec![slot],
+                left_gsis: vec![gsi],
+            }
+        );
+        assert!(r.slots.in_use().is_empty(), "RAM slots removed last");
+        assert!(r.msi.gsis_in_use().is_empty());
+        assert!(!r.passthrough.is_open());
+        assert!(lock(vm.pci_bus()).device(1).is_none());
+        assert_eq!(vm.shutdown(), ShutdownReport::default(), "once");
+    }
 }

@@ -76,7 +76,6 @@ fn run_real_mode_on(
         .write_slice(code, GuestAddress(CODE_ADDR))
         .unwrap();
     let legacy = vm.add_legacy_devices(console).unwrap();
-    vm.add_pci().unwrap();
     let fds = vm.create_vcpus(1, None).unwrap();
     let mut sregs = fds[0].get_sregs().unwrap();
     sregs.cs.base = 0;

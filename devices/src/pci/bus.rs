@@ -123,6 +123,23 @@ impl PciBus {
         Ok(())
     }
 
+    /// Takes every device but the host bridge off the bus: their BARs are no longer routed and
+    /// the bus lets go of them, so the references returned may be the last ones.
+    pub fn remove_devices(&mut self) -> Vec<SharedPciDevice> {
+        let mut removed = Vec::new();
+        for (slot, entry) in self.slots.iter_mut().enumerate().skip(1) {
+            let Some(device) = entry.take() else {
+                continue;
+            };
+            for bar in lock_device(&device).bars() {
+                // NUM_SLOTS is 32, so the index fits a u8.
+                self.router.remove_bar(slot as u8, &bar);
+            }
+            removed.push(device);
+        }
+        removed
+    }
+
     fn free_all(allocator: &mut BarAllocator, allocated: &[(PciBar, u64)]) {
         for (bar, addr) in allocated {
             if let Err(e) = allocator.free(bar.kind, *addr, bar.size) {

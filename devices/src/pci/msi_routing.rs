@@ -2,7 +2,9 @@
 //!
 //! KVM's `KVM_SET_GSI_ROUTING` replaces the whole table, so one [`KvmMsiRouter`] per VM must
 //! own it (shared by VFIO and virtio-pci devices): it keeps the in-kernel irqchip's default
-//! routes (GSI 0-23 to the PIC/IOAPIC) and adds one MSI route per allocated GSI.
+//! routes (GSI 0-23 to the PIC/IOAPIC, reserved for legacy and INTx lines) and adds one MSI
+//! route per GSI it hands out. It also owns those GSIs: from 24 up to what KVM's routing table
+//! can hold next to the irqchip routes ([`KvmMsiRouter::gsi_end_for_routes`]).
 //!
 //! Each table update costs a rewrite of the whole table in KVM, so callers that change many
 //! vectors at once (MSI-X enable, function mask) hand them over in one batch
@@ -17,6 +19,7 @@ use kvm_bindings::{
     KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI,
 };
 use kvm_ioctls::VmFd;
+use vm_allocator::IdAllocator;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::Error;
@@ -60,8 +63,10 @@ pub trait MsiRouter: Send + Sync {
 }
 
 struct RouterState {
-    next_gsi: u32,
-    free: Vec<u32>,
+    /// GSIs for MSI routes; `None` when there are none (KVM's table has no room).
+    gsis: Option<IdAllocator>,
+    /// GSIs handed out and not released.
+    allocated: BTreeSet<u32>,
     msi: BTreeMap<u32, (u64, u32)>,
     /// Released GSIs whose route KVM still has: dropped at the next table update. Nothing
     /// injects on them meanwhile (their irqfds went before they were released), and an irqfd
@@ -74,7 +79,7 @@ struct RouterState {
 /// The KVM implementation (in-kernel irqchip).
 pub struct KvmMsiRouter {
     vm: Arc<VmFd>,
-    max_gsi: u32,
+    gsi_end: u32,
     state: Mutex<RouterState>,
     /// `KVM_SET_GSI_ROUTING` calls made.
     updates: AtomicU64,
@@ -121,20 +126,54 @@ pub fn default_irqchip_routes() -> Vec<kvm_irq_routing_entry> {
 }
 
 impl KvmMsiRouter {
-    /// A router for `vm` handing out GSIs 24..`max_gsi`.
-    pub fn new(vm: Arc<VmFd>, max_gsi: u32) -> Self {
+    /// A router for `vm` handing out GSIs 24..`gsi_end` for MSI routes.
+    pub fn new(vm: Arc<VmFd>, gsi_end: u32) -> Self {
+        let gsis = (gsi_end > IOAPIC_PINS)
+            .then(|| IdAllocator::new(IOAPIC_PINS, gsi_end - 1).ok())
+            .flatten();
         Self {
             vm,
-            max_gsi,
+            gsi_end,
             state: Mutex::new(RouterState {
-                next_gsi: IOAPIC_PINS,
-                free: Vec::new(),
+                gsis,
+                allocated: BTreeSet::new(),
                 msi: BTreeMap::new(),
                 stale: BTreeSet::new(),
                 dirty: false,
             }),
             updates: AtomicU64::new(0),
         }
+    }
+
+    /// The end (exclusive) of the GSIs for MSI routes when KVM's routing table holds at most
+    /// `max_routes` entries (`KVM_CAP_IRQ_ROUTING`): the irqchip's default routes take some,
+    /// each MSI GSI takes one more, and every GSI stays below `max_routes` as KVM requires.
+    pub fn gsi_end_for_routes(max_routes: u32) -> u32 {
+        let irqchip = default_irqchip_routes().len() as u32;
+        IOAPIC_PINS + max_routes.saturating_sub(irqchip)
+    }
+
+    /// GSIs handed out and not given back yet, in ascending order.
+    pub fn gsis_in_use(&self) -> Vec<u32> {
+        self.lock().allocated.iter().copied().collect()
+    }
+
+    /// Takes every GSI back and drops every MSI route from KVM's table (one update, none if
+    /// the table has only the irqchip routes already). Returns the GSIs that were still handed
+    /// out: after the devices are gone, those are GSIs a device did not give back.
+    pub fn clear(&self) -> Result<Vec<u32>, Error> {
+        let mut s = self.lock();
+        let leftover: Vec<u32> = std::mem::take(&mut s.allocated).into_iter().collect();
+        if let Some(ids) = s.gsis.as_mut() {
+            for &gsi in &leftover {
+                let _ = ids.free_id(gsi);
+            }
+        }
+        if !s.msi.is_empty() || !s.stale.is_empty() || s.dirty {
+            s.msi.clear();
+            self.commit(&mut s)?;
+        }
+        Ok(leftover)
     }
 
     /// Number of routing table updates (`KVM_SET_GSI_ROUTING`) so far.
@@ -187,17 +226,16 @@ impl KvmMsiRouter {
 impl MsiRouter for KvmMsiRouter {
     fn allocate_gsi(&self) -> Result<u32, Error> {
         let mut s = self.lock();
-        if let Some(g) = s.free.pop() {
-            return Ok(g);
-        }
-        if s.next_gsi >= self.max_gsi {
-            return Err(Error::NoFreeGsi {
+        let gsi = s
+            .gsis
+            .as_mut()
+            .and_then(|ids| ids.allocate_id().ok())
+            .ok_or(Error::NoFreeGsi {
                 first: IOAPIC_PINS,
-                count: self.max_gsi.saturating_sub(IOAPIC_PINS),
-            });
-        }
-        s.next_gsi += 1;
-        Ok(s.next_gsi - 1)
+                count: self.gsi_end.saturating_sub(IOAPIC_PINS),
+            })?;
+        s.allocated.insert(gsi);
+        Ok(gsi)
     }
 
     fn release_gsi(&self, gsi: u32) {
@@ -211,8 +249,11 @@ impl MsiRouter for KvmMsiRouter {
             if s.msi.remove(&gsi).is_some() {
                 s.stale.insert(gsi);
             }
-            if gsi >= IOAPIC_PINS && !s.free.contains(&gsi) {
-                s.free.push(gsi);
+            if s.allocated.remove(&gsi) {
+                if let Some(ids) = s.gsis.as_mut() {
+                    // Handed out and not released yet, so the allocator takes it back.
+                    let _ = ids.free_id(gsi);
+                }
             }
         }
     }
@@ -305,7 +346,18 @@ mod tests {
         let a = r.allocate_gsi().unwrap();
         let b = r.allocate_gsi().unwrap();
         assert_eq!((a, b), (24, 25));
-        assert!(r.allocate_gsi().is_err());
+        let err = r.allocate_gsi().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::NoFreeGsi {
+                    first: 24,
+                    count: 2
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(r.gsis_in_use(), vec![24, 25]);
         r.set_msi_route(a, 0xfee0_0000, 0x30).unwrap();
         assert_eq!(r.routing_updates(), 1);
         r.set_msi_route(a, 0xfee0_0000, 0x30).unwrap();
@@ -333,5 +385,49 @@ mod tests {
         r.release_gsis(&[a, b]);
         r.set_msi_routes(&[]).unwrap();
         assert_eq!(r.routing_updates(), 3);
+        // Releasing twice, or a GSI never handed out, changes nothing.
+        r.release_gsis(&[a, a, 3, 1000]);
+        assert!(r.gsis_in_use().is_empty());
+        assert_eq!(r.allocate_gsi().unwrap(), 24);
+        // Clearing takes back what is still out and drops the stale routes in one update.
+        assert_eq!(r.clear().unwrap(), vec![24]);
+        assert_eq!(r.routing_updates(), 4);
+        assert_eq!(r.clear().unwrap(), Vec::<u32>::new());
+        assert_eq!(r.routing_updates(), 4, "nothing left to drop");
+    }
+
+    /// The GSIs come from what KVM's routing table holds: every one of them can be routed at
+    /// once, in one table, and there is none more.
+    #[test]
+    fn gsis_are_bounded_by_kvms_routing_table() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!("no /dev/kvm: not exercised");
+            return;
+        };
+        let max_routes = kvm.check_extension_int(kvm_ioctls::Cap::IrqRouting);
+        assert!(max_routes > 40, "KVM_CAP_IRQ_ROUTING: {max_routes}");
+        let end = KvmMsiRouter::gsi_end_for_routes(max_routes as u32);
+        assert_eq!(end, max_routes as u32 - 16);
+        assert_eq!(KvmMsiRouter::gsi_end_for_routes(0), IOAPIC_PINS);
+        let vm = Arc::new(kvm.create_vm().unwrap());
+        vm.create_irq_chip().unwrap();
+        let r = KvmMsiRouter::new(vm, end);
+        let mut routes = Vec::new();
+        while let Ok(gsi) = r.allocate_gsi() {
+            routes.push((gsi, 0xfee0_0000, 0x30));
+        }
+        assert_eq!(
+            routes.len() + default_irqchip_routes().len(),
+            max_routes as usize
+        );
+        r.set_msi_routes(&routes).unwrap();
+        assert_eq!(r.routing_updates(), 1);
+        // A router without room for MSI routes refuses at once.
+        let vm = Arc::new(kvm.create_vm().unwrap());
+        let none = KvmMsiRouter::new(vm, KvmMsiRouter::gsi_end_for_routes(40));
+        assert!(matches!(
+            none.allocate_gsi(),
+            Err(Error::NoFreeGsi { count: 0, .. })
+        ));
     }
 }

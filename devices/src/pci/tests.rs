@@ -306,6 +306,28 @@ fn guest_bar_move_reroutes() {
     assert_eq!(r.router.route_count(), (2, 1));
 }
 
+#[test]
+fn removed_devices_are_no_longer_routed_or_held() {
+    let r = rig();
+    let dev = r.bus.lock().unwrap().device(r.slot).unwrap();
+    assert_eq!(
+        Arc::strong_count(&dev),
+        5,
+        "ours, the bus's and three routes"
+    );
+    let removed = r.bus.lock().unwrap().remove_devices();
+    assert_eq!(removed.len(), 1, "the host bridge stays");
+    assert!(Arc::ptr_eq(&removed[0], &dev));
+    assert_eq!(r.router.route_count(), (0, 0));
+    assert!(r.bus.lock().unwrap().device(r.slot).is_none());
+    assert!(r.bus.lock().unwrap().device(0).is_some());
+    let mut b = [0u8; 1];
+    r.router.read(BarSpace::Mmio, MMIO32 + 8, &mut b);
+    assert_eq!(b[0], 0xff, "BAR 0 no longer decoded");
+    drop(removed);
+    assert_eq!(Arc::strong_count(&dev), 1, "the bus and the router let go");
+}
+
 /// The command register's decode bits gate the router: with Memory Space off, MMIO BARs
 /// read all-ones and drop writes; with I/O Space off, the same for I/O BARs. Turning decoding
 /// back on finds the device as it was.

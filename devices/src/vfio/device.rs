@@ -6,12 +6,12 @@ use log::{info, warn};
 use log_limit::{debug_limit_global, warn_limit_global};
 
 use super::config::VfioPciConfig;
-use super::guest_slots::GuestMemorySlots;
 use super::host_mapping::HostMapping;
 use super::interrupts::VfioInterrupts;
 use super::mmap_areas::{mappable_areas, Area};
 use super::region_set::{RegionDesc, VfioRegionSet};
 use super::registry::{BarPiece, PassthroughBar, PassthroughRegistry};
+use crate::memory_slots::GuestMemorySlots;
 use crate::pci::{
     command_decodes, BarReprogram, BarSpace, PciBar, PciDevice, NUM_BARS, REG_COMMAND,
 };

@@ -5,13 +5,13 @@
 //!   MSI/MSI-X), BARs mmapped into the guest as KVM slots with the MSI-X table/PBA trapped,
 //!   slots re-created when the guest moves a BAR, interrupts through irqfds.
 //! - [`VfioRegionSet`]: the device operations it needs (real: [`VfioDeviceRegions`]; a fake
-//!   in the tests), [`GuestMemorySlots`], [`PassthroughRegistry`]: its other boundaries.
+//!   in the tests), [`GuestMemorySlots`](crate::memory_slots::GuestMemorySlots),
+//!   [`PassthroughRegistry`]: its other boundaries.
 
 mod config;
 mod device;
 mod dmabuf_registry;
 mod error;
-mod guest_slots;
 mod host_mapping;
 mod interrupts;
 mod mmap_areas;
@@ -28,7 +28,6 @@ pub use config::{ConfigWriteEffect, VfioPciConfig};
 pub use device::{VfioPciDevice, VfioPciDeviceEnv};
 pub use dmabuf_registry::DmaBufRegistry;
 pub use error::{Result, VfioPciError};
-pub use guest_slots::{GuestMemorySlots, KvmMemorySlots};
 pub use host_mapping::HostMapping;
 pub use interrupts::{IrqModeKind, VfioInterrupts};
 pub use mmap_areas::{mappable_areas, Area};

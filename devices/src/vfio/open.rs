@@ -166,7 +166,7 @@ impl VfioPassthrough {
         loc: &VfioDeviceLocation,
         mem: &M,
     ) -> Result<Arc<VfioDeviceRegions>> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.lock();
         let iommu = self.iommu(&mut state, loc)?;
         let node = loc.access.node();
         // With iommufd the device's cdev is bound to /dev/iommu and attached to the IOAS.
@@ -224,10 +224,18 @@ impl VfioPassthrough {
     }
 }
 
-impl Drop for VfioPassthrough {
-    fn drop(&mut self) {
-        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = state.take() {
+impl VfioPassthrough {
+    /// Whether the IOMMU address space exists (a device was opened and it is not closed).
+    pub fn is_open(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    /// Unmaps guest RAM from the IOMMU and lets go of the container or IOAS. Call it after
+    /// the devices opened through it are gone (each holds the address space too); a later
+    /// [`VfioPassthrough::open`] starts a new one.
+    pub fn close(&self) {
+        let state = self.lock().take();
+        if let Some(s) = state {
             let ops = s.iommu.ops();
             for (iova, size) in s.dma {
                 let Ok(len) = usize::try_from(size) else {
@@ -242,5 +250,16 @@ impl Drop for VfioPassthrough {
                 }
             }
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<IommuState>> {
+        // Plain data: consistent even if a holder panicked.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for VfioPassthrough {
+    fn drop(&mut self) {
+        self.close();
     }
 }

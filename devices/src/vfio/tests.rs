@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
+use crate::memory_slots::GuestMemorySlots;
 use crate::pci::{
     BarAllocator, BarSpace, BarWindow, MsiRouter, PciBus, PciConfigIo, SharedPciDevice,
 };
