@@ -1,6 +1,6 @@
 //! Errors at the boundaries between the devices and what they take from the VM or the host:
 //! KVM memory slots, GSIs and their MSI routes, irqfds and ioeventfds, VFIO interrupt setup,
-//! the dma-buf region table, and a device following a BAR move.
+//! the dma-buf region table, a device following a BAR move, a virtio device's activation.
 
 use thiserror::Error;
 
@@ -8,8 +8,9 @@ use thiserror::Error;
 /// [`MsiRouter`](crate::pci::MsiRouter), [`IoEventRegistrar`](crate::virtio::IoEventRegistrar),
 /// [`GuestMemorySlots`](crate::memory_slots::GuestMemorySlots),
 /// [`PassthroughRegistry`](crate::vfio::PassthroughRegistry),
-/// [`VfioRegionSet`](crate::vfio::VfioRegionSet) and
-/// [`PciDevice::move_bar`](crate::pci::PciDevice::move_bar)).
+/// [`VfioRegionSet`](crate::vfio::VfioRegionSet),
+/// [`PciDevice::move_bar`](crate::pci::PciDevice::move_bar) and
+/// [`VirtioDevice::activate`](crate::virtio::VirtioDevice::activate)).
 #[derive(Debug, Error)]
 pub enum Error {
     /// Every KVM memory slot of the VM is taken.
@@ -97,6 +98,22 @@ pub enum Error {
     /// An eventfd could not be created (usually the open file limit).
     #[error("cannot create an eventfd: {0} (is the open file limit, ulimit -n, too low?)")]
     EventFd(#[source] std::io::Error),
+    /// The driver activated a virtio device without a queue the device needs.
+    #[error("the driver did not enable virtio queue {index} ({name}), which the device needs")]
+    QueueNotEnabled {
+        /// Queue index.
+        index: u16,
+        /// What the queue is for.
+        name: &'static str,
+    },
+    /// A device thread could not be started.
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        /// The thread's name.
+        name: &'static str,
+        /// What the OS said.
+        source: std::io::Error,
+    },
     /// VFIO refused an interrupt setup call.
     #[error("VFIO_DEVICE_SET_IRQS ({op}) of interrupt index {index} failed: {source}")]
     VfioIrq {

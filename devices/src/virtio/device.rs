@@ -59,7 +59,7 @@ pub trait VirtioDevice: Send {
         mem: GuestMemoryMmap,
         interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<ActivatedQueue>,
-    ) -> Result<(), String>;
+    ) -> Result<(), crate::Error>;
 
     /// Device reset (status 0): stop serving queues and return to the initial state.
     fn reset(&mut self);

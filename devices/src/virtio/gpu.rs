@@ -207,7 +207,7 @@ impl VirtioDevice for VirtioGpu {
         mem: GuestMemoryMmap,
         interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<ActivatedQueue>,
-    ) -> Result<(), String> {
+    ) -> Result<(), crate::Error> {
         self.stop_worker();
         lock(&self.device).activate(Arc::new(mem));
         let queues: Vec<(ActivatedQueue, QueueKind)> = queues
@@ -219,15 +219,21 @@ impl VirtioDevice for VirtioGpu {
             })
             .collect();
         if !queues.iter().any(|(_, k)| *k == QueueKind::Control) {
-            return Err("the control queue is not enabled".into());
+            return Err(crate::Error::QueueNotEnabled {
+                index: 0,
+                name: "control",
+            });
         }
-        let kill = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
-        let worker_kill = kill.try_clone().map_err(|e| format!("eventfd: {e}"))?;
+        let kill = EventFd::new(EFD_NONBLOCK).map_err(crate::Error::EventFd)?;
+        let worker_kill = kill.try_clone().map_err(crate::Error::EventFd)?;
         let device = self.device.clone();
         let handle = std::thread::Builder::new()
             .name("virtio-gpu".into())
             .spawn(move || run_worker(device, interrupt, queues, worker_kill))
-            .map_err(|e| format!("spawning the worker: {e}"))?;
+            .map_err(|source| crate::Error::Thread {
+                name: "virtio-gpu",
+                source,
+            })?;
         self.worker = Some(Worker { kill, handle });
         Ok(())
     }
@@ -260,6 +266,30 @@ mod tests {
         fn trigger(&self, _source: InterruptSource) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    #[test]
+    fn activation_without_the_control_queue_is_refused_naming_it() {
+        let mut gpu = VirtioGpu::new(GpuDevice::new(
+            GpuConfig::default(),
+            Box::new(HeadlessDisplay::default()),
+            Box::new(BlobExporter::new()),
+        ));
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let err = gpu
+            .activate(mem, Arc::new(CountingInterrupt::default()), Vec::new())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                crate::Error::QueueNotEnabled {
+                    index: 0,
+                    name: "control"
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("queue 0 (control)"), "{err}");
     }
 
     #[test]

@@ -122,11 +122,14 @@ impl VirtioDevice for FakeDevice {
         _mem: GuestMemoryMmap,
         interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<ActivatedQueue>,
-    ) -> Result<(), String> {
+    ) -> Result<(), crate::Error> {
         let mut s = self.0.lock().unwrap();
         s.activations += 1;
         if s.refuse_activation {
-            return Err("refused".into());
+            return Err(crate::Error::QueueNotEnabled {
+                index: 0,
+                name: "refused by the test",
+            });
         }
         for q in queues {
             s.activated
