@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The demo: the "BAR blob" case (issue 5) in the nested rig (QEMU/TCG -> Linux L1 with KVM and VFIO ->
-# our vmm -> Linux L2). L1 passes the ivshmem device through to L2 with `vmm --device vfio=<BDF>,gpu=blob
-# --display capture=...`; L2's user-space virtio-gpu driver paints a blob into six out-of-order ranges of
-# the passed-through BAR and shows it (exported zero-copy as one VFIO dma-buf), then a blob spanning
-# guest RAM and the BAR (CPU path). Shows the console, then saves the captured PNGs under target/rig/demo/.
-# Installs what it needs first; downloads are cached under target/.
-# (Pixel-by-pixel and ivshmem-file checks: cargo test -p rig-tests --test rig_gpu_bar_blob.)
+# The demo: the "BAR blob" case (rig scenario gpu-bar-blob) in the nested rig (QEMU/TCG -> Linux L1
+# with KVM and VFIO -> our vmm -> Linux L2). L1 passes the ivshmem device through to L2 with
+# `vmm --device vfio=<BDF>,gpu=blob --display capture=...`; L2's user-space virtio-gpu driver paints a
+# blob into six out-of-order ranges of the passed-through BAR and shows it (exported zero-copy as one
+# VFIO dma-buf), then a blob spanning guest RAM and the BAR (CPU path). Shows the console, then saves
+# the captured PNGs under target/rig/demo/. Installs what it needs first; downloads are cached under
+# target/. (Pixel-by-pixel and ivshmem-file checks:
+# cargo test -p rig-tests --features rig --test rig_gpu_bar_blob.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash resources/rig/setup.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the rig images (see /work/team/RIG-CONTRACT.md):
+# Build the rig images (see resources/rig/README.md):
 #   target/rig/cargo/...            static vmm + guest-tools
 #   target/rig/l2-initramfs.cpio.gz busybox, /init = resources/rig/l2/init, guest-tools in /bin,
 #                                   /rig/l2/*.sh, virtio-gpu module closure (/rig/l2-modules.list),
@@ -128,9 +128,9 @@ mkdir -p "$L2/rig/l2"
 for s in "$HERE"/l2/*.sh; do
     [ -e "$s" ] && install -m 755 "$s" "$L2/rig/l2/"
 done
-# virtio-gpu's module closure for rig.l2=kms-blob (REQUESTS.md R-guest-1). l2/init does NOT load it:
-# only l2/kms-blob.sh insmods /rig/l2-modules.list, so other L2 programs (gpu-user-blob) find the
-# device without a kernel driver.
+# virtio-gpu's module closure for rig.l2=kms-blob (the stock driver gpu-kms-blob talks to). l2/init
+# does NOT load it: only l2/kms-blob.sh insmods /rig/l2-modules.list, so other L2 programs
+# (gpu-user-blob) find the device without a kernel driver.
 add_modules "$L2" "$L2/rig/l2-modules.list" <"$HERE/l2/modules"
 # Drivers for rig.l2=irq-modes, in their own list so that kms-blob.sh does not load them.
 add_modules "$L2" "$L2/rig/l2-irq-modules.list" <"$HERE/l2/irq-modules"

@@ -1,6 +1,7 @@
 # shellcheck shell=dash
 # Rig helpers for scenarios, sourced from /rig/scenarios/*.sh inside L1 (busybox ash).
-# Contract: /work/team/RIG-CONTRACT.md. Result lines go to stdout (the serial console).
+# The result-line grammar and the helpers are described in resources/rig/README.md. Result lines go
+# to stdout (the serial console).
 
 RIG_SCENARIO=${RIG_SCENARIO:-unknown}
 
@@ -324,7 +325,7 @@ rig_send_frames() {
 }
 
 # rig_dmabuf_exports OUTFILE -> one `RIG-DATA export=<n> blob=<id> exp_name=<name> size=<bytes>` line per
-# `dma-buf fdinfo` line the vmm logged (virtio-gpu, at info level; REQUESTS.md R-rig-1), then a summary
+# `dma-buf fdinfo` line the vmm logged (virtio-gpu logs one per export, at info level), then a summary
 # `RIG-DATA exports=<n> exports_vfio=<n> exports_udmabuf=<n> exported_as_lines=<n>`. Sets RIG_EXPORTS,
 # RIG_EXPORTS_VFIO, RIG_EXPORTS_UDMABUF, RIG_VFIO_SIZES (comma list of the vfio_pci_core sizes).
 # shellcheck disable=SC2034 # RIG_EXPORTS* and RIG_VFIO_SIZES are read by the scenarios

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Boot L1 in QEMU/TCG (FACTS section 2) and run one scenario inside it.
+# Boot L1 in QEMU/TCG (q35, emulated VT-d, ivshmem; see resources/rig/README.md) and run one scenario
+# inside it.
 #
 # Usage: resources/rig/run.sh SCENARIO [--timeout SECS] [--shm FILE] [--edu] [--e1000e] [--xhci] [--l1-kernel K]
 #   SCENARIO        name of resources/rig/scenarios/SCENARIO.sh (passed as rig.scenario=SCENARIO)

@@ -1,5 +1,5 @@
 //! The vmm's log of exported dma-bufs: one INFO line per export with the dma-buf's fdinfo
-//! (REQUESTS.md R-rig-1), e.g.
+//! (virtio-gpu logs it at info level after each export), e.g.
 //!
 //! ```text
 //! [.. INFO  virtio_gpu::..] virtio-gpu: blob 1 dma-buf fdinfo: size: 196608 | flags: 02 | exp_name: vfio_pci_core | ..

@@ -1,6 +1,6 @@
 //! Kernel-in-the-loop rig harness.
 //!
-//! The rig (see `resources/rig/` and the team's RIG-CONTRACT) boots a Debian kernel (L1) in
+//! The rig (see `resources/rig/README.md`) boots a Debian kernel (L1) in
 //! QEMU/TCG with nested SVM, an emulated VT-d and an ivshmem device, and runs one scenario
 //! script inside it. Scenarios report on the serial console with one line of the form
 //! `RIG-RESULT scenario=<name> status=PASS|FAIL [k=v ...]` and any number of

@@ -1,4 +1,4 @@
-//! Issue 2's first rig scenario: `vmm` inside L1 boots the L2 kernel to its init, which prints
+//! Scenario `boot`: `vmm` inside L1 boots the L2 kernel to its init, which prints
 //! `L2-MARKER` and reboots; the VMM exits 0 without a KVM error.
 
 // Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).

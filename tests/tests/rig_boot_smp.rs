@@ -1,4 +1,4 @@
-//! REQUESTS.md R-vmm-2: `vmm --vcpus 2` inside L1 boots the L2 kernel to its init, which sees both
+//! Scenario `boot-smp`: `vmm --vcpus 2` inside L1 boots the L2 kernel to its init, which sees both
 //! CPUs, prints `L2-MARKER` and reboots; the VMM exits 0 without a KVM error (scenario `boot-smp`).
 
 // Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).

@@ -1,4 +1,4 @@
-//! Issue 3 in the rig: vfio-dmabuf against the real kernel in L1 (scenario `dmabuf`).
+//! vfio-dmabuf against the real kernel in L1 (scenario `dmabuf`).
 //!
 //! Before boot, L0 writes a per-page pattern into the ivshmem backing file
 //! (= BAR2): "DMAB", the page index (u32 LE), then the byte `page * 7 + 1`

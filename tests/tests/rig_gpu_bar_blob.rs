@@ -1,4 +1,4 @@
-//! Issue 5 in the rig, "BAR blob" (scenario `gpu-bar-blob`, the seed's case): ivshmem is passed
+//! "BAR blob" in the rig (scenario `gpu-bar-blob`): ivshmem is passed
 //! through to L2, whose user-space virtio-gpu driver (/bin/gpu-user-blob) paints blob 1 into six
 //! out-of-order, non-contiguous ranges of BAR2 and blob 2 into guest RAM + BAR2, and shows each.
 //! Checked here: the vmm exported ONE VFIO dma-buf (`exp_name: vfio_pci_core`, size = the blob);

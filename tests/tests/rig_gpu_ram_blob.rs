@@ -1,4 +1,4 @@
-//! Issue 5 in the rig, "guest RAM blob" (scenario `gpu-ram-blob`): L2 loads the stock virtio-gpu
+//! "Guest RAM blob" in the rig (scenario `gpu-ram-blob`): L2 loads the stock virtio-gpu
 //! module and /bin/gpu-kms-blob shows a pattern-painted blob in guest RAM with KMS; the vmm exports it
 //! through udmabuf (fdinfo `exp_name: udmabuf`) and its capture display writes PNGs, which L1 sends
 //! back over the console. Every pixel of the frame is compared with the pattern.

@@ -1,6 +1,6 @@
-//! Issue 4 in the rig, BAR both ways (scenario `vfio-bar`): L1 binds ivshmem to vfio-pci and runs
-//! `vmm --device vfio=<BDF>`; L2's /bin/bar-pattern reads the words L0 wrote into the ivshmem file
-//! before the run and writes its own, which L0 checks here afterwards.
+//! A passed-through BAR both ways in the rig (scenario `vfio-bar`): L1 binds ivshmem to vfio-pci
+//! and runs `vmm --device vfio=<BDF>`; L2's /bin/bar-pattern reads the words L0 wrote into the
+//! ivshmem file before the run and writes its own, which L0 checks here afterwards.
 
 // Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
 #![cfg(feature = "rig")]

@@ -1,6 +1,7 @@
-//! Issue 4 in the rig, DMA (scenario `vfio-edu`, QEMU's `edu` device in L0): L1 binds edu and
-//! ivshmem to vfio-pci and passes both to L2; L2's /bin/edu-dma makes edu DMA 4000 bytes from guest
-//! RAM into the device and back, through the IOMMU mapping of guest RAM, and compares.
+//! DMA by a passed-through device in the rig (scenario `vfio-edu`, QEMU's `edu` device in L0): L1
+//! binds edu and ivshmem to vfio-pci and passes both to L2; L2's /bin/edu-dma makes edu DMA 4000
+//! bytes from guest RAM into the device and back, through the IOMMU mapping of guest RAM, and
+//! compares.
 
 // Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
 #![cfg(feature = "rig")]

@@ -1,4 +1,4 @@
-//! Issue 4 "must show": `vmm --device vfio=<BDF>` of a device that is not bound to vfio-pci
+//! The error a user sees: `vmm --device vfio=<BDF>` of a device that is not bound to vfio-pci
 //! (ivshmem left without a driver in L1) refuses to start, with a message that says why
 //! (scenario `vfio-notbound`).
 

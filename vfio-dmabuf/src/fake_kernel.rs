@@ -352,7 +352,7 @@ impl UdmabufIoctl for FakeUdmabuf {
 
 #[cfg(test)]
 mod tests {
-    //! The fake itself, against FACTS section 3's check list, in order.
+    //! The fake itself: each check of the kernel's handler (see the module doc), in order.
     use super::*;
     use crate::vfio_export::encode_dma_buf_request;
     use std::os::fd::{AsFd, FromRawFd, OwnedFd};

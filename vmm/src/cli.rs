@@ -472,11 +472,11 @@ mod tests {
         assert_eq!(a.cmdline, "console=ttyS0 quiet");
         assert_eq!(a.devices.len(), 2);
         assert_eq!(a.display, DisplayConfig::Headless);
-        let a =
-            Args::try_parse_from(["vmm", "--kernel", &k, "--display", "capture=/tmp/f"]).unwrap();
+        let cap = format!("capture={}", std::env::temp_dir().display());
+        let a = Args::try_parse_from(["vmm", "--kernel", &k, "--display", &cap]).unwrap();
         assert_eq!(
             a.display,
-            DisplayConfig::parse("capture=/tmp/f").unwrap(),
+            DisplayConfig::parse(&cap).unwrap(),
             "capture=<dir>"
         );
         let a = Args::try_parse_from(["vmm", "--kernel", &k]).unwrap();

@@ -95,6 +95,17 @@ fn empty_capture_directory() {
 }
 
 #[test]
+fn missing_capture_directory_is_a_usage_error_and_is_not_created() {
+    let k = kernel_file("capture-missing");
+    let dir = std::env::temp_dir().join(format!("vmm-no-such-capture-{}", std::process::id()));
+    let arg = format!("capture={}", dir.display());
+    let out = vmm(&["--kernel", k.to_str().unwrap(), "--display", &arg]);
+    assert_usage_error(&out, "--display", "never created");
+    assert!(!dir.exists());
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
 fn two_gpus_are_refused_before_the_vm_starts() {
     let k = kernel_file("twogpus");
     let out = vmm(&[

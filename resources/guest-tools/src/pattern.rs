@@ -159,6 +159,32 @@ pub fn bar_blob_entries(base: u64, size: u64, n: usize, page: u64) -> Option<Vec
     )
 }
 
+/// Splits an image of `size` bytes into `n` out-of-order page ranges of a BAR from `base`
+/// ([`bar_blob_entries`]), checks they fit in the `bar` mapping, and paints pattern `variant`
+/// into them. Returns the ranges as (offset in the BAR, length).
+pub fn paint_bar_blob(
+    bar: &Mapping,
+    base: u64,
+    size: u64,
+    n: usize,
+    variant: u8,
+    width: u32,
+    image: u64,
+) -> crate::error::Result<Vec<(u64, u64)>> {
+    let page = crate::pagemap::PAGE_SIZE as u64;
+    let ents = bar_blob_entries(base, size, n, page).ok_or_else(|| {
+        crate::error::Error::Unsupported(format!("{size} bytes cannot be split into {n} pages"))
+    })?;
+    if base + bar_blob_span(&ents, base) > bar.len() as u64 {
+        return Err(crate::error::Error::Unsupported(format!(
+            "blob ranges end past the {:#x}-byte BAR",
+            bar.len()
+        )));
+    }
+    paint_blob(bar, &ents, 0, variant, width, image);
+    Ok(ents)
+}
+
 /// Bytes of BAR needed by [`bar_blob_entries`] from `base` (end of the highest range).
 pub fn bar_blob_span(entries: &[(u64, u64)], base: u64) -> u64 {
     entries.iter().map(|(o, l)| o + l - base).max().unwrap_or(0)

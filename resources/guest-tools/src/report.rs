@@ -1,4 +1,5 @@
-//! Result lines of the rig (grammar in /work/team/RIG-CONTRACT.md):
+//! Result lines of the rig (grammar in resources/rig/README.md; parsed by the rig-tests crate,
+//! tests/src/result_line.rs):
 //!
 //! ```text
 //! RIG-DATA scenario=<name> k=v ...

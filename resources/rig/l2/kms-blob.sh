@@ -1,9 +1,9 @@
 #!/bin/sh
-# L2 "guest RAM blob" scenario (issue 5): load the stock virtio-gpu driver, then run gpu-kms-blob,
-# which shows a pattern-painted guest blob with KMS. Run with rig.l2=kms-blob; extra arguments for
-# gpu-kms-blob may be given as rig.kms=ARG,ARG,... on the L2 kernel command line.
+# L2 program of the rig scenario gpu-ram-blob ("guest RAM blob"): load the stock virtio-gpu driver,
+# then run gpu-kms-blob, which shows a pattern-painted guest blob with KMS. Run with rig.l2=kms-blob;
+# extra arguments for gpu-kms-blob may be given as rig.kms=ARG,ARG,... on the L2 kernel command line.
 # Needs the module closure in the L2 initramfs, listed in load order in /rig/l2-modules.list
-# (build.sh; see /work/team/REQUESTS.md R-guest-1).
+# (build.sh adds it, from the module names in l2/modules).
 # drm_kms_helper is loaded with fbdev_emulation=0: no fbcon frames are flushed, so the only scanout
 # and flushes the device sees are gpu-kms-blob's (one capture frame, and the driver's rate-limited
 # device-error messages are not used up by console flushes). rig.kms_fbdev=1 keeps fbdev on.

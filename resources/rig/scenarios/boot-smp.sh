@@ -1,5 +1,5 @@
 #!/bin/sh
-# boot-smp (REQUESTS.md R-vmm-2): as boot.sh, with `--vcpus 2`. vmm boots the L2 kernel to its init
+# boot-smp: as boot.sh, with `--vcpus 2`. vmm boots the L2 kernel to its init
 # (L2-MARKER), which reboots; vmm must exit 0 without a KVM error. Also reports l2_cpus, the CPUs L2's
 # init saw (from its marker line); PASS also needs l2_cpus=2.
 . /rig/lib.sh

@@ -1,5 +1,5 @@
 #!/bin/sh
-# dmabuf (issue 3): vfio-dmabuf against the real kernel in L1.
+# dmabuf: vfio-dmabuf against the real kernel in L1.
 # ivshmem (1af4:1110) is bound to vfio-pci; /bin/dmabuf-rigtest exports multi-range dma-bufs from
 # its BAR2, maps them for the CPU, provokes each error class, and exports a udmabuf.
 # Needs the test's shm_fill pattern in the ivshmem backing file (tests/tests/rig_dmabuf.rs).

@@ -1,5 +1,5 @@
 #!/bin/sh
-# gpu-bar-blob (issue 5, "BAR blob", the seed's case): ivshmem bound to vfio-pci in L1, `vmm --device
+# gpu-bar-blob ("BAR blob"): ivshmem bound to vfio-pci in L1, `vmm --device
 # vfio=<BDF>,gpu=blob --display capture=/tmp/cap`; L2 runs rig.l2=gpu-user-blob (no virtio-gpu module:
 # a user-space driver unbinds the device from virtio-pci), which paints blob 1 (6 out-of-order ranges of
 # ivshmem BAR2, pattern variant 1) and blob 2 (guest RAM + BAR2, variant 2) and shows each.

@@ -1,8 +1,8 @@
 #!/bin/sh
-# gpu-ram-blob (issue 5, "guest RAM blob"): `vmm --device gpu=blob --display capture=/tmp/cap`, L2 runs
+# gpu-ram-blob ("guest RAM blob"): `vmm --device gpu=blob --display capture=/tmp/cap`, L2 runs
 # rig.l2=kms-blob (stock virtio-gpu module + /bin/gpu-kms-blob: a blob in guest RAM painted with
 # pattern variant 0, shown with KMS). The vmm (RUST_LOG=info) must export it through udmabuf and log
-# the dma-buf's fdinfo (`exp_name: udmabuf`; REQUESTS.md R-rig-1). The captured PNGs go to L0 over the
+# the dma-buf's fdinfo (`exp_name: udmabuf`). The captured PNGs go to L0 over the
 # console (rig_send_frames); tests/tests/rig_gpu_ram_blob.rs compares every pixel with the pattern.
 # PASS iff kms-blob passed, the vmm exited 0 without a KVM error, >= 1 frame was captured and sent, and
 # a dma-buf with exp_name udmabuf was logged.

@@ -1,5 +1,5 @@
 #!/bin/sh
-# vfio-bar (issue 4, BAR both ways): ivshmem (1af4:1110) bound to vfio-pci in L1 and passed to L2 with
+# vfio-bar (BAR both ways): ivshmem (1af4:1110) bound to vfio-pci in L1 and passed to L2 with
 # `vmm --device vfio=<BDF>`; L2 runs /bin/bar-pattern (rig.l2=bar-pattern), which prints an lspci-style
 # view of the device, checks the words L0 wrote into the ivshmem file (tests/tests/rig_vfio_bar.rs
 # fills it) and writes its own for L0 to check. L2's result lines are forwarded as RIG-DATA l2_* lines.

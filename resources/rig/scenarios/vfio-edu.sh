@@ -1,5 +1,5 @@
 #!/bin/sh
-# vfio-edu (issue 4, DMA; run.sh --edu): QEMU's edu device (1234:11e8) and ivshmem (1af4:1110), each in
+# vfio-edu (DMA; run.sh --edu): QEMU's edu device (1234:11e8) and ivshmem (1af4:1110), each in
 # its own IOMMU group, bound to vfio-pci in L1 and both passed to L2 (`--device vfio=<edu>
 # --device vfio=<ivshmem>`). L2 runs /bin/edu-dma (rig.l2=edu-dma): 4000 bytes RAM -> edu -> RAM through
 # the emulated VT-d, compared (never 4096 bytes: QEMU 7.2's edu aborts L0). L2's result lines are

@@ -1,5 +1,5 @@
 #!/bin/sh
-# vfio-notbound (issue 4, "must show" the error): `vmm --device vfio=<BDF>` for ivshmem left WITHOUT
+# vfio-notbound (the error a user sees): `vmm --device vfio=<BDF>` for ivshmem left WITHOUT
 # vfio-pci (no driver) must refuse to start with a clear message. The message is reported as
 # RIG-DATA vmm_error=<message, spaces as _>.
 # PASS iff the vmm exits non-zero (not killed at the timeout) without booting L2, and its error

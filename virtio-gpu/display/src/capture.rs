@@ -33,11 +33,10 @@ pub struct CaptureDisplay {
 }
 
 impl CaptureDisplay {
-    /// Creates the directory if needed. `max_fps` 0 means no limit; `keep` (at least 1) bounds
-    /// the files left in `dir`.
+    /// Writes into `dir`, which must be a writable directory (it is never created). `max_fps`
+    /// 0 means no limit; `keep` (at least 1) bounds the files left in `dir`.
     pub fn new(dir: PathBuf, max_fps: u32, keep: usize) -> Result<Self, DisplayError> {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| DisplayError::Io(format!("creating {}: {e}", dir.display())))?;
+        crate::check_writable_dir(&dir).map_err(DisplayError::Io)?;
         let min_interval = if max_fps == 0 {
             Duration::ZERO
         } else {
@@ -193,6 +192,7 @@ mod tests {
     fn tmpdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("vgpu-capture-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
         d
     }
 

@@ -66,8 +66,10 @@ impl DisplayConfig {
         if dir.is_empty() {
             return Err("capture= needs a directory: capture=<dir>[,keep=N]".to_string());
         }
+        let dir = PathBuf::from(dir);
+        check_writable_dir(&dir)?;
         Ok(DisplayConfig::Capture {
-            dir: PathBuf::from(dir),
+            dir,
             max_fps: Self::DEFAULT_CAPTURE_FPS,
             keep,
         })
@@ -84,6 +86,33 @@ impl DisplayConfig {
     }
 }
 
+/// Checks that `dir` is an existing directory this process can create files in (by creating
+/// and removing a probe file). The message names the directory and what is wrong.
+pub fn check_writable_dir(dir: &std::path::Path) -> Result<(), String> {
+    let shown = dir.display();
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("capture directory {shown} is not a directory")),
+        Err(e) => {
+            return Err(format!(
+                "capture directory {shown}: {e} (create it first; it is never created for you)"
+            ))
+        }
+    }
+    let probe = dir.join(format!(".capture-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| format!("capture directory {shown} is not writable: {e}"))?;
+    std::fs::remove_file(&probe).map_err(|e| {
+        format!(
+            "capture directory {shown}: removing {}: {e}",
+            probe.display()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,22 +123,42 @@ mod tests {
             DisplayConfig::parse("headless"),
             Ok(DisplayConfig::Headless)
         );
+        let base = std::env::temp_dir().join(format!("vgpu-display-{}", std::process::id()));
+        let with_comma = base.join("a,b");
+        std::fs::create_dir_all(&with_comma).unwrap();
         assert_eq!(
-            DisplayConfig::parse("capture=/tmp/x"),
+            DisplayConfig::parse(&format!("capture={}", base.display())),
             Ok(DisplayConfig::Capture {
-                dir: PathBuf::from("/tmp/x"),
+                dir: base.clone(),
                 max_fps: DisplayConfig::DEFAULT_CAPTURE_FPS,
                 keep: DisplayConfig::DEFAULT_CAPTURE_KEEP,
             })
         );
         assert_eq!(
-            DisplayConfig::parse("capture=/tmp/a,b,keep=16"),
+            DisplayConfig::parse(&format!("capture={},keep=16", with_comma.display())),
             Ok(DisplayConfig::Capture {
-                dir: PathBuf::from("/tmp/a,b"),
+                dir: with_comma,
                 max_fps: DisplayConfig::DEFAULT_CAPTURE_FPS,
                 keep: 16,
             })
         );
+        // Missing, not a directory, not writable: refused with a message naming it.
+        let missing = base.join("missing");
+        let err = DisplayConfig::parse(&format!("capture={}", missing.display())).unwrap_err();
+        assert!(
+            err.contains("missing") && err.contains("never created"),
+            "{err}"
+        );
+        assert!(!missing.exists(), "a missing directory is not created");
+        let file = base.join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = DisplayConfig::parse(&format!("capture={}", file.display())).unwrap_err();
+        assert!(err.contains("not a directory"), "{err}");
+        assert!(
+            DisplayConfig::parse("capture=/proc/self").is_err(),
+            "/proc/self is not writable"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
         for bad in [
             "capture=",
             "capture=,keep=3",

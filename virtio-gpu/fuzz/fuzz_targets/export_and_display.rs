@@ -79,6 +79,7 @@ fn target() -> &'static Mutex<Target> {
             .with_vfio(registry.clone(), FakeVfioPci::ivshmem_like())
             .with_udmabuf(udmabuf);
         let dir = std::env::temp_dir().join(format!("vgpu-fuzz-capture-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
         let display = CaptureDisplay::new(dir, 10, 2).unwrap();
         let config = GpuConfig {
             max_hostmem: 64 << 20,

@@ -1,4 +1,5 @@
-//! bar-pattern: checks a PCI BAR both ways against L0 (issue 4, rig scenario "BAR pattern").
+//! bar-pattern: checks a PCI BAR both ways against L0 (L2 program of the rig scenarios vfio-bar and
+//! vfio-iommufd).
 //!
 //! Finds the PCI device `--id` (default ivshmem-plain, 1af4:1110) in sysfs, prints an lspci-style
 //! view of it (BDF, class, ids, each BAR's address/size/kind/flags), maps BAR `--bar` (default 2)
@@ -27,7 +28,9 @@ use guest_tools::pci::{parse_hex_u64, parse_id_pair, PciDevice};
 use guest_tools::report::{hex, Reporter};
 
 #[derive(Parser, Debug)]
-#[command(about = "Check an L0-written pattern in a PCI BAR and write one back (rig, issue 4)")]
+#[command(
+    about = "Check an L0-written pattern in a PCI BAR and write one back (rig scenario vfio-bar)"
+)]
 struct Args {
     /// PCI vendor:device (hex).
     #[arg(long, default_value = "1af4:1110")]

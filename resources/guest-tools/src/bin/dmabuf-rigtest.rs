@@ -1,4 +1,4 @@
-//! dmabuf-rigtest: runs in the rig's L1 against the real kernel (issue 3).
+//! dmabuf-rigtest: runs in the rig's L1 against the real kernel (rig scenario dmabuf).
 //!
 //! Usage: `dmabuf-rigtest --bdf 0000:00:03.0 --group /dev/vfio/N`
 //!

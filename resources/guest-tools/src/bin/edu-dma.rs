@@ -1,4 +1,5 @@
-//! edu-dma: DMA from guest RAM to QEMU's `edu` device and back (issue 4, rig scenario "DMA").
+//! edu-dma: DMA from guest RAM to QEMU's `edu` device and back (L2 program of the rig scenarios
+//! vfio-edu and vfio-iommufd).
 //!
 //! The edu device (1234:11e8, QEMU `docs/specs/edu.rst`): BAR0 holds 32-bit registers (only 4-byte
 //! accesses below 0x80); DMA source 0x80, destination 0x88, count 0x90, command 0x98 (bit 0 start,
@@ -44,7 +45,7 @@ const EDU_BUF_SIZE: usize = 4096;
 const MAX_LEN: usize = EDU_BUF_SIZE - 1;
 
 #[derive(Parser, Debug)]
-#[command(about = "DMA a buffer through QEMU's edu device and back (rig, issue 4)")]
+#[command(about = "DMA a buffer through QEMU's edu device and back (rig scenario vfio-edu)")]
 struct Args {
     /// PCI vendor:device (hex).
     #[arg(long, default_value = "1234:11e8")]

@@ -39,8 +39,8 @@ use guest_tools::error::{Error, Result};
 use guest_tools::gpu_ctl::{create_blob_request, scanout_request, GpuCtl, REQUEST_ARENA};
 use guest_tools::pagemap::{merge_runs, LockedPages, Pagemap, PAGE_SIZE};
 use guest_tools::pattern::{
-    bar_blob_entries, bar_blob_span, format_entries, paint_blob, VARIANT_BAR_BLOB,
-    VARIANT_HOSTILE_FRESH, VARIANT_KMS,
+    format_entries, paint_bar_blob, paint_blob, VARIANT_BAR_BLOB, VARIANT_HOSTILE_FRESH,
+    VARIANT_KMS,
 };
 use guest_tools::pci::{parse_hex_u64, parse_id_pair, PciDevice, PCI_COMMAND, PCI_COMMAND_MEMORY};
 use guest_tools::report::{hex, Reporter};
@@ -565,20 +565,15 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
     let size = image.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64;
     let mut fresh = Vec::new();
     if !h.drv.is_broken() {
-        let ents =
-            bar_blob_entries(bar_base, size, args.entries, PAGE_SIZE as u64).ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "{size} bytes cannot be split into {} pages",
-                    args.entries
-                ))
-            })?;
-        if bar_base + bar_blob_span(&ents, bar_base) > bar.len() as u64 {
-            return Err(Error::Unsupported(format!(
-                "the fresh image's ranges end past the {:#x}-byte BAR",
-                bar.len()
-            )));
-        }
-        paint_blob(&bar, &ents, 0, VARIANT_HOSTILE_FRESH, args.width, image);
+        let ents = paint_bar_blob(
+            &bar,
+            bar_base,
+            size,
+            args.entries,
+            VARIANT_HOSTILE_FRESH,
+            args.width,
+            image,
+        )?;
         let phys: Vec<(u64, u64)> = ents.iter().map(|&(o, l)| (ivbar.start + o, l)).collect();
         rep.data(&[
             ("blob", "fresh".into()),

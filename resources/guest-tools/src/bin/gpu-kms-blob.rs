@@ -1,5 +1,5 @@
 //! gpu-kms-blob: shows a guest-RAM blob with KMS through the stock `virtio-gpu` kernel driver
-//! (issue 5, rig scenario "guest RAM blob").
+//! (L2 program of the rig scenario gpu-ram-blob).
 //!
 //! With the `virtio-gpu` module loaded (see resources/rig/l2/kms-blob.sh), the program opens the
 //! DRM card whose driver is `virtio_gpu` and:
@@ -47,7 +47,7 @@ enum Expect {
 }
 
 #[derive(Parser, Debug)]
-#[command(about = "Show a guest-RAM virtio-gpu blob with KMS (rig, issue 5)")]
+#[command(about = "Show a guest-RAM virtio-gpu blob with KMS (rig scenario gpu-ram-blob)")]
 struct Args {
     /// DRM card node; default: the first /dev/dri/cardN whose driver is virtio_gpu.
     #[arg(long)]

@@ -37,8 +37,7 @@ use guest_tools::error::{Error, Result};
 use guest_tools::gpu_ctl::GpuCtl;
 use guest_tools::pagemap::{merge_runs, LockedPages, Pagemap, PAGE_SIZE};
 use guest_tools::pattern::{
-    bar_blob_entries, bar_blob_span, format_entries, paint_blob, VARIANT_BAR_BLOB,
-    VARIANT_MIXED_BLOB,
+    format_entries, paint_bar_blob, paint_blob, VARIANT_BAR_BLOB, VARIANT_MIXED_BLOB,
 };
 use guest_tools::pci::{parse_hex_u64, parse_id_pair, PciDevice};
 use guest_tools::report::{hex, Reporter};
@@ -170,20 +169,15 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
     let ivdev = PciDevice::find(iv, id)?;
     let ivbar = ivdev.bar(args.ivshmem_bar)?;
     let bar = ivdev.map_bar(args.ivshmem_bar)?;
-    let ents =
-        bar_blob_entries(bar_base, size, args.entries, PAGE_SIZE as u64).ok_or_else(|| {
-            Error::Unsupported(format!(
-                "{size} bytes cannot be split into {} pages",
-                args.entries
-            ))
-        })?;
-    if bar_base + bar_blob_span(&ents, bar_base) > bar.len() as u64 {
-        return Err(Error::Unsupported(format!(
-            "blob ranges end past the {:#x}-byte BAR",
-            bar.len()
-        )));
-    }
-    paint_blob(&bar, &ents, 0, VARIANT_BAR_BLOB, args.width, image);
+    let ents = paint_bar_blob(
+        &bar,
+        bar_base,
+        size,
+        args.entries,
+        VARIANT_BAR_BLOB,
+        args.width,
+        image,
+    )?;
     let phys1: Vec<(u64, u64)> = ents.iter().map(|&(o, l)| (ivbar.start + o, l)).collect();
     rep.data(&[
         ("blob", "1".into()),
