@@ -595,6 +595,11 @@ mod tests {
         assert_eq!(t.write_table(u64::MAX - 3, &[1, 2, 3, 4]), None);
         assert_eq!(t.write_table(1 << 40, &[1, 2, 3, 4]), None);
         assert_eq!(t, before);
+    }
+
+    #[test]
+    fn hostile_table_accesses() {
+        let t = table();
         let mut d = [0xaau8; 8];
         t.read_table(u64::MAX - 7, &mut d);
         assert_eq!(d, [0; 8]);
