@@ -616,6 +616,16 @@ fn msix_enable_and_table_programming() {
     assert!(irq.live_vectors().is_empty(), "all masked");
     let gsi1 = irq.gsis()[1];
     drop(d);
+    // The table takes aligned dwords and qwords only (PCI spec, as virtio-pci's): byte and word
+    // writes of vector 1's control change nothing, word reads read zeros, nothing reaches the
+    // device.
+    r.bar_router.write(BarSpace::Mmio, bar1 + 0x1c, &[0]);
+    r.bar_router.write(BarSpace::Mmio, bar1 + 0x1e, &[0, 0]);
+    assert!(r.router.irqfds.lock().unwrap().is_empty(), "still masked");
+    let mut w = [0xaau8; 2];
+    r.bar_router.read(BarSpace::Mmio, bar1 + 0x1c, &mut w);
+    assert_eq!(w, [0, 0]);
+    assert!(!r.fake.log().iter().any(|l| l.starts_with("write 1 ")));
     // Unmask vector 1.
     r.bar_router
         .write(BarSpace::Mmio, bar1 + 0x1c, &0u32.to_le_bytes());
@@ -637,34 +647,6 @@ fn msix_enable_and_table_programming() {
     assert!(r.fake.irq.lock().unwrap().is_empty());
     assert!(r.router.irqfds.lock().unwrap().is_empty());
     assert!(r.router.routes.lock().unwrap().is_empty());
-}
-
-/// The trapped MSI-X table takes aligned dword and qword accesses only, as the PCI spec
-/// requires and as virtio-pci's table does: a byte or word access changes no entry, routes
-/// nothing, reads zeros and never reaches the device.
-#[test]
-fn msix_table_takes_aligned_dwords_and_qwords_only() {
-    let mut r = rig(None);
-    let bar1 = r.bar(1).addr;
-    r.bar_router
-        .write(BarSpace::Mmio, bar1 + 0x10, &0xfee0_0000u32.to_le_bytes());
-    r.cfg_write(0x43, &[0x80]);
-    // Byte and word writes of vector 1's control (unmask) are ignored.
-    r.bar_router.write(BarSpace::Mmio, bar1 + 0x1c, &[0]);
-    r.bar_router.write(BarSpace::Mmio, bar1 + 0x1c, &[0, 0]);
-    r.bar_router.write(BarSpace::Mmio, bar1 + 0x1e, &[0, 0]);
-    assert!(r.router.irqfds.lock().unwrap().is_empty(), "still masked");
-    let mut w = [0xaau8; 2];
-    r.bar_router.read(BarSpace::Mmio, bar1 + 0x1c, &mut w);
-    assert_eq!(w, [0, 0], "a word read reads zeros");
-    let mut d = [0u8; 4];
-    r.bar_router.read(BarSpace::Mmio, bar1 + 0x1c, &mut d);
-    assert_eq!(u32::from_le_bytes(d), 1, "masked");
-    // The dword write unmasks it.
-    r.bar_router
-        .write(BarSpace::Mmio, bar1 + 0x1c, &0u32.to_le_bytes());
-    assert_eq!(r.router.irqfds.lock().unwrap().len(), 1);
-    assert!(!r.fake.log().iter().any(|l| l.starts_with("write 1 ")));
 }
 
 #[test]
