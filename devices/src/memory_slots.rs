@@ -57,11 +57,6 @@ impl KvmMemorySlots {
         }
     }
 
-    /// How many slots the VM has.
-    pub fn count(&self) -> u32 {
-        self.count
-    }
-
     /// The slots in use, in ascending order.
     pub fn in_use(&self) -> Vec<u32> {
         self.lock().used.keys().copied().collect()

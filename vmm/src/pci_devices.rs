@@ -177,11 +177,6 @@ impl PciDevices {
         self.gpu.is_some()
     }
 
-    /// The PCI slot of the virtio-gpu.
-    pub fn gpu_slot(&self) -> Option<u8> {
-        self.gpu
-    }
-
     /// The region table shared by the passthrough devices and the GPU.
     pub fn registry(&self) -> Option<&SharedRegistry> {
         self.registry.as_ref()
@@ -414,7 +409,7 @@ mod tests {
             &DisplayConfig::Headless,
         )
         .unwrap();
-        assert!(devs.has_gpu() && devs.vfio_count() == 0 && devs.gpu_slot() == Some(1));
+        assert!(devs.has_gpu() && devs.vfio_count() == 0);
         assert!(devs.registry().is_some());
         assert!(
             !vm.resources().passthrough.is_open(),

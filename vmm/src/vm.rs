@@ -199,11 +199,6 @@ impl Vm {
         Ok(vm)
     }
 
-    /// The VM fd.
-    pub fn fd(&self) -> &Arc<VmFd> {
-        &self.fd
-    }
-
     /// Guest RAM.
     pub fn ram(&self) -> &GuestRam {
         &self.ram
