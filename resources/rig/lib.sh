@@ -2,6 +2,12 @@
 # Rig helpers for scenarios, sourced from /rig/scenarios/*.sh inside L1 (busybox ash).
 # The result-line grammar and the helpers are described in resources/rig/README.md. Result lines go
 # to stdout (the serial console).
+#
+# Scenarios gather facts and report them; the rig test (tests/tests/rig_<name>.rs) decides whether
+# the facts are right. A scenario reports status=FAIL (rig_fail, or rig_report with RIG_REASON set)
+# only when it could not gather its facts: the setup failed (no /dev/kvm, a device did not bind to
+# vfio-pci, ...), the vmm was killed by a signal, the L2 program printed no result line, a file did
+# not reach L0. status=PASS means "the facts are complete", not "the vmm behaved".
 
 RIG_SCENARIO=${RIG_SCENARIO:-unknown}
 
@@ -108,11 +114,12 @@ rig_timestamp() {
 
 # rig_run_vmm SECS OUTFILE VMM-ARGS... -> runs /bin/vmm under `timeout -s KILL SECS`, stdin /dev/null,
 # echoes its output to the console as "L2| <uptime> <line>" and writes "<uptime> <line>" to OUTFILE.
-# Sets RIG_VMM_RC (exit code; 137 = killed at the timeout), RIG_VMM_T0 (uptime at start).
-# RIG_VMM=<path> runs another binary instead of /bin/vmm.
+# Sets RIG_VMM_RC (exit code; 137 = killed at the timeout), RIG_VMM_T0 (uptime at start),
+# RIG_VMM_SECS (SECS). RIG_VMM=<path> runs another binary instead of /bin/vmm.
 rig_run_vmm() {
     local secs=$1 out=$2 line
     shift 2
+    RIG_VMM_SECS=$secs
     : >"$out"
     RIG_VMM_T0=$(rig_uptime)
     rig_log "vmm $* (timeout ${secs}s) at ${RIG_VMM_T0}s"
@@ -258,10 +265,11 @@ rig_send_file() {
 }
 
 # rig_l2_check OUTFILE -> judges a rig_run_vmm run whose L2 program reports through rig.l2 (after
-# rig_l2_forward OUTFILE). Sets RIG_REASON (empty if the vmm exited 0 without a KVM error and the L2
-# program reported PASS; else vmm-timeout, vmm-error, no-marker, kvm-error, l2-no-result, l2-fail or
-# vmm-exit-nonzero) and RIG_FIELDS (k=v words for the RIG-RESULT line: vmm_exit kvm_error marker
-# l2_scenario l2_status [l2_reason] [vmm_error] l2_boot_s vmm_wall_s).
+# rig_l2_forward OUTFILE). Superseded by rig_vmm_facts; gpu-hostile.sh still takes its RIG_FIELDS.
+# Sets RIG_REASON (empty if the vmm exited 0 without a KVM error and the L2 program reported PASS;
+# else vmm-timeout, vmm-error, no-marker, kvm-error, l2-no-result, l2-fail or vmm-exit-nonzero) and
+# RIG_FIELDS (k=v words for the RIG-RESULT line: vmm_exit kvm_error marker l2_scenario l2_status
+# [l2_reason] [vmm_error] l2_boot_s vmm_wall_s).
 # shellcheck disable=SC2034 # RIG_REASON and RIG_FIELDS are read by the scenarios
 rig_l2_check() {
     local out=$1 marker=0 boot_s=none t kvm err
@@ -292,6 +300,54 @@ rig_l2_check() {
     else
         RIG_REASON=""
     fi
+}
+
+# rig_vmm_facts OUTFILE [l2] -> the facts of a rig_run_vmm run, judged by the test, not here.
+# With `l2` (the run's L2 program reports through rig.l2), call rig_l2_forward OUTFILE first.
+# Sets RIG_FIELDS (k=v words for the RIG-RESULT line: vmm_exit vmm_signal kvm_error marker
+# l2_boot_s vmm_wall_s [vmm_error], with `l2` also l2_scenario l2_status [l2_reason]) and RIG_REASON,
+# empty unless the facts are incomplete: vmm-timeout (killed at rig_run_vmm's timeout), vmm-signal
+# (killed by another signal) or, with `l2`, l2-no-result (L2 printed no RIG-RESULT line).
+# shellcheck disable=SC2034 # RIG_REASON and RIG_FIELDS are read by the scenarios
+rig_vmm_facts() {
+    local out=$1 marker=0 boot_s=none t err signal=0 wall
+    if t=$(rig_line_time 'L2-MARKER' "$out"); then
+        marker=1
+        boot_s=$(rig_sub "$t" "$RIG_VMM_T0")
+    fi
+    err=$(rig_vmm_error "$out") || err=""
+    wall=$(rig_sub "$(rig_uptime)" "$RIG_VMM_T0")
+    RIG_REASON=""
+    if [ "$RIG_VMM_RC" -gt 128 ]; then
+        signal=$((RIG_VMM_RC - 128))
+        # 137 at the timeout: the vmm outlived `timeout -s KILL`.
+        if [ "$RIG_VMM_RC" = 137 ] && [ "${wall%.*}" -ge $((${RIG_VMM_SECS:-0} - 2)) ]; then
+            RIG_REASON=vmm-timeout
+        else
+            RIG_REASON=vmm-signal
+        fi
+    fi
+    RIG_FIELDS="vmm_exit=$RIG_VMM_RC vmm_signal=$signal kvm_error=$(rig_kvm_error "$out") marker=$marker"
+    RIG_FIELDS="$RIG_FIELDS l2_boot_s=$boot_s vmm_wall_s=$wall"
+    [ -z "$err" ] || RIG_FIELDS="$RIG_FIELDS vmm_error=$err"
+    if [ "$2" = l2 ]; then
+        RIG_FIELDS="$RIG_FIELDS l2_scenario=$RIG_L2_SCENARIO l2_status=$RIG_L2_STATUS"
+        [ "$RIG_L2_REASON" = none ] || RIG_FIELDS="$RIG_FIELDS l2_reason=$RIG_L2_REASON"
+        [ -n "$RIG_REASON" ] || [ "$RIG_L2_STATUS" != none ] || RIG_REASON=l2-no-result
+    fi
+}
+
+# rig_report [key=value...] -> the scenario's RIG-RESULT line with the given fields and RIG_FIELDS:
+# status=PASS if RIG_REASON is empty (the facts are complete), else status=FAIL reason=RIG_REASON.
+rig_report() {
+    set -f # values are words: no globbing of e.g. '*'
+    # shellcheck disable=SC2086 # RIG_FIELDS is a list of k=v words
+    if [ -z "$RIG_REASON" ]; then
+        rig_result PASS "$@" $RIG_FIELDS
+    else
+        rig_result FAIL reason="$RIG_REASON" "$@" $RIG_FIELDS
+    fi
+    set +f
 }
 
 # rig_l2_cmdline PROGRAM -> the L2 kernel command line of the rig with rig.l2=PROGRAM.

@@ -6,6 +6,11 @@
 //! `RIG-RESULT scenario=<name> status=PASS|FAIL [k=v ...]` and any number of
 //! `RIG-DATA scenario=<name> k=v ...` lines.
 //!
+//! A scenario only gathers facts: `status=PASS` says they are complete, `status=FAIL reason=..`
+//! that it could not gather them (setup failed, the vmm was killed by a signal, no result line
+//! from L2, ...). The test (`tests/rig_<name>.rs`) decides whether the facts are right
+//! ([`Outcome::assert_passed`], then assertions on the facts, e.g. [`Outcome::assert_vmm_ran_clean`]).
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! let out = rig_tests::Scenario::new("l1-smoke")
@@ -19,6 +24,7 @@
 mod console_file;
 mod dmabuf_log;
 mod error;
+mod facts;
 mod image;
 mod paths;
 mod relay;
@@ -29,6 +35,7 @@ mod shm;
 pub use console_file::{parse_files, ConsoleFile};
 pub use dmabuf_log::{parse_export, parse_exports, DmabufExport, FDINFO_MARKER};
 pub use error::RigError;
+pub use facts::{l2_problems, vmm_run_problems};
 pub use image::{decode_png, Image};
 pub use paths::{logs_dir, rig_dir, workspace_root};
 pub use relay::{l2_console, parse_l2_lines, L2_PREFIX};

@@ -15,13 +15,14 @@ use std::fmt;
 /// `RIG-RESULT` or `RIG-DATA`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LineKind {
-    /// `RIG-RESULT ...`: the scenario's verdict (one per scenario).
+    /// `RIG-RESULT ...`: the scenario's report (one per scenario): PASS when it gathered all its
+    /// facts, FAIL when it could not.
     Result,
     /// `RIG-DATA ...`: extra measurements.
     Data,
 }
 
-/// A scenario's verdict.
+/// Whether a scenario could gather its facts (an L2 program's own verdict for L2's lines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// `status=PASS`

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::console_file::{parse_files, save_files, ConsoleFile};
 use crate::dmabuf_log::{parse_exports, DmabufExport};
 use crate::error::tail;
+use crate::facts::{l2_problems, vmm_run_problems};
 use crate::paths::{logs_dir, rig_script, workspace_root};
 use crate::relay::{l2_console, parse_l2_lines};
 use crate::result_line::{parse_lines, LineKind, ResultLine};
@@ -88,7 +89,8 @@ pub struct Outcome {
 
 impl Outcome {
     /// Prints L2's result lines and the scenario's result, then panics with the failure
-    /// reason, the vmm's error and the console log's path unless the scenario passed.
+    /// reason, the vmm's error and the console log's path unless the scenario passed, i.e. it
+    /// could run and report its facts. Whether the facts are right is for the test to check.
     pub fn assert_passed(&self) {
         for d in &self.l2 {
             println!("L2: {d}");
@@ -102,6 +104,35 @@ impl Outcome {
             r.get("vmm_error"),
             self.log_path.display()
         );
+    }
+
+    /// Panics unless the vmm run the scenario reported exited 0 after L2 reached its init,
+    /// without a KVM error ([`vmm_run_problems`]); the message lists each wrong fact, the result
+    /// line and the console log's path.
+    pub fn assert_vmm_ran_clean(&self) {
+        let bad = vmm_run_problems(&self.result);
+        assert!(
+            bad.is_empty(),
+            "the vmm run went wrong:\n  {}\n{}\nlog: {}",
+            bad.join("\n  "),
+            self.result,
+            self.log_path.display()
+        );
+    }
+
+    /// Panics unless L2's program `program` reported PASS and no L2 program reported FAIL
+    /// ([`l2_problems`]); returns `program`'s result line.
+    pub fn assert_l2_passed(&self, program: &str) -> &ResultLine {
+        let bad = l2_problems(&self.l2, program);
+        assert!(
+            bad.is_empty(),
+            "L2's programs:\n  {}\n{}\nlog: {}",
+            bad.join("\n  "),
+            self.result,
+            self.log_path.display()
+        );
+        self.l2_result(program)
+            .unwrap_or_else(|| panic!("no result line from L2's {program}"))
     }
 
     /// The first `RIG-DATA` value for `key`.

@@ -5,6 +5,9 @@
 //! to the end of the page. `dmabuf-rigtest` (resources/guest-tools) checks
 //! that the CPU mapping of a multi-range, out-of-order export reads exactly
 //! these pages in entry order.
+//!
+//! The scenario only gathers facts (dmabuf-rigtest's DATA lines and its own checks' outcome,
+//! `rigtest_status`); they are judged here.
 
 // Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
 #![cfg(feature = "rig")]
@@ -40,6 +43,15 @@ fn vfio_and_udmabuf_exports_against_the_real_kernel() {
     }
     println!("{r}");
     assert!(r.is_pass(), "{r}\nlog: {}", out.log_path.display());
+    assert_eq!(
+        r.get("rigtest_status"),
+        Some("PASS"),
+        "dmabuf-rigtest's checks (reason {:?}, failed {:?}): {r}\nlog: {}",
+        r.get("rigtest_reason"),
+        r.get("rigtest_failed"),
+        out.log_path.display()
+    );
+    assert_eq!(r.get("rc"), Some("0"), "dmabuf-rigtest's exit code: {r}");
 
     // The real dma-buf.
     assert_eq!(out.data_value("vfio_exp_name"), Some("vfio_pci_core"));

@@ -1,9 +1,11 @@
 //! "BAR blob" in the rig (scenario `gpu-bar-blob`): ivshmem is passed
 //! through to L2, whose user-space virtio-gpu driver (/bin/gpu-user-blob) paints blob 1 into six
 //! out-of-order, non-contiguous ranges of BAR2 and blob 2 into guest RAM + BAR2, and shows each.
-//! Checked here: the vmm exported ONE VFIO dma-buf (`exp_name: vfio_pci_core`, size = the blob);
-//! the captured PNGs show blob 1's pattern in entry order and then blob 2's (CPU path), pixel for
-//! pixel; and L0 finds both patterns in the ivshmem backing file.
+//! The scenario only gathers facts; checked here: the vmm exited 0 after L2 booted, without a KVM
+//! error; L2's driver passed; the vmm exported ONE VFIO dma-buf (`exp_name: vfio_pci_core`, size =
+//! the blob) and showed blob 2 through the CPU path; frames were captured, and the PNGs show blob
+//! 1's pattern in entry order and then blob 2's, pixel for pixel; and L0 finds both patterns in the
+//! ivshmem backing file.
 
 // Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
 #![cfg(feature = "rig")]
@@ -30,12 +32,10 @@ fn bar_blob_is_one_vfio_dmabuf_and_displays_in_entry_order() {
         println!("vmm: {}", e.line);
     }
     out.assert_passed();
+    out.assert_vmm_ran_clean();
 
     // L2's driver: every command answered OK.
-    let l2 = out
-        .l2_result("gpu-user-blob")
-        .unwrap_or_else(|| panic!("no gpu-user-blob result from L2"));
-    assert!(l2.is_pass(), "{l2}");
+    let l2 = out.assert_l2_passed("gpu-user-blob");
     assert_eq!(l2.parse_field::<u64>("blob_size"), Some(BLOB_SIZE), "{l2}");
     assert_eq!(l2.parse_field::<u32>("width"), Some(WIDTH), "{l2}");
     assert_eq!(l2.parse_field::<u32>("height"), Some(HEIGHT), "{l2}");
@@ -106,7 +106,17 @@ fn bar_blob_is_one_vfio_dmabuf_and_displays_in_entry_order() {
     );
 
     // The frames: blob 1's pattern, then blob 2's, every pixel.
+    let frames: u32 = out
+        .result
+        .parse_field("frames")
+        .unwrap_or_else(|| panic!("no frames= in {}", out.result));
+    assert!(frames >= 1, "the vmm captured no frame: {}", out.result);
     assert!(out.file_errors.is_empty(), "{:?}", out.file_errors);
+    assert!(
+        out.files_named("frame-").next().is_some(),
+        "no frame reached L0: {}",
+        out.result
+    );
     let mut shown = Vec::new();
     for f in out.files_named("frame-") {
         let img = decode_png(&f.bytes).unwrap_or_else(|e| panic!("{}: {e}", f.name));

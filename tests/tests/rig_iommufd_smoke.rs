@@ -2,7 +2,8 @@
 //! source with IOMMUFD and the VFIO device cdev, everything built in. Scenario `iommufd-smoke` checks
 //! /dev/iommu, the device cdev of ivshmem bound to vfio-pci (sysfs vfio-dev/vfioN and the matching
 //! /dev/vfio/devices/vfioN), the legacy /dev/vfio/vfio and group nodes, nested kvm_amd, and that the
-//! vmm boots L2 to its marker on this kernel.
+//! vmm boots L2 to its marker on this kernel. The scenario only gathers these facts; they are
+//! judged here.
 
 // Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
 #![cfg(feature = "rig")]
@@ -32,7 +33,13 @@ fn iommufd_kernel_has_the_vfio_cdev_and_boots_l2() {
         out.log_path.display()
     );
 
-    // The device cdev of the bound ivshmem.
+    assert_eq!(
+        r.get("dev_iommu"),
+        Some("1"),
+        "/dev/iommu is no char device: {r}"
+    );
+
+    // The device cdev of the bound ivshmem: the node exists, with sysfs' major:minor.
     let cdev = r.get("cdev").unwrap_or_default();
     let n = cdev
         .strip_prefix("/dev/vfio/devices/vfio")
@@ -41,7 +48,33 @@ fn iommufd_kernel_has_the_vfio_cdev_and_boots_l2() {
         !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()),
         "cdev {cdev}"
     );
+    assert_eq!(
+        r.get("cdev_node"),
+        Some("1"),
+        "{cdev} is no char device: {r}"
+    );
+    let sysfs_dev = r.get("cdev_sysfs_dev").unwrap_or("none");
+    assert!(
+        sysfs_dev.split_once(':').is_some_and(|(a, b)| {
+            [a, b]
+                .iter()
+                .all(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+        }),
+        "sysfs dev of {cdev}: {sysfs_dev:?}: {r}"
+    );
+    assert_eq!(
+        r.get("cdev_dev"),
+        Some(sysfs_dev),
+        "{cdev}'s major:minor differs from sysfs: {r}"
+    );
     assert!(r.get("bdf").unwrap_or_default().starts_with("0000:"), "{r}");
+    // The legacy nodes.
+    assert_eq!(r.get("vfio_group_node"), Some("1"), "group node: {r}");
+    assert_eq!(
+        r.get("vfio_container_node"),
+        Some("1"),
+        "/dev/vfio/vfio: {r}"
+    );
     assert!(
         r.get("vfio_group")
             .unwrap_or_default()

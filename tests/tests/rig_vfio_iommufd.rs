@@ -2,7 +2,8 @@
 //! IOMMUFD and the VFIO device cdev, QEMU's `edu` in L0): edu and ivshmem bound to vfio-pci in L1 and
 //! passed to L2, opened by the vmm through /dev/vfio/devices/vfioN and one IOAS on /dev/iommu. In one L2
 //! run, edu-dma DMAs 4000 bytes RAM -> edu -> RAM (guest RAM is mapped in the IOAS) and bar-pattern
-//! reads L0's words from ivshmem's BAR2 and writes its own, which L0 checks here.
+//! reads L0's words from ivshmem's BAR2 and writes its own, which L0 checks here. The scenario only
+//! gathers facts (the vmm's exit and back end, both programs' results); they are judged here.
 
 // Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
 #![cfg(feature = "rig")]
@@ -30,6 +31,7 @@ fn iommufd_backend_does_edu_dma_and_bar_both_ways() {
         println!("{l}");
     }
     out.assert_passed();
+    out.assert_vmm_ran_clean();
     let r = &out.result;
 
     // The back end, from the vmm's own log: iommufd for both devices, guest RAM mapped in the IOAS.
@@ -54,10 +56,7 @@ fn iommufd_backend_does_edu_dma_and_bar_both_ways() {
     );
 
     // edu DMA through the IOAS mapping of guest RAM.
-    let edu = out
-        .l2_result("edu-dma")
-        .unwrap_or_else(|| panic!("no edu-dma result from L2"));
-    assert!(edu.is_pass(), "{edu}");
+    let edu = out.assert_l2_passed("edu-dma");
     let len: usize = edu
         .parse_field("len")
         .unwrap_or_else(|| panic!("no len in {edu}"));
@@ -65,10 +64,7 @@ fn iommufd_backend_does_edu_dma_and_bar_both_ways() {
     assert_eq!(edu.get("bad_bytes"), Some("0"), "{edu}");
 
     // ivshmem BAR2 both ways.
-    let bar = out
-        .l2_result("bar-pattern")
-        .unwrap_or_else(|| panic!("no bar-pattern result from L2"));
-    assert!(bar.is_pass(), "{bar}");
+    let bar = out.assert_l2_passed("bar-pattern");
     assert_eq!(
         bar.parse_field::<usize>("pages"),
         Some(DEFAULT_PAGES),

@@ -1,4 +1,4 @@
-//! Criterion benches from the issue:
+//! Criterion benches of the device's hot paths:
 //! - scanout flip (SET_SCANOUT_BLOB + RESOURCE_FLUSH, decoded and executed) for a 64x64 and a
 //!   3840x2160 blob exported as a dma-buf, headless display: the cost must not grow with the
 //!   size (no copy);

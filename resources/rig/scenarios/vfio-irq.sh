@@ -8,7 +8,10 @@
 # cannot show MSI on QEMU: see l2/irq-modes.sh). L2's result lines are forwarded as RIG-DATA l2_* lines;
 # the vmm's (RUST_LOG=info) `interrupts A -> B` lines give vmm_msix/vmm_msi/vmm_intx (how often it
 # switched a device to that mode).
-# PASS iff irq-modes passed (every mode delivered interrupts) and the vmm exited 0 without a KVM error.
+# Facts only (tests/tests/rig_vfio_irq.rs judges them): the vmm's exit, KVM errors and L2 marker
+# (rig_vmm_facts), those counts, and irq-modes' per-mode interrupt counts and irq chips.
+# FAIL only when the facts are incomplete: setup (no /dev/kvm, a device missing or not bound to
+# vfio-pci), the vmm killed by a signal, or no result line from irq-modes.
 . /rig/lib.sh
 
 [ -c /dev/kvm ] || rig_fail no-dev-kvm
@@ -26,7 +29,7 @@ rig_run_vmm 300 "$out" --device "vfio=$nic" --device "vfio=$xhci" \
     --kernel /rig/l2/vmlinuz --initramfs /rig/l2/initramfs.cpio.gz \
     --cmdline "$(rig_l2_cmdline irq-modes)" --memory 512M
 rig_l2_forward "$out"
-rig_l2_check "$out"
+rig_vmm_facts "$out" l2
 vmm_msix=$(grep -c 'interrupts [A-Za-z0-9()]* -> Msix(' "$out")
 vmm_msi=$(grep -c 'interrupts [A-Za-z0-9()]* -> Msi(' "$out")
 vmm_intx=$(grep -c 'interrupts [A-Za-z0-9()]* -> Intx,' "$out")
@@ -37,9 +40,4 @@ for m in msix msi intx; do
         set -- "$@" "${m}_$k=$v"
     done
 done
-# shellcheck disable=SC2086 # RIG_FIELDS is a list of k=v words
-if [ -z "$RIG_REASON" ]; then
-    rig_result PASS "$@" $RIG_FIELDS
-else
-    rig_result FAIL reason="$RIG_REASON" "$@" $RIG_FIELDS
-fi
+rig_report "$@"
