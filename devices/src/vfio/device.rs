@@ -30,6 +30,9 @@ struct BarState {
     addr: u64,
 }
 
+/// First config-space register (dword index) after the type-0 header: capabilities live there.
+const FIRST_CAPABILITY_REG: usize = 0x40 / 4;
+
 /// What the device is plugged into.
 pub struct VfioPciDeviceEnv {
     /// KVM memory slots for the mmapped parts of BARs.
@@ -355,8 +358,11 @@ impl PciDevice for VfioPciDevice {
         if effect.interrupts_changed {
             self.update_interrupts();
         }
-        if reg_idx == REG_COMMAND && offset < 2 {
-            // Read back: VFIO decides what the device really has.
+        // Read the command register back after writing it, and after any write into the
+        // capabilities: VFIO decides what the device really has, and a capability write can
+        // reset the device (PCIe function-level reset, a power-state change), which clears its
+        // decode bits and revokes its BAR mappings and dma-bufs without a command write.
+        if (reg_idx == REG_COMMAND && offset < 2) || reg_idx >= FIRST_CAPABILITY_REG {
             let command = self.config.read(&*self.dev, REG_COMMAND) as u16;
             self.io_decode = command_decodes(command, BarSpace::Io);
             self.set_mem_decode(command_decodes(command, BarSpace::Mmio));

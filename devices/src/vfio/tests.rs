@@ -573,6 +573,24 @@ fn memory_decoding_controls_the_slots() {
 }
 
 #[test]
+fn a_capability_write_that_resets_the_device_turns_its_memory_off() {
+    let mut r = rig(None);
+    assert!(r.vfio.lock().unwrap().mem_decode());
+    assert_eq!(r.slots.live().len(), 1);
+    // A function-level reset through a capability register (as vfio-pci does for PCIe DevCtl
+    // bit 15) clears the command register without a write to it.
+    r.fake.config.lock().unwrap()[4..6].copy_from_slice(&[0, 0]);
+    r.cfg_write(0x60, &[0x00, 0x80]);
+    assert!(!r.vfio.lock().unwrap().mem_decode());
+    assert!(r.slots.live().is_empty(), "no slot maps the revoked BAR");
+    assert!(!r.registry.regions.lock().unwrap()[&2].decoding);
+    // The guest turns memory back on: mapped and decoded again.
+    r.cfg_write(0x04, &[0x03]);
+    assert_eq!(r.slots.live().len(), 1);
+    assert!(r.registry.regions.lock().unwrap()[&2].decoding);
+}
+
+#[test]
 fn trapped_accesses_are_bounded() {
     let r = rig(None);
     let bar0 = r.bar(0).addr;
