@@ -7,7 +7,7 @@ use thiserror::Error;
 /// What can fail where a device uses a VM-wide resource or a host interface (the traits
 /// [`MsiRouter`](crate::pci::MsiRouter), [`IoEventRegistrar`](crate::virtio::IoEventRegistrar),
 /// [`GuestMemorySlots`](crate::memory_slots::GuestMemorySlots),
-/// [`PassthroughRegistry`](crate::vfio::PassthroughRegistry),
+/// the `vfio-dmabuf` region table,
 /// [`VfioRegionSet`](crate::vfio::VfioRegionSet),
 /// [`PciDevice::move_bar`](crate::pci::PciDevice::move_bar) and
 /// [`VirtioDevice::activate`](crate::virtio::VirtioDevice::activate)).

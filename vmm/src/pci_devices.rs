@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use devices::pci::{MsiRouter, PciError, SharedPciDevice};
-use devices::vfio::{DmaBufRegistry, VfioPciDevice, VfioPciDeviceEnv, VfioPciError};
+use devices::vfio::{VfioPciDevice, VfioPciDeviceEnv, VfioPciError};
 use devices::virtio::{VirtioGpu, VirtioPciDevice, VirtioPciError};
 use thiserror::Error;
 use vfio_dmabuf::{
@@ -239,7 +239,7 @@ impl Builder<'_> {
                 slots: resources.slots.clone(),
                 irq_router: Some(resources.msi.clone() as Arc<dyn MsiRouter>),
                 intx_gsi: Some(intx_gsi),
-                registry: Some(Arc::new(DmaBufRegistry(self.registry.clone()))),
+                registry: Some(self.registry.clone()),
                 page_size: vfio_dmabuf::host_page_size(),
             },
         )

@@ -10,12 +10,12 @@ use super::host_mapping::HostMapping;
 use super::interrupts::VfioInterrupts;
 use super::mmap_areas::{mappable_areas, Area};
 use super::region_set::{RegionDesc, VfioRegionSet};
-use super::registry::{BarPiece, PassthroughBar, PassthroughRegistry};
 use crate::memory_slots::GuestMemorySlots;
 use crate::pci::{
     command_decodes, BarReprogram, BarSpace, PciBar, PciDevice, NUM_BARS, REG_COMMAND,
 };
 use crate::GUEST_LOG_INTERVAL;
+use vfio_dmabuf::{DeviceId, MmapPiece, RegionInfo, SharedRegistry};
 
 /// One BAR: its region, the mmapped areas and the KVM slots they currently occupy.
 struct BarState {
@@ -42,7 +42,7 @@ pub struct VfioPciDeviceEnv {
     /// The irqchip pin for INTx (`None`: no INTx).
     pub intx_gsi: Option<u32>,
     /// The dma-buf region table to register in.
-    pub registry: Option<Arc<dyn PassthroughRegistry>>,
+    pub registry: Option<SharedRegistry>,
     /// Host page size.
     pub page_size: u64,
 }
@@ -54,7 +54,7 @@ pub struct VfioPciDevice {
     bars: Vec<Option<BarState>>,
     slots: Arc<dyn GuestMemorySlots>,
     interrupts: Option<VfioInterrupts>,
-    registry: Option<(Arc<dyn PassthroughRegistry>, u32)>,
+    registry: Option<(SharedRegistry, DeviceId)>,
     /// Memory space decoding (command register bit 1) as the device has it. Off: no KVM slots
     /// (VFIO revokes the mmaps then; a guest access through a slot would fault in KVM), and the
     /// router does not pass trapped accesses to memory BARs on (all-ones, writes dropped).
@@ -138,8 +138,10 @@ impl VfioPciDevice {
         let registry = match (env.registry, dev.device_fd()) {
             (Some(r), Some(fd)) => {
                 let id = r
-                    .register_device(&dev.name(), fd)
-                    .map_err(super::VfioPciError::Registry)?;
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .register_device(dev.name(), fd)
+                    .map_err(|e| super::VfioPciError::Registry(crate::Error::RegionTable(e)))?;
                 Some((r, id))
             }
             _ => None,
@@ -240,41 +242,44 @@ impl VfioPciDevice {
         let Some((registry, id)) = &self.registry else {
             return result;
         };
+        let mut table = registry.write().unwrap_or_else(|p| p.into_inner());
+        let index = index as u32;
+        let remove = |table: &mut vfio_dmabuf::DeviceRegistry| {
+            if table.region(*id, index).is_some() {
+                if let Err(e) = table.remove_region(*id, index) {
+                    warn_limit_global!(
+                        1,
+                        GUEST_LOG_INTERVAL,
+                        "vfio {}: region table: removing BAR {index}: {e}",
+                        self.dev.name()
+                    );
+                }
+            }
+        };
         if gpa == 0 || result.is_err() {
             // Not programmed, or not mapped at its address (the move failed): no record may
             // claim an address for it, neither the new one nor the one it left.
-            if let Err(e) = registry.remove_region(*id, index as u32) {
-                warn_limit_global!(
-                    1,
-                    GUEST_LOG_INTERVAL,
-                    "vfio {}: region table: removing BAR {index}: {e}",
-                    self.dev.name()
-                );
-            }
+            remove(&mut table);
             return result;
         }
-        let record = PassthroughBar {
-            decoding: self.mem_decode,
-            index: index as u32,
-            guest_base: gpa,
-            size: state.region.size,
-            fd_offset: state.region.fd_offset,
-            flags: state.region.flags,
-            pieces: if state.guest_base.is_some() {
-                state
-                    .mapped
-                    .iter()
-                    .map(|((off, size), m)| BarPiece {
-                        region_offset: *off,
-                        size: *size,
-                        host_addr: m.host_addr(),
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            },
-        };
-        if let Err(e) = registry.set_region(*id, record) {
+        let mut record = RegionInfo::new(
+            index,
+            gpa,
+            state.region.size,
+            state.region.fd_offset,
+            state.region.flags,
+        )
+        .with_decoding(self.mem_decode);
+        if state.guest_base.is_some() {
+            for ((off, size), m) in &state.mapped {
+                record = record.with_mmap_piece(MmapPiece {
+                    region_offset: *off,
+                    size: *size,
+                    host_addr: m.host_addr(),
+                });
+            }
+        }
+        if let Err(e) = table.set_region(*id, record) {
             // The table kept the BAR's previous record, which describes where the BAR no
             // longer is: take it out.
             warn_limit_global!(
@@ -283,14 +288,7 @@ impl VfioPciDevice {
                 "vfio {}: region table refused BAR {index} at {gpa:#x}, BAR left out of it: {e}",
                 self.dev.name()
             );
-            if let Err(e) = registry.remove_region(*id, index as u32) {
-                warn_limit_global!(
-                    1,
-                    GUEST_LOG_INTERVAL,
-                    "vfio {}: region table: removing BAR {index}: {e}",
-                    self.dev.name()
-                );
-            }
+            remove(&mut table);
         }
         result
     }
@@ -435,7 +433,10 @@ impl Drop for VfioPciDevice {
         }
         // Leave the region table first: nobody may look up host addresses about to go away.
         if let Some((r, id)) = self.registry.take() {
-            r.unregister_device(id);
+            let mut table = r.write().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = table.unregister_device(id) {
+                log::warn!("vfio {}: leaving the region table: {e}", self.dev.name());
+            }
         }
         // Slots go before the host mappings they point into.
         for state in self.bars.iter_mut().flatten() {

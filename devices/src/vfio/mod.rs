@@ -5,12 +5,12 @@
 //!   MSI/MSI-X), BARs mmapped into the guest as KVM slots with the MSI-X table/PBA trapped,
 //!   slots re-created when the guest moves a BAR, interrupts through irqfds.
 //! - [`VfioRegionSet`]: the device operations it needs (real: [`VfioDeviceRegions`]; a fake
-//!   in the tests), [`GuestMemorySlots`](crate::memory_slots::GuestMemorySlots),
-//!   [`PassthroughRegistry`]: its other boundaries.
+//!   in the tests) and [`GuestMemorySlots`](crate::memory_slots::GuestMemorySlots) are its
+//!   other boundaries; it writes its BARs' records straight into the `vfio-dmabuf` region table
+//!   ([`vfio_dmabuf::SharedRegistry`]) at every map, move and decode change.
 
 mod config;
 mod device;
-mod dmabuf_registry;
 mod error;
 mod host_mapping;
 mod interrupts;
@@ -18,7 +18,6 @@ mod mmap_areas;
 mod msi;
 mod open;
 mod region_set;
-mod registry;
 pub mod sysfs;
 #[cfg(test)]
 mod tests;
@@ -26,7 +25,6 @@ mod vfio_regions;
 
 pub use config::{ConfigWriteEffect, VfioPciConfig};
 pub use device::{VfioPciDevice, VfioPciDeviceEnv};
-pub use dmabuf_registry::DmaBufRegistry;
 pub use error::{Result, VfioPciError};
 pub use host_mapping::HostMapping;
 pub use interrupts::{IrqModeKind, VfioInterrupts};
@@ -34,5 +32,4 @@ pub use mmap_areas::{mappable_areas, Area};
 pub use msi::{MsiConfig, MsiState};
 pub use open::VfioPassthrough;
 pub use region_set::*;
-pub use registry::{BarPiece, PassthroughBar, PassthroughRegistry};
 pub use vfio_regions::VfioDeviceRegions;

@@ -2,10 +2,11 @@
 //! fake region table: configuration virtualisation, BAR mapping and moves, MSI/MSI-X wiring.
 
 use std::collections::BTreeMap;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use vfio_dmabuf::{DeviceId, DeviceRegistry, RegionInfo, SharedRegistry};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
@@ -312,54 +313,11 @@ impl MsiRouter for FakeRouter {
     }
 }
 
-#[derive(Default)]
-struct FakeRegistry {
-    regions: Mutex<BTreeMap<u32, PassthroughBar>>,
-    registered: Mutex<bool>,
-    /// A guest base the table refuses (as for a region overlapping another device's).
-    refuse_base: Mutex<Option<u64>>,
-}
-
-impl PassthroughRegistry for FakeRegistry {
-    fn register_device(
-        &self,
-        _name: &str,
-        _fd: BorrowedFd<'_>,
-    ) -> std::result::Result<u32, crate::Error> {
-        *self.registered.lock().unwrap() = true;
-        Ok(7)
-    }
-    fn set_region(
-        &self,
-        device: u32,
-        bar: PassthroughBar,
-    ) -> std::result::Result<(), crate::Error> {
-        assert_eq!(device, 7);
-        if *self.refuse_base.lock().unwrap() == Some(bar.guest_base) {
-            return Err(crate::Error::RegionTable(
-                vfio_dmabuf::DmaBufError::InvalidRegion("overlaps another region".into()),
-            ));
-        }
-        self.regions.lock().unwrap().insert(bar.index, bar);
-        Ok(())
-    }
-    fn remove_region(&self, device: u32, index: u32) -> std::result::Result<(), crate::Error> {
-        assert_eq!(device, 7);
-        self.regions.lock().unwrap().remove(&index);
-        Ok(())
-    }
-    fn unregister_device(&self, device: u32) {
-        assert_eq!(device, 7);
-        *self.registered.lock().unwrap() = false;
-        self.regions.lock().unwrap().clear();
-    }
-}
-
 struct Rig {
     fake: Arc<FakeVfio>,
     slots: Arc<FakeSlots>,
     router: Arc<FakeRouter>,
-    registry: Arc<FakeRegistry>,
+    registry: SharedRegistry,
     device: SharedPciDevice,
     vfio: Arc<Mutex<VfioPciDevice>>,
     io: PciConfigIo,
@@ -374,7 +332,7 @@ fn rig(intx: Option<u32>) -> Rig {
 fn rig_with(fake: Arc<FakeVfio>, intx: Option<u32>) -> Rig {
     let slots = Arc::new(FakeSlots::default());
     let router = Arc::new(FakeRouter::default());
-    let registry = Arc::new(FakeRegistry::default());
+    let registry = DeviceRegistry::shared();
     let dev = VfioPciDevice::new(
         fake.clone(),
         VfioPciDeviceEnv {
@@ -422,6 +380,35 @@ impl Rig {
         self.io.read(4, &mut b);
         u32::from_le_bytes(b)
     }
+    /// The device's id in the region table.
+    fn id(&self) -> DeviceId {
+        let table = self.registry.read().unwrap();
+        table
+            .device_ids()
+            .into_iter()
+            .find(|id| table.device_name(*id) == Some("0000:00:04.0"))
+            .unwrap()
+    }
+
+    /// The region table's record of BAR `index`.
+    fn region(&self, index: u32) -> Option<RegionInfo> {
+        self.registry
+            .read()
+            .unwrap()
+            .region(self.id(), index)
+            .cloned()
+    }
+
+    /// Another device's region at `base`: the table refuses our BAR there (overlap).
+    fn block(&self, base: u64) {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let mut table = self.registry.write().unwrap();
+        let other = table.register_device("blocker", null.as_fd()).unwrap();
+        table
+            .set_region(other, RegionInfo::new(0, base, 0x1000, 0, 0))
+            .unwrap();
+    }
+
     fn cfg_write(&mut self, offset: u8, data: &[u8]) {
         self.select(offset);
         self.io.write(4 + u64::from(offset & 3), data);
@@ -487,12 +474,13 @@ fn bars_mapped_with_msix_carved_out() {
         .collect();
     assert_eq!(maps, vec!["map 2 0x0 0x1000000".to_string()]);
     assert_eq!(r.slots.live(), vec![(0x1_0000_0000, BAR2_SIZE)]);
-    let regions = r.registry.regions.lock().unwrap().clone();
-    assert_eq!(regions.len(), 3);
-    assert_eq!(regions[&2].guest_base, 0x1_0000_0000);
-    assert_eq!(regions[&2].fd_offset, 2 << 40);
-    assert_eq!(regions[&2].pieces.len(), 1);
-    assert!(regions[&0].pieces.is_empty());
+    let regions: Vec<u32> = (0..6).filter(|i| r.region(*i).is_some()).collect();
+    assert_eq!(regions, vec![0, 1, 2]);
+    let bar2 = r.region(2).unwrap();
+    assert_eq!(bar2.guest_base, 0x1_0000_0000);
+    assert_eq!(bar2.fd_offset, 2 << 40);
+    assert_eq!(bar2.mmap_pieces.len(), 1);
+    assert!(r.region(0).unwrap().mmap_pieces.is_empty());
 }
 
 #[test]
@@ -507,10 +495,7 @@ fn guest_bar_move_recreates_slots() {
     );
     r.cfg_write(0x1c, &0u32.to_le_bytes());
     assert_eq!(r.slots.live(), vec![(0xd000_0000, BAR2_SIZE)]);
-    assert_eq!(
-        r.registry.regions.lock().unwrap()[&2].guest_base,
-        0xd000_0000
-    );
+    assert_eq!(r.region(2).unwrap().guest_base, 0xd000_0000);
     // A trapped BAR moves too: BAR0 registers reach the device at the new address.
     r.cfg_write(0x10, &0xc800_0000u32.to_le_bytes());
     r.bar_router
@@ -544,8 +529,8 @@ fn memory_decoding_controls_the_slots() {
     r.cfg_write(0x04, &[0x01, 0x01]);
     assert!(!r.vfio.lock().unwrap().mem_decode());
     assert!(r.slots.live().is_empty());
-    assert!(r.registry.regions.lock().unwrap()[&2].pieces.is_empty());
-    assert!(!r.registry.regions.lock().unwrap()[&2].decoding);
+    assert!(r.region(2).unwrap().mmap_pieces.is_empty());
+    assert!(!r.region(2).unwrap().decoding);
     // Trapped accesses are not decoded either: the device sees none of them.
     let bar0 = r.bar(0).addr;
     let writes_before = r.fake.log().len();
@@ -558,15 +543,12 @@ fn memory_decoding_controls_the_slots() {
     r.cfg_write(0x18, &0xd000_000cu32.to_le_bytes());
     r.cfg_write(0x1c, &0u32.to_le_bytes());
     assert!(r.slots.live().is_empty());
-    assert_eq!(
-        r.registry.regions.lock().unwrap()[&2].guest_base,
-        0xd000_0000
-    );
+    assert_eq!(r.region(2).unwrap().guest_base, 0xd000_0000);
     // ...until decoding is back on, at the new address.
     r.cfg_write(0x04, &[0x03]);
     assert_eq!(r.slots.live(), vec![(0xd000_0000, BAR2_SIZE)]);
-    assert_eq!(r.registry.regions.lock().unwrap()[&2].pieces.len(), 1);
-    assert!(r.registry.regions.lock().unwrap()[&2].decoding);
+    assert_eq!(r.region(2).unwrap().mmap_pieces.len(), 1);
+    assert!(r.region(2).unwrap().decoding);
     // Writes to other registers leave it alone.
     r.cfg_write(0x0c, &[0x10]);
     assert_eq!(r.slots.live().len(), 1);
@@ -583,11 +565,11 @@ fn a_capability_write_that_resets_the_device_turns_its_memory_off() {
     r.cfg_write(0x60, &[0x00, 0x80]);
     assert!(!r.vfio.lock().unwrap().mem_decode());
     assert!(r.slots.live().is_empty(), "no slot maps the revoked BAR");
-    assert!(!r.registry.regions.lock().unwrap()[&2].decoding);
+    assert!(!r.region(2).unwrap().decoding);
     // The guest turns memory back on: mapped and decoded again.
     r.cfg_write(0x04, &[0x03]);
     assert_eq!(r.slots.live().len(), 1);
-    assert!(r.registry.regions.lock().unwrap()[&2].decoding);
+    assert!(r.region(2).unwrap().decoding);
 }
 
 #[test]
@@ -731,7 +713,7 @@ fn drop_unmaps_everything() {
     let mut r = rig(None);
     r.cfg_write(0x43, &[0x80]);
     assert!(!r.slots.live().is_empty());
-    assert!(*r.registry.registered.lock().unwrap());
+    assert_eq!(r.registry.read().unwrap().device_ids(), vec![r.id()]);
     let Rig {
         device,
         vfio,
@@ -747,7 +729,7 @@ fn drop_unmaps_everything() {
     drop(device);
     drop(vfio);
     assert!(slots.live().is_empty());
-    assert!(!*registry.registered.lock().unwrap());
+    assert!(registry.read().unwrap().device_ids().is_empty());
     assert!(fake.irq.lock().unwrap().is_empty());
 }
 
@@ -1018,21 +1000,18 @@ fn msix_control_writes_cost_one_kvm_routing_update_each() {
 #[test]
 fn a_refused_region_record_leaves_no_stale_entry() {
     let mut r = rig(None);
-    assert_eq!(
-        r.registry.regions.lock().unwrap()[&2].guest_base,
-        0x1_0000_0000
-    );
-    *r.registry.refuse_base.lock().unwrap() = Some(0xd000_0000);
+    assert_eq!(r.region(2).unwrap().guest_base, 0x1_0000_0000);
+    r.block(0xd000_0000);
     r.cfg_write(0x18, &0xd000_000cu32.to_le_bytes());
     r.cfg_write(0x1c, &0u32.to_le_bytes());
     assert_eq!(r.slots.live(), vec![(0xd000_0000, BAR2_SIZE)]);
-    let rec = r.registry.regions.lock().unwrap().get(&2).cloned();
+    let rec = r.region(2);
     assert!(rec.is_none(), "{rec:?}");
     // A later move the table accepts records the BAR again.
     r.cfg_write(0x18, &0xe000_000cu32.to_le_bytes());
     r.cfg_write(0x1c, &0u32.to_le_bytes());
-    let rec = r.registry.regions.lock().unwrap()[&2].clone();
-    assert_eq!((rec.guest_base, rec.pieces.len()), (0xe000_0000, 1));
+    let rec = r.region(2).unwrap().clone();
+    assert_eq!((rec.guest_base, rec.mmap_pieces.len()), (0xe000_0000, 1));
 }
 
 /// KVM refuses the slots at the BAR's new address: the BAR is mapped nowhere, so the region
@@ -1047,16 +1026,13 @@ fn a_failed_bar_move_leaves_no_region_record() {
         r.slots.live().is_empty(),
         "old slot removed, new one refused"
     );
-    let rec = r.registry.regions.lock().unwrap().get(&2).cloned();
+    let rec = r.region(2);
     assert!(rec.is_none(), "{rec:?}");
     // Moving on to a free address maps and records it again.
     r.cfg_write(0x18, &0xe000_000cu32.to_le_bytes());
     r.cfg_write(0x1c, &0u32.to_le_bytes());
     assert_eq!(r.slots.live(), vec![(0xe000_0000, BAR2_SIZE)]);
-    assert_eq!(
-        r.registry.regions.lock().unwrap()[&2].guest_base,
-        0xe000_0000
-    );
+    assert_eq!(r.region(2).unwrap().guest_base, 0xe000_0000);
 }
 
 /// A guest toggling MSI-X 10000 times, or repeating a BAR move the region table refuses, gets
@@ -1100,7 +1076,7 @@ fn repeated_guest_changes_log_a_handful_of_lines() {
         "{first:#?}"
     );
 
-    *r.registry.refuse_base.lock().unwrap() = Some(0xd000_0000);
+    r.block(0xd000_0000);
     let refused = lines_logged_by(|| {
         for _ in 0..10000 {
             r.cfg_write(0x18, &0xd000_000cu32.to_le_bytes());
