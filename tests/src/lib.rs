@@ -31,6 +31,8 @@ mod paths;
 mod relay;
 mod result_line;
 mod scenario;
+#[cfg(test)]
+mod script_tests;
 mod shm;
 
 pub use console_file::{parse_files, ConsoleFile};
