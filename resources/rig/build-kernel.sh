@@ -5,15 +5,18 @@
 #
 #   target/rig/cache/linux-source-<mm>_*.deb      Debian's linux-source-<mm> (private trixie-backports list)
 #   target/rig/ksrc-iommufd/linux-source-<mm>/    the unpacked source tree and build products
-#   target/rig/kernel-iommufd/{bzImage,config,release,fragment.sha256}
+#   target/rig/kernel-iommufd/{bzImage,config,release,fragment.sha256,objects}
 #
 # Config: make x86_64_defconfig, merge kernel/configs/kvm_guest.config, merge resources/rig/kernel/iommufd.config,
 # make olddefconfig; then every CONFIG_X=... line of the fragment must be in .config verbatim and every
 # "# CONFIG_X is not set" symbol off, or the script fails. Cached: no work when bzImage exists and the
 # recorded hash (fragment + source package) matches.
 #
+# make's output goes to target/rig/logs/build-kernel-make.log (kept); every 30 s a progress line gives
+# the elapsed time and the objects compiled so far (and how many the last build compiled), then the total.
+#
 # Usage: resources/rig/build-kernel.sh [--force]
-# Env: RIG_KERNEL_JOBS=<n> (default: nproc)
+# Env: RIG_KERNEL_JOBS=<n> (default: nproc), RIG_PROGRESS_SECS=<n> (seconds between progress lines, default 30)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,7 +34,7 @@ FORCE=0
 for a in "$@"; do
     case "$a" in
         --force) FORCE=1 ;;
-        -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "build-kernel.sh: unknown argument '$a'" >&2; exit 2 ;;
     esac
 done
@@ -56,6 +59,8 @@ fi
 # ---------------------------------------------------------------- source package
 # shellcheck source=resources/rig/host-apt.sh
 . "$HERE/host-apt.sh"
+# shellcheck source=resources/rig/progress.sh
+. "$HERE/progress.sh"
 if ! deb=$(first_deb "$PKG"); then
     rig_apt_init
     # fetch.sh's lists (same source) usually know the package already; update only if they do not.
@@ -114,8 +119,14 @@ say "config checked: every option of $(basename "$FRAG") is as asked"
 
 # ---------------------------------------------------------------- build
 tb=$(date +%s)
-say "make -j$JOBS bzImage ($(gcc --version | head -n1))..."
-mk -j"$JOBS" bzImage >&2 || die "kernel build failed"
+mkdir -p "$RIG/logs"
+MAKELOG=$RIG/logs/build-kernel-make.log
+say "make -j$JOBS bzImage ($(gcc --version | head -n1)) (about 12 minutes with 2 jobs); its output goes to $MAKELOG"
+# Progress: kbuild's "  CC      path.o" / "  AS      path.o" lines, one per object compiled.
+last=$(cat "$OUT/objects" 2>/dev/null || true)
+rig_progress "rig-kernel: make bzImage" "$MAKELOG" "${RIG_PROGRESS_SECS:-30}" '^  (CC|AS) +[^ ]+\.o$' "$last" \
+    make -C "$TREE" -j"$JOBS" bzImage || die "kernel build failed (see $MAKELOG)"
+echo "$RIG_PROGRESS_COUNT" >"$OUT/objects"
 rel=$(mk kernelrelease)
 cp "$TREE/arch/x86/boot/bzImage" "$OUT/bzImage.tmp"
 cp "$TREE/.config" "$OUT/config"

@@ -264,44 +264,6 @@ rig_send_file() {
     echo "RIG-FILE-END scenario=$RIG_SCENARIO name=$name"
 }
 
-# rig_l2_check OUTFILE -> judges a rig_run_vmm run whose L2 program reports through rig.l2 (after
-# rig_l2_forward OUTFILE). Superseded by rig_vmm_facts; gpu-hostile.sh still takes its RIG_FIELDS.
-# Sets RIG_REASON (empty if the vmm exited 0 without a KVM error and the L2 program reported PASS;
-# else vmm-timeout, vmm-error, no-marker, kvm-error, l2-no-result, l2-fail or vmm-exit-nonzero) and
-# RIG_FIELDS (k=v words for the RIG-RESULT line: vmm_exit kvm_error marker l2_scenario l2_status
-# [l2_reason] [vmm_error] l2_boot_s vmm_wall_s).
-# shellcheck disable=SC2034 # RIG_REASON and RIG_FIELDS are read by the scenarios
-rig_l2_check() {
-    local out=$1 marker=0 boot_s=none t kvm err
-    if t=$(rig_line_time 'L2-MARKER' "$out"); then
-        marker=1
-        boot_s=$(rig_sub "$t" "$RIG_VMM_T0")
-    fi
-    kvm=$(rig_kvm_error "$out")
-    err=$(rig_vmm_error "$out") || err=""
-    RIG_FIELDS="vmm_exit=$RIG_VMM_RC kvm_error=$kvm marker=$marker l2_scenario=$RIG_L2_SCENARIO l2_status=$RIG_L2_STATUS"
-    [ "$RIG_L2_REASON" = none ] || RIG_FIELDS="$RIG_FIELDS l2_reason=$RIG_L2_REASON"
-    [ -z "$err" ] || RIG_FIELDS="$RIG_FIELDS vmm_error=$err"
-    RIG_FIELDS="$RIG_FIELDS l2_boot_s=$boot_s vmm_wall_s=$(rig_sub "$(rig_uptime)" "$RIG_VMM_T0")"
-    if [ "$RIG_VMM_RC" = 137 ]; then
-        RIG_REASON="vmm-timeout"
-    elif [ "$RIG_VMM_RC" != 0 ] && [ -n "$err" ]; then
-        RIG_REASON="vmm-error"
-    elif [ "$marker" = 0 ]; then
-        RIG_REASON="no-marker"
-    elif [ "$kvm" = 1 ]; then
-        RIG_REASON="kvm-error"
-    elif [ "$RIG_L2_STATUS" = none ]; then
-        RIG_REASON="l2-no-result"
-    elif [ "$RIG_L2_STATUS" != PASS ]; then
-        RIG_REASON="l2-fail"
-    elif [ "$RIG_VMM_RC" != 0 ]; then
-        RIG_REASON="vmm-exit-nonzero"
-    else
-        RIG_REASON=""
-    fi
-}
-
 # rig_vmm_facts OUTFILE [l2] -> the facts of a rig_run_vmm run, judged by the test, not here.
 # With `l2` (the run's L2 program reports through rig.l2), call rig_l2_forward OUTFILE first.
 # Sets RIG_FIELDS (k=v words for the RIG-RESULT line: vmm_exit vmm_signal kvm_error marker

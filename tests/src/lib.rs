@@ -25,17 +25,21 @@ mod console_file;
 mod dmabuf_log;
 mod error;
 mod facts;
+mod frames;
 mod image;
 mod paths;
 mod relay;
 mod result_line;
 mod scenario;
+#[cfg(test)]
+mod script_tests;
 mod shm;
 
 pub use console_file::{parse_files, ConsoleFile};
 pub use dmabuf_log::{parse_export, parse_exports, DmabufExport, FDINFO_MARKER};
 pub use error::RigError;
 pub use facts::{l2_problems, vmm_run_problems};
+pub use frames::{identify_frame, identify_image, KnownImage, GPU_USER_BLOB_IMAGES};
 pub use image::{decode_png, Image};
 pub use paths::{logs_dir, rig_dir, workspace_root};
 pub use relay::{l2_console, parse_l2_lines, L2_PREFIX};

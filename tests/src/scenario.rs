@@ -320,7 +320,8 @@ impl Scenario {
 }
 
 /// Runs `resources/rig/<script>` (build.sh, build-kernel.sh) with its output in
-/// `target/rig/logs/<script without .sh>.log`.
+/// `target/rig/logs/<script without .sh>.log`, echoing the script's own messages (`rig-...:` lines
+/// on stderr: steps, downloads, build-kernel.sh's progress) as they come.
 fn build(script: &str) -> Result<(), RigError> {
     let logs = logs_dir();
     std::fs::create_dir_all(&logs)
@@ -328,18 +329,48 @@ fn build(script: &str) -> Result<(), RigError> {
     let log = logs.join(format!("{}.log", script.trim_end_matches(".sh")));
     eprintln!("rig-tests: resources/rig/{script} (log: {})", log.display());
     let started = Instant::now();
-    let out = Command::new(rig_script(script))
+    let mut child = Command::new(rig_script(script))
         .current_dir(workspace_root())
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| RigError::io(format!("run resources/rig/{script}"), e))?;
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(RigError::io(
+            format!("resources/rig/{script} pipes"),
+            std::io::ErrorKind::BrokenPipe.into(),
+        ));
+    };
+    let out_reader = thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = BufReader::new(stdout).read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+    let mut err_text = String::new();
+    let mut reader = BufReader::new(stderr);
+    let mut buf = Vec::new();
+    while let Ok(n) = reader.read_until(b'\n', &mut buf) {
+        if n == 0 {
+            break;
+        }
+        let line = String::from_utf8_lossy(&buf);
+        if line.starts_with("rig-") {
+            eprint!("  {line}");
+        }
+        err_text.push_str(&line);
+        buf.clear();
+    }
+    let status = child
+        .wait()
+        .map_err(|e| RigError::io(format!("wait for resources/rig/{script}"), e))?;
+    let mut text = out_reader.join().unwrap_or_default();
+    text.push_str(&err_text);
     std::fs::write(&log, &text).map_err(|e| RigError::io(format!("write {}", log.display()), e))?;
-    if !out.status.success() {
+    if !status.success() {
         return Err(RigError::Build {
             script: script.to_string(),
-            status: out.status.to_string(),
+            status: status.to_string(),
             log,
             tail: tail(&text, 25),
         });

@@ -13,10 +13,9 @@
 use std::time::Duration;
 
 use guest_tools::pattern::{
-    bar_blob_entries, first_bad_blob_word, first_bad_pixel, parse_entries, VARIANT_BAR_BLOB,
-    VARIANT_MIXED_BLOB,
+    bar_blob_entries, first_bad_blob_word, parse_entries, VARIANT_BAR_BLOB, VARIANT_MIXED_BLOB,
 };
-use rig_tests::{decode_png, Scenario};
+use rig_tests::{decode_png, identify_image, Scenario, GPU_USER_BLOB_IMAGES};
 
 const WIDTH: u32 = 256;
 const HEIGHT: u32 = 192;
@@ -117,30 +116,31 @@ fn bar_blob_is_one_vfio_dmabuf_and_displays_in_entry_order() {
         "no frame reached L0: {}",
         out.result
     );
+    assert_eq!(
+        GPU_USER_BLOB_IMAGES.map(|k| (k.variant, k.width, k.height)),
+        [
+            (VARIANT_BAR_BLOB, WIDTH, HEIGHT),
+            (VARIANT_MIXED_BLOB, WIDTH, HEIGHT)
+        ]
+    );
     let mut shown = Vec::new();
     for f in out.files_named("frame-") {
         let img = decode_png(&f.bytes).unwrap_or_else(|e| panic!("{}: {e}", f.name));
-        let size_ok = (img.width, img.height) == (WIDTH, HEIGHT);
-        let matches =
-            |v| size_ok && first_bad_pixel(&img.pixels, img.channels, WIDTH, HEIGHT, v).is_none();
-        let which = if matches(VARIANT_BAR_BLOB) {
-            Some(1)
-        } else if matches(VARIANT_MIXED_BLOB) {
-            Some(2)
-        } else {
-            None
-        };
+        let which = identify_image(&img, &GPU_USER_BLOB_IMAGES);
         println!(
-            "{}: {}x{} shows blob {which:?} ({})",
+            "{}: {}x{} shows {} ({})",
             f.name,
             img.width,
             img.height,
+            which
+                .as_ref()
+                .map_or_else(|why| format!("no blob: {why}"), |k| k.name.to_string()),
             f.path.display()
         );
-        shown.extend(which);
+        shown.extend(which.ok().map(|k| k.variant));
     }
-    let first1 = shown.iter().position(|&b| b == 1);
-    let last2 = shown.iter().rposition(|&b| b == 2);
+    let first1 = shown.iter().position(|&v| v == VARIANT_BAR_BLOB);
+    let last2 = shown.iter().rposition(|&v| v == VARIANT_MIXED_BLOB);
     assert!(first1.is_some(), "no frame shows blob 1: {shown:?}");
     assert!(last2.is_some(), "no frame shows blob 2: {shown:?}");
     assert!(first1 < last2, "blob 2 shown before blob 1: {shown:?}");

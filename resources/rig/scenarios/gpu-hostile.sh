@@ -4,11 +4,13 @@
 # rig.l2=gpu-hostile (user-space driver: vma-bomb, fd-bomb, log-flood, capture-flood and decode-off
 # phases, then a fresh image in BAR2; see resources/guest-tools/src/bin/gpu-hostile.rs).
 # While the vmm runs, rig_sample_proc counts its mappings (/proc/PID/maps lines) and open fds every
-# 0.5 s. Facts only (tests/tests/rig_gpu_hostile.rs judges them): the vmm's exit code, the first and
-# the largest sample of each count, the vmm's log lines (all, `guest error`, per level), the PNG
-# files in the capture dir; the newest frame (name order) goes to L0.
-# PASS iff all that was collected: the vmm was neither killed nor timed out, L2 booted and printed
-# its result line, the sampler got samples, and a frame was captured and sent.
+# 0.5 s. Facts only (tests/tests/rig_gpu_hostile.rs judges them): the vmm's exit, KVM errors, L2
+# marker and L2's result (rig_vmm_facts), the first and the largest sample of each count, the vmm's
+# log lines (all, `guest error`, per level), the PNG files in the capture dir; the newest frame
+# (name order) goes to L0.
+# FAIL only when the facts are incomplete: setup (no /dev/kvm, bind), the vmm killed by a signal or
+# at the timeout, no result line from L2's gpu-hostile, no sample of the vmm, or a captured frame
+# that could not be sent.
 . /rig/lib.sh
 
 [ -c /dev/kvm ] || rig_fail no-dev-kvm
@@ -35,11 +37,10 @@ secs=330
 rig_run_vmm "$secs" "$out" --device "vfio=$bdf,gpu=blob" --display "capture=$cap,keep=4" \
     --kernel /rig/l2/vmlinuz --initramfs /rig/l2/initramfs.cpio.gz \
     --cmdline "$(rig_l2_cmdline gpu-hostile)" --memory 512M
-vmm_wall=$(rig_sub "$(rig_uptime)" "$RIG_VMM_T0")
 : >"$stop"
 wait "$sampler"
 rig_l2_forward "$out"
-rig_l2_check "$out"
+rig_vmm_facts "$out" l2
 
 # shellcheck disable=SC2046 # five numbers
 set -- $(rig_samples_summary "$samples")
@@ -67,33 +68,13 @@ if [ -n "$newest" ] && rig_send_file "$newest" "$newest_name"; then
 fi
 rig_data pngs="$pngs" cap_kib="$(du -sk "$cap" | cut -f1)" newest_frame="${newest_name:-none}" newest_sent="$sent"
 
-reason=""
-signal=0
-if [ "$RIG_VMM_RC" -gt 128 ]; then
-    signal=$((RIG_VMM_RC - 128))
-    # 137 at the timeout: the vmm outlived `timeout -s KILL`.
-    if [ "$RIG_VMM_RC" = 137 ] && [ "${vmm_wall%.*}" -ge $((secs - 2)) ]; then
-        reason=vmm-timeout
-    else
-        reason=vmm-signal
+if [ -z "$RIG_REASON" ]; then
+    if [ "$nsamples" = 0 ]; then
+        RIG_REASON=no-samples
+    elif [ -n "$newest" ] && [ "$sent" = 0 ]; then
+        RIG_REASON=frame-not-sent
     fi
-elif ! grep -q 'L2-MARKER' "$out"; then
-    reason=no-marker
-elif [ "$RIG_L2_STATUS" = none ]; then
-    reason=l2-no-result
-elif [ "$nsamples" = 0 ]; then
-    reason=no-samples
-elif [ -z "$newest" ]; then
-    reason=no-frames
-elif [ "$sent" = 0 ]; then
-    reason=frame-not-sent
 fi
-set -- bdf="$bdf" vmm_signal="$signal" samples="$nsamples" \
+rig_report bdf="$bdf" samples="$nsamples" \
     maps_base="$maps_base" maps_max="$maps_max" fds_base="$fds_base" fds_max="$fds_max" \
     vmm_log_lines="$log_lines" guest_error_lines="$guest_error" pngs="$pngs" newest_frame="${newest_name:-none}"
-# shellcheck disable=SC2086 # RIG_FIELDS is a list of k=v words
-if [ -z "$reason" ]; then
-    rig_result PASS "$@" $RIG_FIELDS
-else
-    rig_result FAIL reason="$reason" "$@" $RIG_FIELDS
-fi
