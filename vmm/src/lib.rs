@@ -6,6 +6,7 @@
 
 pub mod boot;
 pub mod cli;
+pub mod console;
 pub mod error;
 pub mod event_loop;
 pub mod kvm_stats;
@@ -78,22 +79,6 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-/// Writes guest console bytes to stdout unbuffered (each byte already cost a VM exit).
-struct StdoutConsole;
-
-impl std::io::Write for StdoutConsole {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut out = std::io::stdout().lock();
-        out.write_all(buf)?;
-        out.flush()?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stdout().flush()
-    }
-}
-
 /// Runs configured vCPUs, one thread each, with the main thread in the event loop (the i8042
 /// `reset_evt` and `subscribers`), until a VM exit reason is recorded; then stops and joins the
 /// vCPU threads and shuts the VM down ([`Vm::shutdown`]). Returns the reason and the
@@ -159,7 +144,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
         entry.initramfs
     );
 
-    let console: ConsoleOut = Box::new(StdoutConsole);
+    let console: ConsoleOut = Box::new(console::GuestConsole::stdout());
     let legacy = vm.add_legacy_devices(console)?;
     // Passthrough devices are opened (and guest RAM DMA-mapped) before any vCPU runs.
     pci_devices::build(&vm, &config.devices, &config.display)?;
