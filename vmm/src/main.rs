@@ -1,13 +1,13 @@
 //! `vmm`: boots an x86_64 Linux kernel on KVM. See `vmm --help`.
 //!
-//! Exit status: 0 when the guest resets or powers off, 1 on a VMM or KVM error, 2 on a
-//! command-line error.
+//! Exit status: see `vmm::vcpu::EXIT_CODES` (0 when the guest resets or powers off, 1 on a
+//! VMM or KVM error, 2 on a command-line error, 4 on a triple fault).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use vmm::cli::Args;
-use vmm::vcpu::VmExit;
+use vmm::vcpu::{VmExit, EXIT_ERROR};
 use vmm::VmConfig;
 
 fn main() -> ExitCode {
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("vmm: error: {e}");
-            ExitCode::from(1)
+            ExitCode::from(EXIT_ERROR as u8)
         }
     }
 }

@@ -42,12 +42,33 @@ pub enum VmExit {
     },
 }
 
+/// Exit status: the guest reset, powered off or halted.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: a VMM or KVM error.
+pub const EXIT_ERROR: i32 = 1;
+/// Exit status: a command-line error (clap's usage-error code).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status: a vCPU triple-faulted (`reboot=t`, or a guest crash without pvpanic).
+pub const EXIT_TRIPLE_FAULT: i32 = 4;
+
+/// Every exit status of the `vmm` binary with what it means, for `--help` and the docs.
+pub const EXIT_CODES: &[(i32, &str)] = &[
+    (EXIT_OK, "the guest reset (reboot=k) or powered off"),
+    (EXIT_ERROR, "VMM or KVM error"),
+    (EXIT_USAGE, "command-line error"),
+    (
+        EXIT_TRIPLE_FAULT,
+        "triple fault (reboot=t, or a guest crash)",
+    ),
+];
+
 impl VmExit {
-    /// Process exit status for this reason: 0 for orderly guest exits, 1 for errors.
+    /// Process exit status for this reason (see [`EXIT_CODES`]).
     pub fn exit_code(&self) -> i32 {
         match self {
-            VmExit::Error(_) | VmExit::VcpuPanic { .. } => 1,
-            _ => 0,
+            VmExit::Reset | VmExit::PowerOff | VmExit::Halted => EXIT_OK,
+            VmExit::TripleFault => EXIT_TRIPLE_FAULT,
+            VmExit::Error(_) | VmExit::VcpuPanic { .. } => EXIT_ERROR,
         }
     }
 }
@@ -465,9 +486,28 @@ mod tests {
     #[test]
     fn exit_codes() {
         assert_eq!(VmExit::Reset.exit_code(), 0);
-        assert_eq!(VmExit::TripleFault.exit_code(), 0);
         assert_eq!(VmExit::PowerOff.exit_code(), 0);
+        assert_eq!(VmExit::Halted.exit_code(), 0);
+        assert_eq!(VmExit::TripleFault.exit_code(), 4);
         assert_eq!(VmExit::Error("x".into()).exit_code(), 1);
+        let panic = VmExit::VcpuPanic {
+            id: 0,
+            message: "x".into(),
+        };
+        assert_eq!(panic.exit_code(), 1);
+    }
+
+    #[test]
+    fn exit_codes_are_distinct_and_documented() {
+        let codes: Vec<i32> = EXIT_CODES.iter().map(|(c, _)| *c).collect();
+        assert_eq!(codes, vec![0, 1, 2, 4]);
+        for reason in [
+            VmExit::Reset,
+            VmExit::TripleFault,
+            VmExit::Error("x".into()),
+        ] {
+            assert!(codes.contains(&reason.exit_code()), "{reason:?}");
+        }
     }
 
     #[test]
