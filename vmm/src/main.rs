@@ -1,7 +1,8 @@
 //! `vmm`: boots an x86_64 Linux kernel on KVM. See `vmm --help`.
 //!
 //! Exit status: see `vmm::vcpu::EXIT_CODES` (0 when the guest resets or powers off, 1 on a
-//! VMM or KVM error, 2 on a command-line error, 4 on a triple fault).
+//! VMM or KVM error, 2 on a command-line error, 3 on a guest panic reported through pvpanic, 4 on a
+//! triple fault).
 
 use std::process::ExitCode;
 
@@ -26,6 +27,9 @@ fn main() -> ExitCode {
         Ok(outcome) => {
             let how = match &outcome.exit {
                 VmExit::Reset => "guest reset".to_string(),
+                VmExit::GuestPanic => {
+                    "guest kernel panic (pvpanic event PVPANIC_PANICKED)".to_string()
+                }
                 VmExit::TripleFault => "guest triple fault (reboot=t or a crash)".to_string(),
                 VmExit::PowerOff => "guest powered off".to_string(),
                 VmExit::Halted => "guest halted".to_string(),
