@@ -75,6 +75,10 @@ pub fn help_epilogue() -> String {
     vmm --kernel vmlinuz --initramfs initramfs.cpio.gz \\
         --device vfio=0000:01:00.0,gpu=blob --display capture=/tmp/frames
 
+Console: the guest's COM1 (console=ttyS0) on stdin/stdout. When stdin is a terminal it is in raw
+mode while the VM runs, so every key (Ctrl-C too) goes to the guest; type Ctrl-A x to quit the VMM
+(exit status 0), Ctrl-A Ctrl-A to send one Ctrl-A.
+
 Exit status:
 ",
     );
@@ -572,6 +576,7 @@ mod tests {
             "--device vfio=0000:01:00.0,gpu=blob --display capture=/tmp/frames",
             "RUST_LOG=info",
             "RUST_LOG=virtio_gpu_blob=debug",
+            "Ctrl-A x",
         ] {
             assert!(help.contains(text), "{text}: {help}");
         }

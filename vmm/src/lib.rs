@@ -13,6 +13,7 @@ pub mod layout;
 pub mod memory;
 pub mod pci_devices;
 pub mod rlimit;
+pub mod terminal;
 pub mod vcpu;
 pub mod vm;
 
@@ -158,8 +159,9 @@ pub fn pvpanic_handler(exit: Arc<ExitNotifier>) -> devices::pvpanic::PvpanicHand
     })
 }
 
-/// Boots the guest and runs it until it resets, powers off or fails.
-pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
+/// Boots the guest and runs it until it resets, powers off or fails. With `console_escape`
+/// (stdin is a terminal in raw mode), `Ctrl-A x` on stdin quits.
+pub fn run(config: &VmConfig, console_escape: bool) -> Result<Outcome, VmmError> {
     let start = Instant::now();
     // Eventfds per vector and queue, irqfds, VFIO and dma-buf fds: allow as many as the
     // hard limit does.
@@ -194,10 +196,13 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     // bytes sitting in that buffer would never wake epoll again.
     let mut subscribers: Vec<event_loop::Subscriber> = Vec::new();
     match std::io::stdin().as_fd().try_clone_to_owned() {
-        Ok(fd) => subscribers.push(Arc::new(Mutex::new(SerialInput::new(
-            std::fs::File::from(fd),
-            legacy.serial.clone(),
-        )))),
+        Ok(fd) => {
+            let mut input = SerialInput::new(std::fs::File::from(fd), legacy.serial.clone());
+            if console_escape {
+                input = input.with_escape(exit.clone());
+            }
+            subscribers.push(Arc::new(Mutex::new(input)));
+        }
         Err(e) => log::warn!("no console input: cannot duplicate stdin: {e}"),
     }
     let (exit, stats) = run_vcpus_until(vm, vcpu_fds, legacy.reset_evt, subscribers, exit)?;

@@ -23,7 +23,12 @@ fn main() -> ExitCode {
     // clap prints usage errors itself and exits with status 2.
     let args = Args::parse();
     let config = VmConfig::from(args);
-    match vmm::run(&config) {
+    // Raw mode while the VM runs (keys, Ctrl-C included, go to the guest); restored when the
+    // guard drops, before the summary line, and by its panic hook.
+    let terminal = vmm::terminal::RawTerminal::enter_if_tty();
+    let result = vmm::run(&config, terminal.is_some());
+    drop(terminal);
+    match result {
         Ok(outcome) => {
             let how = match &outcome.exit {
                 VmExit::Reset => "guest reset".to_string(),
@@ -33,6 +38,7 @@ fn main() -> ExitCode {
                 VmExit::TripleFault => "guest triple fault (reboot=t or a crash)".to_string(),
                 VmExit::PowerOff => "guest powered off".to_string(),
                 VmExit::Halted => "guest halted".to_string(),
+                VmExit::Quit => "quit on Ctrl-A x".to_string(),
                 VmExit::Error(e) => format!("KVM error: {e}"),
                 VmExit::VcpuPanic { id, message } => {
                     format!("error: vCPU {id} panicked ({message}), VM stopped")

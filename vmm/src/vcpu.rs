@@ -30,6 +30,8 @@ pub enum VmExit {
     TripleFault,
     /// The guest powered off (KVM_SYSTEM_EVENT_SHUTDOWN).
     PowerOff,
+    /// The user typed the console escape `Ctrl-A x`.
+    Quit,
     /// A vCPU executed HLT with no in-kernel irqchip to wake it (tiny test guests only).
     Halted,
     /// A KVM error or an exit the VMM cannot handle; the text names it and dumps registers.
@@ -57,7 +59,10 @@ pub const EXIT_TRIPLE_FAULT: i32 = 4;
 
 /// Every exit status of the `vmm` binary with what it means, for `--help` and the docs.
 pub const EXIT_CODES: &[(i32, &str)] = &[
-    (EXIT_OK, "the guest reset (reboot=k) or powered off"),
+    (
+        EXIT_OK,
+        "the guest reset (reboot=k) or powered off, or Ctrl-A x quit",
+    ),
     (EXIT_ERROR, "VMM or KVM error"),
     (EXIT_USAGE, "command-line error"),
     (
@@ -74,7 +79,7 @@ impl VmExit {
     /// Process exit status for this reason (see [`EXIT_CODES`]).
     pub fn exit_code(&self) -> i32 {
         match self {
-            VmExit::Reset | VmExit::PowerOff | VmExit::Halted => EXIT_OK,
+            VmExit::Reset | VmExit::PowerOff | VmExit::Halted | VmExit::Quit => EXIT_OK,
             VmExit::GuestPanic => EXIT_GUEST_PANIC,
             VmExit::TripleFault => EXIT_TRIPLE_FAULT,
             VmExit::Error(_) | VmExit::VcpuPanic { .. } => EXIT_ERROR,
