@@ -3,6 +3,7 @@
 //! - [`legacy`]: the PC devices a Linux guest expects (16550 serial, i8042 reset, CMOS).
 //! - [`pci`]: the PCI host bridge, type-1 configuration access, configuration space and
 //!   BAR allocation that virtio-pci and VFIO devices plug into.
+//! - [`pvpanic`]: the pvpanic PCI function a guest reports its panics to.
 //! - [`memory_slots`]: the VM's KVM memory slots (guest RAM, passthrough BARs).
 
 /// Rate limit of log lines a guest can trigger at will (bad register writes, refused
@@ -14,6 +15,7 @@ mod error;
 pub mod legacy;
 pub mod memory_slots;
 pub mod pci;
+pub mod pvpanic;
 #[cfg(test)]
 mod test_log;
 pub mod vfio;

@@ -3,7 +3,8 @@
 #   target/rig/cargo/...            static vmm + guest-tools
 #   target/rig/l2-initramfs.cpio.gz busybox, /init = resources/rig/l2/init, guest-tools in /bin,
 #                                   /rig/l2/*.sh, virtio-gpu module closure (/rig/l2-modules.list),
-#                                   e1000e + xhci-pci closure (/rig/l2-irq-modules.list)
+#                                   e1000e + xhci-pci closure (/rig/l2-irq-modules.list),
+#                                   pvpanic-pci closure (/rig/l2-pvpanic-modules.list)
 #   target/rig/l1-initramfs.cpio.gz busybox, KVM+VFIO module closure, /bin/vmm, guest-tools,
 #                                   /rig/l2/{vmlinuz,initramfs.cpio.gz}, /init, /rig/lib.sh, /rig/scenarios/
 #   target/rig/vmlinuz              the L1 (and L2) kernel
@@ -134,6 +135,8 @@ done
 add_modules "$L2" "$L2/rig/l2-modules.list" <"$HERE/l2/modules"
 # Drivers for rig.l2=irq-modes, in their own list so that kms-blob.sh does not load them.
 add_modules "$L2" "$L2/rig/l2-irq-modules.list" <"$HERE/l2/irq-modules"
+# The pvpanic driver for rig.l2=vm-exit, loaded by l2/vm-exit.sh only.
+add_modules "$L2" "$L2/rig/l2-pvpanic-modules.list" <"$HERE/l2/pvpanic-modules"
 pack "$L2" "$RIG/l2-initramfs.cpio.gz"
 
 # ------------------------------------------------------------------ L1
@@ -158,4 +161,5 @@ ln -sfn "kernel/root/usr/lib/modules/$VER/vmlinuz" "$RIG/vmlinuz"
 say "L1 modules: $(xargs -n1 basename <"$L1/rig/modules.list" | tr '\n' ' ')"
 say "L2 modules (not loaded by l2/init): $(xargs -n1 basename <"$L2/rig/l2-modules.list" | tr '\n' ' ')"
 say "L2 irq-modes modules (not loaded by l2/init): $(xargs -n1 basename <"$L2/rig/l2-irq-modules.list" | tr '\n' ' ')"
+say "L2 vm-exit modules (not loaded by l2/init): $(xargs -n1 basename <"$L2/rig/l2-pvpanic-modules.list" | tr '\n' ' ')"
 say "ready: $RIG/vmlinuz ($VER), l1-initramfs $(du -k "$RIG/l1-initramfs.cpio.gz" | cut -f1) KiB, l2-initramfs $(du -k "$RIG/l2-initramfs.cpio.gz" | cut -f1) KiB"

@@ -11,6 +11,8 @@ use std::str::FromStr;
 use clap::Parser;
 pub use virtio_gpu_display::DisplayConfig;
 
+use crate::vcpu::EXIT_CODES;
+
 /// Smallest guest RAM accepted.
 pub const MIN_MEMORY: u64 = 64 << 20;
 /// Largest guest RAM accepted (must stay well below the guest's physical address width).
@@ -24,7 +26,7 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
 
 /// Boots an x86_64 Linux kernel on KVM.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "vmm", version, about, long_about = None)]
+#[command(name = "vmm", version, about, long_about = None, after_help = help_epilogue())]
 pub struct Args {
     /// Kernel image: a bzImage (e.g. Debian's vmlinuz) or an ELF vmlinux.
     #[arg(long, value_name = "PATH", value_parser = parse_readable_file)]
@@ -58,6 +60,43 @@ pub struct Args {
     #[arg(long, value_name = "headless|capture=<dir>[,keep=N]", default_value = "headless",
           value_parser = DisplayConfig::parse)]
     pub display: DisplayConfig,
+}
+
+/// The text `--help` shows after the flags: examples, the exit status table
+/// ([`EXIT_CODES`]) and how to choose log levels.
+pub fn help_epilogue() -> String {
+    let mut t = String::from(
+        "Examples:
+  Boot a kernel with an initramfs (the guest console is stdin/stdout):
+    vmm --kernel /boot/vmlinuz-$(uname -r) --initramfs initramfs.cpio.gz \\
+        --cmdline \"console=ttyS0 reboot=k panic=1\" --memory 1G --vcpus 2
+  Pass a host PCI device (bound to vfio-pci) through, with a virtio-gpu whose blobs may lie in
+  its BARs, and save the displayed frames as PNGs:
+    vmm --kernel vmlinuz --initramfs initramfs.cpio.gz \\
+        --device vfio=0000:01:00.0,gpu=blob --display capture=/tmp/frames
+
+Console: the guest's COM1 (console=ttyS0) on stdin/stdout. When stdin is a terminal it is in raw
+mode while the VM runs, so every key (Ctrl-C too) goes to the guest; type Ctrl-A x to quit the VMM
+(exit status 0), Ctrl-A Ctrl-A to send one Ctrl-A.
+
+Exit status:
+",
+    );
+    for (code, meaning) in EXIT_CODES {
+        t.push_str(&format!("  {code}  {meaning}\n"));
+    }
+    t.push_str(
+        "  A guest kernel panic reaches the VMM through its pvpanic PCI device (Linux driver
+  pvpanic-pci); `reboot -f` ends the VM (reboot=k: status 0, reboot=t: status 4).
+
+Logging (stderr), set with RUST_LOG (env_logger syntax, comma-separated):
+  (unset)                        warnings, plus info lines of what the devices do
+  RUST_LOG=info                  all info lines
+  RUST_LOG=debug                 everything, including guest-triggered details
+  RUST_LOG=virtio_gpu_blob=debug the virtio-gpu's requests in detail
+  RUST_LOG=warn,devices::vfio=debug  passthrough devices in detail, warnings elsewhere",
+    );
+    t
 }
 
 /// A guest RAM size in bytes, page-aligned and within [`MIN_MEMORY`]..=[`MAX_MEMORY`].
@@ -513,6 +552,34 @@ mod tests {
         let err = Args::try_parse_from(["vmm"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn help_lists_every_exit_code_examples_and_log_levels() {
+        use clap::CommandFactory;
+        let help = Args::command().render_help().to_string();
+        assert!(help.contains("Exit status:"), "{help}");
+        for (code, meaning) in EXIT_CODES {
+            assert!(
+                help.contains(&format!("  {code}  {meaning}")),
+                "{code}: {help}"
+            );
+        }
+        for code in 0..=4 {
+            assert!(
+                EXIT_CODES.iter().any(|(c, _)| *c == code),
+                "exit status {code} is not in the table"
+            );
+        }
+        for text in [
+            "vmm --kernel /boot/vmlinuz",
+            "--device vfio=0000:01:00.0,gpu=blob --display capture=/tmp/frames",
+            "RUST_LOG=info",
+            "RUST_LOG=virtio_gpu_blob=debug",
+            "Ctrl-A x",
+        ] {
+            assert!(help.contains(text), "{text}: {help}");
+        }
     }
 
     /// A directory removed on drop (no extra crate needed for tests).

@@ -9,6 +9,7 @@ use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber
 use log::{debug, warn};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::terminal::EscapeFilter;
 use crate::vcpu::{ExitNotifier, VmExit};
 use crate::vm::SharedSerial;
 
@@ -27,12 +28,24 @@ pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 pub struct SerialInput<R: Read + AsRawFd + Send> {
     input: R,
     serial: SharedSerial,
+    escape: Option<(EscapeFilter, Arc<ExitNotifier>)>,
 }
 
 impl<R: Read + AsRawFd + Send> SerialInput<R> {
     /// Feeds `input` to `serial`.
     pub fn new(input: R, serial: SharedSerial) -> Self {
-        SerialInput { input, serial }
+        SerialInput {
+            input,
+            serial,
+            escape: None,
+        }
+    }
+
+    /// Also watches the input for `Ctrl-A x` ([`EscapeFilter`]), which ends the VM with
+    /// [`VmExit::Quit`] recorded in `exit`.
+    pub fn with_escape(mut self, exit: Arc<ExitNotifier>) -> Self {
+        self.escape = Some((EscapeFilter::new(), exit));
+        self
     }
 }
 
@@ -58,9 +71,18 @@ impl<R: Read + AsRawFd + Send> MutEventSubscriber for SerialInput<R> {
             let _ = ops.remove(Events::empty_raw(self.input.as_raw_fd()));
             return;
         }
+        let filtered;
+        let mut bytes = &buf[..n];
+        if let Some((filter, exit)) = &mut self.escape {
+            filtered = filter.feed(bytes);
+            if filtered.quit {
+                exit.notify(VmExit::Quit);
+            }
+            bytes = &filtered.guest;
+        }
         match self.serial.lock() {
             Ok(mut s) => {
-                s.queue_input(&buf[..n]);
+                s.queue_input(bytes);
             }
             Err(_) => warn!("serial device lock poisoned; input dropped"),
         }
@@ -184,6 +206,30 @@ mod tests {
         exit.notify(VmExit::Error("later".into()));
         let mut lp = EventLoop::new(exit, None).unwrap();
         assert_eq!(lp.run().unwrap(), VmExit::TripleFault);
+    }
+
+    #[test]
+    fn ctrl_a_x_on_the_input_ends_the_loop_with_quit() {
+        let (mut host, guest_side) = UnixStream::pair().unwrap();
+        let serial: SharedSerial = Arc::new(Mutex::new(SerialDevice::new(
+            EventFdTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()),
+            Box::new(Vec::new()),
+        )));
+        let exit = Arc::new(ExitNotifier::new().unwrap());
+        let mut lp = EventLoop::new(exit.clone(), None).unwrap();
+        lp.add(Arc::new(Mutex::new(
+            SerialInput::new(guest_side, serial.clone()).with_escape(exit.clone()),
+        )));
+        host.write_all(b"a\x01").unwrap();
+        lp.manager.run_with_timeout(1000).unwrap();
+        assert_eq!(exit.reason(), None, "a lone Ctrl-A waits for the next key");
+        host.write_all(b"x").unwrap();
+        assert_eq!(lp.run().unwrap(), VmExit::Quit);
+        assert_eq!(VmExit::Quit.exit_code(), 0);
+        let mut s = serial.lock().unwrap();
+        let mut b = [0u8];
+        s.pio_read(PioAddress(0x3f8), 0, &mut b);
+        assert_eq!(b, *b"a", "only the key before the escape reached the guest");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod memory;
 pub mod pci_devices;
 pub mod rlimit;
+pub mod terminal;
 pub mod vcpu;
 pub mod vm;
 
@@ -34,6 +35,7 @@ use crate::cli::{Args, DeviceSpec, DisplayConfig};
 use crate::event_loop::{EventLoop, SerialInput};
 use crate::vcpu::{install_kick_handler, ExitNotifier, ExitStats, VcpuThread, VmExit};
 use crate::vm::{ConsoleOut, Vm};
+use devices::pvpanic::PvpanicEvent;
 
 /// What to boot.
 #[derive(Debug, Clone)]
@@ -84,13 +86,25 @@ pub struct Outcome {
 /// vCPU threads and shuts the VM down ([`Vm::shutdown`]). Returns the reason and the
 /// user-space exit counts.
 pub fn run_vcpus(
-    mut vm: Vm,
+    vm: Vm,
     vcpu_fds: Vec<kvm_ioctls::VcpuFd>,
     reset_evt: vmm_sys_util::eventfd::EventFd,
     subscribers: Vec<event_loop::Subscriber>,
 ) -> Result<(VmExit, ExitStats), VmmError> {
-    install_kick_handler().map_err(VmmError::Signal)?;
     let exit = Arc::new(ExitNotifier::new().map_err(VmmError::EventFd)?);
+    run_vcpus_until(vm, vcpu_fds, reset_evt, subscribers, exit)
+}
+
+/// [`run_vcpus`] with the exit record given: devices built before may already report to it
+/// (the pvpanic device).
+pub fn run_vcpus_until(
+    mut vm: Vm,
+    vcpu_fds: Vec<kvm_ioctls::VcpuFd>,
+    reset_evt: vmm_sys_util::eventfd::EventFd,
+    subscribers: Vec<event_loop::Subscriber>,
+    exit: Arc<ExitNotifier>,
+) -> Result<(VmExit, ExitStats), VmmError> {
+    install_kick_handler().map_err(VmmError::Signal)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut event_loop = EventLoop::new(exit.clone(), Some(reset_evt))?;
     for s in subscribers {
@@ -120,8 +134,19 @@ pub fn run_vcpus(
     Ok((result?, stats))
 }
 
-/// Boots the guest and runs it until it resets, powers off or fails.
-pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
+/// What the VM does with the pvpanic device's events: a panic ends it
+/// ([`VmExit::GuestPanic`]); a crash kernel taking over (which the device logs) does not.
+pub fn pvpanic_handler(exit: Arc<ExitNotifier>) -> devices::pvpanic::PvpanicHandler {
+    Box::new(move |event| {
+        if event == PvpanicEvent::Panicked {
+            exit.notify(VmExit::GuestPanic);
+        }
+    })
+}
+
+/// Boots the guest and runs it until it resets, powers off or fails. With `console_escape`
+/// (stdin is a terminal in raw mode), `Ctrl-A x` on stdin quits.
+pub fn run(config: &VmConfig, console_escape: bool) -> Result<Outcome, VmmError> {
     let start = Instant::now();
     // Eventfds per vector and queue, irqfds, VFIO and dma-buf fds: allow as many as the
     // hard limit does.
@@ -148,22 +173,43 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     let legacy = vm.add_legacy_devices(console)?;
     // Passthrough devices are opened (and guest RAM DMA-mapped) before any vCPU runs.
     pci_devices::build(&vm, &config.devices, &config.display)?;
+    let exit = Arc::new(ExitNotifier::new().map_err(VmmError::EventFd)?);
+    pci_devices::add_pvpanic(&vm, pvpanic_handler(exit.clone()))?;
     let vcpu_fds = vm.create_vcpus(config.vcpus, Some(entry.entry))?;
 
     // Read stdin through its own descriptor, unbuffered: std's Stdin buffers internally, and
     // bytes sitting in that buffer would never wake epoll again.
     let mut subscribers: Vec<event_loop::Subscriber> = Vec::new();
     match std::io::stdin().as_fd().try_clone_to_owned() {
-        Ok(fd) => subscribers.push(Arc::new(Mutex::new(SerialInput::new(
-            std::fs::File::from(fd),
-            legacy.serial.clone(),
-        )))),
+        Ok(fd) => {
+            let mut input = SerialInput::new(std::fs::File::from(fd), legacy.serial.clone());
+            if console_escape {
+                input = input.with_escape(exit.clone());
+            }
+            subscribers.push(Arc::new(Mutex::new(input)));
+        }
         Err(e) => log::warn!("no console input: cannot duplicate stdin: {e}"),
     }
-    let (exit, stats) = run_vcpus(vm, vcpu_fds, legacy.reset_evt, subscribers)?;
+    let (exit, stats) = run_vcpus_until(vm, vcpu_fds, legacy.reset_evt, subscribers, exit)?;
     Ok(Outcome {
         exit,
         stats,
         elapsed: start.elapsed(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pvpanic_panic_ends_the_vm_and_a_crash_kernel_does_not() {
+        let exit = Arc::new(ExitNotifier::new().unwrap());
+        let mut handler = pvpanic_handler(exit.clone());
+        handler(PvpanicEvent::CrashLoaded);
+        assert_eq!(exit.reason(), None);
+        handler(PvpanicEvent::Panicked);
+        assert_eq!(exit.reason(), Some(VmExit::GuestPanic));
+        assert_eq!(exit.reason().unwrap().exit_code(), 3);
+    }
 }

@@ -1,13 +1,14 @@
 //! `vmm`: boots an x86_64 Linux kernel on KVM. See `vmm --help`.
 //!
-//! Exit status: 0 when the guest resets or powers off, 1 on a VMM or KVM error, 2 on a
-//! command-line error.
+//! Exit status: see `vmm::vcpu::EXIT_CODES` (0 when the guest resets or powers off, 1 on a
+//! VMM or KVM error, 2 on a command-line error, 3 on a guest panic reported through pvpanic, 4 on a
+//! triple fault).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use vmm::cli::Args;
-use vmm::vcpu::VmExit;
+use vmm::vcpu::{VmExit, EXIT_ERROR};
 use vmm::VmConfig;
 
 fn main() -> ExitCode {
@@ -22,13 +23,22 @@ fn main() -> ExitCode {
     // clap prints usage errors itself and exits with status 2.
     let args = Args::parse();
     let config = VmConfig::from(args);
-    match vmm::run(&config) {
+    // Raw mode while the VM runs (keys, Ctrl-C included, go to the guest); restored when the
+    // guard drops, before the summary line, and by its panic hook.
+    let terminal = vmm::terminal::RawTerminal::enter_if_tty();
+    let result = vmm::run(&config, terminal.is_some());
+    drop(terminal);
+    match result {
         Ok(outcome) => {
             let how = match &outcome.exit {
                 VmExit::Reset => "guest reset".to_string(),
+                VmExit::GuestPanic => {
+                    "guest kernel panic (pvpanic event PVPANIC_PANICKED)".to_string()
+                }
                 VmExit::TripleFault => "guest triple fault (reboot=t or a crash)".to_string(),
                 VmExit::PowerOff => "guest powered off".to_string(),
                 VmExit::Halted => "guest halted".to_string(),
+                VmExit::Quit => "quit on Ctrl-A x".to_string(),
                 VmExit::Error(e) => format!("KVM error: {e}"),
                 VmExit::VcpuPanic { id, message } => {
                     format!("error: vCPU {id} panicked ({message}), VM stopped")
@@ -43,7 +53,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("vmm: error: {e}");
-            ExitCode::from(1)
+            ExitCode::from(EXIT_ERROR as u8)
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The PCI devices asked for with `--device`: VFIO passthrough devices and at most one
-//! virtio-gpu, built on the VM's bus 0 before the vCPUs run.
+//! virtio-gpu, built on the VM's bus 0 before the vCPUs run; and the pvpanic device every VM
+//! gets ([`add_pvpanic`]).
 //!
 //! [`plan`] checks the parsed specs; [`build`] turns the plan into devices, each taking what it
 //! needs from the VM's [`VmResources`](crate::vm::VmResources) (memory slots, GSIs and routes,
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use devices::pci::{MsiRouter, PciError, SharedPciDevice};
+use devices::pvpanic::{PvpanicDevice, PvpanicHandler};
 use devices::vfio::{VfioPciDevice, VfioPciDeviceEnv, VfioPciError};
 use devices::virtio::{VirtioGpu, VirtioPciDevice, VirtioPciError};
 use thiserror::Error;
@@ -325,10 +327,29 @@ pub fn build(
     Ok(builder.out)
 }
 
+/// Puts the pvpanic device on the VM's PCI bus (the first free slot), reporting the guest's
+/// events to `handler`. Call after [`build`], so the `--device` devices keep their slots.
+pub fn add_pvpanic(vm: &Vm, handler: PvpanicHandler) -> Result<u8, PciDevicesError> {
+    let bus_err = |source| PciDevicesError::Bus {
+        what: "pvpanic".into(),
+        source,
+    };
+    let dev = PvpanicDevice::new(handler).map_err(bus_err)?;
+    let mut bus = lock(vm.pci_bus());
+    let mut windows = lock(&vm.resources().windows);
+    let slot = bus
+        .add_device(Arc::new(Mutex::new(dev)), &mut windows)
+        .map_err(bus_err)?;
+    log::debug!("vmm: PCI 00:{slot:02x}.0: pvpanic");
+    Ok(slot)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cli::parse_device;
+    use devices::pci::{lock_device, BarSpace};
+    use devices::pvpanic::PvpanicEvent;
 
     fn specs(args: &[&str]) -> Vec<DeviceSpec> {
         args.iter().map(|a| parse_device(a).unwrap()).collect()
@@ -459,6 +480,29 @@ mod tests {
             vm.pci_bus().lock().unwrap().device(1).is_none(),
             "no GPU either"
         );
+    }
+
+    #[test]
+    fn pvpanic_takes_the_next_free_slot_and_reports_a_guest_write() {
+        let Some(vm) = kvm_vm() else { return };
+        build(&vm, &specs(&["gpu=blob"]), &DisplayConfig::Headless).unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let slot = add_pvpanic(&vm, Box::new(move |e| seen.lock().unwrap().push(e))).unwrap();
+        assert_eq!(slot, 2, "after the host bridge and the GPU");
+        let bus = lock(vm.pci_bus());
+        assert_eq!(bus.read_config(slot, 0, 0), 0x0011_1b36);
+        assert_eq!(bus.read_config(slot, 0, 2) >> 8, 0x08_8000);
+        let bar = lock_device(&bus.device(slot).unwrap()).bars()[0];
+        assert!(bar.addr != 0 && bar.size == 16, "{bar:?}");
+        // Memory decoding on, as the guest's driver does, then the event register.
+        bus.write_config(slot, 0, 1, 0, &[0x02]);
+        let router = bus.router();
+        let mut b = [0u8; 1];
+        router.read(BarSpace::Mmio, bar.addr, &mut b);
+        assert_eq!(b, [0x03]);
+        router.write(BarSpace::Mmio, bar.addr, &[0x01]);
+        assert_eq!(*events.lock().unwrap(), vec![PvpanicEvent::Panicked]);
     }
 
     #[test]

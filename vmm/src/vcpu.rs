@@ -24,10 +24,14 @@ use crate::GUEST_LOG_INTERVAL;
 pub enum VmExit {
     /// The guest asked for a reset through the i8042 (`reboot=k`) or KVM_SYSTEM_EVENT_RESET.
     Reset,
+    /// The guest reported a kernel panic through pvpanic (`PVPANIC_PANICKED`).
+    GuestPanic,
     /// A vCPU triple-faulted (KVM_EXIT_SHUTDOWN): `reboot=t`, or a guest crash.
     TripleFault,
     /// The guest powered off (KVM_SYSTEM_EVENT_SHUTDOWN).
     PowerOff,
+    /// The user typed the console escape `Ctrl-A x`.
+    Quit,
     /// A vCPU executed HLT with no in-kernel irqchip to wake it (tiny test guests only).
     Halted,
     /// A KVM error or an exit the VMM cannot handle; the text names it and dumps registers.
@@ -42,12 +46,43 @@ pub enum VmExit {
     },
 }
 
+/// Exit status: the guest reset, powered off or halted.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: a VMM or KVM error.
+pub const EXIT_ERROR: i32 = 1;
+/// Exit status: a command-line error (clap's usage-error code).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status: the guest reported a kernel panic through pvpanic.
+pub const EXIT_GUEST_PANIC: i32 = 3;
+/// Exit status: a vCPU triple-faulted (`reboot=t`, or a guest crash without pvpanic).
+pub const EXIT_TRIPLE_FAULT: i32 = 4;
+
+/// Every exit status of the `vmm` binary with what it means, for `--help` and the docs.
+pub const EXIT_CODES: &[(i32, &str)] = &[
+    (
+        EXIT_OK,
+        "the guest reset (reboot=k) or powered off, or Ctrl-A x quit",
+    ),
+    (EXIT_ERROR, "VMM or KVM error"),
+    (EXIT_USAGE, "command-line error"),
+    (
+        EXIT_GUEST_PANIC,
+        "guest kernel panic, reported through the pvpanic device",
+    ),
+    (
+        EXIT_TRIPLE_FAULT,
+        "triple fault (reboot=t, or a guest crash)",
+    ),
+];
+
 impl VmExit {
-    /// Process exit status for this reason: 0 for orderly guest exits, 1 for errors.
+    /// Process exit status for this reason (see [`EXIT_CODES`]).
     pub fn exit_code(&self) -> i32 {
         match self {
-            VmExit::Error(_) | VmExit::VcpuPanic { .. } => 1,
-            _ => 0,
+            VmExit::Reset | VmExit::PowerOff | VmExit::Halted | VmExit::Quit => EXIT_OK,
+            VmExit::GuestPanic => EXIT_GUEST_PANIC,
+            VmExit::TripleFault => EXIT_TRIPLE_FAULT,
+            VmExit::Error(_) | VmExit::VcpuPanic { .. } => EXIT_ERROR,
         }
     }
 }
@@ -465,9 +500,29 @@ mod tests {
     #[test]
     fn exit_codes() {
         assert_eq!(VmExit::Reset.exit_code(), 0);
-        assert_eq!(VmExit::TripleFault.exit_code(), 0);
         assert_eq!(VmExit::PowerOff.exit_code(), 0);
+        assert_eq!(VmExit::Halted.exit_code(), 0);
+        assert_eq!(VmExit::GuestPanic.exit_code(), 3);
+        assert_eq!(VmExit::TripleFault.exit_code(), 4);
         assert_eq!(VmExit::Error("x".into()).exit_code(), 1);
+        let panic = VmExit::VcpuPanic {
+            id: 0,
+            message: "x".into(),
+        };
+        assert_eq!(panic.exit_code(), 1);
+    }
+
+    #[test]
+    fn exit_codes_are_distinct_and_documented() {
+        let codes: Vec<i32> = EXIT_CODES.iter().map(|(c, _)| *c).collect();
+        assert_eq!(codes, vec![0, 1, 2, 3, 4]);
+        for reason in [
+            VmExit::Reset,
+            VmExit::TripleFault,
+            VmExit::Error("x".into()),
+        ] {
+            assert!(codes.contains(&reason.exit_code()), "{reason:?}");
+        }
     }
 
     #[test]
