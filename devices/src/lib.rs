@@ -3,8 +3,12 @@
 //! - [`legacy`]: the PC devices a Linux guest expects (16550 serial, i8042 reset, CMOS).
 //! - [`pci`]: the PCI host bridge, type-1 configuration access, configuration space and
 //!   BAR allocation that virtio-pci and VFIO devices plug into.
+//! - `test_utils` (with the `test-utils` feature): fakes of KVM, VFIO and small devices for
+//!   tests and the fuzz targets in `devices/fuzz`.
 
 pub mod legacy;
 pub mod pci;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 pub mod vfio;
 pub mod virtio;

@@ -3,122 +3,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use virtio_queue::QueueT;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
-use crate::pci::{
-    MsiRouter, PciDevice, CAP_ID_MSIX, CAP_ID_VENDOR, REG_CAP_PTR, REG_CLASS, REG_ID,
+use crate::pci::{PciDevice, CAP_ID_MSIX, CAP_ID_VENDOR, REG_CAP_PTR, REG_CLASS, REG_ID};
+use crate::test_utils::{
+    FakeIoEvents, FakeMsiRouter as FakeRouter, FakeVirtioDevice as FakeDevice,
+    FakeVirtioState as Seen,
 };
-
-#[derive(Default)]
-struct FakeRouter {
-    next: Mutex<u32>,
-    routes: Mutex<Vec<(u32, u64, u32)>>,
-    irqfds: Mutex<Vec<u32>>,
-    released: Mutex<Vec<u32>>,
-}
-
-impl MsiRouter for FakeRouter {
-    fn allocate_gsi(&self) -> Result<u32, String> {
-        let mut n = self.next.lock().unwrap();
-        *n += 1;
-        Ok(23 + *n)
-    }
-    fn release_gsi(&self, gsi: u32) {
-        self.released.lock().unwrap().push(gsi);
-    }
-    fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> Result<(), String> {
-        self.routes.lock().unwrap().push((gsi, address, data));
-        Ok(())
-    }
-    fn register_irqfd(&self, _fd: &EventFd, gsi: u32) -> Result<(), String> {
-        self.irqfds.lock().unwrap().push(gsi);
-        Ok(())
-    }
-    fn unregister_irqfd(&self, _fd: &EventFd, _gsi: u32) -> Result<(), String> {
-        Ok(())
-    }
-    fn register_irqfd_with_resample(&self, _: &EventFd, _: &EventFd, _: u32) -> Result<(), String> {
-        Err("not used".into())
-    }
-}
-
-#[derive(Default)]
-struct FakeIoEvents {
-    registered: Mutex<Vec<u64>>,
-}
-
-impl IoEventRegistrar for FakeIoEvents {
-    fn register(&self, _fd: &EventFd, addr: u64) -> Result<(), String> {
-        self.registered.lock().unwrap().push(addr);
-        Ok(())
-    }
-    fn unregister(&self, _fd: &EventFd, addr: u64) -> Result<(), String> {
-        self.registered.lock().unwrap().retain(|a| *a != addr);
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct Seen {
-    acked: Option<u64>,
-    activated: Vec<(u16, u16, u64)>,
-    notify: Vec<EventFd>,
-    interrupt: Option<Arc<dyn VirtioInterrupt>>,
-    resets: u32,
-    config_writes: Vec<(u64, Vec<u8>)>,
-}
-
-struct FakeDevice(Arc<Mutex<Seen>>);
-
-impl VirtioDevice for FakeDevice {
-    fn device_type(&self) -> u32 {
-        16
-    }
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![256, 16]
-    }
-    fn device_features(&self) -> u64 {
-        0b1010
-    }
-    fn ack_features(&mut self, f: u64) {
-        self.0.lock().unwrap().acked = Some(f);
-    }
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = (offset as u8).wrapping_add(i as u8);
-        }
-    }
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        self.0
-            .lock()
-            .unwrap()
-            .config_writes
-            .push((offset, data.to_vec()));
-    }
-    fn activate(
-        &mut self,
-        _mem: GuestMemoryMmap,
-        interrupt: Arc<dyn VirtioInterrupt>,
-        queues: Vec<ActivatedQueue>,
-    ) -> Result<(), String> {
-        let mut s = self.0.lock().unwrap();
-        for q in queues {
-            s.activated
-                .push((q.index, q.queue.size(), q.queue.desc_table()));
-            s.notify.push(q.notify);
-        }
-        s.interrupt = Some(interrupt);
-        Ok(())
-    }
-    fn reset(&mut self) {
-        let mut s = self.0.lock().unwrap();
-        s.resets += 1;
-        s.interrupt = None;
-    }
-}
 
 const BAR: u64 = 0xc000_0000;
 
@@ -290,8 +183,8 @@ fn driver_bring_up_activates_with_the_configured_queues() {
     assert_eq!(s.activated, vec![(0, 8, 0x1000), (1, 8, 0x2000)]);
     // Routes were set for the three vectors.
     let routes = t.router.routes.lock().unwrap();
-    assert!(routes.contains(&(24, 0xfee0_0000, 0x40)));
-    assert!(routes.contains(&(26, 0xfee0_2000, 0x42)));
+    assert_eq!(routes.get(&24), Some(&(0xfee0_0000, 0x40)));
+    assert_eq!(routes.get(&26), Some(&(0xfee0_2000, 0x42)));
 }
 
 #[test]

@@ -1,0 +1,169 @@
+//! A PCI device backed by plain bytes and an MSI router that records routes and irqfds.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use vmm_sys_util::eventfd::EventFd;
+
+use super::lock;
+
+use crate::pci::{BarKind, BarReprogram, MsiRouter, PciBar, PciConfigSpace, PciDevice, PciHeader};
+
+/// A device with a 4 KiB 32-bit BAR 0, a 64 KiB 64-bit prefetchable BAR 2 and a 32-byte I/O
+/// BAR 4, each backed by bytes, recording the moves it is told about.
+pub struct FakePciDevice {
+    config: PciConfigSpace,
+    bars: Vec<Vec<u8>>,
+    moves: Arc<Mutex<Vec<BarReprogram>>>,
+    /// Refuse every [`PciDevice::move_bar`].
+    pub fail_moves: bool,
+}
+
+impl FakePciDevice {
+    /// Size of BAR 0.
+    pub const BAR0_SIZE: u64 = 0x1000;
+    /// Size of BAR 2.
+    pub const BAR2_SIZE: u64 = 0x1_0000;
+    /// Size of BAR 4 (I/O).
+    pub const BAR4_SIZE: u64 = 0x20;
+
+    /// The device and the list of moves it follows (in order).
+    pub fn new() -> (Self, Arc<Mutex<Vec<BarReprogram>>>) {
+        let mut config = PciConfigSpace::new(PciHeader {
+            vendor_id: 0x1af4,
+            device_id: 0x1110,
+            class: 0x05,
+            ..Default::default()
+        });
+        let bars = [
+            (
+                0,
+                BarKind::Mem32 {
+                    prefetchable: false,
+                },
+                Self::BAR0_SIZE,
+            ),
+            (2, BarKind::Mem64 { prefetchable: true }, Self::BAR2_SIZE),
+            (4, BarKind::Io, Self::BAR4_SIZE),
+        ];
+        let mut backing = vec![Vec::new(); 5];
+        for (index, kind, size) in bars {
+            config
+                .add_bar(index, kind, size)
+                .expect("the fake's BAR layout is valid");
+            backing[index] = vec![0; size as usize];
+        }
+        let moves = Arc::new(Mutex::new(Vec::new()));
+        (
+            Self {
+                config,
+                bars: backing,
+                moves: moves.clone(),
+                fail_moves: false,
+            },
+            moves,
+        )
+    }
+
+    /// The bytes behind `bar` at `offset..offset + len`. The router promises the access is
+    /// inside the BAR; a broken promise panics here (the fake checks the caller).
+    fn backing(&mut self, bar: usize, offset: u64, len: usize) -> &mut [u8] {
+        let backing = &mut self.bars[bar];
+        let start = usize::try_from(offset).expect("BAR offset fits usize");
+        let end = start.checked_add(len).expect("BAR access end overflows");
+        assert!(
+            end <= backing.len(),
+            "access {start:#x}+{len} outside BAR {bar} of {:#x} bytes",
+            backing.len()
+        );
+        &mut backing[start..end]
+    }
+}
+
+impl PciDevice for FakePciDevice {
+    fn name(&self) -> String {
+        "fake".into()
+    }
+    fn read_config_register(&mut self, reg_idx: usize) -> u32 {
+        self.config.read_reg(reg_idx)
+    }
+    fn write_config_register(
+        &mut self,
+        reg_idx: usize,
+        offset: usize,
+        data: &[u8],
+    ) -> Option<BarReprogram> {
+        self.config.write_reg(reg_idx, offset, data)
+    }
+    fn bars(&self) -> Vec<PciBar> {
+        self.config.bars()
+    }
+    fn program_bar(&mut self, index: usize, addr: u64) -> Option<BarReprogram> {
+        self.config.program_bar(index, addr)
+    }
+    fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        data.copy_from_slice(self.backing(bar, offset, data.len()));
+    }
+    fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        self.backing(bar, offset, data.len()).copy_from_slice(data);
+    }
+    fn move_bar(&mut self, reprogram: &BarReprogram) -> Result<(), String> {
+        if self.fail_moves {
+            return Err("refused".into());
+        }
+        lock(&self.moves).push(*reprogram);
+        Ok(())
+    }
+}
+
+/// An MSI router handing out GSIs 24, 25, ... (never reused) and keeping the current routes
+/// and irqfds as KVM would.
+#[derive(Default)]
+pub struct FakeMsiRouter {
+    next: Mutex<u32>,
+    /// Current MSI route per GSI; a released GSI loses its route.
+    pub routes: Mutex<BTreeMap<u32, (u64, u32)>>,
+    /// GSIs with a registered irqfd (with or without resample), in registration order.
+    pub irqfds: Mutex<Vec<u32>>,
+    /// GSIs given back, in order.
+    pub released: Mutex<Vec<u32>>,
+}
+
+impl FakeMsiRouter {
+    /// Number of GSIs handed out so far.
+    pub fn allocated(&self) -> u32 {
+        *lock(&self.next)
+    }
+}
+
+impl MsiRouter for FakeMsiRouter {
+    fn allocate_gsi(&self) -> Result<u32, String> {
+        let mut n = lock(&self.next);
+        *n += 1;
+        Ok(23 + *n)
+    }
+    fn release_gsi(&self, gsi: u32) {
+        lock(&self.routes).remove(&gsi);
+        lock(&self.released).push(gsi);
+    }
+    fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> Result<(), String> {
+        lock(&self.routes).insert(gsi, (address, data));
+        Ok(())
+    }
+    fn register_irqfd(&self, _fd: &EventFd, gsi: u32) -> Result<(), String> {
+        lock(&self.irqfds).push(gsi);
+        Ok(())
+    }
+    fn unregister_irqfd(&self, _fd: &EventFd, gsi: u32) -> Result<(), String> {
+        lock(&self.irqfds).retain(|g| *g != gsi);
+        Ok(())
+    }
+    fn register_irqfd_with_resample(
+        &self,
+        fd: &EventFd,
+        _resample: &EventFd,
+        gsi: u32,
+    ) -> Result<(), String> {
+        self.register_irqfd(fd, gsi)
+    }
+}
