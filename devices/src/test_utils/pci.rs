@@ -10,9 +10,11 @@ use super::lock;
 use crate::pci::{BarKind, BarReprogram, MsiRouter, PciBar, PciConfigSpace, PciDevice, PciHeader};
 
 /// A device with a 4 KiB 32-bit BAR 0, a 64 KiB 64-bit prefetchable BAR 2 and a 32-byte I/O
-/// BAR 4, each backed by bytes, recording the moves it is told about.
+/// BAR 4, each backed by bytes (zeros until first written), recording the moves it is told
+/// about.
 pub struct FakePciDevice {
     config: PciConfigSpace,
+    /// The bytes of each BAR, allocated at its first write.
     bars: Vec<Vec<u8>>,
     moves: Arc<Mutex<Vec<BarReprogram>>>,
     /// Refuse every [`PciDevice::move_bar`].
@@ -46,18 +48,16 @@ impl FakePciDevice {
             (2, BarKind::Mem64 { prefetchable: true }, Self::BAR2_SIZE),
             (4, BarKind::Io, Self::BAR4_SIZE),
         ];
-        let mut backing = vec![Vec::new(); 5];
         for (index, kind, size) in bars {
             config
                 .add_bar(index, kind, size)
                 .expect("the fake's BAR layout is valid");
-            backing[index] = vec![0; size as usize];
         }
         let moves = Arc::new(Mutex::new(Vec::new()));
         (
             Self {
                 config,
-                bars: backing,
+                bars: vec![Vec::new(); 5],
                 moves: moves.clone(),
                 fail_moves: false,
             },
@@ -65,18 +65,22 @@ impl FakePciDevice {
         )
     }
 
-    /// The bytes behind `bar` at `offset..offset + len`. The router promises the access is
-    /// inside the BAR; a broken promise panics here (the fake checks the caller).
-    fn backing(&mut self, bar: usize, offset: u64, len: usize) -> &mut [u8] {
-        let backing = &mut self.bars[bar];
-        let start = usize::try_from(offset).expect("BAR offset fits usize");
-        let end = start.checked_add(len).expect("BAR access end overflows");
+    /// The byte range of an access to `bar`. The router promises the access is inside the
+    /// BAR; a broken promise panics here (the fake checks the caller).
+    fn range(&self, bar: usize, offset: u64, len: usize) -> std::ops::Range<usize> {
+        let size = self
+            .config
+            .bar(bar)
+            .unwrap_or_else(|| panic!("access to BAR {bar}, which the device does not have"))
+            .size;
+        let end = offset
+            .checked_add(len as u64)
+            .expect("BAR access end overflows");
         assert!(
-            end <= backing.len(),
-            "access {start:#x}+{len} outside BAR {bar} of {:#x} bytes",
-            backing.len()
+            end <= size,
+            "access {offset:#x}+{len} outside BAR {bar} of {size:#x} bytes"
         );
-        &mut backing[start..end]
+        offset as usize..end as usize
     }
 }
 
@@ -102,10 +106,20 @@ impl PciDevice for FakePciDevice {
         self.config.program_bar(index, addr)
     }
     fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
-        data.copy_from_slice(self.backing(bar, offset, data.len()));
+        let range = self.range(bar, offset, data.len());
+        match self.bars[bar].get(range) {
+            Some(bytes) => data.copy_from_slice(bytes),
+            None => data.fill(0),
+        }
     }
     fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]) {
-        self.backing(bar, offset, data.len()).copy_from_slice(data);
+        let range = self.range(bar, offset, data.len());
+        let backing = &mut self.bars[bar];
+        if backing.is_empty() {
+            let size = self.config.bar(bar).map_or(0, |b| b.size);
+            backing.resize(size as usize, 0);
+        }
+        backing[range].copy_from_slice(data);
     }
     fn move_bar(&mut self, reprogram: &BarReprogram) -> Result<(), String> {
         if self.fail_moves {
