@@ -12,3 +12,7 @@ pub mod pci;
 pub mod test_utils;
 pub mod vfio;
 pub mod virtio;
+
+/// Period of the rate limit on log lines a guest can trigger: the first line of a call site,
+/// then one line per period with the count of the suppressed ones.
+pub(crate) const GUEST_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);

@@ -263,6 +263,18 @@ impl CommonCfg {
             return CommonCfgAction::Reset;
         }
         let old = self.status;
+        // Only a reset clears bits (the driver must not, virtio 1.2, 2.1.2): otherwise a
+        // running device could read 0, or get FEATURES_OK and DRIVER_OK again without a reset.
+        // NEEDS_RESET is the device's to set.
+        let needs_reset = virtio_bindings::virtio_config::VIRTIO_CONFIG_S_NEEDS_RESET as u8;
+        if old & !new & !needs_reset != 0 {
+            log_limit::warn_limit_global!(
+                1,
+                crate::GUEST_LOG_INTERVAL,
+                "virtio-pci: guest error: status {new:#x} clears bits of {old:#x} without a reset: ignored"
+            );
+            return CommonCfgAction::None;
+        }
         let features_ok = VIRTIO_CONFIG_S_FEATURES_OK as u8;
         let driver_ok = virtio_bindings::virtio_config::VIRTIO_CONFIG_S_DRIVER_OK as u8;
         let mut status = new;
@@ -348,6 +360,30 @@ mod tests {
         let mut c = CommonCfg::new(0, &[8]);
         assert_eq!(w(&mut c, 0x14, 0x7, 1), CommonCfgAction::None);
         assert_eq!(r(&c, 0x14, 1), 0x3);
+    }
+
+    /// Only a reset clears status bits: a running device neither reads status 0 nor gets
+    /// its features or activation again after the driver drops and re-sets bits.
+    #[test]
+    fn status_bits_are_cleared_only_by_reset() {
+        let mut c = CommonCfg::new(0, &[8]);
+        w(&mut c, 0x08, 1, 4);
+        w(&mut c, 0x0c, 1, 4);
+        assert_eq!(
+            w(&mut c, 0x14, 0xb, 1),
+            CommonCfgAction::FeaturesOk(1 << 32)
+        );
+        assert_eq!(w(&mut c, 0x14, 0xf, 1), CommonCfgAction::DriverOk);
+        // Dropping DRIVER_OK, then writing DRIVER_OK alone (refused without FEATURES_OK).
+        assert_eq!(w(&mut c, 0x14, 0xb, 1), CommonCfgAction::None);
+        assert_eq!(w(&mut c, 0x14, 0x4, 1), CommonCfgAction::None);
+        assert_eq!(r(&c, 0x14, 1), 0xf);
+        assert_eq!(w(&mut c, 0x14, 0xf, 1), CommonCfgAction::None);
+        // Adding a bit (FAILED) still works; reset still clears everything.
+        assert_eq!(w(&mut c, 0x14, 0x8f, 1), CommonCfgAction::None);
+        assert_eq!(r(&c, 0x14, 1), 0x8f);
+        assert_eq!(w(&mut c, 0x14, 0, 1), CommonCfgAction::Reset);
+        assert_eq!(r(&c, 0x14, 1), 0);
     }
 
     #[test]

@@ -259,6 +259,21 @@ fn reset_stops_the_device_and_clears_state() {
     assert!(t.dev.is_active());
 }
 
+/// A driver that drops status bits of a running device (instead of resetting it) neither
+/// makes it read status 0 nor activates it a second time.
+#[test]
+fn dropping_status_bits_does_not_reset_or_reactivate() {
+    let mut t = setup();
+    t.bring_up();
+    t.w(0x14, 0xb, 1);
+    t.w(0x14, 0x4, 1);
+    assert_eq!(t.r(0x14, 1), 0xf);
+    t.w(0x14, 0xf, 1);
+    assert!(t.dev.is_active());
+    let s = t.seen.lock().unwrap();
+    assert_eq!((s.activations, s.resets), (1, 0));
+}
+
 #[test]
 fn invalid_rings_mark_the_device_needs_reset() {
     let mut t = setup();
