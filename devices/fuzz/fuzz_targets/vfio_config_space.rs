@@ -8,12 +8,13 @@
 //! registers, anything else), MSI-X table and PBA accesses, BAR reads and writes at any offset
 //! and length, BAR sizing and moves, and accesses anywhere through the BAR router.
 //!
-//! Checked after every operation: no access reaches VFIO outside a region, the ROM reads 0,
-//! the function is never multi-function, BAR flag bits hold and BARs follow their registers
-//! (a probe reads back the size), KVM slots exist only with memory decoding on and lie inside
-//! their BAR, the region table has each BAR's address, the interrupt type VFIO has enabled is
-//! the emulated mode's, irqfds are exactly the live vectors', routes only name GSIs in use and
-//! no GSI leaks. At the end of each input the device is dropped and must leave no slot,
+//! Checked after every operation: no access reaches VFIO outside a region, a read no decoding
+//! BAR claims is all-ones, the ROM reads 0, the function is never multi-function, BAR flag
+//! bits hold and BARs follow their registers (a probe reads back the size), KVM slots exist
+//! only with memory decoding on and lie inside their BAR, a BAR's region-table record (when it
+//! has one) has its address and decoding state, the interrupt type VFIO has enabled is the
+//! emulated mode's, irqfds are exactly the live vectors', routes only name GSIs in use and no
+//! GSI leaks. At the end of each input the device is dropped and must leave no slot,
 //! region-table entry, enabled interrupt, irqfd or GSI behind.
 //!
 //! Run from `devices/fuzz` (nightly; one target at a time on a shared machine):
@@ -47,16 +48,18 @@
 use std::sync::{Arc, Mutex};
 
 use devices::pci::{
-    BarAllocator, BarSpace, BarWindow, PciBar, PciBarRouter, PciBus, PciDevice, SharedPciDevice,
-    CAP_ID_MSI, CAP_ID_MSIX, COMMAND_MEMORY, NUM_BARS, REG_BAR0, REG_COMMAND, REG_HEADER, REG_ROM,
+    BarAllocator, BarSpace, BarWindow, MsixCapInfo, PciBar, PciBarRouter, PciBus, PciDevice,
+    SharedPciDevice, CAP_ID_MSI, CAP_ID_MSIX, COMMAND_MEMORY, NUM_BARS, REG_BAR0, REG_COMMAND,
+    REG_HEADER, REG_ROM,
 };
-use devices::test_utils::{lock, FakeMsiRouter, FakeRegistry, FakeSlots, FakeVfio};
+use devices::test_utils::{lock, FakeMsiRouter, FakeSlots, FakeVfio};
 use devices::vfio::{
-    IrqModeKind, MsixCapInfo, VfioPciDevice, VfioPciDeviceEnv, IRQ_INTX, IRQ_MSI, IRQ_MSIX,
-    REGION_READ, REGION_WRITE,
+    IrqModeKind, VfioPciDevice, VfioPciDeviceEnv, IRQ_INTX, IRQ_MSI, IRQ_MSIX, REGION_READ,
+    REGION_WRITE,
 };
 use devices_fuzz::{capabilities, program_bar, ConfigAccess, Input, MAX_ACCESS, MAX_OPS};
 use libfuzzer_sys::fuzz_target;
+use vfio_dmabuf::{DeviceRegistry, SharedRegistry};
 
 /// The irqchip pin INTx goes to when the device has it wired.
 const INTX_GSI: u32 = 10;
@@ -184,7 +187,7 @@ struct Rig {
     fake: Arc<FakeVfio>,
     slots: Arc<FakeSlots>,
     msi: Arc<FakeMsiRouter>,
-    registry: Arc<FakeRegistry>,
+    registry: SharedRegistry,
     slot: u8,
     /// VFIO accesses outside a region while the device was built (from its own reports).
     out_of_bounds: u64,
@@ -205,7 +208,7 @@ impl Rig {
         };
         let slots = Arc::new(FakeSlots::default());
         let msi = Arc::new(FakeMsiRouter::default());
-        let registry = Arc::new(FakeRegistry::default());
+        let registry = DeviceRegistry::shared();
         let vfio = VfioPciDevice::new(
             fake.clone(),
             VfioPciDeviceEnv {
@@ -216,7 +219,7 @@ impl Rig {
                 page_size: 0x1000,
             },
         )
-        .expect("the fake region table accepts the device");
+        .expect("the region table accepts the device");
         let vfio = Arc::new(Mutex::new(vfio));
         let mut bus = PciBus::new();
         let mut alloc = BarAllocator::new(
@@ -271,7 +274,8 @@ impl Rig {
         self.bus.read_config(self.slot, 0, reg)
     }
 
-    /// An access at `addr` of `space`; a read that no BAR claims must be all-ones.
+    /// An access at `addr` of `space`; a read that no BAR claims, or one of a space the device
+    /// does not decode, must be all-ones.
     fn access(&self, space: BarSpace, addr: u64, write: bool, len: usize, inp: &mut Input) {
         if write {
             let data = inp.data(len);
@@ -280,14 +284,15 @@ impl Rig {
         }
         let mut buf = [0xa5u8; MAX_ACCESS];
         self.router.read(space, addr, &mut buf[..len]);
-        let claimed = lock(&self.vfio)
+        let vfio = lock(&self.vfio);
+        let claimed = vfio
             .bars()
             .iter()
             .any(|b| b.kind.space() == space && addr >= b.addr && addr - b.addr < b.size);
-        if !claimed {
+        if !claimed || !vfio.decodes(space) {
             assert!(
                 buf[..len].iter().all(|b| *b == 0xff),
-                "{space:?} {addr:#x} hits no BAR but read {:02x?}",
+                "{space:?} {addr:#x} hits no decoding BAR but read {:02x?}",
                 &buf[..len]
             );
         }
@@ -453,18 +458,31 @@ impl Rig {
                 "slot {gpa:#x}+{size:#x} outside every BAR {bars:x?}"
             );
         }
-        let regions = lock(&self.registry.regions);
-        for b in &bars {
-            let r = regions
-                .get(&(b.index as u32))
-                .expect("a region-table record per BAR");
+        // The region table never describes a BAR where it is not: a BAR's record (if any: a
+        // BAR at 0, one whose move failed or one the table refused has none) has its address
+        // and the device's decoding state, and there is no record of anything else.
+        let table = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        let ids = table.device_ids();
+        assert_eq!(ids.len(), 1, "the device is in the region table");
+        for index in 0..NUM_BARS as u32 {
+            let Some(r) = table.region(ids[0], index) else {
+                continue;
+            };
+            let b = bars
+                .iter()
+                .find(|b| b.index as u32 == index)
+                .unwrap_or_else(|| panic!("region-table record of BAR {index}, which is no BAR"));
             assert_eq!(
                 r.guest_base, b.addr,
-                "region table has BAR {}'s address",
-                b.index
+                "region table has BAR {index}'s address"
+            );
+            assert_ne!(r.guest_base, 0, "a record of BAR {index} at 0");
+            assert_eq!(
+                r.decoding, decode,
+                "region table has BAR {index}'s decoding"
             );
         }
-        drop(regions);
+        drop(table);
 
         let irq = vfio.interrupts().expect("interrupts are routed");
         let mode = irq.mode();
@@ -540,7 +558,14 @@ fuzz_target!(|data: &[u8]| {
     } = rig;
     drop((bus, router, vfio));
     assert!(slots.live().is_empty(), "KVM slots left");
-    assert!(!*lock(&registry.registered), "still in the region table");
+    assert!(
+        registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .device_ids()
+            .is_empty(),
+        "still in the region table"
+    );
     assert!(lock(&fake.irq).is_empty(), "VFIO interrupts left enabled");
     assert!(lock(&msi.irqfds).is_empty(), "irqfds left");
     assert_eq!(

@@ -6,7 +6,8 @@
 //! by the device. KVM is replaced by the fakes of `devices::test_utils` and guest memory is
 //! 1 MiB of `GuestMemoryMmap`.
 //!
-//! Checked after every operation: accesses outside BAR 0 read all-ones, the ISR is clear after
+//! Checked after every operation: accesses outside BAR 0, or to BAR 0 with memory decoding off
+//! (the rig turns it on at the start), read all-ones, the ISR is clear after
 //! a read, the ioeventfds sit at the notify addresses of the current BAR 0, the MSI-X vectors
 //! keep their GSIs and irqfds, the device only sees offered features, valid queue sizes and
 //! device-configuration accesses inside its window, a reset device is inactive. At the end of
@@ -45,7 +46,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use devices::pci::{
     BarAllocator, BarSpace, BarWindow, PciBarRouter, PciBus, PciDevice, SharedPciDevice,
-    CAP_ID_MSIX, CAP_ID_VENDOR, REG_BAR0, REG_ID,
+    CAP_ID_MSIX, CAP_ID_VENDOR, COMMAND_MEMORY, REG_BAR0, REG_COMMAND, REG_ID,
 };
 use devices::test_utils::{lock, FakeIoEvents, FakeMsiRouter, FakeVirtioDevice, FakeVirtioState};
 use devices::virtio::{
@@ -110,6 +111,9 @@ impl Rig {
         .expect("windows");
         let shared: SharedPciDevice = dev.clone();
         let slot = bus.add_device(shared, &mut alloc).expect("a free slot");
+        // Memory decoding on, as firmware leaves a device it assigned BARs to; the input can
+        // turn it off through the command register.
+        bus.write_config(slot, 0, REG_COMMAND, 0, &COMMAND_MEMORY.to_le_bytes());
         let caps = capabilities(&bus, slot);
         let cfg_byte = |off: usize| (bus.read_config(slot, 0, off / 4) >> ((off % 4) * 8)) as u8;
         let msix_cap = caps
@@ -148,6 +152,11 @@ impl Rig {
         self.bus.read_config(self.slot, 0, reg)
     }
 
+    /// Memory decoding is on: BAR 0 answers (off, it reads all-ones and drops writes).
+    fn decodes(&self) -> bool {
+        self.cfg_read(REG_COMMAND) & u32::from(COMMAND_MEMORY) != 0
+    }
+
     fn write_bar0(&self, offset: u64, data: &[u8]) {
         self.router
             .write(BarSpace::Mmio, self.bar0().wrapping_add(offset), data);
@@ -159,15 +168,15 @@ impl Rig {
         self.router
             .read(BarSpace::Mmio, bar0.wrapping_add(offset), &mut buf[..len]);
         let inside = offset + len as u64 <= BAR0_SIZE;
-        if !inside {
+        if !inside || !self.decodes() {
             assert!(
                 buf[..len].iter().all(|b| *b == 0xff),
                 "read of {len} bytes at BAR 0 + {offset:#x} (BAR 0 at {bar0:#x}) is outside BAR 0 \
-                 but returned {:02x?}",
+                 or BAR 0 does not decode, but returned {:02x?}",
                 &buf[..len]
             );
         }
-        if offset == ISR_OFFSET && (1..=4).contains(&len) {
+        if offset == ISR_OFFSET && (1..=4).contains(&len) && self.decodes() {
             // Read-to-clear (a read within the 4-byte ISR window): nothing can raise an
             // interrupt in between.
             let mut again = [0u8; 1];
@@ -212,6 +221,10 @@ impl Rig {
                 let offset = u64::from(inp.u8() % 0x38);
                 let len = inp.reg_len();
                 let v = self.common_read(offset, len);
+                if !self.decodes() {
+                    assert_eq!(v, u64::MAX >> (64 - 8 * len), "BAR 0 does not decode");
+                    return;
+                }
                 match (offset, len) {
                     (0x12, 2) => assert_eq!(v, QUEUES as u64, "num_queues"),
                     (0x10 | 0x1a, 2) => assert!(
