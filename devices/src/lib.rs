@@ -5,6 +5,8 @@
 //!   BAR allocation that virtio-pci and VFIO devices plug into.
 //! - [`pvpanic`]: the pvpanic PCI function a guest reports its panics to.
 //! - [`memory_slots`]: the VM's KVM memory slots (guest RAM, passthrough BARs).
+//! - `test_utils` (with the `test-utils` feature): fakes of KVM, VFIO and small devices for
+//!   tests and the fuzz targets in `devices/fuzz`.
 
 /// Rate limit of log lines a guest can trigger at will (bad register writes, refused
 /// configurations, ...): per call site, the first occurrence is logged, then at most one line
@@ -18,6 +20,8 @@ pub mod pci;
 pub mod pvpanic;
 #[cfg(test)]
 mod test_log;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 pub mod vfio;
 pub mod virtio;
 

@@ -8,100 +8,7 @@ use vm_device::{DeviceMmio, MutDevicePio};
 
 use super::*;
 
-/// A device with a 4 KiB 32-bit BAR 0, a 64 KiB 64-bit BAR 2 and a 32-byte I/O BAR 4, each
-/// backed by bytes, recording the moves it is told about.
-struct FakeDevice {
-    config: PciConfigSpace,
-    bars: Vec<Vec<u8>>,
-    moves: Arc<Mutex<Vec<BarReprogram>>>,
-    fail_moves: bool,
-}
-
-impl FakeDevice {
-    fn new() -> (Self, Arc<Mutex<Vec<BarReprogram>>>) {
-        let mut config = PciConfigSpace::new(PciHeader {
-            vendor_id: 0x1af4,
-            device_id: 0x1110,
-            class: 0x05,
-            ..Default::default()
-        });
-        config
-            .add_bar(
-                0,
-                BarKind::Mem32 {
-                    prefetchable: false,
-                },
-                0x1000,
-            )
-            .unwrap();
-        config
-            .add_bar(2, BarKind::Mem64 { prefetchable: true }, 0x1_0000)
-            .unwrap();
-        config.add_bar(4, BarKind::Io, 0x20).unwrap();
-        let moves = Arc::new(Mutex::new(Vec::new()));
-        let bars = vec![
-            vec![0; 0x1000],
-            vec![],
-            vec![0; 0x1_0000],
-            vec![],
-            vec![0; 0x20],
-        ];
-        (
-            Self {
-                config,
-                bars,
-                moves: moves.clone(),
-                fail_moves: false,
-            },
-            moves,
-        )
-    }
-}
-
-impl PciDevice for FakeDevice {
-    fn name(&self) -> String {
-        "fake".into()
-    }
-    fn read_config_register(&mut self, reg_idx: usize) -> u32 {
-        self.config.read_reg(reg_idx)
-    }
-    fn write_config_register(
-        &mut self,
-        reg_idx: usize,
-        offset: usize,
-        data: &[u8],
-    ) -> Option<BarReprogram> {
-        self.config.write_reg(reg_idx, offset, data)
-    }
-    fn bars(&self) -> Vec<PciBar> {
-        self.config.bars()
-    }
-    fn program_bar(&mut self, index: usize, addr: u64) -> Option<BarReprogram> {
-        self.config.program_bar(index, addr)
-    }
-    fn decodes(&self, space: BarSpace) -> bool {
-        self.config.decodes(space)
-    }
-    fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
-        let start = offset as usize;
-        data.copy_from_slice(&self.bars[bar][start..start + data.len()]);
-    }
-    fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]) {
-        let start = offset as usize;
-        self.bars[bar][start..start + data.len()].copy_from_slice(data);
-    }
-    fn move_bar(&mut self, reprogram: &BarReprogram) -> std::result::Result<(), crate::Error> {
-        if self.fail_moves {
-            return Err(crate::Error::BarOverflow {
-                bar: reprogram.bar,
-                addr: reprogram.new_addr,
-                offset: reprogram.size,
-            });
-        }
-        self.moves.lock().unwrap().push(*reprogram);
-        Ok(())
-    }
-}
+use crate::test_utils::FakePciDevice;
 
 const MMIO32: u64 = 0xc000_0000;
 const MMIO64: u64 = 0x1_0000_0000;
@@ -125,7 +32,7 @@ struct Rig {
 
 fn rig() -> Rig {
     let mut bus = PciBus::new();
-    let (dev, moves) = FakeDevice::new();
+    let (dev, moves) = FakePciDevice::new();
     let slot = bus
         .add_device(Arc::new(Mutex::new(dev)), &mut allocator())
         .unwrap();
@@ -484,7 +391,7 @@ fn failed_add_frees_everything() {
         Some(BarWindow::new(0x1000, 0x100)),
     )
     .unwrap();
-    let (dev, _) = FakeDevice::new();
+    let (dev, _) = FakePciDevice::new();
     // BAR 2 (64 KiB) does not fit the 4 KiB window.
     assert!(matches!(
         bus.add_device(Arc::new(Mutex::new(dev)), &mut alloc),
@@ -503,7 +410,7 @@ fn failed_add_frees_everything() {
     );
     assert_eq!(bus.router().route_count(), (0, 0));
 
-    let (mut dev, _) = FakeDevice::new();
+    let (mut dev, _) = FakePciDevice::new();
     dev.fail_moves = true;
     let mut alloc = allocator();
     let err = bus

@@ -1,322 +1,23 @@
-//! The passthrough device against a fake VFIO device, fake KVM slots, a fake MSI router and a
-//! fake region table: configuration virtualisation, BAR mapping and moves, MSI/MSI-X wiring.
+//! The passthrough device against the fake VFIO device, KVM slots and MSI router of
+//! `crate::test_utils` and a real region table: configuration virtualisation, BAR mapping and
+//! moves, MSI/MSI-X wiring.
 
-use std::collections::BTreeMap;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 
 use vfio_dmabuf::{DeviceId, DeviceRegistry, RegionInfo, SharedRegistry};
-use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
-use crate::memory_slots::GuestMemorySlots;
-use crate::pci::{
-    BarAllocator, BarSpace, BarWindow, MsiRouter, PciBus, PciConfigIo, SharedPciDevice,
-};
+use crate::pci::{BarAllocator, BarSpace, BarWindow, PciBus, PciConfigIo, SharedPciDevice};
+use crate::test_utils::{FakeMsiRouter, FakeSlots, FakeVfio};
 
-const RW_MMAP: u32 = REGION_READ | REGION_WRITE | REGION_MMAP;
-const BAR2_SIZE: u64 = 0x100_0000;
-
-/// A device like QEMU's ivshmem-doorbell: BAR0 256-byte registers, BAR1 4 KiB with the MSI-X
-/// table (4 vectors at 0) and PBA (at 0x800), BAR2 16 MiB 64-bit prefetchable shared memory;
-/// an MSI capability too, so both paths can be tested.
-struct FakeVfio {
-    regions: BTreeMap<u32, RegionDesc>,
-    config: Mutex<Vec<u8>>,
-    bars: Mutex<BTreeMap<u32, Vec<u8>>>,
-    log: Mutex<Vec<String>>,
-    irq: Mutex<BTreeMap<u32, usize>>,
-    /// MSI-X vectors VFIO offers (4 unless a test changes it).
-    msix_irqs: AtomicU32,
-}
-
-impl FakeVfio {
-    fn new() -> Arc<Self> {
-        let mut c = vec![0u8; 256];
-        c[0..4].copy_from_slice(&0x1110_1af4u32.to_le_bytes());
-        c[4..8].copy_from_slice(&0x0010_0103u32.to_le_bytes()); // cap list; cmd as vfio leaves it
-        c[8..12].copy_from_slice(&0x0500_0001u32.to_le_bytes());
-        c[0x0e] = 0x80; // multi-function on the host
-        c[0x10..0x14].copy_from_slice(&0u32.to_le_bytes()); // BAR0 mem32
-        c[0x14..0x18].copy_from_slice(&0u32.to_le_bytes()); // BAR1 mem32
-        c[0x18..0x1c].copy_from_slice(&0xcu32.to_le_bytes()); // BAR2 mem64 prefetchable
-        c[0x30..0x34].copy_from_slice(&0xfffe_0000u32.to_le_bytes()); // a ROM the guest must not see
-        c[0x34] = 0x40;
-        c[0x3d] = 1; // INTA
-                     // MSI-X at 0x40: 4 vectors, table BAR1+0, PBA BAR1+0x800.
-        c[0x40..0x44].copy_from_slice(&0x0003_5011u32.to_le_bytes());
-        c[0x44..0x48].copy_from_slice(&0x0000_0001u32.to_le_bytes());
-        c[0x48..0x4c].copy_from_slice(&0x0000_0801u32.to_le_bytes());
-        // MSI at 0x50: 64-bit, 1 vector; end of list.
-        c[0x50..0x54].copy_from_slice(&0x0080_0005u32.to_le_bytes());
-        let regions = [
-            (0, 0x100, RW_MMAP),
-            (1, 0x1000, RW_MMAP),
-            (2, BAR2_SIZE, RW_MMAP),
-        ];
-        Self::custom(c, &regions, None)
-    }
-
-    /// A device with config space `c` and regions (index, size, flags); region 7 is added.
-    fn custom(
-        c: Vec<u8>,
-        regions: &[(u32, u64, u32)],
-        sparse: Option<(u32, Vec<(u64, u64)>)>,
-    ) -> Arc<Self> {
-        let mut map = BTreeMap::new();
-        let mut bars = BTreeMap::new();
-        for &(index, size, flags) in regions {
-            let sparse_areas = sparse
-                .as_ref()
-                .filter(|(i, _)| *i == index)
-                .map(|(_, a)| a.clone());
-            map.insert(
-                index,
-                RegionDesc {
-                    size,
-                    flags,
-                    fd_offset: u64::from(index) << 40,
-                    sparse_areas,
-                },
-            );
-            if size <= 0x1000 {
-                bars.insert(index, vec![0u8; size as usize]);
-            }
-        }
-        map.insert(
-            CONFIG_REGION,
-            RegionDesc {
-                size: c.len() as u64,
-                flags: REGION_READ | REGION_WRITE,
-                fd_offset: 7 << 40,
-                sparse_areas: None,
-            },
-        );
-        Arc::new(Self {
-            regions: map,
-            config: Mutex::new(c),
-            bars: Mutex::new(bars),
-            log: Mutex::new(Vec::new()),
-            irq: Mutex::new(BTreeMap::new()),
-            msix_irqs: AtomicU32::new(4),
-        })
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl VfioRegionSet for FakeVfio {
-    fn name(&self) -> String {
-        "0000:00:04.0".into()
-    }
-    fn region(&self, index: u32) -> Option<RegionDesc> {
-        self.regions.get(&index).cloned()
-    }
-    fn read(&self, index: u32, offset: u64, data: &mut [u8]) {
-        let o = offset as usize;
-        if index == CONFIG_REGION {
-            data.copy_from_slice(&self.config.lock().unwrap()[o..o + data.len()]);
-        } else {
-            data.copy_from_slice(&self.bars.lock().unwrap()[&index][o..o + data.len()]);
-        }
-    }
-    fn write(&self, index: u32, offset: u64, data: &[u8]) {
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("write {index} {offset:#x} {data:02x?}"));
-        let o = offset as usize;
-        if index == CONFIG_REGION {
-            self.config.lock().unwrap()[o..o + data.len()].copy_from_slice(data);
-        } else {
-            self.bars.lock().unwrap().get_mut(&index).unwrap()[o..o + data.len()]
-                .copy_from_slice(data);
-        }
-    }
-    fn map(&self, index: u32, offset: u64, size: u64) -> std::io::Result<HostMapping> {
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("map {index} {offset:#x} {size:#x}"));
-        HostMapping::anonymous(size)
-    }
-    fn device_fd(&self) -> Option<BorrowedFd<'_>> {
-        // SAFETY: stdin stays open for the test's life; it stands in for a device fd.
-        Some(unsafe { BorrowedFd::borrow_raw(0) })
-    }
-    fn irq_count(&self, index: u32) -> u32 {
-        match index {
-            IRQ_INTX | IRQ_MSI => 1,
-            IRQ_MSIX => self.msix_irqs.load(Ordering::Relaxed),
-            _ => 0,
-        }
-    }
-    fn enable_irq(&self, index: u32, fds: &[&EventFd]) -> std::result::Result<(), crate::Error> {
-        let mut irq = self.irq.lock().unwrap();
-        // VFIO refuses to switch modes without disabling first.
-        if irq.keys().any(|k| *k != index) {
-            return Err(crate::Error::VfioIrq {
-                op: "enable",
-                index,
-                source: vfio_ioctls::VfioError::VfioDeviceEnableIrq,
-            });
-        }
-        irq.insert(index, fds.len());
-        Ok(())
-    }
-    fn disable_irq(&self, index: u32) -> std::result::Result<(), crate::Error> {
-        self.irq.lock().unwrap().remove(&index);
-        Ok(())
-    }
-    fn set_irq_resample(
-        &self,
-        _index: u32,
-        _resample: &EventFd,
-    ) -> std::result::Result<(), crate::Error> {
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct FakeSlots {
-    next: Mutex<u32>,
-    live: Mutex<BTreeMap<u32, (u64, u64, u64)>>,
-    /// A guest address where KVM refuses slots (as for one overlapping a RAM slot).
-    refuse_at: Mutex<Option<u64>>,
-}
-
-impl FakeSlots {
-    fn live(&self) -> Vec<(u64, u64)> {
-        self.live
-            .lock()
-            .unwrap()
-            .values()
-            .map(|(g, s, _)| (*g, *s))
-            .collect()
-    }
-}
-
-impl GuestMemorySlots for FakeSlots {
-    unsafe fn add(
-        &self,
-        gpa: u64,
-        size: u64,
-        host_addr: u64,
-    ) -> std::result::Result<u32, crate::Error> {
-        let mut live = self.live.lock().unwrap();
-        let eexist = crate::Error::MemorySlot {
-            slot: 0,
-            gpa,
-            size,
-            source: vmm_sys_util::errno::Error::new(libc::EEXIST),
-        };
-        if *self.refuse_at.lock().unwrap() == Some(gpa) {
-            return Err(eexist);
-        }
-        // KVM refuses overlapping slots.
-        if live
-            .values()
-            .any(|(g, s, _)| gpa < g + s && *g < gpa + size)
-        {
-            return Err(eexist);
-        }
-        let mut n = self.next.lock().unwrap();
-        *n += 1;
-        live.insert(*n, (gpa, size, host_addr));
-        Ok(*n)
-    }
-    fn remove(&self, slot: u32) -> std::result::Result<(), crate::Error> {
-        self.live
-            .lock()
-            .unwrap()
-            .remove(&slot)
-            .map(|_| ())
-            .ok_or(crate::Error::SlotNotInUse(slot))
-    }
-}
-
-#[derive(Default)]
-struct FakeRouter {
-    next: Mutex<u32>,
-    routes: Mutex<BTreeMap<u32, (u64, u32)>>,
-    irqfds: Mutex<Vec<u32>>,
-    /// Calls that would each rewrite the whole routing table (KVM_SET_GSI_ROUTING).
-    route_updates: AtomicU32,
-    /// Calls giving GSIs back.
-    release_calls: AtomicU32,
-}
-
-impl FakeRouter {
-    /// (route updates, release calls) so far.
-    fn calls(&self) -> (u32, u32) {
-        (
-            self.route_updates.load(Ordering::Relaxed),
-            self.release_calls.load(Ordering::Relaxed),
-        )
-    }
-}
-
-impl MsiRouter for FakeRouter {
-    fn allocate_gsi(&self) -> std::result::Result<u32, crate::Error> {
-        let mut n = self.next.lock().unwrap();
-        *n += 1;
-        Ok(23 + *n)
-    }
-    fn release_gsi(&self, gsi: u32) {
-        self.release_calls.fetch_add(1, Ordering::Relaxed);
-        self.routes.lock().unwrap().remove(&gsi);
-    }
-    fn set_msi_route(
-        &self,
-        gsi: u32,
-        address: u64,
-        data: u32,
-    ) -> std::result::Result<(), crate::Error> {
-        self.route_updates.fetch_add(1, Ordering::Relaxed);
-        self.routes.lock().unwrap().insert(gsi, (address, data));
-        Ok(())
-    }
-    fn set_msi_routes(&self, routes: &[(u32, u64, u32)]) -> std::result::Result<(), crate::Error> {
-        self.route_updates.fetch_add(1, Ordering::Relaxed);
-        let mut map = self.routes.lock().unwrap();
-        for &(gsi, address, data) in routes {
-            map.insert(gsi, (address, data));
-        }
-        Ok(())
-    }
-    fn release_gsis(&self, gsis: &[u32]) {
-        self.release_calls.fetch_add(1, Ordering::Relaxed);
-        let mut map = self.routes.lock().unwrap();
-        for gsi in gsis {
-            map.remove(gsi);
-        }
-    }
-    fn register_irqfd(&self, _fd: &EventFd, gsi: u32) -> std::result::Result<(), crate::Error> {
-        self.irqfds.lock().unwrap().push(gsi);
-        Ok(())
-    }
-    fn unregister_irqfd(&self, _fd: &EventFd, gsi: u32) -> std::result::Result<(), crate::Error> {
-        self.irqfds.lock().unwrap().retain(|g| *g != gsi);
-        Ok(())
-    }
-    fn register_irqfd_with_resample(
-        &self,
-        _fd: &EventFd,
-        _r: &EventFd,
-        gsi: u32,
-    ) -> std::result::Result<(), crate::Error> {
-        self.irqfds.lock().unwrap().push(gsi);
-        Ok(())
-    }
-}
+const RW_MMAP: u32 = FakeVfio::RW_MMAP;
+const BAR2_SIZE: u64 = FakeVfio::BAR2_SIZE;
 
 struct Rig {
     fake: Arc<FakeVfio>,
     slots: Arc<FakeSlots>,
-    router: Arc<FakeRouter>,
+    router: Arc<FakeMsiRouter>,
     registry: SharedRegistry,
     device: SharedPciDevice,
     vfio: Arc<Mutex<VfioPciDevice>>,
@@ -331,7 +32,7 @@ fn rig(intx: Option<u32>) -> Rig {
 
 fn rig_with(fake: Arc<FakeVfio>, intx: Option<u32>) -> Rig {
     let slots = Arc::new(FakeSlots::default());
-    let router = Arc::new(FakeRouter::default());
+    let router = Arc::new(FakeMsiRouter::default());
     let registry = DeviceRegistry::shared();
     let dev = VfioPciDevice::new(
         fake.clone(),
@@ -882,9 +583,7 @@ fn many_vector_device() -> Arc<FakeVfio> {
     c[0x40..0x44].copy_from_slice(&0x07ff_0011u32.to_le_bytes()); // 2048 vectors
     c[0x44..0x48].copy_from_slice(&0x0000_0001u32.to_le_bytes()); // table: BAR1 + 0
     c[0x48..0x4c].copy_from_slice(&0x0000_8001u32.to_le_bytes()); // PBA: BAR1 + 0x8000
-    let fake = FakeVfio::custom(c, &[(1, 0x1_0000, RW_MMAP)], None);
-    fake.msix_irqs.store(2048, Ordering::Relaxed);
-    fake
+    FakeVfio::custom_with_irqs(c, &[(1, 0x1_0000, RW_MMAP)], None, [1, 1, 2048])
 }
 
 /// Programs and unmasks every vector of a [`many_vector_device`] (MSI-X still disabled).

@@ -611,10 +611,10 @@ impl PciDevice for VirtioPciDevice {
         if in_range(offset, len, COMMON_CFG_OFFSET, COMMON_CFG_SIZE) {
             self.common.read(offset - COMMON_CFG_OFFSET, data);
         } else if in_range(offset, len, ISR_OFFSET, 4) {
-            // Read-to-clear.
+            // Read-to-clear (an empty read reads nothing and clears nothing).
             let mut st = self.irq.lock();
-            if offset == ISR_OFFSET {
-                data[0] = st.isr;
+            if let (ISR_OFFSET, Some(first)) = (offset, data.first_mut()) {
+                *first = st.isr;
                 st.isr = 0;
             }
         } else if in_range(offset, len, DEVICE_CFG_OFFSET, DEVICE_CFG_SIZE) {

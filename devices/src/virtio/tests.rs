@@ -1,167 +1,33 @@
-//! Transport tests: a driver's view of the PCI function (config space, BAR 0), with a fake
-//! MSI router and ioeventfd registrar that keep the eventfds they are given.
+//! Transport tests: a driver's view of the PCI function (config space, BAR 0), with the fake
+//! MSI router, ioeventfd registrar and virtio device of `crate::test_utils`.
 
 use std::sync::{Arc, Mutex};
 
-use virtio_queue::QueueT;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
 use crate::pci::{
-    MsiRouter, PciDevice, CAP_ID_MSIX, CAP_ID_VENDOR, REG_CAP_PTR, REG_CLASS, REG_COMMAND, REG_ID,
+    PciDevice, CAP_ID_MSIX, CAP_ID_VENDOR, REG_CAP_PTR, REG_CLASS, REG_COMMAND, REG_ID,
 };
-
-#[derive(Default)]
-struct FakeRouter {
-    next: Mutex<u32>,
-    routes: Mutex<Vec<(u32, u64, u32)>>,
-    irqfds: Mutex<Vec<u32>>,
-    released: Mutex<Vec<u32>>,
-}
-
-impl MsiRouter for FakeRouter {
-    fn allocate_gsi(&self) -> Result<u32, crate::Error> {
-        let mut n = self.next.lock().unwrap();
-        *n += 1;
-        Ok(23 + *n)
-    }
-    fn release_gsi(&self, gsi: u32) {
-        self.released.lock().unwrap().push(gsi);
-    }
-    fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> Result<(), crate::Error> {
-        self.routes.lock().unwrap().push((gsi, address, data));
-        Ok(())
-    }
-    fn register_irqfd(&self, _fd: &EventFd, gsi: u32) -> Result<(), crate::Error> {
-        self.irqfds.lock().unwrap().push(gsi);
-        Ok(())
-    }
-    fn unregister_irqfd(&self, _fd: &EventFd, _gsi: u32) -> Result<(), crate::Error> {
-        Ok(())
-    }
-    fn register_irqfd_with_resample(
-        &self,
-        _: &EventFd,
-        _: &EventFd,
-        gsi: u32,
-    ) -> Result<(), crate::Error> {
-        Err(crate::Error::Irqfd {
-            op: "KVM_IRQFD with resample",
-            gsi,
-            source: vmm_sys_util::errno::Error::new(libc::ENOSYS),
-        })
-    }
-}
-
-#[derive(Default)]
-struct FakeIoEvents {
-    registered: Mutex<Vec<u64>>,
-}
-
-impl IoEventRegistrar for FakeIoEvents {
-    fn register(&self, _fd: &EventFd, addr: u64) -> Result<(), crate::Error> {
-        self.registered.lock().unwrap().push(addr);
-        Ok(())
-    }
-    fn unregister(&self, _fd: &EventFd, addr: u64) -> Result<(), crate::Error> {
-        self.registered.lock().unwrap().retain(|a| *a != addr);
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct Seen {
-    acked: Option<u64>,
-    activated: Vec<(u16, u16, u64)>,
-    notify: Vec<EventFd>,
-    interrupt: Option<Arc<dyn VirtioInterrupt>>,
-    activations: u32,
-    /// activate() fails (counting the attempt) while set.
-    refuse_activation: bool,
-    /// Queue maximum sizes instead of [256, 16].
-    max_sizes: Option<Vec<u16>>,
-    resets: u32,
-    config_writes: Vec<(u64, Vec<u8>)>,
-}
-
-struct FakeDevice(Arc<Mutex<Seen>>);
-
-impl VirtioDevice for FakeDevice {
-    fn device_type(&self) -> u32 {
-        16
-    }
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        self.0
-            .lock()
-            .unwrap()
-            .max_sizes
-            .clone()
-            .unwrap_or_else(|| vec![256, 16])
-    }
-    fn device_features(&self) -> u64 {
-        0b1010
-    }
-    fn ack_features(&mut self, f: u64) {
-        self.0.lock().unwrap().acked = Some(f);
-    }
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = (offset as u8).wrapping_add(i as u8);
-        }
-    }
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        self.0
-            .lock()
-            .unwrap()
-            .config_writes
-            .push((offset, data.to_vec()));
-    }
-    fn activate(
-        &mut self,
-        _mem: GuestMemoryMmap,
-        interrupt: Arc<dyn VirtioInterrupt>,
-        queues: Vec<ActivatedQueue>,
-    ) -> Result<(), crate::Error> {
-        let mut s = self.0.lock().unwrap();
-        s.activations += 1;
-        if s.refuse_activation {
-            return Err(crate::Error::QueueNotEnabled {
-                index: 0,
-                name: "refused by the test",
-            });
-        }
-        for q in queues {
-            s.activated
-                .push((q.index, q.queue.size(), q.queue.desc_table()));
-            s.notify.push(q.notify);
-        }
-        s.interrupt = Some(interrupt);
-        Ok(())
-    }
-    fn reset(&mut self) {
-        let mut s = self.0.lock().unwrap();
-        s.resets += 1;
-        s.interrupt = None;
-    }
-}
+use crate::test_utils::{FakeIoEvents, FakeMsiRouter, FakeVirtioDevice, FakeVirtioState};
 
 const BAR: u64 = 0xc000_0000;
 
 struct T {
     dev: VirtioPciDevice,
-    seen: Arc<Mutex<Seen>>,
-    router: Arc<FakeRouter>,
+    seen: Arc<Mutex<FakeVirtioState>>,
+    router: Arc<FakeMsiRouter>,
     ioevents: Arc<FakeIoEvents>,
 }
 
 fn setup() -> T {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let router = Arc::new(FakeRouter::default());
+    let seen = Arc::new(Mutex::new(FakeVirtioState::default()));
+    let router = Arc::new(FakeMsiRouter::default());
     let ioevents = Arc::new(FakeIoEvents::default());
     let mut dev = VirtioPciDevice::new(
-        Box::new(FakeDevice(seen.clone())),
+        Box::new(FakeVirtioDevice(seen.clone())),
         mem,
         router.clone(),
         ioevents.clone(),
@@ -321,8 +187,8 @@ fn driver_bring_up_activates_with_the_configured_queues() {
     assert_eq!(s.activated, vec![(0, 8, 0x1000), (1, 8, 0x2000)]);
     // Routes were set for the three vectors.
     let routes = t.router.routes.lock().unwrap();
-    assert!(routes.contains(&(24, 0xfee0_0000, 0x40)));
-    assert!(routes.contains(&(26, 0xfee0_2000, 0x42)));
+    assert_eq!(routes.get(&24), Some(&(0xfee0_0000, 0x40)));
+    assert_eq!(routes.get(&26), Some(&(0xfee0_2000, 0x42)));
 }
 
 #[test]
@@ -357,6 +223,18 @@ fn queue_interrupts_reach_the_vectors_irqfd_and_masking_sets_pending() {
     t.dev
         .write_config_register(cap / 4, 2, &0x8000u16.to_le_bytes());
     assert_eq!(fd2.read().unwrap(), 1);
+}
+
+/// An empty read at the ISR (the router passes any length through) neither panics nor
+/// clears the ISR.
+#[test]
+fn empty_isr_read_leaves_the_isr_alone() {
+    let mut t = setup();
+    t.bring_up();
+    let irq = t.seen.lock().unwrap().interrupt.clone().unwrap();
+    irq.trigger(InterruptSource::Queue(0));
+    t.dev.read_bar(0, ISR_OFFSET, &mut []);
+    assert_eq!(t.r(ISR_OFFSET, 1), 1);
 }
 
 #[test]
@@ -503,14 +381,14 @@ fn misaligned_rings_are_refused_at_activation() {
 fn unusable_maximum_queue_sizes_are_a_setup_error() {
     for bad in [0u16, 12, 0xffff] {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        let seen = Arc::new(Mutex::new(Seen {
+        let seen = Arc::new(Mutex::new(FakeVirtioState {
             max_sizes: Some(vec![16, bad]),
-            ..Seen::default()
+            ..FakeVirtioState::default()
         }));
         let r = VirtioPciDevice::new(
-            Box::new(FakeDevice(seen)),
+            Box::new(FakeVirtioDevice(seen)),
             mem,
-            Arc::new(FakeRouter::default()),
+            Arc::new(FakeMsiRouter::default()),
             Arc::new(FakeIoEvents::default()),
         );
         match r {
@@ -631,11 +509,11 @@ fn pci_cfg_window_reaches_bar0() {
 #[test]
 fn bar0_is_reached_only_with_memory_decoding_on() {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen = Arc::new(Mutex::new(FakeVirtioState::default()));
     let dev = VirtioPciDevice::new(
-        Box::new(FakeDevice(seen)),
+        Box::new(FakeVirtioDevice(seen)),
         mem,
-        Arc::new(FakeRouter::default()),
+        Arc::new(FakeMsiRouter::default()),
         Arc::new(FakeIoEvents::default()),
     )
     .unwrap();
@@ -778,9 +656,9 @@ fn transport_on_real_kvm_routes_and_ioeventfds() {
     vm.create_irq_chip().unwrap();
     let router = Arc::new(crate::pci::KvmMsiRouter::new(vm.clone(), 1024));
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen = Arc::new(Mutex::new(FakeVirtioState::default()));
     let mut dev = VirtioPciDevice::new(
-        Box::new(FakeDevice(seen)),
+        Box::new(FakeVirtioDevice(seen)),
         mem,
         router,
         Arc::new(KvmIoEvents(vm.clone())),
