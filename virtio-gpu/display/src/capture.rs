@@ -36,7 +36,7 @@ impl CaptureDisplay {
     /// Writes into `dir`, which must be a writable directory (it is never created). `max_fps`
     /// 0 means no limit; `keep` (at least 1) bounds the files left in `dir`.
     pub fn new(dir: PathBuf, max_fps: u32, keep: usize) -> Result<Self, DisplayError> {
-        crate::check_writable_dir(&dir).map_err(DisplayError::Io)?;
+        crate::check_writable_dir(&dir).map_err(|e| DisplayError::Io(e.to_string()))?;
         let min_interval = if max_fps == 0 {
             Duration::ZERO
         } else {

@@ -43,28 +43,22 @@ impl DisplayConfig {
     pub const DEFAULT_CAPTURE_KEEP: usize = 100;
 
     /// Parses `headless` or `capture=<dir>[,keep=N]` (the `--display` argument).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, DisplayConfigError> {
         if s == "headless" {
             return Ok(DisplayConfig::Headless);
         }
         let Some(rest) = s.strip_prefix("capture=") else {
-            return Err(format!(
-                "unknown display '{s}': expected 'headless' or 'capture=<dir>[,keep=N]'"
-            ));
+            return Err(DisplayConfigError::Unknown(s.to_string()));
         };
         let (dir, keep) = match rest.rsplit_once(",keep=") {
             Some((dir, n)) => match n.parse::<usize>() {
                 Ok(n) if n > 0 => (dir, n),
-                _ => {
-                    return Err(format!(
-                        "capture: keep={n} is not a number of files (1 or more)"
-                    ))
-                }
+                _ => return Err(DisplayConfigError::BadKeep(n.to_string())),
             },
             None => (rest, Self::DEFAULT_CAPTURE_KEEP),
         };
         if dir.is_empty() {
-            return Err("capture= needs a directory: capture=<dir>[,keep=N]".to_string());
+            return Err(DisplayConfigError::NoDirectory);
         }
         let dir = PathBuf::from(dir);
         check_writable_dir(&dir)?;
@@ -75,7 +69,7 @@ impl DisplayConfig {
         })
     }
 
-    /// Builds the backend (creates the capture directory).
+    /// Builds the backend.
     pub fn build(&self) -> Result<Box<dyn DisplayBackend>, DisplayError> {
         Ok(match self {
             DisplayConfig::Headless => Box::new(HeadlessDisplay::default()),
@@ -86,31 +80,63 @@ impl DisplayConfig {
     }
 }
 
+/// Why a `--display` argument was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DisplayConfigError {
+    /// Neither `headless` nor `capture=...`.
+    #[error("unknown display '{0}': expected 'headless' or 'capture=<dir>[,keep=N]'")]
+    Unknown(String),
+    /// `keep=` is not a positive number.
+    #[error("capture: keep={0} is not a number of files (1 or more)")]
+    BadKeep(String),
+    /// `capture=` without a directory.
+    #[error("capture= needs a directory: capture=<dir>[,keep=N]")]
+    NoDirectory,
+    /// The directory does not exist or cannot be inspected.
+    #[error("capture directory {}: {reason} (create it first; it is never created for you)", dir.display())]
+    Missing {
+        /// The directory.
+        dir: PathBuf,
+        /// What the system said.
+        reason: String,
+    },
+    /// The path is not a directory.
+    #[error("capture directory {} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// No file can be created in the directory.
+    #[error("capture directory {} is not writable: {reason}", dir.display())]
+    NotWritable {
+        /// The directory.
+        dir: PathBuf,
+        /// What the system said.
+        reason: String,
+    },
+}
+
 /// Checks that `dir` is an existing directory this process can create files in (by creating
-/// and removing a probe file). The message names the directory and what is wrong.
-pub fn check_writable_dir(dir: &std::path::Path) -> Result<(), String> {
-    let shown = dir.display();
+/// and removing a probe file).
+pub fn check_writable_dir(dir: &std::path::Path) -> Result<(), DisplayConfigError> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(format!("capture directory {shown} is not a directory")),
+        Ok(_) => return Err(DisplayConfigError::NotADirectory(dir.to_path_buf())),
         Err(e) => {
-            return Err(format!(
-                "capture directory {shown}: {e} (create it first; it is never created for you)"
-            ))
+            return Err(DisplayConfigError::Missing {
+                dir: dir.to_path_buf(),
+                reason: e.to_string(),
+            })
         }
     }
+    let not_writable = |e: std::io::Error| DisplayConfigError::NotWritable {
+        dir: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
     let probe = dir.join(format!(".capture-probe-{}", std::process::id()));
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&probe)
-        .map_err(|e| format!("capture directory {shown} is not writable: {e}"))?;
-    std::fs::remove_file(&probe).map_err(|e| {
-        format!(
-            "capture directory {shown}: removing {}: {e}",
-            probe.display()
-        )
-    })
+        .map_err(not_writable)?;
+    std::fs::remove_file(&probe).map_err(not_writable)
 }
 
 #[cfg(test)]
@@ -144,7 +170,9 @@ mod tests {
         );
         // Missing, not a directory, not writable: refused with a message naming it.
         let missing = base.join("missing");
-        let err = DisplayConfig::parse(&format!("capture={}", missing.display())).unwrap_err();
+        let err = DisplayConfig::parse(&format!("capture={}", missing.display()))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("missing") && err.contains("never created"),
             "{err}"
@@ -152,7 +180,9 @@ mod tests {
         assert!(!missing.exists(), "a missing directory is not created");
         let file = base.join("file");
         std::fs::write(&file, b"x").unwrap();
-        let err = DisplayConfig::parse(&format!("capture={}", file.display())).unwrap_err();
+        let err = DisplayConfig::parse(&format!("capture={}", file.display()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a directory"), "{err}");
         assert!(
             DisplayConfig::parse("capture=/proc/self").is_err(),
