@@ -23,4 +23,6 @@ pub use pci_transport::{
     NOTIFY_OFF_MULTIPLIER, VIRTIO_PCI_DEVICE_ID_BASE, VIRTIO_PCI_VENDOR_ID,
 };
 #[cfg(test)]
+mod gpu_transport_tests;
+#[cfg(test)]
 mod tests;

@@ -2,11 +2,11 @@
 //! feature negotiation, MSI-X, queue setup in guest memory, DRIVER_OK, notify, used ring and
 //! the queue's irqfd. The MSI router and the ioeventfd registrar are fakes that keep state.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use devices::pci::{MsiRouter, PciDevice};
-use devices::virtio::{
+use crate::pci::PciDevice;
+use crate::virtio::{
     IoEventRegistrar, VirtioGpu, VirtioPciDevice, MSIX_TABLE_OFFSET, NOTIFY_OFFSET,
 };
 use virtio_gpu_blob::display::HeadlessDisplay;
@@ -15,49 +15,18 @@ use virtio_gpu_blob::{BlobExporter, GpuConfig, GpuDevice};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
-#[derive(Default)]
-struct Router {
-    next: Mutex<u32>,
-}
-
-impl MsiRouter for Router {
-    fn allocate_gsi(&self) -> Result<u32, devices::Error> {
-        let mut n = self.next.lock().unwrap();
-        *n += 1;
-        Ok(30 + *n)
-    }
-    fn release_gsi(&self, _gsi: u32) {}
-    fn set_msi_route(&self, _gsi: u32, _address: u64, _data: u32) -> Result<(), devices::Error> {
-        Ok(())
-    }
-    fn register_irqfd(&self, _fd: &EventFd, _gsi: u32) -> Result<(), devices::Error> {
-        Ok(())
-    }
-    fn unregister_irqfd(&self, _fd: &EventFd, _gsi: u32) -> Result<(), devices::Error> {
-        Ok(())
-    }
-    fn register_irqfd_with_resample(
-        &self,
-        _: &EventFd,
-        _: &EventFd,
-        _: u32,
-    ) -> Result<(), devices::Error> {
-        Err(devices::Error::NoIntxPin)
-    }
-}
-
 /// No ioeventfds: notify writes trap into the transport, which signals the same eventfd.
 struct NoIoEvents;
 
 impl IoEventRegistrar for NoIoEvents {
-    fn register(&self, _fd: &EventFd, addr: u64) -> Result<(), devices::Error> {
-        Err(devices::Error::IoEventFd {
+    fn register(&self, _fd: &EventFd, addr: u64) -> Result<(), crate::Error> {
+        Err(crate::Error::IoEventFd {
             op: "KVM_IOEVENTFD",
             addr,
             source: vmm_sys_util::errno::Error::new(libc::ENODEV),
         })
     }
-    fn unregister(&self, _fd: &EventFd, _addr: u64) -> Result<(), devices::Error> {
+    fn unregister(&self, _fd: &EventFd, _addr: u64) -> Result<(), crate::Error> {
         Ok(())
     }
 }
@@ -87,7 +56,7 @@ fn guest_driver_gets_display_info_and_an_msix_interrupt() {
     let mut dev = VirtioPciDevice::new(
         Box::new(VirtioGpu::new(gpu)),
         mem.clone(),
-        Arc::new(Router::default()),
+        Arc::new(crate::test_utils::FakeMsiRouter::default()),
         Arc::new(NoIoEvents),
     )
     .unwrap();
