@@ -13,8 +13,9 @@
 #   --l1-kernel K   L1's kernel: `debian` (default, target/rig/vmlinuz, modules from the initramfs) or
 #                   `iommufd` (target/rig/kernel-iommufd/bzImage from build-kernel.sh: IOMMUFD, VFIO cdev, built in)
 # Console is streamed to stdout and saved to target/rig/logs/SCENARIO.log.
-# Exit: 0 iff the RIG-RESULT line says status=PASS; 1 on FAIL; 3 if no result line (timeout, crash);
-#       2 on bad usage or missing images (run resources/rig/build.sh first).
+# Exit: 0 iff the RIG-RESULT line says status=PASS; 1 on FAIL; 3 if no result line and QEMU ended by
+#       itself (L1 crashed or powered off early); 4 if no result line and QEMU was killed at the
+#       timeout (L1 hung or too slow); 2 on bad usage or missing images (run resources/rig/build.sh first).
 # Runs are serialised machine-wide with a lock on target/rig/run.lock (one QEMU at a time).
 set -euo pipefail
 
@@ -22,7 +23,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 RIG=$ROOT/target/rig
 
-usage() { sed -n '4,17p' "$0" >&2; exit 2; }
+usage() { sed -n '4,19p' "$0" >&2; exit 2; }
 die() { echo "rig-run: ERROR: $*" >&2; exit 2; }
 
 SCENARIO=""
@@ -113,8 +114,11 @@ wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
 
 result=$(tr -d '\r' <"$LOG" | grep -E "^RIG-RESULT scenario=$SCENARIO " | tail -n1 || true)
 if [ -z "$result" ]; then
-    if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then why="timed out after ${TIMEOUT}s"; else why="qemu exit $qrc"; fi
-    echo "rig-run: NO RESULT for $SCENARIO ($why, wall ${wall}s); log: $LOG" >&2
+    if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+        echo "rig-run: NO RESULT for $SCENARIO (timed out after ${TIMEOUT}s, wall ${wall}s); log: $LOG" >&2
+        exit 4
+    fi
+    echo "rig-run: NO RESULT for $SCENARIO (qemu exit $qrc, wall ${wall}s); log: $LOG" >&2
     exit 3
 fi
 echo "rig-run: $result (wall ${wall}s, qemu exit $qrc)" >&2

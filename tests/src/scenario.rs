@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::thread;
@@ -24,6 +24,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Extra time the harness' watchdog gives run.sh beyond the scenario timeout.
 const WATCHDOG_GRACE: Duration = Duration::from_secs(30);
+/// run.sh's exit status when QEMU was killed at the timeout before L1 reported a result.
+const RUN_SH_TIMED_OUT: i32 = 4;
+/// Runs of a scenario whose L1 hangs (no result before the timeout) before it is an error.
+const HUNG_ATTEMPTS: u32 = 2;
 /// How long the harness waits for another process' rig run (run.sh's machine-wide lock).
 const LOCK_WAIT_MAX: Duration = Duration::from_secs(30 * 60);
 
@@ -228,9 +232,33 @@ impl Scenario {
         self
     }
 
+    /// run.sh's command line for this scenario.
+    fn command(&self, secs: u64, shm: &Path) -> Command {
+        let mut cmd = Command::new(rig_script("run.sh"));
+        cmd.arg(&self.name)
+            .arg("--timeout")
+            .arg(secs.max(1).to_string())
+            .arg("--shm")
+            .arg(shm);
+        if self.edu {
+            cmd.arg("--edu");
+        }
+        if self.e1000e {
+            cmd.arg("--e1000e");
+        }
+        if self.xhci {
+            cmd.arg("--xhci");
+        }
+        if self.l1_kernel != L1Kernel::Debian {
+            cmd.arg("--l1-kernel").arg(self.l1_kernel.name());
+        }
+        cmd
+    }
+
     /// Builds the rig (once per process; skipped with `RIG_SKIP_BUILD=1`), runs the scenario and
     /// returns its lines. A scenario that reports FAIL is an `Ok` outcome; no result line is an error.
-    pub fn run(self) -> Result<Outcome, RigError> {
+    /// A run whose L1 hung (QEMU killed at the timeout, no result) is run once more, saying so.
+    pub fn run(mut self) -> Result<Outcome, RigError> {
         let _guard = RUN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         if !in_path("qemu-system-x86_64") {
             return Err(RigError::QemuMissing);
@@ -246,34 +274,37 @@ impl Scenario {
             build("build-kernel.sh")?;
             KERNEL_BUILT.store(true, Ordering::Release);
         }
-        let shm = ShmFile::create(&self.name, self.fill)?;
+        let shm_contents = ShmFile::contents(self.fill.take());
         let secs = self.timeout.as_secs() + u64::from(self.timeout.subsec_nanos() > 0);
         let log_path = logs_dir().join(format!("{}.log", self.name));
+        let mut attempt = 1;
+        let (shm, console, status) = loop {
+            let shm = ShmFile::create(&self.name, &shm_contents)?;
 
-        let mut cmd = Command::new(rig_script("run.sh"));
-        cmd.arg(&self.name)
-            .arg("--timeout")
-            .arg(secs.max(1).to_string())
-            .arg("--shm")
-            .arg(shm.path());
-        if self.edu {
-            cmd.arg("--edu");
-        }
-        if self.e1000e {
-            cmd.arg("--e1000e");
-        }
-        if self.xhci {
-            cmd.arg("--xhci");
-        }
-        if self.l1_kernel != L1Kernel::Debian {
-            cmd.arg("--l1-kernel").arg(self.l1_kernel.name());
-        }
-        let (console, status) = stream(
-            cmd,
-            &self.name,
-            Duration::from_secs(secs) + WATCHDOG_GRACE,
-            &log_path,
-        )?;
+            let cmd = self.command(secs, shm.path());
+            let (console, status) = stream(
+                cmd,
+                &self.name,
+                Duration::from_secs(secs) + WATCHDOG_GRACE,
+                &log_path,
+            )?;
+            if attempt < HUNG_ATTEMPTS && l1_hung(&status) {
+                // L1 gave nothing before the timeout: the emulator hung (TCG, nested). A vmm that
+                // hangs inside L1 does not get here: rig_run_vmm's own timeout ends it and the
+                // scenario reports that. Keep the log of the hung run and go once more.
+                let hung = logs_dir().join(format!("{}.hung-{attempt}.log", self.name));
+                let _ = std::fs::rename(&log_path, &hung);
+                eprintln!(
+                    "rig-tests: scenario {}: QEMU was killed at the {secs} s timeout without a \
+                     result (L1 hung); its log is {}; running it once more",
+                    self.name,
+                    hung.display()
+                );
+                attempt += 1;
+                continue;
+            }
+            break (shm, console, format!("run.sh {status}"));
+        };
 
         let (lines, bad) = parse_lines(&console);
         for (line, err) in bad {
@@ -317,6 +348,11 @@ impl Scenario {
             file_errors,
         })
     }
+}
+
+/// True when run.sh says QEMU was killed at the timeout before L1 reported a result.
+fn l1_hung(status: &ExitStatus) -> bool {
+    status.code() == Some(RUN_SH_TIMED_OUT)
 }
 
 /// Runs `resources/rig/<script>` (build.sh, build-kernel.sh) with its output in
@@ -397,7 +433,7 @@ fn stream(
     scenario: &str,
     limit: Duration,
     log_path: &Path,
-) -> Result<(String, String), RigError> {
+) -> Result<(String, ExitStatus), RigError> {
     cmd.current_dir(workspace_root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -495,7 +531,7 @@ fn stream(
         });
     }
     let status = status.map_err(|e| RigError::io("wait for run.sh", e))?;
-    Ok((console, format!("run.sh {status}")))
+    Ok((console, status))
 }
 
 fn in_path(program: &str) -> bool {
@@ -524,10 +560,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(console, "a\r\nRIG-RESULT scenario=x status=PASS\r\n");
-        assert!(status.contains('3'), "{status}");
+        assert_eq!(status.code(), Some(3), "{status}");
+        assert!(!l1_hung(&status), "exit 3: QEMU ended by itself");
         let (lines, bad) = parse_lines(&console);
         assert!(bad.is_empty());
         assert!(lines[0].is_pass());
+    }
+
+    #[test]
+    fn only_a_timed_out_run_counts_as_a_hung_l1() {
+        let status = |code: i32| sh(&format!("exit {code}")).status().unwrap();
+        assert!(l1_hung(&status(4)));
+        for code in [0, 1, 2, 3] {
+            assert!(!l1_hung(&status(code)), "exit {code}");
+        }
     }
 
     #[test]

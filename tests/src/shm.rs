@@ -21,9 +21,17 @@ pub(crate) struct ShmFile {
 }
 
 impl ShmFile {
-    /// Creates `/dev/shm/rig-tests-<pid>-<seq>-<scenario>` holding `SHM_SIZE` bytes: zeros, then
-    /// whatever `fill` writes.
-    pub(crate) fn create(scenario: &str, fill: Option<Fill>) -> Result<Self, RigError> {
+    /// The `SHM_SIZE` bytes a run starts with: zeros, then whatever `fill` writes.
+    pub(crate) fn contents(fill: Option<Fill>) -> Vec<u8> {
+        let mut buf = vec![0u8; SHM_SIZE];
+        if let Some(fill) = fill {
+            fill(&mut buf);
+        }
+        buf
+    }
+
+    /// Creates `/dev/shm/rig-tests-<pid>-<seq>-<scenario>` holding `buf` (see [`Self::contents`]).
+    pub(crate) fn create(scenario: &str, buf: &[u8]) -> Result<Self, RigError> {
         let name = format!(
             "rig-tests-{}-{}-{}",
             std::process::id(),
@@ -31,17 +39,13 @@ impl ShmFile {
             scenario
         );
         let path = Path::new("/dev/shm").join(name);
-        let mut buf = vec![0u8; SHM_SIZE];
-        if let Some(fill) = fill {
-            fill(&mut buf);
-        }
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(|e| RigError::io(format!("create {}", path.display()), e))?;
         let shm = ShmFile { path };
-        file.write_all(&buf)
+        file.write_all(buf)
             .map_err(|e| RigError::io(format!("write {}", shm.path.display()), e))?;
         Ok(shm)
     }
@@ -70,10 +74,10 @@ mod tests {
     fn creates_filled_unique_files_and_removes_them() {
         let a = ShmFile::create(
             "unit",
-            Some(Box::new(|b: &mut [u8]| b[..2].copy_from_slice(b"hi"))),
+            &ShmFile::contents(Some(Box::new(|b: &mut [u8]| b[..2].copy_from_slice(b"hi")))),
         )
         .unwrap();
-        let b = ShmFile::create("unit", None).unwrap();
+        let b = ShmFile::create("unit", &ShmFile::contents(None)).unwrap();
         assert_ne!(a.path(), b.path());
         let bytes = a.read().unwrap();
         assert_eq!(bytes.len(), SHM_SIZE);
