@@ -60,7 +60,17 @@ pub struct Args {
     #[arg(long, value_name = "headless|capture=<dir>[,keep=N]", default_value = "headless",
           value_parser = DisplayConfig::parse)]
     pub display: DisplayConfig,
+
+    /// Seconds the guest has to power off after SIGTERM (or SIGINT when stdin is not a terminal)
+    /// pressed its ACPI power button; then the VMM stops it (exit status 5). A second signal
+    /// stops it at once.
+    #[arg(long, value_name = "SECS", default_value_t = crate::signals::DEFAULT_SHUTDOWN_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(0..=MAX_SHUTDOWN_TIMEOUT))]
+    pub shutdown_timeout: u64,
 }
+
+/// Longest `--shutdown-timeout` accepted (one day).
+pub const MAX_SHUTDOWN_TIMEOUT: u64 = 86_400;
 
 /// The text `--help` shows after the flags: examples, the exit status table
 /// ([`EXIT_CODES`]) and how to choose log levels.
@@ -74,6 +84,12 @@ pub fn help_epilogue() -> String {
   its BARs, and save the displayed frames as PNGs:
     vmm --kernel vmlinuz --initramfs initramfs.cpio.gz \\
         --device vfio=0000:01:00.0,gpu=blob --display capture=/tmp/frames
+
+Shutdown: the guest's `poweroff` ends the VMM (ACPI S5, status 0). SIGTERM presses the guest's ACPI
+power button (Linux: the `button` driver, then e.g. acpid or systemd-logind powers off); after
+--shutdown-timeout seconds, or on a second SIGTERM, the VMM stops the VM (status 5). SIGINT does
+the same when stdin is not a terminal. Every way out stops the vCPUs, lets the displays write their
+last frame and prints the summary line.
 
 Console: the guest's COM1 (console=ttyS0) on stdin/stdout. When stdin is a terminal it is in raw
 mode while the VM runs, so every key (Ctrl-C too) goes to the guest; type Ctrl-A x to quit the VMM

@@ -8,7 +8,7 @@
 //! 0x0000_8000  boot stack (grows down from 0x8ff0)
 //! 0x0000_9000  PML4, 0xa000 PDPT, 0xb000..0xf000 four PDs (identity map of 4 GiB, 2 MiB pages)
 //! 0x0002_0000  kernel command line
-//! 0x000a_0000  reserved (VGA/BIOS area), MP table at 0xf_0000
+//! 0x000a_0000  reserved (VGA/BIOS area): ACPI tables at 0xe_0000 (RSDP first), MP table at 0xf_0000
 //! 0x0010_0000  kernel (bzImage protected-mode part or vmlinux), then RAM; initramfs at the top
 //! 0xc000_0000  32-bit MMIO hole: PCI BARs, then IOAPIC 0xfec0_0000, LAPIC 0xfee0_0000,
 //!              KVM identity-map page 0xfffb_c000, KVM TSS 0xfffb_d000
@@ -42,6 +42,10 @@ pub const CMDLINE_MAX_SIZE: usize = 0x1_0000;
 pub const LEGACY_RESERVED_START: u64 = 0xa_0000;
 /// End (exclusive) of the reserved legacy area.
 pub const LEGACY_RESERVED_END: u64 = 0x10_0000;
+/// ACPI tables, the RSDP first (inside the BIOS area Linux scans for it).
+pub const ACPI_START: u64 = 0xe_0000;
+/// End (exclusive) of the ACPI tables' area.
+pub const ACPI_END: u64 = MPTABLE_START;
 /// MP floating pointer and configuration table (inside the BIOS area Linux scans).
 pub const MPTABLE_START: u64 = 0xf_0000;
 /// Where "high memory" starts: the kernel is loaded here.
@@ -85,6 +89,10 @@ pub fn pci_intx_gsi(slot: u8) -> u32 {
     PCI_INTX_FIRST_GSI + u32::from(slot) % PCI_INTX_GSIS
 }
 
+/// The GSI of the ACPI Generic Event Device's interrupt (the power button): ISA IRQ 5, which no
+/// emulated legacy device uses; edge-triggered, active high (ISA's default).
+pub const POWER_BUTTON_GSI: u32 = 5;
+
 /// Start of RAM above 4 GiB.
 pub const HIGH_RAM_START: u64 = MMIO_HOLE_END;
 
@@ -101,6 +109,9 @@ const _: () = assert!(KVM_TSS_START + 0x3000 <= MMIO_HOLE_END);
 // The boot structures stay below the reserved legacy area.
 const _: () = assert!(PD_START + IDENTITY_MAP_GIB * 0x1000 <= CMDLINE_START);
 const _: () = assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= LEGACY_RESERVED_START);
+// The ACPI tables sit in the reserved BIOS area, below the MP table.
+const _: () = assert!(LEGACY_RESERVED_START <= ACPI_START && ACPI_END <= LEGACY_RESERVED_END);
+const _: () = assert!(POWER_BUTTON_GSI < PCI_INTX_FIRST_GSI);
 
 /// A guest RAM range: guest-physical start and length in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod memory;
 pub mod pci_devices;
 pub mod rlimit;
+pub mod signals;
 pub mod terminal;
 pub mod vcpu;
 pub mod vm;
@@ -35,6 +36,7 @@ use crate::cli::{Args, DeviceSpec, DisplayConfig};
 use crate::event_loop::{EventLoop, SerialInput};
 use crate::vcpu::{install_kick_handler, ExitNotifier, ExitStats, VcpuThread, VmExit};
 use crate::vm::{ConsoleOut, Vm};
+use devices::legacy::AcpiPmEvent;
 use devices::pvpanic::PvpanicEvent;
 
 /// What to boot.
@@ -54,6 +56,8 @@ pub struct VmConfig {
     pub devices: Vec<DeviceSpec>,
     /// Where the virtio-gpu's scanouts go.
     pub display: DisplayConfig,
+    /// How long the guest has to power off after SIGTERM pressed its power button.
+    pub shutdown_timeout: Duration,
 }
 
 impl From<Args> for VmConfig {
@@ -66,6 +70,7 @@ impl From<Args> for VmConfig {
             vcpus: a.vcpus,
             devices: a.devices,
             display: a.display,
+            shutdown_timeout: Duration::from_secs(a.shutdown_timeout),
         }
     }
 }
@@ -144,9 +149,32 @@ pub fn pvpanic_handler(exit: Arc<ExitNotifier>) -> devices::pvpanic::PvpanicHand
     })
 }
 
+/// What the VM does with the ACPI power management registers' requests: both end it.
+pub fn acpi_pm_handler(exit: Arc<ExitNotifier>) -> devices::legacy::AcpiPmHandler {
+    Box::new(move |event| {
+        // Either ends the VM: at most one line per VM.
+        match event {
+            AcpiPmEvent::PowerOff => {
+                log::info!("vmm: the guest entered ACPI S5 (sleep control register): power off");
+                exit.notify(VmExit::PowerOff)
+            }
+            AcpiPmEvent::Reset => {
+                log::info!("vmm: the guest wrote the ACPI reset register: reset");
+                exit.notify(VmExit::Reset)
+            }
+        }
+    })
+}
+
 /// Boots the guest and runs it until it resets, powers off or fails. With `console_escape`
-/// (stdin is a terminal in raw mode), `Ctrl-A x` on stdin quits.
-pub fn run(config: &VmConfig, console_escape: bool) -> Result<Outcome, VmmError> {
+/// (stdin is a terminal in raw mode), `Ctrl-A x` on stdin quits. With `signals` (from
+/// [`signals::install`]), a caught signal presses the guest's power button and then stops the
+/// VM after `config.shutdown_timeout`.
+pub fn run(
+    config: &VmConfig,
+    console_escape: bool,
+    signals: Option<signals::SignalEvents>,
+) -> Result<Outcome, VmmError> {
     let start = Instant::now();
     // Eventfds per vector and queue, irqfds, VFIO and dma-buf fds: allow as many as the
     // hard limit does.
@@ -162,7 +190,11 @@ pub fn run(config: &VmConfig, console_escape: bool) -> Result<Outcome, VmmError>
         &config.cmdline,
     )
     .map_err(boot::BootError::from)?;
-    boot::write_boot_structures(vm.ram().memory(), config.vcpus)?;
+    boot::write_boot_structures(
+        vm.ram().memory(),
+        config.vcpus,
+        layout::pci_mmio64_window(config.mem_size),
+    )?;
     log::debug!(
         "kernel entry {:#x}, initramfs {:x?}",
         entry.entry,
@@ -170,10 +202,10 @@ pub fn run(config: &VmConfig, console_escape: bool) -> Result<Outcome, VmmError>
     );
 
     let console: ConsoleOut = Box::new(console::GuestConsole::stdout());
-    let legacy = vm.add_legacy_devices(console)?;
+    let exit = Arc::new(ExitNotifier::new().map_err(VmmError::EventFd)?);
+    let legacy = vm.add_legacy_devices(console, acpi_pm_handler(exit.clone()))?;
     // Passthrough devices are opened (and guest RAM DMA-mapped) before any vCPU runs.
     pci_devices::build(&vm, &config.devices, &config.display)?;
-    let exit = Arc::new(ExitNotifier::new().map_err(VmmError::EventFd)?);
     pci_devices::add_pvpanic(&vm, pvpanic_handler(exit.clone()))?;
     let vcpu_fds = vm.create_vcpus(config.vcpus, Some(entry.entry))?;
 
@@ -189,6 +221,16 @@ pub fn run(config: &VmConfig, console_escape: bool) -> Result<Outcome, VmmError>
             subscribers.push(Arc::new(Mutex::new(input)));
         }
         Err(e) => log::warn!("no console input: cannot duplicate stdin: {e}"),
+    }
+    if let Some(signals) = signals {
+        let requests = signals::ShutdownRequests::new(
+            signals,
+            Box::new(legacy.power_button),
+            config.shutdown_timeout,
+            exit.clone(),
+        )
+        .map_err(VmmError::EventFd)?;
+        subscribers.push(Arc::new(Mutex::new(requests)));
     }
     let (exit, stats) = run_vcpus_until(vm, vcpu_fds, legacy.reset_evt, subscribers, exit)?;
     Ok(Outcome {
@@ -211,5 +253,19 @@ mod tests {
         handler(PvpanicEvent::Panicked);
         assert_eq!(exit.reason(), Some(VmExit::GuestPanic));
         assert_eq!(exit.reason().unwrap().exit_code(), 3);
+    }
+
+    #[test]
+    fn acpi_power_off_and_reset_end_the_vm_with_status_0() {
+        for (event, want) in [
+            (AcpiPmEvent::PowerOff, VmExit::PowerOff),
+            (AcpiPmEvent::Reset, VmExit::Reset),
+        ] {
+            let exit = Arc::new(ExitNotifier::new().unwrap());
+            acpi_pm_handler(exit.clone())(event);
+            let reason = exit.reason().unwrap();
+            assert_eq!(reason, want);
+            assert_eq!(reason.exit_code(), 0);
+        }
     }
 }

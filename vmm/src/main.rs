@@ -2,13 +2,13 @@
 //!
 //! Exit status: see `vmm::vcpu::EXIT_CODES` (0 when the guest resets or powers off, 1 on a
 //! VMM or KVM error, 2 on a command-line error, 3 on a guest panic reported through pvpanic, 4 on a
-//! triple fault).
+//! triple fault, 5 when the VMM stopped the guest after SIGTERM).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use vmm::cli::Args;
-use vmm::vcpu::{VmExit, EXIT_ERROR};
+use vmm::vcpu::{StopCause, VmExit, EXIT_ERROR};
 use vmm::VmConfig;
 
 fn main() -> ExitCode {
@@ -26,7 +26,18 @@ fn main() -> ExitCode {
     // Raw mode while the VM runs (keys, Ctrl-C included, go to the guest); restored when the
     // guard drops, before the summary line, and by its panic hook.
     let terminal = vmm::terminal::RawTerminal::enter_if_tty();
-    let result = vmm::run(&config, terminal.is_some());
+    // SIGTERM (and SIGINT unless stdin is a terminal, whose Ctrl-C goes to the guest) asks the
+    // guest to power off.
+    // SAFETY: isatty only inspects the descriptor.
+    let stdin_is_tty = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+    let signals = match vmm::signals::install(!stdin_is_tty) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("vmm: warning: cannot catch SIGTERM ({e}): it ends the VMM at once");
+            None
+        }
+    };
+    let result = vmm::run(&config, terminal.is_some(), signals);
     drop(terminal);
     match result {
         Ok(outcome) => {
@@ -40,6 +51,13 @@ fn main() -> ExitCode {
                 VmExit::Halted => "guest halted".to_string(),
                 VmExit::Quit => "quit on Ctrl-A x".to_string(),
                 VmExit::Error(e) => format!("KVM error: {e}"),
+                VmExit::Stopped { signal, cause } => match cause {
+                    StopCause::Timeout(t) => format!(
+                        "stopped: the guest did not power off within {} s of {signal}",
+                        t.as_secs_f64()
+                    ),
+                    StopCause::SecondSignal => format!("stopped on a second {signal}"),
+                },
                 VmExit::VcpuPanic { id, message } => {
                     format!("error: vCPU {id} panicked ({message}), VM stopped")
                 }

@@ -36,6 +36,14 @@ pub enum VmExit {
     Halted,
     /// A KVM error or an exit the VMM cannot handle; the text names it and dumps registers.
     Error(String),
+    /// The VMM stopped the VM after SIGTERM/SIGINT: the guest did not power off in time, or a
+    /// second signal came.
+    Stopped {
+        /// The signal's name.
+        signal: &'static str,
+        /// Why the guest was not waited for.
+        cause: StopCause,
+    },
     /// A vCPU thread panicked (a VMM bug, e.g. in a device serving an exit): the VM cannot go
     /// on without that vCPU.
     VcpuPanic {
@@ -44,6 +52,15 @@ pub enum VmExit {
         /// The panic message.
         message: String,
     },
+}
+
+/// Why the VMM stopped a VM it had asked to shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// The guest had not powered off when the shutdown timeout ran out.
+    Timeout(std::time::Duration),
+    /// A second signal came.
+    SecondSignal,
 }
 
 /// Exit status: the guest reset, powered off or halted.
@@ -57,11 +74,15 @@ pub const EXIT_GUEST_PANIC: i32 = 3;
 /// Exit status: a vCPU triple-faulted (`reboot=t`, or a guest crash without pvpanic).
 pub const EXIT_TRIPLE_FAULT: i32 = 4;
 
+/// Exit status: the VMM stopped the guest after SIGTERM/SIGINT (it did not power off within the
+/// shutdown timeout, or a second signal came).
+pub const EXIT_STOPPED: i32 = 5;
+
 /// Every exit status of the `vmm` binary with what it means, for `--help` and the docs.
 pub const EXIT_CODES: &[(i32, &str)] = &[
     (
         EXIT_OK,
-        "the guest reset (reboot=k) or powered off, or Ctrl-A x quit",
+        "the guest reset or powered off (also after SIGTERM), or Ctrl-A x quit",
     ),
     (EXIT_ERROR, "VMM or KVM error"),
     (EXIT_USAGE, "command-line error"),
@@ -73,6 +94,10 @@ pub const EXIT_CODES: &[(i32, &str)] = &[
         EXIT_TRIPLE_FAULT,
         "triple fault (reboot=t, or a guest crash)",
     ),
+    (
+        EXIT_STOPPED,
+        "stopped by the VMM: the guest did not power off within --shutdown-timeout of SIGTERM, or a second SIGTERM came",
+    ),
 ];
 
 impl VmExit {
@@ -82,6 +107,7 @@ impl VmExit {
             VmExit::Reset | VmExit::PowerOff | VmExit::Halted | VmExit::Quit => EXIT_OK,
             VmExit::GuestPanic => EXIT_GUEST_PANIC,
             VmExit::TripleFault => EXIT_TRIPLE_FAULT,
+            VmExit::Stopped { .. } => EXIT_STOPPED,
             VmExit::Error(_) | VmExit::VcpuPanic { .. } => EXIT_ERROR,
         }
     }
@@ -515,11 +541,15 @@ mod tests {
     #[test]
     fn exit_codes_are_distinct_and_documented() {
         let codes: Vec<i32> = EXIT_CODES.iter().map(|(c, _)| *c).collect();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5]);
         for reason in [
             VmExit::Reset,
             VmExit::TripleFault,
             VmExit::Error("x".into()),
+            VmExit::Stopped {
+                signal: "SIGTERM",
+                cause: StopCause::SecondSignal,
+            },
         ] {
             assert!(codes.contains(&reason.exit_code()), "{reason:?}");
         }

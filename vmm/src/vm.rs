@@ -7,8 +7,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use devices::legacy::{
-    Cmos, EventFdTrigger, SerialDevice, CMOS_PORT_BASE, CMOS_PORT_LEN, I8042, I8042_COMMAND_PORT,
-    I8042_DATA_PORT, SERIAL_COM1_IRQ, SERIAL_COM1_PORT, SERIAL_PORT_LEN,
+    AcpiPm, AcpiPmHandler, Cmos, EventFdTrigger, SerialDevice, ACPI_PM_PORT, ACPI_PM_PORT_LEN,
+    CMOS_PORT_BASE, CMOS_PORT_LEN, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, SERIAL_COM1_IRQ,
+    SERIAL_COM1_PORT, SERIAL_PORT_LEN,
 };
 use devices::memory_slots::{GuestMemorySlots, KvmMemorySlots};
 use devices::pci::{
@@ -27,7 +28,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::boot::{cpuid, regs};
 use crate::layout::{
     pci_mmio64_window, KVM_IDENTITY_MAP_START, KVM_TSS_START, PCI_IO_SIZE, PCI_IO_START,
-    PCI_MMIO32_SIZE, PCI_MMIO32_START,
+    PCI_MMIO32_SIZE, PCI_MMIO32_START, POWER_BUTTON_GSI,
 };
 use crate::memory::{GuestRam, MemoryError};
 use crate::vcpu::{ExitNotifier, Vcpu};
@@ -129,6 +130,8 @@ pub struct LegacyDevices {
     pub serial: SharedSerial,
     /// Signalled by the i8042 when the guest resets the CPU.
     pub reset_evt: EventFd,
+    /// The ACPI power button: a write pulses the Generic Event Device's interrupt.
+    pub power_button: EventFd,
 }
 
 impl Vm {
@@ -248,8 +251,14 @@ impl Vm {
             .map_err(|e| err(format!("{e:?}")))
     }
 
-    /// Adds COM1 (IRQ 4 through an irqfd), the i8042 and the CMOS.
-    pub fn add_legacy_devices(&mut self, console: ConsoleOut) -> Result<LegacyDevices, VmError> {
+    /// Adds COM1 (IRQ 4 through an irqfd), the i8042, the CMOS, the ACPI power management
+    /// registers (their power-off and reset requests go to `acpi_pm`) and the ACPI power
+    /// button's interrupt (GSI [`POWER_BUTTON_GSI`] through an irqfd).
+    pub fn add_legacy_devices(
+        &mut self,
+        console: ConsoleOut,
+        acpi_pm: AcpiPmHandler,
+    ) -> Result<LegacyDevices, VmError> {
         let irq = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
         self.fd
             .register_irqfd(&irq, SERIAL_COM1_IRQ)
@@ -273,7 +282,21 @@ impl Vm {
             CMOS_PORT_LEN,
             Arc::new(Mutex::new(Cmos::new())),
         )?;
-        Ok(LegacyDevices { serial, reset_evt })
+        self.register_pio(
+            "ACPI power management",
+            ACPI_PM_PORT,
+            ACPI_PM_PORT_LEN,
+            Arc::new(Mutex::new(AcpiPm::new(acpi_pm))),
+        )?;
+        let power_button = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
+        self.fd
+            .register_irqfd(&power_button, POWER_BUTTON_GSI)
+            .map_err(kvm_err("KVM_IRQFD (ACPI power button)"))?;
+        Ok(LegacyDevices {
+            serial,
+            reset_evt,
+            power_button,
+        })
     }
 
     /// Registers PCI bus 0: type-1 configuration access at 0xCF8 and the BAR router over the

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use devices::pci::HOST_BRIDGE_VENDOR_ID;
 use vm_memory::{Bytes, GuestAddress};
 use vmm::event_loop::SerialInput;
-use vmm::vcpu::VmExit;
+use vmm::vcpu::{ExitNotifier, VmExit};
 use vmm::vm::Vm;
 
 const CODE_ADDR: u64 = 0x1000;
@@ -75,7 +75,10 @@ fn run_real_mode_on(
         .memory()
         .write_slice(code, GuestAddress(CODE_ADDR))
         .unwrap();
-    let legacy = vm.add_legacy_devices(console).unwrap();
+    let exit = Arc::new(ExitNotifier::new().unwrap());
+    let legacy = vm
+        .add_legacy_devices(console, vmm::acpi_pm_handler(exit.clone()))
+        .unwrap();
     let fds = vm.create_vcpus(1, None).unwrap();
     let mut sregs = fds[0].get_sregs().unwrap();
     sregs.cs.base = 0;
@@ -93,7 +96,7 @@ fn run_real_mode_on(
             legacy.serial.clone(),
         ))));
     }
-    vmm::run_vcpus(vm, fds, legacy.reset_evt, subscribers).unwrap()
+    vmm::run_vcpus_until(vm, fds, legacy.reset_evt, subscribers, exit).unwrap()
 }
 
 #[test]
@@ -127,6 +130,38 @@ fn serial_output_pci_config_read_and_i8042_reset() {
     if let Some(exits) = stats.kvm.get("exits") {
         assert!(*exits >= 9, "{:?}", stats.kvm);
     }
+}
+
+/// What Linux's `poweroff` and ACPI reboot (`reboot=a`) write to the FADT's registers: the VM
+/// ends as powered off or reset; other sleep states and values do not end it.
+#[test]
+fn acpi_sleep_control_powers_off_and_the_reset_register_resets() {
+    if !kvm_available() {
+        return;
+    }
+    #[rustfmt::skip]
+    let poweroff = [
+        0xba, 0x00, 0x06,       // mov dx, 0x600 (sleep control)
+        0xb0, 0x14, 0xee,       // mov al, S5 << 2 (SLP_EN clear); out dx, al
+        0xb0, 0x2c, 0xee,       // mov al, S3 << 2 | SLP_EN; out dx, al (not supported)
+        0xba, 0x02, 0x06,       // mov dx, 0x602 (reset register)
+        0xb0, 0x02, 0xee,       // mov al, 2 (not the reset value); out dx, al
+        0xba, 0x00, 0x06,       // mov dx, 0x600
+        0xb0, 0x34, 0xee,       // mov al, S5 << 2 | SLP_EN; out dx, al
+        0xf4, 0xeb, 0xfd,       // hlt; jmp hlt
+    ];
+    let (exit, _, stats) = run_real_mode(&poweroff);
+    assert_eq!(exit, VmExit::PowerOff);
+    assert_eq!(exit.exit_code(), 0);
+    assert_eq!(stats.pio[&0x600], 3);
+    #[rustfmt::skip]
+    let reset = [
+        0xba, 0x02, 0x06,       // mov dx, 0x602
+        0xb0, 0x01, 0xee,       // mov al, 1 (the FADT's RESET_VALUE); out dx, al
+        0xf4, 0xeb, 0xfd,       // hlt; jmp hlt
+    ];
+    let (exit, _, _) = run_real_mode(&reset);
+    assert_eq!(exit, VmExit::Reset);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Everything needed to start Linux at its 64-bit entry point.
 
+pub mod acpi;
 pub mod cpuid;
 pub mod gdt;
 pub mod loader;
@@ -10,7 +11,7 @@ pub mod regs;
 use vm_memory::GuestMemoryMmap;
 
 use crate::layout::{
-    BOOT_GDT_START, BOOT_IDT_START, MPTABLE_START, PDPT_START, PD_START, PML4_START,
+    ACPI_START, BOOT_GDT_START, BOOT_IDT_START, MPTABLE_START, PDPT_START, PD_START, PML4_START,
 };
 pub use loader::{KernelEntry, LoaderError};
 
@@ -23,14 +24,22 @@ pub enum BootError {
     /// The MP table could not be built.
     #[error(transparent)]
     MpTable(#[from] mptable::MpTableError),
+    /// The ACPI tables could not be built.
+    #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
 }
 
 fn u64s_to_bytes(v: &[u64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Writes the GDT, the empty IDT, the identity page tables and the MP table into guest RAM.
-pub fn write_boot_structures(mem: &GuestMemoryMmap, nr_vcpus: u8) -> Result<(), BootError> {
+/// Writes the GDT, the empty IDT, the identity page tables, the MP table and the ACPI tables
+/// (which describe the 64-bit PCI window `mmio64`, base and size) into guest RAM.
+pub fn write_boot_structures(
+    mem: &GuestMemoryMmap,
+    nr_vcpus: u8,
+    mmio64: (u64, u64),
+) -> Result<(), BootError> {
     loader::write_bytes(mem, BOOT_GDT_START, &u64s_to_bytes(&gdt::boot_gdt()), "GDT")?;
     loader::write_bytes(mem, BOOT_IDT_START, &0u64.to_le_bytes(), "IDT")?;
     let map = paging::identity_map();
@@ -39,6 +48,8 @@ pub fn write_boot_structures(mem: &GuestMemoryMmap, nr_vcpus: u8) -> Result<(), 
     loader::write_bytes(mem, PD_START, &u64s_to_bytes(&map.pd), "page directories")?;
     let mp = mptable::build(MPTABLE_START, nr_vcpus)?;
     loader::write_bytes(mem, MPTABLE_START, &mp, "MP table")?;
+    let tables = acpi::build(nr_vcpus, mmio64)?;
+    loader::write_bytes(mem, ACPI_START, &tables.bytes, "ACPI tables")?;
     Ok(())
 }
 
@@ -50,7 +61,7 @@ mod tests {
     #[test]
     fn structures_land_where_the_registers_point() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
-        write_boot_structures(&mem, 2).unwrap();
+        write_boot_structures(&mem, 2, (1 << 32, 1 << 30)).unwrap();
         let code: u64 = mem.read_obj(GuestAddress(BOOT_GDT_START + 8)).unwrap();
         assert_eq!(code, gdt::boot_gdt()[1]);
         let pml4e: u64 = mem.read_obj(GuestAddress(PML4_START)).unwrap();
@@ -63,5 +74,8 @@ mod tests {
         mem.read_slice(&mut sig, GuestAddress(MPTABLE_START))
             .unwrap();
         assert_eq!(&sig, b"_MP_");
+        let mut rsdp = [0u8; 8];
+        mem.read_slice(&mut rsdp, GuestAddress(ACPI_START)).unwrap();
+        assert_eq!(&rsdp, b"RSD PTR ");
     }
 }
