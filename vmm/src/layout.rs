@@ -8,7 +8,7 @@
 //! 0x0000_8000  boot stack (grows down from 0x8ff0)
 //! 0x0000_9000  PML4, 0xa000 PDPT, 0xb000..0xf000 four PDs (identity map of 4 GiB, 2 MiB pages)
 //! 0x0002_0000  kernel command line
-//! 0x000a_0000  reserved (VGA/BIOS area): ACPI tables at 0xe_0000 (RSDP first), MP table at 0xf_0000
+//! 0x000a_0000  reserved (VGA/BIOS area): ACPI tables at 0xe_0000 (RSDP first)
 //! 0x0010_0000  kernel (bzImage protected-mode part or vmlinux), then RAM; initramfs at the top
 //! 0xc000_0000  32-bit MMIO hole: PCI BARs, then IOAPIC 0xfec0_0000, LAPIC 0xfee0_0000,
 //!              KVM identity-map page 0xfffb_c000, KVM TSS 0xfffb_d000
@@ -45,9 +45,7 @@ pub const LEGACY_RESERVED_END: u64 = 0x10_0000;
 /// ACPI tables, the RSDP first (inside the BIOS area Linux scans for it).
 pub const ACPI_START: u64 = 0xe_0000;
 /// End (exclusive) of the ACPI tables' area.
-pub const ACPI_END: u64 = MPTABLE_START;
-/// MP floating pointer and configuration table (inside the BIOS area Linux scans).
-pub const MPTABLE_START: u64 = 0xf_0000;
+pub const ACPI_END: u64 = LEGACY_RESERVED_END;
 /// Where "high memory" starts: the kernel is loaded here.
 pub const HIMEM_START: u64 = 0x10_0000;
 
@@ -83,8 +81,8 @@ pub const PCI_INTX_FIRST_GSI: u32 = 16;
 /// Number of IOAPIC pins PCI INTx lines are spread over.
 pub const PCI_INTX_GSIS: u32 = 8;
 
-/// The IOAPIC pin (= GSI) that every INTx pin (A..D) of PCI bus 0 `slot` is wired to. The MP
-/// table tells the guest the same wiring; lines are level-triggered and may be shared.
+/// The IOAPIC pin (= GSI) that every INTx pin (A..D) of PCI bus 0 `slot` is wired to. The DSDT's
+/// `_PRT` tells the guest the same wiring; lines are level-triggered and may be shared.
 pub fn pci_intx_gsi(slot: u8) -> u32 {
     PCI_INTX_FIRST_GSI + u32::from(slot) % PCI_INTX_GSIS
 }
@@ -109,7 +107,7 @@ const _: () = assert!(KVM_TSS_START + 0x3000 <= MMIO_HOLE_END);
 // The boot structures stay below the reserved legacy area.
 const _: () = assert!(PD_START + IDENTITY_MAP_GIB * 0x1000 <= CMDLINE_START);
 const _: () = assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= LEGACY_RESERVED_START);
-// The ACPI tables sit in the reserved BIOS area, below the MP table.
+// The ACPI tables sit in the reserved BIOS area.
 const _: () = assert!(LEGACY_RESERVED_START <= ACPI_START && ACPI_END <= LEGACY_RESERVED_END);
 const _: () = assert!(POWER_BUTTON_GSI < PCI_INTX_FIRST_GSI);
 
@@ -168,7 +166,7 @@ fn e820(addr: u64, size: u64, type_: u32) -> boot_e820_entry {
 }
 
 /// The e820 map for `mem_size` bytes of RAM (at least [`HIMEM_START`] bytes): conventional
-/// memory, the reserved legacy area holding the MP table, RAM up to the hole, RAM above 4 GiB.
+/// memory, the reserved legacy area holding the ACPI tables, RAM up to the hole, RAM above 4 GiB.
 pub fn e820_entries(mem_size: u64) -> Vec<boot_e820_entry> {
     let mut entries = vec![
         e820(0, LEGACY_RESERVED_START, E820_RAM),
@@ -238,8 +236,8 @@ mod tests {
             }
             let reserved: Vec<_> = e.iter().filter(|x| x.r#type == E820_RESERVED).collect();
             assert_eq!(reserved.len(), 1);
-            assert!(reserved[0].addr <= MPTABLE_START);
-            assert!(MPTABLE_START < reserved[0].addr + reserved[0].size);
+            assert!(reserved[0].addr <= ACPI_START);
+            assert!(ACPI_END <= reserved[0].addr + reserved[0].size);
         }
     }
 

@@ -1,5 +1,6 @@
 //! A minimal x86_64 VMM on rust-vmm crates: boots a Linux bzImage or vmlinux at its 64-bit
-//! entry point on KVM, with a 16550 console, i8042 reset, CMOS, an MP table and PCI bus 0.
+//! entry point on KVM, with a 16550 console, i8042 reset, CMOS, ACPI tables (power off, reset, power button) and PCI
+//! bus 0.
 //!
 //! [`run`] is the whole VMM; `main.rs` only parses the command line ([`cli`]) and maps the
 //! outcome to an exit status.

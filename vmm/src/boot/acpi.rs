@@ -9,7 +9,7 @@
 //!   as KVM's routing has them), so there is no interrupt source override.
 //! - DSDT: the PCI host bridge (bus 0, configuration at 0xCF8, the PCI port and MMIO windows)
 //!   with `_PRT` giving each slot's INTx pins their IOAPIC pin ([`pci_intx_gsi`]), COM1, the
-//!   power button (PNP0C0C) and the Generic Event Device (ACPI0013) whose edge-triggered
+//!   CMOS RTC, the power button (PNP0C0C) and the Generic Event Device (ACPI0013) whose edge-triggered
 //!   interrupt [`POWER_BUTTON_GSI`] notifies the power button, and `_S5` for power-off.
 
 use acpi_tables::aml::{
@@ -24,8 +24,8 @@ use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
 use devices::legacy::{
-    ACPI_PM_PORT, RESET_OFFSET, RESET_VALUE, SERIAL_COM1_IRQ, SERIAL_COM1_PORT,
-    SLEEP_CONTROL_OFFSET, SLEEP_STATUS_OFFSET, SLEEP_TYPE_S5,
+    ACPI_PM_PORT, CMOS_PORT_BASE, CMOS_PORT_LEN, RESET_OFFSET, RESET_VALUE, SERIAL_COM1_IRQ,
+    SERIAL_COM1_PORT, SLEEP_CONTROL_OFFSET, SLEEP_STATUS_OFFSET, SLEEP_TYPE_S5,
 };
 use devices::pci::{PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT_SIZE};
 use thiserror::Error;
@@ -52,6 +52,8 @@ const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
 const PCI_SLOTS: u32 = 32;
 /// INTA..INTD.
 const PCI_PINS: u8 = 4;
+/// ISA IRQ of the CMOS RTC.
+const RTC_IRQ: u32 = 8;
 
 /// Errors building the ACPI tables.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -170,6 +172,19 @@ fn dsdt_body(mmio64: (u64, u64)) -> Vec<u8> {
         ],
     )));
 
+    // The CMOS RTC: in hardware-reduced mode Linux sets no legacy IRQs up, so rtc_cmos gets its
+    // IRQ from here (without it, its platform device fails to probe, EINVAL on IRQ 8).
+    let rtc_io = IO::new(CMOS_PORT_BASE, CMOS_PORT_BASE, 1, CMOS_PORT_LEN as u8);
+    let rtc_irq = Interrupt::new(true, true, false, false, RTC_IRQ);
+    let rtc_crs = ResourceTemplate::new(vec![&rtc_io, &rtc_irq]);
+    let rtc = Raw(aml_bytes(&aml::Device::new(
+        "RTC_".into(),
+        vec![
+            &Name::new("_HID".into(), &EISAName::new("PNP0B00")),
+            &Name::new("_CRS".into(), &rtc_crs),
+        ],
+    )));
+
     let pwrb = Raw(aml_bytes(&aml::Device::new(
         "PWRB".into(),
         vec![
@@ -193,7 +208,7 @@ fn dsdt_body(mmio64: (u64, u64)) -> Vec<u8> {
             &evt,
         ],
     )));
-    let sb = Scope::new("\\_SB_".into(), vec![&pci0, &com1, &pwrb, &ged]);
+    let sb = Scope::new("\\_SB_".into(), vec![&pci0, &com1, &rtc, &pwrb, &ged]);
     // _S5: SLP_TYPa (and b) of soft-off.
     let s5 = Name::new(
         "_S5_".into(),
@@ -250,7 +265,7 @@ pub fn build(nr_vcpus: u8, mmio64: (u64, u64)) -> Result<AcpiTables, AcpiError> 
             EnabledStatus::Enabled,
         )));
     }
-    // The IOAPIC's id follows the local APICs' (as in the MP table).
+    // The IOAPIC's id follows the local APICs'.
     madt.append_slice(&aml_bytes(&IoApic::new(nr_vcpus, IOAPIC_START as u32, 0)));
     let madt_addr = place(&mut out, madt.as_slice());
 

@@ -4,15 +4,12 @@ pub mod acpi;
 pub mod cpuid;
 pub mod gdt;
 pub mod loader;
-pub mod mptable;
 pub mod paging;
 pub mod regs;
 
 use vm_memory::GuestMemoryMmap;
 
-use crate::layout::{
-    ACPI_START, BOOT_GDT_START, BOOT_IDT_START, MPTABLE_START, PDPT_START, PD_START, PML4_START,
-};
+use crate::layout::{ACPI_START, BOOT_GDT_START, BOOT_IDT_START, PDPT_START, PD_START, PML4_START};
 pub use loader::{KernelEntry, LoaderError};
 
 /// Errors writing the boot structures.
@@ -21,9 +18,6 @@ pub enum BootError {
     /// Loading the kernel, initramfs or command line failed.
     #[error(transparent)]
     Loader(#[from] LoaderError),
-    /// The MP table could not be built.
-    #[error(transparent)]
-    MpTable(#[from] mptable::MpTableError),
     /// The ACPI tables could not be built.
     #[error(transparent)]
     Acpi(#[from] acpi::AcpiError),
@@ -33,7 +27,7 @@ fn u64s_to_bytes(v: &[u64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Writes the GDT, the empty IDT, the identity page tables, the MP table and the ACPI tables
+/// Writes the GDT, the empty IDT, the identity page tables and the ACPI tables
 /// (which describe the 64-bit PCI window `mmio64`, base and size) into guest RAM.
 pub fn write_boot_structures(
     mem: &GuestMemoryMmap,
@@ -46,8 +40,6 @@ pub fn write_boot_structures(
     loader::write_bytes(mem, PML4_START, &u64s_to_bytes(&map.pml4), "PML4")?;
     loader::write_bytes(mem, PDPT_START, &u64s_to_bytes(&map.pdpt), "PDPT")?;
     loader::write_bytes(mem, PD_START, &u64s_to_bytes(&map.pd), "page directories")?;
-    let mp = mptable::build(MPTABLE_START, nr_vcpus)?;
-    loader::write_bytes(mem, MPTABLE_START, &mp, "MP table")?;
     let tables = acpi::build(nr_vcpus, mmio64)?;
     loader::write_bytes(mem, ACPI_START, &tables.bytes, "ACPI tables")?;
     Ok(())
@@ -70,10 +62,6 @@ mod tests {
             .read_obj(GuestAddress(PD_START + (4 * 512 - 1) * 8))
             .unwrap();
         assert_eq!(last_pde, 0xffe0_0000 | 0x83);
-        let mut sig = [0u8; 4];
-        mem.read_slice(&mut sig, GuestAddress(MPTABLE_START))
-            .unwrap();
-        assert_eq!(&sig, b"_MP_");
         let mut rsdp = [0u8; 8];
         mem.read_slice(&mut rsdp, GuestAddress(ACPI_START)).unwrap();
         assert_eq!(&rsdp, b"RSD PTR ");
