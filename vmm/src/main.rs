@@ -6,7 +6,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use vmm::cli::Args;
 use vmm::vcpu::{StopCause, VmExit, EXIT_ERROR};
 use vmm::VmConfig;
@@ -22,6 +23,12 @@ fn main() -> ExitCode {
     .init();
     // clap prints usage errors itself and exits with status 2.
     let args = Args::parse();
+    // Checks across flags: one GPU, no host device twice (exit 2, as clap's own errors).
+    if let Err(e) = vmm::pci_devices::plan(&args.devices) {
+        Args::command()
+            .error(ErrorKind::ArgumentConflict, format!("--device: {e}"))
+            .exit();
+    }
     let config = VmConfig::from(args);
     // Raw mode while the VM runs (keys, Ctrl-C included, go to the guest); restored when the
     // guard drops, before the summary line, and by its panic hook.
