@@ -480,6 +480,21 @@ impl VirtioPciDevice {
         (b[0] == 0 && matches!(length, 1 | 2 | 4)).then_some((u64::from(offset), length as usize))
     }
 
+    /// Keeps the ioeventfds where the guest can reach them: at BAR 0's notify addresses while
+    /// the device decodes memory and BAR 0 has an address, nowhere otherwise (a notify with
+    /// memory decoding off must not reach a queue).
+    fn sync_ioevents(&mut self) {
+        let bar0 = self.config.bars().first().map_or(0, |b| b.addr);
+        let want = if self.config.decodes(BarSpace::Mmio) {
+            bar0
+        } else {
+            0
+        };
+        if self.ioevent_base.unwrap_or(0) != want {
+            self.register_ioevents(want);
+        }
+    }
+
     fn register_ioevents(&mut self, base: u64) {
         if let Some(old) = self.ioevent_base.take() {
             for (i, fd) in self.notify.iter().enumerate() {
@@ -578,6 +593,8 @@ impl PciDevice for VirtioPciDevice {
         data: &[u8],
     ) -> Option<BarReprogram> {
         let moved = self.config.write_reg(reg_idx, offset, data);
+        // A command register write may turn memory decoding on or off.
+        self.sync_ioevents();
         if reg_idx == self.msix_cap / 4 {
             self.msix_control_changed();
         }
@@ -668,7 +685,7 @@ impl PciDevice for VirtioPciDevice {
 
     fn move_bar(&mut self, reprogram: &BarReprogram) -> Result<(), crate::Error> {
         if reprogram.bar == 0 {
-            self.register_ioevents(reprogram.new_addr);
+            self.sync_ioevents();
         }
         Ok(())
     }

@@ -8,7 +8,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
 use crate::pci::{
-    PciDevice, CAP_ID_MSIX, CAP_ID_VENDOR, REG_CAP_PTR, REG_CLASS, REG_COMMAND, REG_ID,
+    PciDevice, CAP_ID_MSIX, CAP_ID_VENDOR, COMMAND_BUS_MASTER, COMMAND_MEMORY, REG_CAP_PTR,
+    REG_CLASS, REG_COMMAND, REG_ID,
 };
 use crate::test_utils::{FakeIoEvents, FakeMsiRouter, FakeVirtioDevice, FakeVirtioState};
 
@@ -35,6 +36,13 @@ fn setup() -> T {
     .unwrap();
     let moved = dev.program_bar(0, BAR).unwrap();
     dev.move_bar(&moved).unwrap();
+    assert!(
+        ioevents.registered.lock().unwrap().is_empty(),
+        "no ioeventfd before memory decoding is on"
+    );
+    // What Linux's pci_enable_device does: memory decoding and bus mastering on.
+    let command = COMMAND_MEMORY | COMMAND_BUS_MASTER;
+    dev.write_config_register(REG_COMMAND, 0, &command.to_le_bytes());
     T {
         dev,
         seen,
@@ -174,6 +182,27 @@ fn ioeventfds_follow_bar_moves() {
         *t.ioevents.registered.lock().unwrap(),
         vec![0xd000_0000 + NOTIFY_OFFSET, 0xd000_0000 + NOTIFY_OFFSET + 4]
     );
+}
+
+#[test]
+fn ioeventfds_go_while_memory_decoding_is_off_and_come_back_at_the_current_bar() {
+    let mut t = setup();
+    let on = (COMMAND_MEMORY | COMMAND_BUS_MASTER).to_le_bytes();
+    t.dev
+        .write_config_register(REG_COMMAND, 0, &COMMAND_BUS_MASTER.to_le_bytes());
+    assert!(t.ioevents.registered.lock().unwrap().is_empty());
+    // A BAR moved while decoding is off gets its ioeventfds when decoding comes back.
+    let moved = t.dev.program_bar(0, 0xd000_0000).unwrap();
+    t.dev.move_bar(&moved).unwrap();
+    assert!(t.ioevents.registered.lock().unwrap().is_empty());
+    t.dev.write_config_register(REG_COMMAND, 0, &on);
+    assert_eq!(
+        *t.ioevents.registered.lock().unwrap(),
+        vec![0xd000_0000 + NOTIFY_OFFSET, 0xd000_0000 + NOTIFY_OFFSET + 4]
+    );
+    // Writing the same command again registers nothing twice.
+    t.dev.write_config_register(REG_COMMAND, 0, &on);
+    assert_eq!(t.ioevents.registered.lock().unwrap().len(), 2);
 }
 
 #[test]
@@ -666,6 +695,7 @@ fn transport_on_real_kvm_routes_and_ioeventfds() {
     .unwrap();
     let moved = dev.program_bar(0, BAR).unwrap();
     dev.move_bar(&moved).unwrap();
+    dev.write_config_register(REG_COMMAND, 0, &COMMAND_MEMORY.to_le_bytes());
     let moved = dev.program_bar(0, BAR + 0x10_0000).unwrap();
     dev.move_bar(&moved).unwrap();
     // The notify ioeventfd moved: registered at the new address (a second registration is
