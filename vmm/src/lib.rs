@@ -35,6 +35,7 @@ pub(crate) const GUEST_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 use crate::cli::{Args, DeviceSpec, DisplayConfig};
 use crate::event_loop::{EventLoop, SerialInput};
+use crate::memory::RamBacking;
 use crate::vcpu::{install_kick_handler, ExitNotifier, ExitStats, VcpuThread, VmExit};
 use crate::vm::{ConsoleOut, Vm};
 use devices::legacy::AcpiPmEvent;
@@ -181,8 +182,16 @@ pub fn run(
     // hard limit does.
     rlimit::raise_open_file_limit_or_warn();
     // Refuse impossible device combinations before creating anything.
-    pci_devices::plan(&config.devices)?;
-    let mut vm = Vm::new(config.mem_size)?;
+    let plan = pci_devices::plan(&config.devices)?;
+    // Only the virtio-gpu exports guest pages (udmabuf, which needs a memfd); anonymous memory
+    // gets huge pages with a host's default settings.
+    let backing = if plan.gpu.is_some() {
+        RamBacking::Memfd
+    } else {
+        RamBacking::Anonymous
+    };
+    log::debug!("guest RAM: {backing:?}");
+    let mut vm = Vm::new(config.mem_size, backing)?;
     let entry = boot::loader::load(
         vm.ram().memory(),
         config.mem_size,

@@ -1,7 +1,10 @@
-//! Guest RAM: one memfd, mapped shared, split around the MMIO hole.
+//! Guest RAM, split around the MMIO hole: one memfd mapped shared ([`RamBacking::Memfd`]), or
+//! private anonymous memory ([`RamBacking::Anonymous`]).
 //!
 //! The memfd carries `F_SEAL_SHRINK` (and not `F_SEAL_WRITE`) so that `/dev/udmabuf` can later
-//! export guest pages as dma-bufs.
+//! export guest pages as dma-bufs. Anonymous memory cannot be exported that way, but it gets
+//! transparent huge pages with a host's default settings (`enabled` = `madvise` or `always`),
+//! while shmem (the memfd) gets them only where `shmem_enabled` allows (the default is `never`).
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -35,36 +38,50 @@ pub enum MemoryError {
     Map(#[from] vm_memory::mmap::FromRangesError),
 }
 
+/// What backs guest RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RamBacking {
+    /// A sealed memfd: udmabuf can export guest pages (the virtio-gpu's blobs in guest RAM).
+    Memfd,
+    /// Private anonymous memory: huge pages by default, no udmabuf exports.
+    Anonymous,
+}
+
 /// One mapped region of guest RAM and where it lives in the memfd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RamRegion {
     /// Guest-physical range.
     pub range: RamRange,
-    /// Offset of the region's first byte in the memfd.
-    pub memfd_offset: u64,
+    /// Offset of the region's first byte in the memfd (`None`: anonymous memory).
+    pub memfd_offset: Option<u64>,
     /// Host virtual address of the region's mapping.
     pub host_addr: u64,
 }
 
-/// Guest RAM backed by a sealed memfd.
+/// Guest RAM backed by a sealed memfd or by anonymous memory.
 #[derive(Debug)]
 pub struct GuestRam {
     memory: GuestMemoryMmap,
-    memfd: Arc<File>,
+    memfd: Option<Arc<File>>,
     regions: Vec<RamRegion>,
 }
 
 impl GuestRam {
-    /// Creates `mem_size` bytes of RAM laid out by [`ram_ranges`].
-    pub fn new(mem_size: u64) -> Result<Self, MemoryError> {
-        let memfd = Arc::new(create_sealed_memfd(mem_size)?);
+    /// Creates `mem_size` bytes of RAM laid out by [`ram_ranges`], backed as `backing` says.
+    pub fn new(mem_size: u64, backing: RamBacking) -> Result<Self, MemoryError> {
+        let memfd = match backing {
+            RamBacking::Memfd => Some(Arc::new(create_sealed_memfd(mem_size)?)),
+            RamBacking::Anonymous => None,
+        };
         let mut offset = 0;
         let mut ranges = Vec::new();
         for r in ram_ranges(mem_size) {
             ranges.push((
                 GuestAddress(r.start),
                 r.len as usize,
-                Some(FileOffset::from_arc(memfd.clone(), offset)),
+                memfd
+                    .as_ref()
+                    .map(|f| FileOffset::from_arc(f.clone(), offset)),
             ));
             offset += r.len;
         }
@@ -79,7 +96,7 @@ impl GuestRam {
                     start: reg.start_addr().0,
                     len: reg.len(),
                 },
-                memfd_offset: reg.file_offset().map_or(0, FileOffset::start),
+                memfd_offset: reg.file_offset().map(FileOffset::start),
                 host_addr: reg.as_ptr() as u64,
             })
             .collect();
@@ -95,9 +112,9 @@ impl GuestRam {
         &self.memory
     }
 
-    /// The memfd backing all of guest RAM (for udmabuf).
-    pub fn memfd(&self) -> &Arc<File> {
-        &self.memfd
+    /// The memfd backing all of guest RAM (for udmabuf), if RAM is a memfd.
+    pub fn memfd(&self) -> Option<&Arc<File>> {
+        self.memfd.as_ref()
     }
 
     /// The mapped regions, in guest-physical order.
@@ -113,9 +130,10 @@ impl GuestRam {
 
 /// Asks for transparent huge pages on a guest RAM mapping: with 2 MiB host pages KVM can map
 /// guest RAM with 2 MiB stage-2 entries, which saves most of the first-touch faults (each one
-/// is a costly exit under nested virtualisation). For memfd (shmem) memory this takes effect
-/// when the host allows it (`/sys/kernel/mm/transparent_hugepage/shmem_enabled` = `advise`,
-/// `within_size` or `always`); otherwise it is a no-op.
+/// is a costly exit under nested virtualisation). For anonymous memory this takes effect with
+/// `/sys/kernel/mm/transparent_hugepage/enabled` = `madvise` (most distributions' default) or
+/// `always`; for memfd (shmem) memory when `shmem_enabled` is `advise`, `within_size` or
+/// `always`. Otherwise it is a no-op.
 fn advise_huge_pages(addr: *mut u8, len: usize) {
     // SAFETY: madvise only changes paging hints of a mapping this process owns (guest RAM,
     // mapped by vm-memory); MADV_HUGEPAGE does not alter its contents.
@@ -157,23 +175,29 @@ mod tests {
 
     #[test]
     fn memfd_is_sealed_against_shrinking_only() {
-        let ram = GuestRam::new(64 << 20).unwrap();
+        let ram = GuestRam::new(64 << 20, RamBacking::Memfd).unwrap();
         // SAFETY: F_GET_SEALS on a valid fd.
-        let seals = unsafe { libc::fcntl(ram.memfd().as_raw_fd(), libc::F_GET_SEALS) };
+        let seals = unsafe { libc::fcntl(ram.memfd().unwrap().as_raw_fd(), libc::F_GET_SEALS) };
         assert!(seals >= 0);
         assert_ne!(seals & libc::F_SEAL_SHRINK, 0);
         assert_eq!(seals & libc::F_SEAL_WRITE, 0);
-        assert!(ram.memfd().set_len(4096).is_err(), "shrinking is refused");
+        assert!(
+            ram.memfd().unwrap().set_len(4096).is_err(),
+            "shrinking is refused"
+        );
     }
 
     #[test]
     fn guest_writes_land_in_the_memfd() {
-        let ram = GuestRam::new(64 << 20).unwrap();
+        let ram = GuestRam::new(64 << 20, RamBacking::Memfd).unwrap();
         ram.memory()
             .write_obj(0xdead_beef_u32, GuestAddress(0x1234))
             .unwrap();
         let mut buf = [0u8; 4];
-        ram.memfd().read_exact_at(&mut buf, 0x1234).unwrap();
+        ram.memfd()
+            .unwrap()
+            .read_exact_at(&mut buf, 0x1234)
+            .unwrap();
         assert_eq!(u32::from_le_bytes(buf), 0xdead_beef);
     }
 
@@ -181,17 +205,18 @@ mod tests {
     fn ram_above_the_hole_follows_in_the_memfd() {
         // Mapping is lazy (MAP_NORESERVE): 3.25 GiB costs nothing until touched.
         let size = MMIO_HOLE_START + (256 << 20);
-        let ram = GuestRam::new(size).unwrap();
+        let ram = GuestRam::new(size, RamBacking::Memfd).unwrap();
         assert_eq!(ram.size(), size);
         let r = ram.regions();
         assert_eq!(r.len(), 2);
         assert_eq!(r[1].range.start, HIGH_RAM_START);
-        assert_eq!(r[1].memfd_offset, MMIO_HOLE_START);
+        assert_eq!(r[1].memfd_offset, Some(MMIO_HOLE_START));
         ram.memory()
             .write_obj(0x55aa_u16, GuestAddress(HIGH_RAM_START + 8))
             .unwrap();
         let mut buf = [0u8; 2];
         ram.memfd()
+            .unwrap()
             .read_exact_at(&mut buf, MMIO_HOLE_START + 8)
             .unwrap();
         assert_eq!(u16::from_le_bytes(buf), 0x55aa);
@@ -199,5 +224,36 @@ mod tests {
             .memory()
             .write_obj(1u8, GuestAddress(MMIO_HOLE_START + 8))
             .is_err());
+    }
+
+    #[test]
+    fn anonymous_ram_has_no_memfd_and_holds_guest_writes() {
+        let size = MMIO_HOLE_START + (64 << 20);
+        let ram = GuestRam::new(size, RamBacking::Anonymous).unwrap();
+        assert!(ram.memfd().is_none());
+        assert_eq!(ram.size(), size);
+        assert!(ram.regions().iter().all(|r| r.memfd_offset.is_none()));
+        ram.memory()
+            .write_obj(0x1234_5678_u32, GuestAddress(HIGH_RAM_START + 16))
+            .unwrap();
+        let v: u32 = ram
+            .memory()
+            .read_obj(GuestAddress(HIGH_RAM_START + 16))
+            .unwrap();
+        assert_eq!(v, 0x1234_5678);
+        // The mapping is private anonymous memory, advised for huge pages.
+        let host = ram.regions()[0].host_addr;
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut lines = smaps.lines();
+        // Anonymous mappings may merge with a neighbour: find the one that contains the RAM.
+        let contains = |l: &&str| {
+            let range = l.split_whitespace().next().unwrap_or("");
+            let mut ends = range.split('-').map(|x| u64::from_str_radix(x, 16));
+            matches!((ends.next(), ends.next()), (Some(Ok(a)), Some(Ok(b))) if a <= host && host < b)
+        };
+        let header = lines.find(contains).expect("the RAM mapping in smaps");
+        assert!(!header.contains("memfd"), "{header}");
+        let flags = lines.find(|l| l.starts_with("VmFlags:")).unwrap();
+        assert!(flags.contains(" hg"), "MADV_HUGEPAGE: {flags}");
     }
 }

@@ -145,18 +145,25 @@ pub fn gpu_config(spec: &GpuSpec) -> GpuConfig {
     }
 }
 
-/// The `vfio-dmabuf` view of guest RAM (which memfd range backs which guest range).
-pub fn udmabuf_ram(ram: &GuestRam) -> Result<vfio_dmabuf::GuestRam, vfio_dmabuf::DmaBufError> {
+/// The `vfio-dmabuf` view of guest RAM (which memfd range backs which guest range); `None`
+/// when guest RAM is anonymous memory (nothing udmabuf can export).
+pub fn udmabuf_ram(
+    ram: &GuestRam,
+) -> Option<Result<vfio_dmabuf::GuestRam, vfio_dmabuf::DmaBufError>> {
+    let memfd = ram.memfd()?;
     let mut out = vfio_dmabuf::GuestRam::new();
     for r in ram.regions() {
-        out.add_region(
+        let added = out.add_region(
             r.range.start,
             r.range.len,
-            std::os::fd::AsFd::as_fd(&**ram.memfd()),
-            r.memfd_offset,
-        )?;
+            std::os::fd::AsFd::as_fd(&**memfd),
+            r.memfd_offset.unwrap_or(0),
+        );
+        if let Err(e) = added {
+            return Some(Err(e));
+        }
     }
-    Ok(out)
+    Some(Ok(out))
 }
 
 /// What [`build`] put on the VM's PCI bus. The devices themselves belong to the VM (its bus
@@ -267,11 +274,14 @@ impl Builder<'_> {
         let ram = self.vm.ram();
         let backend = display.build().map_err(PciDevicesError::Display)?;
         let mut exporter = BlobExporter::new();
-        match udmabuf_ram(ram).and_then(UdmabufExporter::open) {
-            Ok(u) => exporter = exporter.with_udmabuf(u),
-            Err(e) => {
+        match udmabuf_ram(ram).map(|r| r.and_then(UdmabufExporter::open)) {
+            Some(Ok(u)) => exporter = exporter.with_udmabuf(u),
+            Some(Err(e)) => {
                 log::info!("vmm: no udmabuf export ({e}): blobs in guest RAM use the CPU path")
             }
+            None => log::info!(
+                "vmm: guest RAM is anonymous memory: blobs in guest RAM use the CPU path"
+            ),
         }
         if with_vfio {
             exporter = exporter.with_vfio(self.registry.clone(), SysDeviceFeature);
@@ -348,6 +358,7 @@ pub fn add_pvpanic(vm: &Vm, handler: PvpanicHandler) -> Result<u8, PciDevicesErr
 mod tests {
     use super::*;
     use crate::cli::parse_device;
+    use crate::memory::RamBacking;
     use devices::pci::{lock_device, BarSpace};
     use devices::pvpanic::PvpanicEvent;
 
@@ -418,7 +429,7 @@ mod tests {
             eprintln!("no /dev/kvm: device creation not tested");
             return None;
         }
-        Some(crate::vm::Vm::new(64 << 20).unwrap())
+        Some(crate::vm::Vm::new(64 << 20, RamBacking::Memfd).unwrap())
     }
 
     #[test]
@@ -506,10 +517,16 @@ mod tests {
     }
 
     #[test]
+    fn anonymous_ram_has_no_udmabuf_view() {
+        let ram = GuestRam::new(64 << 20, RamBacking::Anonymous).unwrap();
+        assert!(udmabuf_ram(&ram).is_none());
+    }
+
+    #[test]
     fn udmabuf_view_covers_guest_ram_at_memfd_offsets() {
         let size = crate::layout::MMIO_HOLE_START + (64 << 20);
-        let ram = GuestRam::new(size).unwrap();
-        let view = udmabuf_ram(&ram).unwrap();
+        let ram = GuestRam::new(size, RamBacking::Memfd).unwrap();
+        let view = udmabuf_ram(&ram).unwrap().unwrap();
         let low = view.lookup(0x1000).unwrap();
         assert_eq!((low.guest_base, low.fd_offset), (0, 0));
         let high = view.lookup(crate::layout::HIGH_RAM_START + 4096).unwrap();

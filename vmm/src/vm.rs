@@ -30,7 +30,7 @@ use crate::layout::{
     pci_mmio64_window, KVM_IDENTITY_MAP_START, KVM_TSS_START, PCI_IO_SIZE, PCI_IO_START,
     PCI_MMIO32_SIZE, PCI_MMIO32_START, POWER_BUTTON_GSI,
 };
-use crate::memory::{GuestRam, MemoryError};
+use crate::memory::{GuestRam, MemoryError, RamBacking};
 use crate::vcpu::{ExitNotifier, Vcpu};
 
 /// Errors creating the VM.
@@ -138,8 +138,10 @@ impl Vm {
     /// Creates the VM: KVM private pages, irqchip (PIC + IOAPIC + LAPICs), PIT, its resources
     /// (memory slots, GSIs and routing table, ioeventfds, address windows, the passthrough
     /// IOMMU space), guest RAM in its slots, and PCI bus 0 (host bridge, configuration access
-    /// at 0xCF8, the BAR router over the PCI MMIO windows and the PCI port window).
-    pub fn new(mem_size: u64) -> Result<Self, VmError> {
+    /// at 0xCF8, the BAR router over the PCI MMIO windows and the PCI port window). Guest RAM is
+    /// `mem_size` bytes backed as `backing` says (a memfd if a device exports guest pages with
+    /// udmabuf).
+    pub fn new(mem_size: u64, backing: RamBacking) -> Result<Self, VmError> {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         fd.set_identity_map_address(KVM_IDENTITY_MAP_START)
@@ -180,7 +182,7 @@ impl Vm {
             kvm,
             fd,
             resources,
-            ram: GuestRam::new(mem_size)?,
+            ram: GuestRam::new(mem_size, backing)?,
             ram_slots: Vec::new(),
             pci: Arc::new(Mutex::new(PciBus::new())),
             io: Arc::new(IoManager::new()),
@@ -478,7 +480,7 @@ mod tests {
             eprintln!("no /dev/kvm: VM resources not tested");
             return None;
         }
-        let vm = Vm::new(64 << 20).unwrap();
+        let vm = Vm::new(64 << 20, RamBacking::Memfd).unwrap();
         let spec = parse_device("gpu=blob").unwrap();
         crate::pci_devices::build(&vm, &[spec], &DisplayConfig::Headless).unwrap();
         Some(vm)
