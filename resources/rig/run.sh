@@ -2,7 +2,7 @@
 # Boot L1 in QEMU/TCG (q35, emulated VT-d, ivshmem; see resources/rig/README.md) and run one scenario
 # inside it.
 #
-# Usage: resources/rig/run.sh SCENARIO [--timeout SECS] [--shm FILE] [--edu] [--e1000e] [--xhci] [--l1-kernel K]
+# Usage: resources/rig/run.sh SCENARIO [--timeout SECS] [--shm FILE] [--edu] [--e1000e] [--xhci] [--l1-kernel K] [--bench]
 #   SCENARIO        name of resources/rig/scenarios/SCENARIO.sh (passed as rig.scenario=SCENARIO)
 #   --timeout SECS  kill QEMU after SECS seconds (default 300)
 #   --shm FILE      ivshmem backing file in /dev/shm (created with 16 MiB if missing, kept afterwards);
@@ -12,6 +12,7 @@
 #   --xhci          add a `nec-usb-xhci` USB controller (1033:0194) with MSI only (msix=off) and a `usb-kbd` on it
 #   --l1-kernel K   L1's kernel: `debian` (default, target/rig/vmlinuz, modules from the initramfs) or
 #                   `iommufd` (target/rig/kernel-iommufd/bzImage from build-kernel.sh: IOMMUFD, VFIO cdev, built in)
+#   --bench         L1's initramfs with QEMU under /opt/qemu (target/rig/l1-bench-initramfs.cpio.gz from bench-image.sh)
 # Console is streamed to stdout and saved to target/rig/logs/SCENARIO.log.
 # Exit: 0 iff the RIG-RESULT line says status=PASS; 1 on FAIL; 3 if no result line and QEMU ended by
 #       itself (L1 crashed or powered off early); 4 if no result line and QEMU was killed at the
@@ -23,7 +24,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 RIG=$ROOT/target/rig
 
-usage() { sed -n '4,19p' "$0" >&2; exit 2; }
+usage() { sed -n '4,20p' "$0" >&2; exit 2; }
 die() { echo "rig-run: ERROR: $*" >&2; exit 2; }
 
 SCENARIO=""
@@ -33,6 +34,7 @@ EDU=0
 E1000E=0
 XHCI=0
 L1_KERNEL=debian
+INITRD=l1-initramfs.cpio.gz
 while [ $# -gt 0 ]; do
     case "$1" in
         --timeout) [ $# -ge 2 ] || usage; TIMEOUT=$2; shift 2 ;;
@@ -41,6 +43,7 @@ while [ $# -gt 0 ]; do
         --e1000e) E1000E=1; shift ;;
         --xhci) XHCI=1; shift ;;
         --l1-kernel) [ $# -ge 2 ] || usage; L1_KERNEL=$2; shift 2 ;;
+        --bench) INITRD=l1-bench-initramfs.cpio.gz; shift ;;
         -h | --help) usage ;;
         -*) echo "rig-run: unknown option $1" >&2; usage ;;
         *) [ -z "$SCENARIO" ] || usage; SCENARIO=$1; shift ;;
@@ -59,8 +62,8 @@ case "$L1_KERNEL" in
         ;;
     *) die "--l1-kernel wants debian or iommufd, got '$L1_KERNEL'" ;;
 esac
-for f in "$KERNEL" "$RIG/l1-initramfs.cpio.gz"; do
-    [ -e "$f" ] || die "$f missing; run resources/rig/build.sh first"
+for f in "$KERNEL" "$RIG/$INITRD"; do
+    [ -e "$f" ] || die "$f missing; run resources/rig/build.sh (and bench-image.sh for --bench) first"
 done
 if ! cmp -s "$HERE/scenarios/$SCENARIO.sh" "$RIG/l1-root/rig/scenarios/$SCENARIO.sh"; then
     echo "rig-run: WARNING: scenarios/$SCENARIO.sh changed since the last build.sh (the image has the old one)" >&2
@@ -100,7 +103,7 @@ QEMU=(qemu-system-x86_64 -M q35,accel=tcg,kernel-irqchip=split -cpu EPYC,+svm,+n
 [ "$XHCI" = 0 ] || QEMU+=(-device nec-usb-xhci,id=rigxhci,msix=off -device usb-kbd,bus=rigxhci.0)
 # no_timer_check: on a busy host L1's early check of the timer IRQ through the interrupt-remapped
 # IO-APIC can miss its window under TCG, and with interrupt remapping that check panics.
-QEMU+=(-kernel "$KERNEL" -initrd "$RIG/l1-initramfs.cpio.gz"
+QEMU+=(-kernel "$KERNEL" -initrd "$RIG/$INITRD"
     -append "console=ttyS0 panic=-1 intel_iommu=on iommu=pt no_timer_check quiet rig.scenario=$SCENARIO")
 
 echo "rig-run: scenario $SCENARIO, timeout ${TIMEOUT}s, shm $SHM, L1 kernel $L1_KERNEL, log $LOG" >&2

@@ -66,6 +66,7 @@ pub struct Scenario {
     e1000e: bool,
     xhci: bool,
     l1_kernel: L1Kernel,
+    bench: bool,
 }
 
 /// What a finished run produced.
@@ -192,6 +193,7 @@ impl Scenario {
             e1000e: false,
             xhci: false,
             l1_kernel: L1Kernel::Debian,
+            bench: false,
         }
     }
 
@@ -232,6 +234,13 @@ impl Scenario {
         self
     }
 
+    /// Boots L1 with this machine's QEMU in its initramfs (run.sh `--bench`), built by
+    /// bench-image.sh before the run (skipped with `RIG_SKIP_BUILD=1`).
+    pub fn bench(mut self, bench: bool) -> Self {
+        self.bench = bench;
+        self
+    }
+
     /// run.sh's command line for this scenario.
     fn command(&self, secs: u64, shm: &Path) -> Command {
         let mut cmd = Command::new(rig_script("run.sh"));
@@ -251,6 +260,9 @@ impl Scenario {
         }
         if self.l1_kernel != L1Kernel::Debian {
             cmd.arg("--l1-kernel").arg(self.l1_kernel.name());
+        }
+        if self.bench {
+            cmd.arg("--bench");
         }
         cmd
     }
@@ -273,6 +285,10 @@ impl Scenario {
         {
             build("build-kernel.sh")?;
             KERNEL_BUILT.store(true, Ordering::Release);
+        }
+        // Seconds: it repacks QEMU and appends it to the L1 image build.sh made.
+        if self.bench && std::env::var_os("RIG_SKIP_BUILD").is_none() {
+            build("bench-image.sh")?;
         }
         let shm_contents = ShmFile::contents(self.fill.take());
         let secs = self.timeout.as_secs() + u64::from(self.timeout.subsec_nanos() > 0);

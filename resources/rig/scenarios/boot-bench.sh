@@ -1,0 +1,97 @@
+#!/bin/sh
+# boot-bench: the boot benchmark (run.sh --bench: L1 has this machine's QEMU under /opt/qemu). For
+# each L1 shmem THP setting (never, Debian's default; advise) it boots the same L2 kernel, initramfs
+# and command line RUNS times each, alternating: QEMU `-M microvm` with KVM, our vmm (no device:
+# anonymous guest RAM) and our vmm with `--device gpu=blob` (memfd guest RAM); 512 MiB, 1 vCPU.
+# Per VMM and setting: the median of the runs of
+#   boot_s   VMM start to L2's init marker (L1 clock);
+#   kern_s   the L2 kernel's own clock at that marker (it starts after the decompressor);
+#   pre_s    boot_s - kern_s: VMM set-up, kernel load, the decompressor and early boot;
+# for our vmm also setup_ms (its own set-up, from its debug line) and the KVM counters of its exit
+# line (exits pf_fixed io_exits mmio_exits insn_emulation halt_exits, last run). ratio = vmm / qemu.
+# Facts only (tests/tests/rig_boot_bench.rs prints them); RIG-DATA lines carry every run.
+# FAIL only when the facts are incomplete: no /dev/kvm, no QEMU in L1, or a run without its marker.
+. /rig/lib.sh
+
+[ -c /dev/kvm ] || rig_fail no-dev-kvm
+[ -x /opt/qemu/qemu ] || rig_fail no-qemu-in-l1 hint=run.sh_--bench
+RUNS=3
+shmem=/sys/kernel/mm/transparent_hugepage/shmem_enabled
+base="console=ttyS0 noxsave panic=-1 quiet"
+fields="runs=$RUNS qemu=$(rig_word "$(/opt/qemu/qemu --version | head -n1)")"
+reason=""
+
+# median of the words given (numbers)
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : "none") }'; }
+# stat NAME OUT -> KVM counter NAME from the vmm's exit line in OUT
+kvm_stat() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" "$2" | tail -n1; }
+
+for thp in never advise; do
+    echo "$thp" >"$shmem"
+    for vmm in qemu vmm vmmgpu; do
+        eval "boots_$vmm=''; kerns_$vmm=''; pres_$vmm=''; setups_$vmm=''"
+    done
+    i=0
+    while [ "$i" -lt "$RUNS" ]; do
+        i=$((i + 1))
+        for vmm in qemu vmm vmmgpu; do
+            out=/tmp/bench-$thp-$vmm-$i.out
+            case "$vmm" in
+                qemu)
+                    RIG_VMM=/opt/qemu/qemu rig_run_vmm 150 "$out" -M microvm,accel=kvm -cpu host -smp 1 \
+                        -m 512M -nodefaults -no-user-config -display none -serial stdio -monitor none \
+                        -no-reboot -kernel /rig/l2/vmlinuz -initrd /rig/l2/initramfs.cpio.gz \
+                        -append "$base reboot=t"
+                    ;;
+                vmm)
+                    RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$out" --kernel /rig/l2/vmlinuz \
+                        --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M
+                    ;;
+                vmmgpu)
+                    RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$out" --kernel /rig/l2/vmlinuz \
+                        --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M \
+                        --device gpu=blob
+                    ;;
+            esac
+            boot=none kern=none pre=none setup=none
+            if t=$(rig_line_time 'L2-MARKER' "$out"); then
+                boot=$(rig_sub "$t" "$RIG_VMM_T0")
+                kern=$(sed -n 's/.*L2-MARKER: .* uptime=\([0-9.]*\).*/\1/p' "$out" | head -n1)
+                [ -n "$kern" ] && pre=$(rig_sub "$boot" "$kern") || kern=none
+            else
+                [ -n "$reason" ] || reason=no-marker-$vmm-$thp
+            fi
+            setup=$(sed -n 's/.*vmm: set up in \([0-9.]*\) ms.*/\1/p' "$out" | head -n1)
+            rig_data thp="$thp" vmm="$vmm" run="$i" boot_s="$boot" kern_s="$kern" pre_s="$pre" \
+                setup_ms="${setup:-none}" exit="$RIG_VMM_RC"
+            eval "boots_$vmm=\"\$boots_$vmm $boot\"; kerns_$vmm=\"\$kerns_$vmm $kern\""
+            eval "pres_$vmm=\"\$pres_$vmm $pre\"; setups_$vmm=\"\$setups_$vmm ${setup:-}\""
+            [ "$vmm" = qemu ] || eval "last_$vmm=\$out"
+        done
+    done
+    for vmm in qemu vmm vmmgpu; do
+        eval "b=\$boots_$vmm; k=\$kerns_$vmm; p=\$pres_$vmm; s=\$setups_$vmm"
+        # shellcheck disable=SC2086 # lists of words
+        fields="$fields ${thp}_${vmm}_boot_s=$(median $b) ${thp}_${vmm}_kern_s=$(median $k) ${thp}_${vmm}_pre_s=$(median $p)"
+        if [ "$vmm" != qemu ]; then
+            eval "o=\$last_$vmm"
+            # shellcheck disable=SC2086 # a list of words
+            fields="$fields ${thp}_${vmm}_setup_ms=$(median $s)"
+            for st in exits pf_fixed io_exits mmio_exits insn_emulation halt_exits; do
+                fields="$fields ${thp}_${vmm}_${st}=$(kvm_stat "$st" "$o")"
+            done
+        fi
+    done
+    # shellcheck disable=SC2086 # lists of words
+    q=$(median $boots_qemu)
+    # shellcheck disable=SC2086
+    v=$(median $boots_vmm)
+    # shellcheck disable=SC2086
+    g=$(median $boots_vmmgpu)
+    fields="$fields ${thp}_ratio=$(awk -v a="$v" -v b="$q" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "none" }')"
+    fields="$fields ${thp}_ratio_gpu=$(awk -v a="$g" -v b="$q" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "none" }')"
+done
+echo advise >"$shmem"
+RIG_REASON=$reason
+RIG_FIELDS=$fields
+rig_report

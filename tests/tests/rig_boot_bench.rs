@@ -1,0 +1,57 @@
+//! Scenario `boot-bench`: the boot benchmark. QEMU `-M microvm` with KVM and our vmm (anonymous
+//! guest RAM, and with a virtio-gpu: memfd guest RAM) boot the same L2 alternately in one L1, with
+//! L1's shmem THP at Debian's default (`never`) and at `advise`; the medians, the vmm/QEMU ratio and
+//! the phases are printed. A benchmark, not a timed test: it asserts only that every run booted.
+//! Alone: `cargo test -p rig-tests --features rig --test rig_boot_bench -- --nocapture`.
+
+// Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
+#![cfg(feature = "rig")]
+
+use std::time::Duration;
+
+use rig_tests::Scenario;
+
+#[test]
+fn boot_benchmark_against_qemu_microvm() {
+    let out = Scenario::new("boot-bench")
+        .bench(true)
+        .timeout(Duration::from_secs(1200))
+        .run()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = &out.result;
+    println!("boot-bench: {r}");
+    assert!(
+        r.is_pass(),
+        "a run did not boot: {r}\nlog: {}",
+        out.log_path.display()
+    );
+    println!("| L1 shmem THP | VMM | boot s | kernel s | before kernel s | vmm set-up ms | exits | pf_fixed | io | mmio | insn_emulation | halt | vs QEMU |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for thp in ["never", "advise"] {
+        for vmm in ["qemu", "vmm", "vmmgpu"] {
+            let g = |k: &str| {
+                r.get(&format!("{thp}_{vmm}_{k}"))
+                    .unwrap_or("-")
+                    .to_string()
+            };
+            let ratio = match vmm {
+                "vmm" => r.get(&format!("{thp}_ratio")).unwrap_or("-"),
+                "vmmgpu" => r.get(&format!("{thp}_ratio_gpu")).unwrap_or("-"),
+                _ => "1.00",
+            };
+            println!(
+                "| {thp} | {vmm} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {ratio} |",
+                g("boot_s"),
+                g("kern_s"),
+                g("pre_s"),
+                g("setup_ms"),
+                g("exits"),
+                g("pf_fixed"),
+                g("io_exits"),
+                g("mmio_exits"),
+                g("insn_emulation"),
+                g("halt_exits")
+            );
+        }
+    }
+}
