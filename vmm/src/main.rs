@@ -4,6 +4,7 @@
 //! VMM or KVM error, 2 on a command-line error, 3 on a guest panic reported through pvpanic, 4 on a
 //! triple fault, 5 when the VMM stopped the guest after SIGTERM).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -35,9 +36,7 @@ fn main() -> ExitCode {
     let terminal = vmm::terminal::RawTerminal::enter_if_tty();
     // SIGTERM (and SIGINT unless stdin is a terminal, whose Ctrl-C goes to the guest) asks the
     // guest to power off.
-    // SAFETY: isatty only inspects the descriptor.
-    let stdin_is_tty = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
-    let signals = match vmm::signals::install(!stdin_is_tty) {
+    let signals = match vmm::signals::install(!std::io::stdin().is_terminal()) {
         Ok(s) => Some(s),
         Err(e) => {
             eprintln!("vmm: warning: cannot catch SIGTERM ({e}): it ends the VMM at once");
