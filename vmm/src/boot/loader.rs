@@ -97,6 +97,10 @@ pub struct KernelEntry {
     pub kernel_end: u64,
     /// Initramfs location, if any: (address, size).
     pub initramfs: Option<(u64, u64)>,
+    /// Guest range the kernel writes while it boots, before its own allocator runs: (start, end).
+    /// A bzImage's decompressor works up to `pref_address + init_size`; an ELF kernel stays in
+    /// its image.
+    pub boot_footprint: (u64, u64),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LoaderError + '_ {
@@ -257,11 +261,16 @@ pub fn load(
         detail: e.to_string(),
     })?;
 
+    let footprint_end = match (header.pref_address, header.init_size) {
+        (0, _) | (_, 0) => kernel_end,
+        (pref, size) => kernel_end.max(pref.saturating_add(u64::from(size))),
+    };
     Ok(KernelEntry {
         entry,
         boot_params: ZERO_PAGE_START,
         kernel_end,
         initramfs: initramfs_loc,
+        boot_footprint: (HIMEM_START, footprint_end.min(low_ram_end(mem_size))),
     })
 }
 

@@ -5,6 +5,7 @@ pub mod cpuid;
 pub mod gdt;
 pub mod loader;
 pub mod paging;
+pub mod prefault;
 pub mod regs;
 
 use vm_memory::GuestMemoryMmap;
