@@ -1,6 +1,6 @@
 //! Scenario `boot-thp`: with the stock shmem THP setting (`never`), a VM without a virtio-gpu gets
 //! anonymous guest RAM and boots L2 with a few hundred stage-2 faults (2 MiB pages), where a memfd
-//! takes tens of thousands (4 KiB pages); with `shmem_enabled` = advise the memfd gets huge pages
+//! takes thousands (4 KiB pages, fewer where KVM pre-faults the kernel and initramfs); with `shmem_enabled` = advise the memfd gets huge pages
 //! too. The boot times are printed, not judged (they vary with load).
 
 // Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
