@@ -222,10 +222,8 @@ pub fn run(
     if backing == RamBacking::Memfd {
         // Without shmem huge pages every 4 KiB the guest touches first is an exit: map what the
         // kernel is sure to touch at once (its boot footprint, the initramfs) ahead.
-        let mut ranges = vec![(
-            entry.boot_footprint.0,
-            entry.boot_footprint.1 - entry.boot_footprint.0,
-        )];
+        let (start, end) = entry.boot_footprint;
+        let mut ranges = vec![(start, end.saturating_sub(start))];
         ranges.extend(entry.initramfs);
         let t = Instant::now();
         if let Some(bytes) = vcpu_fds.first().and_then(|v| vm.prefault(v, &ranges)) {
