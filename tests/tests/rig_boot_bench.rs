@@ -18,13 +18,8 @@ fn boot_benchmark_against_qemu_microvm() {
         .timeout(Duration::from_secs(1200))
         .run()
         .unwrap_or_else(|e| panic!("{e}"));
+    out.assert_passed();
     let r = &out.result;
-    println!("boot-bench: {r}");
-    assert!(
-        r.is_pass(),
-        "a run did not boot: {r}\nlog: {}",
-        out.log_path.display()
-    );
     println!("| L1 shmem THP | VMM | boot s | kernel s | before kernel s | vmm set-up ms | exits | pf_fixed | io | mmio | insn_emulation | halt | vs QEMU |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for thp in ["never", "advise"] {

@@ -16,13 +16,8 @@ fn anonymous_guest_ram_gets_huge_pages_with_stock_thp_settings() {
         .timeout(Duration::from_secs(600))
         .run()
         .unwrap_or_else(|e| panic!("{e}"));
+    out.assert_passed();
     let r = &out.result;
-    println!("boot-thp: {r}");
-    assert!(
-        r.is_pass(),
-        "facts incomplete: {r}\nlog: {}",
-        out.log_path.display()
-    );
     let pf = |case: &str| -> u64 {
         for key in ["exit", "marker"] {
             let want = if key == "exit" { "0" } else { "1" };

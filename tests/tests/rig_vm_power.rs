@@ -17,13 +17,8 @@ fn acpi_power_off_reset_and_signals_end_the_vm_as_documented() {
         .timeout(Duration::from_secs(900))
         .run()
         .unwrap_or_else(|e| panic!("{e}"));
+    out.assert_passed();
     let r = &out.result;
-    println!("vm-power: {r}");
-    assert!(
-        r.is_pass(),
-        "facts incomplete: {r}\nlog: {}",
-        out.log_path.display()
-    );
     for (case, exit) in [
         ("poweroff", "0"),
         ("reboot", "0"),
