@@ -11,7 +11,7 @@ mod virtio;
 
 pub use pci::{FakeMsiRouter, FakePciDevice};
 pub use vfio::{FakeSlots, FakeVfio};
-pub use virtio::{FakeIoEvents, FakeVirtioDevice, FakeVirtioState};
+pub use virtio::{DriverBuffer, DriverQueue, FakeIoEvents, FakeVirtioDevice, FakeVirtioState};
 
 /// Locks a fake's record, whether or not an earlier panic poisoned it.
 pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
