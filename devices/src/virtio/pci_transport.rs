@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use log_limit::{debug_limit_global, error_limit_global, warn_limit_global};
-use virtio_bindings::virtio_ids::VIRTIO_ID_GPU;
+use virtio_bindings::virtio_ids::{VIRTIO_ID_GPU, VIRTIO_ID_INPUT};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -204,10 +204,10 @@ impl VirtioPciDevice {
             })?;
         }
         let num_queues = sizes.len();
-        let (class, subclass) = if device_type == VIRTIO_ID_GPU {
-            (0x03, 0x80) // display controller, other
-        } else {
-            (0xff, 0x00)
+        let (class, subclass) = match device_type {
+            VIRTIO_ID_GPU => (0x03, 0x80),   // display controller, other
+            VIRTIO_ID_INPUT => (0x09, 0x80), // input device controller, other
+            _ => (0xff, 0x00),
         };
         let header = PciHeader {
             vendor_id: VIRTIO_PCI_VENDOR_ID,
