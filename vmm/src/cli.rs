@@ -54,12 +54,15 @@ pub struct Args {
     #[arg(long = "device", value_name = "KEY=VALUE,...", value_parser = parse_device)]
     pub devices: Vec<DeviceSpec>,
 
-    /// Where the virtio-gpu's scanouts go: `headless` (nowhere) or `capture=<dir>[,keep=N]` (a
-    /// PNG per flushed frame in <dir>, at most 10 per second; only the newest N files are kept,
-    /// default 100).
-    #[arg(long, value_name = "headless|capture=<dir>[,keep=N]", default_value = "headless",
-          value_parser = DisplayConfig::parse)]
-    pub display: DisplayConfig,
+    /// Where the virtio-gpu's scanouts go: `headless` (nowhere), `capture=<dir>[,keep=N]` (a PNG
+    /// per flushed frame in <dir>, at most 10 per second; only the newest N files are kept,
+    /// default 100) or `vnc=<listen>[,password-file=<path>][,input=on|off]` (a VNC server on
+    /// HOST:PORT, [IPv6]:PORT or unix:<path>; without password-file only loopback addresses and
+    /// unix sockets; input=on, the default, adds a virtio-input keyboard and tablet fed by the
+    /// clients). May be repeated: every display sees every frame.
+    #[arg(long, value_name = "headless|capture=<dir>[,keep=N]|vnc=<listen>[,...]",
+          default_value = "headless", value_parser = DisplayConfig::parse)]
+    pub display: Vec<DisplayConfig>,
 
     /// Seconds the guest has to power off after SIGTERM (or SIGINT when stdin is not a terminal)
     /// pressed its ACPI power button; then the VMM stops it (exit status 5). A second signal
@@ -84,6 +87,10 @@ pub fn help_epilogue() -> String {
   its BARs, and save the displayed frames as PNGs:
     vmm --kernel vmlinuz --initramfs initramfs.cpio.gz \\
         --device vfio=0000:01:00.0,gpu=blob --display capture=/tmp/frames
+  Watch and control the guest's screen with a VNC client (e.g. `vncviewer 127.0.0.1::5900`;
+  from another machine through an SSH tunnel: ssh -L 5900:127.0.0.1:5900 host):
+    vmm --kernel vmlinuz --initramfs initramfs.cpio.gz \\
+        --device gpu=blob --display vnc=127.0.0.1:5900
 
 Shutdown: the guest's `poweroff` ends the VMM (ACPI S5, status 0). SIGTERM presses the guest's ACPI
 power button (Linux: the `button` driver, then e.g. acpid or systemd-logind powers off); after
@@ -526,14 +533,27 @@ mod tests {
         assert_eq!(a.vcpus, 2);
         assert_eq!(a.cmdline, "console=ttyS0 quiet");
         assert_eq!(a.devices.len(), 2);
-        assert_eq!(a.display, DisplayConfig::Headless);
+        assert_eq!(a.display, [DisplayConfig::Headless]);
         let cap = format!("capture={}", std::env::temp_dir().display());
         let a = Args::try_parse_from(["vmm", "--kernel", &k, "--display", &cap]).unwrap();
         assert_eq!(
             a.display,
-            DisplayConfig::parse(&cap).unwrap(),
+            [DisplayConfig::parse(&cap).unwrap()],
             "capture=<dir>"
         );
+        // Repeated: every display, in order.
+        let a = Args::try_parse_from([
+            "vmm",
+            "--kernel",
+            &k,
+            "--display",
+            &cap,
+            "--display",
+            "vnc=127.0.0.1:5900",
+        ])
+        .unwrap();
+        assert_eq!(a.display.len(), 2);
+        assert!(a.display[1].wants_input());
         let a = Args::try_parse_from(["vmm", "--kernel", &k]).unwrap();
         assert_eq!(a.memory.bytes(), 512 << 20);
         assert_eq!(a.vcpus, 1);
@@ -544,10 +564,14 @@ mod tests {
     #[test]
     fn command_line_errors_name_the_flag_and_are_usage_errors() {
         let (_dir, k) = kernel_file();
-        let cases: [(&[&str], &str); 8] = [
+        let cases: [(&[&str], &str); 9] = [
             (&["--kernel", "/nonexistent/vmlinuz"], "--kernel"),
             (&["--kernel", &k, "--display", "sdl"], "--display"),
             (&["--kernel", &k, "--display", "capture="], "--display"),
+            (
+                &["--kernel", &k, "--display", "vnc=0.0.0.0:5900"],
+                "loopback",
+            ),
             (
                 &["--kernel", &k, "--initramfs", "/nonexistent"],
                 "--initramfs",

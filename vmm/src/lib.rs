@@ -10,6 +10,7 @@ pub mod cli;
 pub mod console;
 pub mod error;
 pub mod event_loop;
+pub mod guest_input;
 pub mod kvm_stats;
 pub mod layout;
 pub mod memory;
@@ -56,8 +57,8 @@ pub struct VmConfig {
     pub vcpus: u8,
     /// Extra devices.
     pub devices: Vec<DeviceSpec>,
-    /// Where the virtio-gpu's scanouts go.
-    pub display: DisplayConfig,
+    /// Where the virtio-gpu's scanouts go (each of them).
+    pub display: Vec<DisplayConfig>,
     /// How long the guest has to power off after SIGTERM pressed its power button.
     pub shutdown_timeout: Duration,
 }

@@ -16,7 +16,8 @@ use vmm::VmConfig;
 fn main() -> ExitCode {
     // Without RUST_LOG: warnings, plus the info lines that say what the devices do (PCI
     // slots, the VFIO back end and BARs of passthrough devices, dma-buf exports with their
-    // fdinfo, capture files). Not the guest-driven ones (interrupt mode changes).
+    // fdinfo, capture files, the VNC server's
+    // address and its clients). Not the guest-driven ones (interrupt mode changes).
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
         "warn,vmm=info,virtio_gpu=info,devices::vfio::open=info,devices::vfio::device=info",
     ))

@@ -14,16 +14,17 @@ use std::sync::{Arc, Mutex};
 use devices::pci::{MsiRouter, PciError, SharedPciDevice};
 use devices::pvpanic::{PvpanicDevice, PvpanicHandler};
 use devices::vfio::{VfioPciDevice, VfioPciDeviceEnv, VfioPciError};
-use devices::virtio::{VirtioGpu, VirtioPciDevice, VirtioPciError};
+use devices::virtio::{VirtioDevice, VirtioGpu, VirtioInput, VirtioPciDevice, VirtioPciError};
 use thiserror::Error;
 use vfio_dmabuf::{
     BlobExporter, DeviceRegistry, SharedRegistry, SysDeviceFeature, UdmabufExporter,
 };
 use virtio_gpu_blob::display::DisplayError;
-use virtio_gpu_blob::{GpuConfig, GpuDevice};
-use virtio_gpu_display::DisplayConfig;
+use virtio_gpu_blob::{DisplayBackend, GpuConfig, GpuDevice};
+use virtio_gpu_display::{DisplayConfig, DisplayFanout, InputSink};
 
 use crate::cli::{DeviceSpec, GpuSpec};
+use crate::guest_input::GuestInput;
 use crate::layout::pci_intx_gsi;
 use crate::memory::GuestRam;
 use crate::vm::{lock, Vm};
@@ -59,9 +60,17 @@ pub enum PciDevicesError {
     /// The display backend could not be created.
     #[error("--display: {0}")]
     Display(#[source] DisplayError),
-    /// The virtio-pci transport of the GPU could not be created.
-    #[error("virtio-gpu: {0}")]
-    Virtio(#[source] VirtioPciError),
+    /// The virtio-pci transport of a device could not be created.
+    #[error("{what}: {source}")]
+    Virtio {
+        /// The device.
+        what: &'static str,
+        /// Why.
+        source: VirtioPciError,
+    },
+    /// A virtio-input device could not be created.
+    #[error("virtio-input: {0}")]
+    Input(#[source] devices::Error),
     /// The bus refused a device (no free slot, BAR window full).
     #[error("cannot add {what} to PCI bus 0: {source}")]
     Bus {
@@ -172,6 +181,7 @@ pub fn udmabuf_ram(
 pub struct PciDevices {
     gpu: Option<u8>,
     vfio: Vec<u8>,
+    input: Vec<u8>,
     registry: Option<SharedRegistry>,
 }
 
@@ -179,6 +189,11 @@ impl PciDevices {
     /// Passthrough devices created.
     pub fn vfio_count(&self) -> usize {
         self.vfio.len()
+    }
+
+    /// virtio-input devices created (a keyboard and a tablet, or none).
+    pub fn input_count(&self) -> usize {
+        self.input.len()
     }
 
     /// Whether a virtio-gpu was created.
@@ -189,6 +204,28 @@ impl PciDevices {
     /// The region table shared by the passthrough devices and the GPU.
     pub fn registry(&self) -> Option<&SharedRegistry> {
         self.registry.as_ref()
+    }
+}
+
+/// The virtio-input keyboard and tablet a display with input feeds.
+struct InputDevices {
+    keyboard: VirtioInput,
+    tablet: VirtioInput,
+}
+
+impl InputDevices {
+    fn new() -> Result<Self, PciDevicesError> {
+        Ok(InputDevices {
+            keyboard: VirtioInput::keyboard().map_err(PciDevicesError::Input)?,
+            tablet: VirtioInput::tablet().map_err(PciDevicesError::Input)?,
+        })
+    }
+
+    fn sink(&self) -> GuestInput {
+        GuestInput {
+            keyboard: self.keyboard.handle(),
+            tablet: self.tablet.handle(),
+        }
     }
 }
 
@@ -262,17 +299,64 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Puts a virtio-gpu on the bus, displaying on `display`, exporting blobs through
-    /// udmabuf (guest RAM) and, with passthrough devices, from their BARs.
+    /// Puts a virtio device behind a virtio-pci transport on the bus (the first free slot).
+    fn virtio(
+        &mut self,
+        what: &'static str,
+        device: Box<dyn VirtioDevice>,
+    ) -> Result<u8, PciDevicesError> {
+        let resources = self.vm.resources();
+        let dev = VirtioPciDevice::new(
+            device,
+            self.vm.ram().memory().clone(),
+            resources.msi.clone(),
+            resources.ioevents.clone(),
+        )
+        .map_err(|source| PciDevicesError::Virtio { what, source })?;
+        self.add_to_bus(None, what.into(), Arc::new(Mutex::new(dev)))
+    }
+
+    /// Puts the virtio-input keyboard and tablet of `input` on the bus.
+    fn input(&mut self, input: InputDevices) -> Result<(), PciDevicesError> {
+        for (what, dev) in [
+            ("virtio-input keyboard", input.keyboard),
+            ("virtio-input tablet", input.tablet),
+        ] {
+            let slot = self.virtio(what, Box::new(dev))?;
+            log::info!("vmm: PCI 00:{slot:02x}.0: {what}");
+            self.out.input.push(slot);
+        }
+        Ok(())
+    }
+
+    /// Puts a virtio-gpu on the bus, displaying on every one of `displays` (with virtio-input
+    /// devices when one of them feeds input), exporting blobs through udmabuf (guest RAM) and,
+    /// with passthrough devices, from their BARs.
     fn gpu(
         &mut self,
         spec: &GpuSpec,
-        display: &DisplayConfig,
+        displays: &[DisplayConfig],
         with_vfio: bool,
     ) -> Result<(), PciDevicesError> {
-        let resources = self.vm.resources();
+        // Built first (the displays need their handles), put on the bus after the GPU.
+        let input = if displays.iter().any(|d| d.wants_input()) {
+            Some(InputDevices::new()?)
+        } else {
+            None
+        };
+        let sink = input
+            .as_ref()
+            .map(|i| Arc::new(i.sink()) as Arc<dyn InputSink>);
+        let mut backends = displays
+            .iter()
+            .map(|d| d.build(sink.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(PciDevicesError::Display)?;
+        let backend: Box<dyn DisplayBackend> = match backends.len() {
+            1 => backends.remove(0),
+            _ => Box::new(DisplayFanout::new(backends)),
+        };
         let ram = self.vm.ram();
-        let backend = display.build().map_err(PciDevicesError::Display)?;
         let mut exporter = BlobExporter::new();
         match udmabuf_ram(ram).map(|r| r.and_then(UdmabufExporter::open)) {
             Some(Ok(u)) => exporter = exporter.with_udmabuf(u),
@@ -289,16 +373,12 @@ impl Builder<'_> {
         let cfg = gpu_config(spec);
         let (width, height) = (cfg.width, cfg.height);
         let gpu = GpuDevice::new(cfg, backend, Box::new(exporter));
-        let dev = VirtioPciDevice::new(
-            Box::new(VirtioGpu::new(gpu)),
-            ram.memory().clone(),
-            resources.msi.clone(),
-            resources.ioevents.clone(),
-        )
-        .map_err(PciDevicesError::Virtio)?;
-        let slot = self.add_to_bus(None, "gpu=blob".into(), Arc::new(Mutex::new(dev)))?;
-        log::info!("vmm: PCI 00:{slot:02x}.0: virtio-gpu {width}x{height}, display {display:?}");
+        let slot = self.virtio("virtio-gpu", Box::new(VirtioGpu::new(gpu)))?;
+        log::info!("vmm: PCI 00:{slot:02x}.0: virtio-gpu {width}x{height}, display {displays:?}");
         self.out.gpu = Some(slot);
+        if let Some(input) = input {
+            self.input(input)?;
+        }
         Ok(())
     }
 }
@@ -310,10 +390,10 @@ impl Builder<'_> {
 pub fn build(
     vm: &Vm,
     specs: &[DeviceSpec],
-    display: &DisplayConfig,
+    displays: &[DisplayConfig],
 ) -> Result<PciDevices, PciDevicesError> {
     let plan = plan(specs)?;
-    if plan.gpu.is_none() && *display != DisplayConfig::Headless {
+    if plan.gpu.is_none() && displays.iter().any(|d| *d != DisplayConfig::Headless) {
         log::warn!("--display: no gpu device (--device gpu=blob), nothing will be displayed");
     }
     if plan.vfio.is_empty() && plan.gpu.is_none() {
@@ -332,7 +412,7 @@ pub fn build(
         builder.vfio(v)?;
     }
     if let Some(spec) = &plan.gpu {
-        builder.gpu(spec, display, !plan.vfio.is_empty())?;
+        builder.gpu(spec, displays, !plan.vfio.is_empty())?;
     }
     Ok(builder.out)
 }
@@ -438,7 +518,7 @@ mod tests {
         let devs = build(
             &vm,
             &specs(&["gpu=blob,width=640,height=480"]),
-            &DisplayConfig::Headless,
+            &[DisplayConfig::Headless],
         )
         .unwrap();
         assert!(devs.has_gpu() && devs.vfio_count() == 0);
@@ -464,9 +544,32 @@ mod tests {
     }
 
     #[test]
+    fn a_vnc_display_with_input_adds_a_keyboard_and_a_tablet_after_the_gpu() {
+        let Some(vm) = kvm_vm() else { return };
+        let displays = [
+            DisplayConfig::Headless,
+            DisplayConfig::parse("vnc=127.0.0.1:0").unwrap(),
+        ];
+        let devs = build(&vm, &specs(&["gpu=blob"]), &displays).unwrap();
+        assert!(devs.has_gpu());
+        assert_eq!(devs.input_count(), 2);
+        let bus = vm.pci_bus().lock().unwrap();
+        for (slot, device_id) in [(1, 0x1040 + 16), (2, 0x1040 + 18), (3, 0x1040 + 18)] {
+            let dev = bus.device(slot).expect("device");
+            let id = dev.lock().unwrap().read_config_register(0);
+            assert_eq!(id >> 16, device_id, "slot {slot}");
+        }
+        drop(bus);
+        let Some(vm) = kvm_vm() else { return };
+        let off = [DisplayConfig::parse("vnc=127.0.0.1:0,input=off").unwrap()];
+        let devs = build(&vm, &specs(&["gpu=blob"]), &off).unwrap();
+        assert_eq!(devs.input_count(), 0);
+    }
+
+    #[test]
     fn no_devices_no_state() {
         let Some(vm) = kvm_vm() else { return };
-        let devs = build(&vm, &[], &DisplayConfig::Headless).unwrap();
+        let devs = build(&vm, &[], &[DisplayConfig::Headless]).unwrap();
         assert!(!devs.has_gpu() && devs.registry().is_none());
         assert!(vm.resources().msi.gsis_in_use().is_empty());
         assert_eq!(vm.resources().slots.in_use(), vm.ram_slots());
@@ -479,7 +582,7 @@ mod tests {
         let e = build(
             &vm,
             &specs(&["vfio=0000:7f:1f.7,gpu=blob"]),
-            &DisplayConfig::Headless,
+            &[DisplayConfig::Headless],
         )
         .err()
         .expect("no such device");
@@ -496,7 +599,7 @@ mod tests {
     #[test]
     fn pvpanic_takes_the_next_free_slot_and_reports_a_guest_write() {
         let Some(vm) = kvm_vm() else { return };
-        build(&vm, &specs(&["gpu=blob"]), &DisplayConfig::Headless).unwrap();
+        build(&vm, &specs(&["gpu=blob"]), &[DisplayConfig::Headless]).unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
         let seen = events.clone();
         let slot = add_pvpanic(&vm, Box::new(move |e| seen.lock().unwrap().push(e))).unwrap();

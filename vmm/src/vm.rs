@@ -488,7 +488,7 @@ mod tests {
         }
         let vm = Vm::new(64 << 20, RamBacking::Memfd).unwrap();
         let spec = parse_device("gpu=blob").unwrap();
-        crate::pci_devices::build(&vm, &[spec], &DisplayConfig::Headless).unwrap();
+        crate::pci_devices::build(&vm, &[spec], &[DisplayConfig::Headless]).unwrap();
         Some(vm)
     }
 

@@ -106,6 +106,23 @@ fn missing_capture_directory_is_a_usage_error_and_is_not_created() {
 }
 
 #[test]
+fn vnc_on_a_public_address_without_a_password_is_a_usage_error() {
+    let k = kernel_file("vnc-public");
+    for listen in ["vnc=0.0.0.0:5900", "vnc=[::]:5900", "vnc=192.0.2.1:5900"] {
+        let out = vmm(&["--kernel", k.to_str().unwrap(), "--display", listen]);
+        assert_usage_error(&out, "--display", "only loopback addresses");
+    }
+    let out = vmm(&[
+        "--kernel",
+        k.to_str().unwrap(),
+        "--display",
+        "vnc=127.0.0.1:5900,input=sometimes",
+    ]);
+    assert_usage_error(&out, "--display", "input=on|off");
+    std::fs::remove_file(k).unwrap();
+}
+
+#[test]
 fn two_gpus_are_refused_before_the_vm_starts() {
     let k = kernel_file("twogpus");
     let out = vmm(&[

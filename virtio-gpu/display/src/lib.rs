@@ -3,17 +3,27 @@
 //! them:
 //!
 //! - `headless`: [`virtio_gpu_blob::display::HeadlessDisplay`], nothing shown;
-//! - `capture=<dir>[,keep=N]`: [`CaptureDisplay`], a PNG per flushed frame.
+//! - `capture=<dir>[,keep=N]`: [`CaptureDisplay`], a PNG per flushed frame;
+//! - `vnc=<listen>[,password-file=<path>][,input=on|off]`: [`vnc::VncDisplay`], an RFB server
+//!   whose clients' keys and pointer reach the guest through an [`InputSink`].
 //!
-//! New backends live here (or in a crate of their own) and never touch the device.
+//! Several may be given: [`DisplayFanout`] hands every frame to each. New backends live here
+//! (or in a crate of their own) and never touch the device.
 
 mod capture;
+mod fanout;
+mod input;
+pub mod vnc;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use capture::CaptureDisplay;
+pub use fanout::DisplayFanout;
+pub use input::InputSink;
 use virtio_gpu_blob::display::{DisplayError, HeadlessDisplay};
 use virtio_gpu_blob::DisplayBackend;
+pub use vnc::{VncConfig, VncDisplay, VncListen};
 
 /// Interval of the rate limit on log lines a guest can trigger (through its flushes): the
 /// first line of a kind is logged, then at most one per interval with the count suppressed.
@@ -34,6 +44,8 @@ pub enum DisplayConfig {
         /// Files kept (older ones are deleted).
         keep: usize,
     },
+    /// An RFB (VNC) server.
+    Vnc(VncConfig),
 }
 
 impl DisplayConfig {
@@ -42,10 +54,14 @@ impl DisplayConfig {
     /// Files `capture=<dir>` keeps unless `keep=N` says otherwise.
     pub const DEFAULT_CAPTURE_KEEP: usize = 100;
 
-    /// Parses `headless` or `capture=<dir>[,keep=N]` (the `--display` argument).
+    /// Parses `headless`, `capture=<dir>[,keep=N]` or
+    /// `vnc=<listen>[,password-file=<path>][,input=on|off]` (the `--display` argument).
     pub fn parse(s: &str) -> Result<Self, DisplayConfigError> {
         if s == "headless" {
             return Ok(DisplayConfig::Headless);
+        }
+        if let Some(rest) = s.strip_prefix("vnc=") {
+            return VncConfig::parse(rest).map(DisplayConfig::Vnc);
         }
         let Some(rest) = s.strip_prefix("capture=") else {
             return Err(DisplayConfigError::Unknown(s.to_string()));
@@ -69,12 +85,25 @@ impl DisplayConfig {
         })
     }
 
-    /// Builds the backend.
-    pub fn build(&self) -> Result<Box<dyn DisplayBackend>, DisplayError> {
+    /// Whether the display feeds keys and pointer to the guest (it wants input devices).
+    pub fn wants_input(&self) -> bool {
+        matches!(self, DisplayConfig::Vnc(v) if v.input)
+    }
+
+    /// Builds the backend; `input` is where a display that [`wants_input`](Self::wants_input)
+    /// sends keys and pointer.
+    pub fn build(
+        &self,
+        input: Option<Arc<dyn InputSink>>,
+    ) -> Result<Box<dyn DisplayBackend>, DisplayError> {
         Ok(match self {
             DisplayConfig::Headless => Box::new(HeadlessDisplay::default()),
             DisplayConfig::Capture { dir, max_fps, keep } => {
                 Box::new(CaptureDisplay::new(dir.clone(), *max_fps, *keep)?)
+            }
+            DisplayConfig::Vnc(v) => {
+                let input = if v.input { input } else { None };
+                Box::new(VncDisplay::start(v, input, "vmm")?)
             }
         })
     }
@@ -83,9 +112,31 @@ impl DisplayConfig {
 /// Why a `--display` argument was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DisplayConfigError {
-    /// Neither `headless` nor `capture=...`.
-    #[error("unknown display '{0}': expected 'headless' or 'capture=<dir>[,keep=N]'")]
+    /// Neither `headless`, `capture=...` nor `vnc=...`.
+    #[error(
+        "unknown display '{0}': expected 'headless', 'capture=<dir>[,keep=N]' or \
+         'vnc=<listen>[,password-file=<path>][,input=on|off]'"
+    )]
     Unknown(String),
+    /// The `vnc=` address is not usable.
+    #[error("vnc={listen}: {reason}")]
+    VncListen {
+        /// What was given.
+        listen: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// An option of `vnc=` that does not exist or has a bad value.
+    #[error("vnc: unknown option '{0}': expected password-file=<path> or input=on|off")]
+    VncOption(String),
+    /// The password file cannot be used.
+    #[error("vnc password-file {}: {reason}", path.display())]
+    VncPassword {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// `keep=` is not a positive number.
     #[error("capture: keep={0} is not a number of files (1 or more)")]
     BadKeep(String),
