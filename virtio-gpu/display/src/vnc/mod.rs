@@ -21,7 +21,7 @@
 mod auth;
 mod client;
 mod config;
-mod encode;
+pub mod encode;
 mod handshake;
 mod keysym;
 pub mod protocol;
