@@ -5,7 +5,8 @@
 #                                   /rig/l2/*.sh, virtio-gpu module closure (/rig/l2-modules.list),
 #                                   e1000e + xhci-pci closure (/rig/l2-irq-modules.list),
 #                                   pvpanic-pci closure (/rig/l2-pvpanic-modules.list),
-#                                   ACPI button + evdev closure (/rig/l2-power-modules.list)
+#                                   ACPI button + evdev closure (/rig/l2-power-modules.list),
+#                                   virtio-input + evdev closure (/rig/l2-input-modules.list)
 #   target/rig/l1-initramfs.cpio.gz busybox, KVM+VFIO module closure, /bin/vmm, guest-tools,
 #                                   /rig/l2/{vmlinuz,initramfs.cpio.gz}, /init, /rig/lib.sh, /rig/scenarios/
 #   target/rig/vmlinuz              the L1 (and L2) kernel
@@ -140,6 +141,8 @@ add_modules "$L2" "$L2/rig/l2-irq-modules.list" <"$HERE/l2/irq-modules"
 add_modules "$L2" "$L2/rig/l2-pvpanic-modules.list" <"$HERE/l2/pvpanic-modules"
 # The ACPI power button driver and evdev for rig.l2=power, loaded by l2/power.sh only.
 add_modules "$L2" "$L2/rig/l2-power-modules.list" <"$HERE/l2/power-modules"
+# The virtio-input driver and evdev for rig.l2=input, loaded by l2/input.sh only.
+add_modules "$L2" "$L2/rig/l2-input-modules.list" <"$HERE/l2/input-modules"
 pack "$L2" "$RIG/l2-initramfs.cpio.gz"
 
 # ------------------------------------------------------------------ L1
