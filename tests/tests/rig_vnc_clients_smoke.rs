@@ -1,8 +1,9 @@
 //! Scenario `vnc-clients-smoke` (run.sh `--l0-root`): L0's real VNC clients (Debian's
 //! gvnccapture and vncsnapshot, vncdotool from PyPI on Debian's python3), run inside L1 from L0's
 //! read-only root, reach a server in L1 over TCP and a unix socket, capture its screen and send it
-//! keys and pointer events; and L2 loads the stock virtio-input driver and evdev and runs
-//! evdev-watch. The server is the rig's rfb-fixture, which exists only to prove this path.
+//! keys and pointer events; evdev-watch, run in L1 on L2's kernel, prints a uinput keyboard's events;
+//! and L2 loads the stock virtio-input driver and evdev and runs evdev-watch. The server is the
+//! rig's rfb-fixture, which exists only to prove this path.
 
 // Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
 #![cfg(feature = "rig")]
@@ -136,6 +137,40 @@ fn l0_vnc_clients_reach_a_server_in_l1_and_l2_watches_evdev() {
     );
     let clients = text.lines().filter(|l| l.contains(" RFB-CLIENT ")).count();
     assert_eq!(clients, 4, "connections (one per client run):\n{text}");
+
+    // evdev-watch in L1 (L2's kernel) saw the uinput keyboard's KEY_A (code 30) down and up, each
+    // with its SYN_REPORT, and named the device.
+    assert_eq!(r.get("l1_uinput_exit"), Some("0"), "{r}");
+    assert_eq!(r.get("l1_evdev_exit"), Some("0"), "{r}");
+    let ev_l1 = out
+        .files
+        .iter()
+        .find(|f| f.name == "evdev-l1.txt")
+        .expect("evdev-l1.txt");
+    let ev_text = String::from_utf8_lossy(&ev_l1.bytes);
+    let dev = ev_text
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("EVDEV-DEVICE dev=")?;
+            let (n, name) = rest.split_once(' ')?;
+            (name == "name=rig_uinput_keyboard").then(|| n.to_string())
+        })
+        .unwrap_or_else(|| panic!("no uinput keyboard among the devices:\n{ev_text}"));
+    let events: Vec<&str> = ev_text
+        .lines()
+        .filter(|l| l.starts_with("EVDEV "))
+        .collect();
+    let want: Vec<String> = ["type=1 code=30 value=1", "type=0 code=0 value=0"]
+        .iter()
+        .chain(&["type=1 code=30 value=0", "type=0 code=0 value=0"])
+        .map(|e| format!("EVDEV dev={dev} name=rig_uinput_keyboard {e}"))
+        .collect();
+    assert_eq!(events, want, "evdev-watch in L1:\n{ev_text}");
+    assert!(
+        ev_text.contains("RIG-RESULT scenario=l1-evdev-watch status=PASS events=4 ")
+            && ev_text.contains(" stop=count"),
+        "evdev-watch in L1:\n{ev_text}"
+    );
 
     // L2: the stock drivers load and evdev-watch reports.
     out.assert_vmm_ran_clean();

@@ -7,14 +7,17 @@
 #      directory; L0's python3 with PIL turns the JPEG into a PNG;
 #   3. vncdotool sends `key a`, `move 10 20`, `click 1` over the unix socket (its first, cold start),
 #      then captures the screen over TCP (warm start);
-#   4. the vmm boots L2 with rig.l2=input (stock virtio_input + evdev, evdev-watch for 3 s, no
+#   4. evdev-watch in L1 sees the events of a uinput keyboard that L0's python3 creates (KEY_A down
+#      and up): the program against the kernel's evdev, on L2's kernel;
+#   5. the vmm boots L2 with rig.l2=input (stock virtio_input + evdev, evdev-watch for 3 s, no
 #      device required: the vmm has no virtio-input yet).
 # Facts only (tests/tests/rig_vnc_clients_smoke.rs judges them): `RIG-DATA client=<name> version=..`
 # lines (vnc-clients.sh --versions run in the chroot); per client run <run>_exit, <run>_start_s (L1
 # seconds from the launch to the fixture's RFB-CLIENT line), <run>_run_s; l0_write_refused (1 if a
-# write into L0's root failed, as it must); the files sent to L0
-# (the captures and the fixture's log with every RFB-KEY/RFB-POINTER line); the L2 run's
-# rig_vmm_facts, l2_input (L2-INPUT's fields) and evdev-watch's result (forwarded).
+# write into L0's root failed, as it must); the files sent to L0 (the captures, the fixture's log
+# with every RFB-KEY/RFB-POINTER line, evdev-watch's lines in L1); l1_uinput_exit, l1_evdev_exit,
+# l1_evdev_events; the L2 run's rig_vmm_facts, l2_input (L2-INPUT's fields) and evdev-watch's
+# result (forwarded).
 # FAIL only when the facts are incomplete: no /l0, no vncdotool in L0's target/, the fixture did not
 # listen, a file did not reach L0, no /dev/kvm, the vmm killed or no L2 result line.
 . /rig/lib.sh
@@ -112,6 +115,62 @@ done
 missing=${missing#,}
 fields="$fields files_sent=$sent files_missing=${missing:-none}"
 fields="$fields rfb_keys=$(grep -c ' RFB-KEY ' /tmp/rfb.log) rfb_pointers=$(grep -c ' RFB-POINTER ' /tmp/rfb.log)"
+
+# evdev-watch against real kernel events, in L1 (the same kernel as L2's): L0's python3 creates a
+# uinput keyboard, evdev-watch opens the event devices, then the keyboard sends KEY_A down and up
+# (type 1 code 30), each followed by a SYN_REPORT. evdev-watch stops after 4 events; its lines go to
+# L0 as evdev-l1.txt.
+modfail=""
+while read -r ko; do
+    [ -n "$ko" ] || continue
+    insmod "$ko" || modfail="$modfail ${ko##*/}"
+done </rig/input-modules.list
+[ -z "$modfail" ] || rig_fail insmod-failed modules="$(echo "${modfail# }" | tr ' ' ',')"
+cat >"$shared/uinput-key.py" <<'EOT'
+import fcntl, os, struct, time
+UI_SET_EVBIT, UI_SET_KEYBIT, UI_DEV_CREATE, UI_DEV_DESTROY = 0x40045564, 0x40045565, 0x5501, 0x5502
+EV_SYN, EV_KEY, KEY_A = 0, 1, 30
+fd = os.open("/dev/uinput", os.O_WRONLY)
+fcntl.ioctl(fd, UI_SET_EVBIT, EV_KEY)
+fcntl.ioctl(fd, UI_SET_KEYBIT, KEY_A)
+# struct uinput_user_dev: name[80], input_id, ff_effects_max, then absmax/absmin/absfuzz/absflat[64].
+os.write(fd, struct.pack("80sHHHHi", b"rig uinput keyboard", 6, 0x1234, 0x5678, 1, 0) + bytes(4 * 64 * 4))
+fcntl.ioctl(fd, UI_DEV_CREATE)
+open("/tmp/uinput.ready", "w").close()
+for _ in range(600):
+    if os.path.exists("/tmp/uinput.go"):
+        break
+    time.sleep(0.1)
+for t, c, v in ((EV_KEY, KEY_A, 1), (EV_SYN, 0, 0), (EV_KEY, KEY_A, 0), (EV_SYN, 0, 0)):
+    os.write(fd, struct.pack("llHHi", 0, 0, t, c, v))
+time.sleep(1)
+fcntl.ioctl(fd, UI_DEV_DESTROY)
+print("uinput: sent KEY_A down and up")
+EOT
+rm -f "$shared/uinput.ready" "$shared/uinput.go"
+rig_l0 python3 /tmp/uinput-key.py >/tmp/uinput.out 2>&1 &
+uinput_pid=$!
+i=0
+while [ ! -e "$shared/uinput.ready" ] && [ "$i" -lt 600 ]; do
+    i=$((i + 1))
+    sleep 0.1
+done
+evdev-watch --secs 60 --count 4 --devices 1 --scenario l1-evdev-watch >"$shared/evdev-l1.txt" 2>&1 &
+evdev_pid=$!
+i=0
+while ! grep -q '^EVDEV-READY' "$shared/evdev-l1.txt" && [ "$i" -lt 300 ]; do
+    i=$((i + 1))
+    sleep 0.1
+done
+: >"$shared/uinput.go"
+wait "$evdev_pid"
+evdev_rc=$?
+wait "$uinput_pid"
+uinput_rc=$?
+sed 's/^/uinput| /' /tmp/uinput.out
+sed 's/^/l1-evdev| /' "$shared/evdev-l1.txt"
+rig_send_file "$shared/evdev-l1.txt" evdev-l1.txt || rig_fail send-failed name=evdev-l1.txt
+fields="$fields l1_uinput_exit=$uinput_rc l1_evdev_exit=$evdev_rc l1_evdev_events=$(grep -c '^EVDEV ' "$shared/evdev-l1.txt")"
 
 # L2: the stock input drivers and evdev-watch.
 [ -c /dev/kvm ] || rig_fail no-dev-kvm
