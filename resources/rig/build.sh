@@ -5,8 +5,11 @@
 #                                   /rig/l2/*.sh, virtio-gpu module closure (/rig/l2-modules.list),
 #                                   e1000e + xhci-pci closure (/rig/l2-irq-modules.list),
 #                                   pvpanic-pci closure (/rig/l2-pvpanic-modules.list),
-#                                   ACPI button + evdev closure (/rig/l2-power-modules.list)
-#   target/rig/l1-initramfs.cpio.gz busybox, KVM+VFIO module closure, /bin/vmm, guest-tools,
+#                                   ACPI button + evdev closure (/rig/l2-power-modules.list),
+#                                   virtio-input + evdev closure (/rig/l2-input-modules.list)
+#   target/rig/l1-initramfs.cpio.gz busybox, KVM+VFIO module closure, virtio-9p closure
+#                                   (/rig/9p-modules.list, for --l0-root), evdev + uinput closure
+#                                   (/rig/input-modules.list, not loaded by /init), /bin/vmm, guest-tools,
 #                                   /rig/l2/{vmlinuz,initramfs.cpio.gz}, /init, /rig/lib.sh, /rig/scenarios/
 #   target/rig/vmlinuz              the L1 (and L2) kernel
 # Runs fetch.sh first. Idempotent; cargo is incremental, the cpio archives are rebuilt (seconds).
@@ -140,6 +143,8 @@ add_modules "$L2" "$L2/rig/l2-irq-modules.list" <"$HERE/l2/irq-modules"
 add_modules "$L2" "$L2/rig/l2-pvpanic-modules.list" <"$HERE/l2/pvpanic-modules"
 # The ACPI power button driver and evdev for rig.l2=power, loaded by l2/power.sh only.
 add_modules "$L2" "$L2/rig/l2-power-modules.list" <"$HERE/l2/power-modules"
+# The virtio-input driver and evdev for rig.l2=input, loaded by l2/input.sh only.
+add_modules "$L2" "$L2/rig/l2-input-modules.list" <"$HERE/l2/input-modules"
 pack "$L2" "$RIG/l2-initramfs.cpio.gz"
 
 # ------------------------------------------------------------------ L1
@@ -157,6 +162,10 @@ cp "$MODDIR/vmlinuz" "$L1/rig/l2/vmlinuz"
 cp "$RIG/l2-initramfs.cpio.gz" "$L1/rig/l2/initramfs.cpio.gz"
 
 add_modules "$L1" "$L1/rig/modules.list" <"$HERE/l1/modules"
+# virtio-9p for L0's root (run.sh --l0-root), loaded by /init only when the device is there.
+add_modules "$L1" "$L1/rig/9p-modules.list" <"$HERE/l1/9p-modules"
+# evdev + uinput, loaded by the scenarios that want them (vnc-clients-smoke).
+add_modules "$L1" "$L1/rig/input-modules.list" <"$HERE/l1/input-modules"
 echo "$VER" >"$L1/rig/kernel-version"
 pack "$L1" "$RIG/l1-initramfs.cpio.gz"
 ln -sfn "kernel/root/usr/lib/modules/$VER/vmlinuz" "$RIG/vmlinuz"
@@ -165,4 +174,6 @@ say "L1 modules: $(xargs -n1 basename <"$L1/rig/modules.list" | tr '\n' ' ')"
 say "L2 modules (not loaded by l2/init): $(xargs -n1 basename <"$L2/rig/l2-modules.list" | tr '\n' ' ')"
 say "L2 irq-modes modules (not loaded by l2/init): $(xargs -n1 basename <"$L2/rig/l2-irq-modules.list" | tr '\n' ' ')"
 say "L2 vm-exit modules (not loaded by l2/init): $(xargs -n1 basename <"$L2/rig/l2-pvpanic-modules.list" | tr '\n' ' ')"
+say "L2 input modules (not loaded by l2/init): $(xargs -n1 basename <"$L2/rig/l2-input-modules.list" | tr '\n' ' ')"
+say "L1 9p modules (loaded with --l0-root): $(xargs -n1 basename <"$L1/rig/9p-modules.list" | tr '\n' ' ')"
 say "ready: $RIG/vmlinuz ($VER), l1-initramfs $(du -k "$RIG/l1-initramfs.cpio.gz" | cut -f1) KiB, l2-initramfs $(du -k "$RIG/l2-initramfs.cpio.gz" | cut -f1) KiB"

@@ -383,3 +383,58 @@ rig_l2_field() {
     [ -n "$v" ] || return 1
     echo "$v"
 }
+
+# L0's root in L1 (run.sh --l0-root): L1's init mounts it read-only at /l0 (virtio-9p; QEMU refuses
+# writes too). rig_l0 runs L0's own programs (e.g. VNC clients installed by setup.sh) in a chroot of
+# it, in L1's network namespace, so they reach servers in L1 on 127.0.0.1 or a unix socket.
+# RIG_L0_SHARED is L1's directory that the chroot sees as /tmp: sockets, captures and logs go there.
+RIG_L0_SHARED=/tmp/rig-shared
+
+# rig_l0_repo -> L0's path of the checkout run.sh ran from (rig.l0repo=, an absolute path that is the
+# same inside the chroot); non-zero without --l0-root.
+rig_l0_repo() {
+    local a
+    for a in $(cat /proc/cmdline); do
+        case "$a" in
+            rig.l0repo=*)
+                echo "${a#rig.l0repo=}"
+                return 0
+                ;;
+        esac
+    done
+    return 1
+}
+
+# rig_l0_prepare -> makes /l0 a root to chroot into, once: L1's /proc, /sys and /dev (with a tmpfs
+# /dev/shm) mounted over L0's, a tmpfs over /run and RIG_L0_SHARED bind-mounted over /tmp. These are
+# mounts of L1's namespace on L0's directories; L0 itself is never written. Non-zero (with a rig:
+# line on stderr) if /l0 is not mounted (no --l0-root) or a mount fails.
+rig_l0_prepare() {
+    [ ! -e /tmp/.rig-l0-prepared ] || return 0
+    grep -q '^[^ ]* /l0 9p ' /proc/mounts || {
+        echo "rig: L0's root is not mounted at /l0 (run.sh --l0-root)" >&2
+        return 1
+    }
+    mkdir -p "$RIG_L0_SHARED" /dev/shm
+    chmod 1777 "$RIG_L0_SHARED"
+    mount -t proc proc /l0/proc &&
+        mount -t sysfs sysfs /l0/sys &&
+        mount -o bind /dev /l0/dev &&
+        mount -t tmpfs tmpfs /l0/dev/shm &&
+        mount -t tmpfs tmpfs /l0/run &&
+        mount -o bind "$RIG_L0_SHARED" /l0/tmp || {
+        echo "rig: cannot prepare the chroot /l0" >&2
+        return 1
+    }
+    : >/tmp/.rig-l0-prepared
+}
+
+# rig_l0 [VAR=VALUE...] CMD [ARGS...] -> runs L0's CMD (looked up in L0's PATH) in the chroot /l0 with
+# a clean environment (PATH, HOME=/tmp, TMPDIR=/tmp, LANG=C.UTF-8, PYTHONDONTWRITEBYTECODE=1) plus the
+# leading VAR=VALUE words (env(1)'s syntax). Its /tmp is L1's RIG_L0_SHARED. Returns CMD's status,
+# 127 if the chroot cannot be prepared.
+rig_l0() {
+    rig_l0_prepare || return 127
+    chroot /l0 /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/tmp TMPDIR=/tmp \
+        LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 "$@"
+}

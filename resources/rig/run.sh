@@ -3,6 +3,7 @@
 # inside it.
 #
 # Usage: resources/rig/run.sh SCENARIO [--timeout SECS] [--shm FILE] [--edu] [--e1000e] [--xhci] [--l1-kernel K] [--bench]
+#                               [--l0-root]
 #   SCENARIO        name of resources/rig/scenarios/SCENARIO.sh (passed as rig.scenario=SCENARIO)
 #   --timeout SECS  kill QEMU after SECS seconds (default 300)
 #   --shm FILE      ivshmem backing file in /dev/shm (created with 16 MiB if missing, kept afterwards);
@@ -13,6 +14,9 @@
 #   --l1-kernel K   L1's kernel: `debian` (default, target/rig/vmlinuz, modules from the initramfs) or
 #                   `iommufd` (target/rig/kernel-iommufd/bzImage from build-kernel.sh: IOMMUFD, VFIO cdev, built in)
 #   --bench         L1's initramfs with QEMU under /opt/qemu (target/rig/l1-bench-initramfs.cpio.gz from bench-image.sh)
+#   --l0-root       this machine's root directory, read-only, as a virtio-9p device (mount tag l0root)
+#                   that L1's init mounts at /l0 (lib.sh's rig_l0 runs L0 programs in a chroot of it);
+#                   the kernel command line gets rig.l0repo=<this checkout> (paths of its target/ in L0)
 # Console is streamed to stdout and saved to target/rig/logs/SCENARIO.log.
 # Exit: 0 iff the RIG-RESULT line says status=PASS; 1 on FAIL; 3 if no result line and QEMU ended by
 #       itself (L1 crashed or powered off early); 4 if no result line and QEMU was killed at the
@@ -24,7 +28,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 RIG=$ROOT/target/rig
 
-usage() { sed -n '4,20p' "$0" >&2; exit 2; }
+usage() { sed -n '4,24p' "$0" >&2; exit 2; }
 die() { echo "rig-run: ERROR: $*" >&2; exit 2; }
 
 SCENARIO=""
@@ -35,6 +39,7 @@ E1000E=0
 XHCI=0
 L1_KERNEL=debian
 INITRD=l1-initramfs.cpio.gz
+L0_ROOT=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --timeout) [ $# -ge 2 ] || usage; TIMEOUT=$2; shift 2 ;;
@@ -44,6 +49,7 @@ while [ $# -gt 0 ]; do
         --xhci) XHCI=1; shift ;;
         --l1-kernel) [ $# -ge 2 ] || usage; L1_KERNEL=$2; shift 2 ;;
         --bench) INITRD=l1-bench-initramfs.cpio.gz; shift ;;
+        --l0-root) L0_ROOT=1; shift ;;
         -h | --help) usage ;;
         -*) echo "rig-run: unknown option $1" >&2; usage ;;
         *) [ -z "$SCENARIO" ] || usage; SCENARIO=$1; shift ;;
@@ -101,12 +107,24 @@ QEMU=(qemu-system-x86_64 -M q35,accel=tcg,kernel-irqchip=split -cpu EPYC,+svm,+n
 # MSI-X off: the controller signals with MSI. The keyboard gives its driver work (enumeration).
 # shellcheck disable=SC2054 # commas belong to QEMU's option values
 [ "$XHCI" = 0 ] || QEMU+=(-device nec-usb-xhci,id=rigxhci,msix=off -device usb-kbd,bus=rigxhci.0)
+EXTRA_APPEND=""
+if [ "$L0_ROOT" = 1 ]; then
+    # Read-only twice: QEMU refuses writes (readonly=on) and L1 mounts it ro. security_model=none:
+    # files keep L0's owners and modes. multidevs=remap: L0's other file systems under / (e.g. /work)
+    # get distinct inode numbers in L1 instead of colliding ones.
+    case "$ROOT" in *[!A-Za-z0-9_./+-]*) die "--l0-root: the checkout's path '$ROOT' must be one word of [A-Za-z0-9_./+-]" ;; esac
+    # shellcheck disable=SC2054 # commas belong to QEMU's option values
+    QEMU+=(-virtfs local,path=/,mount_tag=l0root,security_model=none,readonly=on,multidevs=remap)
+    EXTRA_APPEND=" rig.l0repo=$ROOT"
+fi
 # no_timer_check: on a busy host L1's early check of the timer IRQ through the interrupt-remapped
 # IO-APIC can miss its window under TCG, and with interrupt remapping that check panics.
 QEMU+=(-kernel "$KERNEL" -initrd "$RIG/$INITRD"
-    -append "console=ttyS0 panic=-1 intel_iommu=on iommu=pt no_timer_check quiet rig.scenario=$SCENARIO")
+    -append "console=ttyS0 panic=-1 intel_iommu=on iommu=pt no_timer_check quiet rig.scenario=$SCENARIO$EXTRA_APPEND")
 
-echo "rig-run: scenario $SCENARIO, timeout ${TIMEOUT}s, shm $SHM, L1 kernel $L1_KERNEL, log $LOG" >&2
+l0_note=""
+[ "$L0_ROOT" = 0 ] || l0_note=", L0's / read-only at /l0"
+echo "rig-run: scenario $SCENARIO, timeout ${TIMEOUT}s, shm $SHM, L1 kernel $L1_KERNEL$l0_note, log $LOG" >&2
 t0=$(date +%s.%N)
 set +e
 timeout --foreground -k 5 "$TIMEOUT" "${QEMU[@]}" 2>&1 | tee "$LOG"

@@ -4,11 +4,15 @@
 #   cpio, xz-utils, zstd, debian-archive-keyring (the private trixie-backports apt list),
 #   libc6-dev + gcc (static glibc and libgcc for `-C target-feature=+crt-static`),
 #   make flex bison bc libelf-dev libssl-dev (build-kernel.sh: the iommufd L1 kernel from source),
+#   the VNC clients that --l0-root scenarios run from L0's root inside L1: vncsnapshot, gvncviewer
+#   (gvnccapture), and for vncdotool (PyPI only; vnc-clients.sh fetches its wheel) python3,
+#   python3-twisted, python3-pil, python3-cryptography and python3-pip,
 # and checks the Rust target x86_64-unknown-linux-gnu. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
 PKGS=(qemu-system-x86 busybox-static kmod cpio xz-utils zstd debian-archive-keyring libc6-dev gcc
-    make flex bison bc libelf-dev libssl-dev)
+    make flex bison bc libelf-dev libssl-dev
+    vncsnapshot gvncviewer python3 python3-twisted python3-pil python3-cryptography python3-pip)
 say() { echo "rig-setup: $*" >&2; }
 die() { echo "rig-setup: ERROR: $*" >&2; exit 1; }
 

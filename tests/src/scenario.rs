@@ -67,6 +67,8 @@ pub struct Scenario {
     xhci: bool,
     l1_kernel: L1Kernel,
     bench: bool,
+    l0_root: bool,
+    vnc_clients: bool,
 }
 
 /// What a finished run produced.
@@ -194,6 +196,8 @@ impl Scenario {
             xhci: false,
             l1_kernel: L1Kernel::Debian,
             bench: false,
+            l0_root: false,
+            vnc_clients: false,
         }
     }
 
@@ -241,6 +245,20 @@ impl Scenario {
         self
     }
 
+    /// Gives L1 this machine's root directory, read-only over virtio-9p, at `/l0` (run.sh
+    /// `--l0-root`; lib.sh's `rig_l0` runs L0's programs in a chroot of it).
+    pub fn l0_root(mut self, l0_root: bool) -> Self {
+        self.l0_root = l0_root;
+        self
+    }
+
+    /// Runs `resources/rig/vnc-clients.sh` before the run (skipped with `RIG_SKIP_BUILD=1`): checks
+    /// L0's VNC clients and unpacks vncdotool's wheel into `target/rig/vncdotool/` for `rig_l0`.
+    pub fn vnc_clients(mut self, vnc_clients: bool) -> Self {
+        self.vnc_clients = vnc_clients;
+        self
+    }
+
     /// run.sh's command line for this scenario.
     fn command(&self, secs: u64, shm: &Path) -> Command {
         let mut cmd = Command::new(rig_script("run.sh"));
@@ -263,6 +281,9 @@ impl Scenario {
         }
         if self.bench {
             cmd.arg("--bench");
+        }
+        if self.l0_root {
+            cmd.arg("--l0-root");
         }
         cmd
     }
@@ -289,6 +310,10 @@ impl Scenario {
         // Seconds: it repacks QEMU and appends it to the L1 image build.sh made.
         if self.bench && std::env::var_os("RIG_SKIP_BUILD").is_none() {
             build("bench-image.sh")?;
+        }
+        // Seconds once cached (the first time it downloads vncdotool's wheel).
+        if self.vnc_clients && std::env::var_os("RIG_SKIP_BUILD").is_none() {
+            build("vnc-clients.sh")?;
         }
         let shm_contents = ShmFile::contents(self.fill.take());
         let secs = self.timeout.as_secs() + u64::from(self.timeout.subsec_nanos() > 0);
