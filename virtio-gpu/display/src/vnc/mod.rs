@@ -28,6 +28,8 @@ pub mod protocol;
 mod screen;
 mod server;
 mod stream;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_client;
 
 use std::sync::Arc;
 
