@@ -1,0 +1,139 @@
+#!/bin/sh
+# vnc (run.sh --l0-root): the vmm's VNC server with real clients from L0's root (rig_l0), the stock
+# virtio-gpu and virtio-input drivers in L2 (rig.l2=vnc, see l2/vnc.sh):
+#   vmm --device gpu=blob,width=1280,height=800 --display vnc=127.0.0.1:5900
+#       --display vnc=unix:<shared>/vnc.sock     (two servers: every display sees every frame)
+# Step 1 (L2 shows a 1280x800 KMS blob framebuffer in guest RAM, pattern variant 0):
+#   gvnccapture over TCP -> gvnc-1.png; vncdotool over the unix socket sends `key a`,
+#   `move 100 200`, `click 1`; a vncdotool session (resources/rig/vnc-session.py) captures
+#   vncdo-1.png over TCP and presses F12, which ends the step in L2.
+# Step 2 (L2 changes the mode to 1024x768 and flushes the whole screen 200 times): the same
+#   vncdotool session, still connected, captures vncdo-2.png (DesktopSize, then the new frame).
+#   Then vnc-stress opens 51 connections at once (50 idle after the handshake, 1 that asks for
+#   full updates every 100 ms and never reads) and vncdotool presses F12.
+# Step 3 (a new 1024x768 framebuffer, 200 whole-screen flushes, with the 51 connections open):
+#   gvnccapture over TCP -> gvnc-3.png; vncdotool presses F12; L2 ends, the vmm exits.
+# Facts only (tests/tests/rig_vnc.rs judges them): client versions (RIG-DATA client=...), each
+# client run's <run>_exit and <run>_run_s, the step timings, vnc-stress's line, L2's lines
+# (forwarded: gpu-kms-blob per step with flushes_ms, the EVDEV lines of evdev-watch), the vmm's facts,
+# and the captures sent to L0.
+# FAIL only when the facts are incomplete: no /l0 or vncdotool, no /dev/kvm or /dev/udmabuf, the
+# vmm killed, no L2 result line, a capture that exists but could not be sent.
+. /rig/lib.sh
+
+[ -c /dev/kvm ] || rig_fail no-dev-kvm
+[ -c /dev/udmabuf ] || rig_fail no-dev-udmabuf
+rig_l0_prepare || rig_fail no-l0-root
+repo=$(rig_l0_repo) || rig_fail no-l0-repo
+vncdotool=$repo/target/rig/vncdotool
+[ -d "/l0$vncdotool/vncdotool" ] || rig_fail no-vncdotool path="$vncdotool"
+shared=$RIG_L0_SHARED
+rm -f "$shared"/*.png "$shared/mode2"
+
+rig_l0 bash "$repo/resources/rig/vnc-clients.sh" --versions >/tmp/versions.txt 2>&1
+set -f
+while read -r line; do
+    case "$line" in
+        # shellcheck disable=SC2086 # a line of k=v words
+        client=*) rig_data $line ;;
+        *) rig_log "vnc-clients.sh: $line" ;;
+    esac
+done </tmp/versions.txt
+set +f
+
+export RUST_LOG="${RIG_RUST_LOG:-info}"
+out=/tmp/vmm-vnc.out
+# In the background while the clients run; its exit code comes from its output (RIG-VMM-EXIT).
+: >"$out"
+RIG_VMM_T0=$(rig_uptime)
+RIG_VMM_SECS=1500
+rig_run_vmm 1500 "$out" --device gpu=blob,width=1280,height=800 \
+    --display vnc=127.0.0.1:5900 --display "vnc=unix:$shared/vnc.sock" \
+    --kernel /rig/l2/vmlinuz --initramfs /rig/l2/initramfs.cpio.gz \
+    --cmdline "$(rig_l2_cmdline vnc)" --memory 512M &
+vmm_pid=$!
+
+fields=""
+# wait_for NAME PATTERN SECS -> 0 once a line of the vmm's output matches PATTERN; 1 after SECS or
+# when the vmm has ended. Adds NAME_at=<L1 uptime or none> to fields.
+wait_for() {
+    local name=$1 pattern=$2 secs=$3 i=0
+    while ! grep -q "$pattern" "$out"; do
+        i=$((i + 1))
+        if grep -q 'RIG-VMM-EXIT' "$out" || [ "$i" -gt $((secs * 10)) ]; then
+            fields="$fields ${name}_at=none"
+            return 1
+        fi
+        sleep 0.1
+    done
+    fields="$fields ${name}_at=$(rig_uptime)"
+}
+
+# client RUN SECS CMD... -> CMD through rig_l0 under L0's `timeout -s KILL SECS`, its output to the
+# console (prefixed "RUN| "); adds RUN_exit and RUN_run_s to fields.
+client() {
+    local run=$1 secs=$2 t0 rc
+    shift 2
+    rig_log "$run: $* (timeout ${secs}s)"
+    t0=$(rig_uptime)
+    rig_l0 timeout -s KILL "$secs" "$@" >"/tmp/$run.out" 2>&1
+    rc=$?
+    sed "s/^/$run| /" "/tmp/$run.out"
+    fields="$fields ${run}_exit=$rc ${run}_run_s=$(rig_sub "$(rig_uptime)" "$t0")"
+}
+vncdo() {
+    local run=$1 secs=$2
+    shift 2
+    client "$run" "$secs" env PYTHONPATH="$vncdotool" python3 -m vncdotool.command "$@"
+}
+
+if wait_for step1 'RIG-DATA scenario=vnc-kms-1 .*shown=' 600; then
+    client gvnccapture_1 300 gvnccapture 127.0.0.1:0 /tmp/gvnc-1.png
+    vncdo vncdo_input 600 -s /tmp/vnc.sock key a move 100 200 click 1
+    t0=$(rig_uptime)
+    rig_l0 timeout -s KILL 900 env PYTHONPATH="$vncdotool" python3 \
+        "$repo/resources/rig/vnc-session.py" 127.0.0.1::5900 /tmp/vncdo-1.png /tmp/vncdo-2.png \
+        /tmp/mode2 >/tmp/session.out 2>&1 &
+    session=$!
+    if wait_for step2 'RIG-DATA scenario=vnc-kms-2 .*flushes=' 900; then
+        : >"$shared/mode2"
+    fi
+    wait "$session"
+    rc=$?
+    sed 's/^/vnc-session| /' /tmp/session.out
+    fields="$fields session_exit=$rc session_run_s=$(rig_sub "$(rig_uptime)" "$t0")"
+    # 50 idle connections and one that never reads, open during step 3.
+    vnc-stress --connect 127.0.0.1:5900 --idle 50 --stuck 1 --hold-secs 150 \
+        --scenario vnc-stress >/tmp/stress.out 2>&1 &
+    stress=$!
+    i=0
+    while ! grep -q '^VNC-STRESS-READY' /tmp/stress.out && [ "$i" -lt 600 ]; do
+        i=$((i + 1))
+        sleep 0.1
+    done
+    vncdo vncdo_f12_2 600 -s /tmp/vnc.sock key f12
+    if wait_for step3 'RIG-DATA scenario=vnc-kms-3 .*flushes=' 900; then
+        client gvnccapture_3 300 gvnccapture 127.0.0.1:0 /tmp/gvnc-3.png
+    fi
+    vncdo vncdo_f12_3 600 -s /tmp/vnc.sock key f12
+    wait "$stress"
+    fields="$fields stress_exit=$?"
+    sed 's/^/vnc-stress| /' /tmp/stress.out
+    stress_line=$(grep '^VNC-STRESS ' /tmp/stress.out | head -n1)
+    # shellcheck disable=SC2086 # k=v words
+    [ -z "$stress_line" ] || rig_data ${stress_line#VNC-STRESS }
+fi
+wait "$vmm_pid"
+RIG_VMM_RC=$(sed -n 's/^[0-9.]* RIG-VMM-EXIT \([0-9]*\)$/\1/p' "$out" | tail -n1)
+RIG_VMM_RC=${RIG_VMM_RC:-255}
+rig_l2_forward "$out"
+rig_vmm_facts "$out" l2
+sent=0
+for f in gvnc-1.png vncdo-1.png vncdo-2.png gvnc-3.png; do
+    if [ -f "$shared/$f" ]; then
+        rig_send_file "$shared/$f" "$f" || rig_fail send-failed name="$f"
+        sent=$((sent + 1))
+    fi
+done
+RIG_FIELDS="$fields $RIG_FIELDS files_sent=$sent"
+rig_report

@@ -1,0 +1,200 @@
+//! Scenario `vnc` (run.sh `--l0-root`): the vmm's VNC server (`--display vnc=127.0.0.1:5900`
+//! and `--display vnc=unix:...`, two servers) with real clients from L0's root (gtk-vnc's
+//! gvnccapture, vncdotool on Debian's python3), and the stock virtio-gpu and virtio-input
+//! drivers in L2 (resources/rig/l2/vnc.sh):
+//! - step 1: the 1280x800 KMS blob framebuffer (guest RAM) captured pixel-exact by gvnccapture
+//!   (ZRLE) and vncdotool (Raw); vncdotool's `key a`, `move 100 200`, `click 1` and F12 arrive in
+//!   L2 as evdev events of the virtio keyboard and tablet;
+//! - step 2: the guest changes mode to 1024x768: vncdotool's session, connected across the change,
+//!   gets the new size (DesktopSize) and a pixel-exact frame;
+//! - step 3: with 50 idle connections and one that never reads open, the guest's 200 flushes
+//!   complete and gvnccapture gets a pixel-exact frame.
+
+// Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
+#![cfg(feature = "rig")]
+
+use std::time::Duration;
+
+use guest_tools::pattern::{first_bad_pixel, VARIANT_KMS};
+use rig_tests::{decode_png, Outcome, Scenario};
+
+/// Decodes capture `name` and checks it shows the KMS pattern at `width` x `height`, every pixel.
+fn assert_exact(out: &Outcome, name: &str, width: u32, height: u32) {
+    let f = out
+        .files
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("{name} not sent: {}", out.result));
+    let img = decode_png(&f.bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(
+        (img.width, img.height),
+        (width, height),
+        "{name}: size ({})",
+        f.path.display()
+    );
+    let bad = first_bad_pixel(&img.pixels, img.channels, width, height, VARIANT_KMS);
+    assert_eq!(
+        bad,
+        None,
+        "{name}: first wrong pixel ({})",
+        f.path.display()
+    );
+    println!("{name}: {width}x{height}, every pixel right");
+}
+
+/// The EVDEV lines L2's evdev-watch printed for step `step` (as `(device name, type, code,
+/// value)`, SYN events left out).
+fn evdev_events(out: &Outcome, step: u32) -> Vec<(String, u16, u16, i32)> {
+    // Lines of one evdev-watch run lie between the previous step's end and this one's end.
+    let mut current = 1;
+    let mut events = Vec::new();
+    for line in out.vmm_output() {
+        if let Some(rest) = line.strip_prefix("RIG-DATA scenario=vnc-l2 step=") {
+            current = rest
+                .split(' ')
+                .next()
+                .and_then(|s| s.parse::<u32>().ok())
+                .unwrap_or(0)
+                + 1;
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("EVDEV ") else {
+            continue;
+        };
+        if current != step {
+            continue;
+        }
+        let field = |k: &str| {
+            rest.split(' ')
+                .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                .unwrap_or_else(|| panic!("no {k} in {line}"))
+                .to_string()
+        };
+        let (t, c, v): (u16, u16, i32) = (
+            field("type").parse().unwrap(),
+            field("code").parse().unwrap(),
+            field("value").parse().unwrap(),
+        );
+        if t != 0 {
+            events.push((field("name"), t, c, v));
+        }
+    }
+    events
+}
+
+/// Where the virtio tablet reports pixel `p` of an `extent`-pixel edge (0..=32767).
+fn abs(p: u32, extent: u32) -> i32 {
+    ((u64::from(p) * 32767 + u64::from(extent - 1) / 2) / u64::from(extent - 1)) as i32
+}
+
+#[test]
+fn vnc_clients_see_the_guest_and_drive_its_input() {
+    let out = Scenario::new("vnc")
+        .timeout(Duration::from_secs(1800))
+        .l0_root(true)
+        .vnc_clients(true)
+        .run()
+        .unwrap_or_else(|e| panic!("{e}"));
+    for d in out.data.iter().filter(|d| d.get("client").is_some()) {
+        println!("client: {d}");
+    }
+    out.assert_passed();
+    out.assert_vmm_ran_clean();
+    let r = &out.result;
+    let l2 = out.assert_l2_passed("vnc-l2");
+    assert_eq!(l2.get("steps"), Some("3"), "{l2}");
+    for step in 1..=3 {
+        let kms = out
+            .l2_result(&format!("vnc-kms-{step}"))
+            .unwrap_or_else(|| panic!("no result of gpu-kms-blob step {step}"));
+        assert!(kms.is_pass(), "{kms}");
+        assert_eq!(kms.get("device_errors"), Some("0"), "{kms}");
+        println!("step {step}: {kms}");
+    }
+    for run in [
+        "gvnccapture_1",
+        "vncdo_input",
+        "session",
+        "vncdo_f12_2",
+        "gvnccapture_3",
+        "vncdo_f12_3",
+        "stress",
+    ] {
+        assert_eq!(r.get(&format!("{run}_exit")), Some("0"), "{run}: {r}");
+    }
+    assert!(out.file_errors.is_empty(), "{:?}", out.file_errors);
+
+    // The server's log lines: where it listens, each client coming and going.
+    let vmm: Vec<&str> = out.vmm_output().collect();
+    for listen in [
+        "vnc: listening on 127.0.0.1:5900",
+        "vnc: listening on unix:",
+    ] {
+        assert!(vmm.iter().any(|l| l.contains(listen)), "no '{listen}' line");
+    }
+    let connected = vmm
+        .iter()
+        .filter(|l| l.contains(" connected from "))
+        .count();
+    let disconnected = vmm.iter().filter(|l| l.contains(" disconnected: ")).count();
+    println!("client lines: {connected} connected, {disconnected} disconnected");
+    assert!(connected >= 6, "one line per client: {connected}");
+
+    // 1. The 1280x800 blob framebuffer, through ZRLE (gtk-vnc) and Raw (vncdotool).
+    assert_exact(&out, "gvnc-1.png", 1280, 800);
+    assert_exact(&out, "vncdo-1.png", 1280, 800);
+    // 2. The same vncdotool connection after the mode change.
+    assert_exact(&out, "vncdo-2.png", 1024, 768);
+    // 3. A normal client while 51 others are connected, one of them never reading.
+    assert_exact(&out, "gvnc-3.png", 1024, 768);
+    let stress = |k: &str| -> u64 {
+        out.data_value(k)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} from vnc-stress"))
+    };
+    assert_eq!(stress("connected"), 51);
+    assert_eq!(stress("handshakes_ok"), 51);
+    assert!(stress("requests_sent") > 0);
+    for step in [2, 3] {
+        let kms = out.l2_result(&format!("vnc-kms-{step}")).unwrap();
+        assert_eq!(kms.get("flushes"), Some("200"), "{kms}");
+    }
+
+    // Keys and pointer from vncdotool, as evdev events of the stock virtio_input driver.
+    let step1 = evdev_events(&out, 1);
+    for e in &step1 {
+        println!("evdev step 1: {e:?}");
+    }
+    let kbd = "vmm_virtio_keyboard".to_string();
+    let tab = "vmm_virtio_tablet".to_string();
+    let (x, y) = (abs(100, 1280), abs(200, 800));
+    let expected = [
+        (kbd.clone(), 1, 30, 1),  // KEY_A down
+        (kbd.clone(), 1, 30, 0),  // KEY_A up
+        (tab.clone(), 3, 0, x),   // ABS_X
+        (tab.clone(), 3, 1, y),   // ABS_Y
+        (tab.clone(), 1, 272, 1), // BTN_LEFT down
+        (tab.clone(), 1, 272, 0), // BTN_LEFT up
+        (kbd.clone(), 1, 88, 1),  // KEY_F12 down
+        (kbd, 1, 88, 0),          // KEY_F12 up
+    ];
+    // The tablet may repeat the position with each button event (same values): compare
+    // without repeated positions.
+    let mut seen = step1.clone();
+    seen.dedup();
+    let mut last_pos = (None, None);
+    seen.retain(|(_, t, c, v)| {
+        if *t != 3 {
+            return true;
+        }
+        let slot = if *c == 0 {
+            &mut last_pos.0
+        } else {
+            &mut last_pos.1
+        };
+        let new = *slot != Some(*v);
+        *slot = Some(*v);
+        new
+    });
+    assert_eq!(seen, expected, "evdev events of step 1");
+}
