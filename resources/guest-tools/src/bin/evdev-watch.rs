@@ -9,8 +9,8 @@
 //! EVDEV-READY devices=<n>
 //! ```
 //!
-//! then prints one line per event until `--secs` have passed since the start or `--count` events
-//! were seen:
+//! then prints one line per event until `--secs` have passed since the start, `--count` events
+//! were seen, or (`--until-key CODE`) an `EV_KEY` release (value 0) of key CODE was seen:
 //!
 //! ```text
 //! EVDEV dev=<N> name=<name> type=<n> code=<n> value=<n>
@@ -18,12 +18,15 @@
 //!
 //! `<N>` is the node's number, names have whitespace (and `=`) replaced by `_`. With `--no-syn`
 //! `EV_SYN` events are neither printed nor counted. At the end:
-//! `RIG-RESULT scenario=evdev-watch status=PASS events=<n> devices=<n> stop=count|time secs=<s>`;
+//! `RIG-RESULT scenario=evdev-watch status=PASS events=<n> devices=<n> stop=count|key|time secs=<s>`
+//! (the event that stops the watch is printed and counted first; when it meets both `--until-key`
+//! and `--count`, `stop=key`);
 //! FAIL (`reason=no-devices`) only when fewer than `--devices` nodes appeared: the watch could not
 //! be done. Whether the events are the right ones is for the scenario's test to say.
 //!
 //! `--from-cmdline` takes the options from the kernel command line instead:
-//! `rig.evdev=secs=30,count=4,no-syn` means `--secs=30 --count=4 --no-syn`.
+//! `rig.evdev=secs=30,count=4,until-key=88,no-syn` means
+//! `--secs=30 --count=4 --until-key=88 --no-syn`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -47,6 +50,9 @@ struct Args {
     /// Stop after this many events (0: no limit).
     #[arg(long, default_value_t = 0)]
     count: u64,
+    /// Stop once key CODE is released (an EV_KEY event with this code and value 0).
+    #[arg(long, value_name = "CODE")]
+    until_key: Option<u16>,
     /// Wait for at least this many event devices; fewer is a FAIL (no-devices).
     #[arg(long, default_value_t = 1)]
     devices: usize,
@@ -63,6 +69,8 @@ struct Args {
 
 /// `EV_SYN`, the event type that ends a packet of events.
 const EV_SYN: u16 = 0;
+/// `EV_KEY`, key and button presses (value 1), releases (0) and repeats (2).
+const EV_KEY: u16 = 1;
 /// `sizeof(struct input_event)` on 64-bit Linux: a 16-byte timeval, type, code, value.
 const EVENT_SIZE: usize = 24;
 /// Bytes of the device name buffer handed to `EVIOCGNAME`.
@@ -125,6 +133,20 @@ impl Event {
             value: i32::from_ne_bytes([b[20], b[21], b[22], b[23]]),
         }
     }
+}
+
+/// Whether the watch stops after event `e`, the `events`-th counted one, and why (`stop=`).
+fn stop_after(args: &Args, events: u64, e: &Event) -> Option<&'static str> {
+    if args
+        .until_key
+        .is_some_and(|k| e.kind == EV_KEY && e.code == k && e.value == 0)
+    {
+        return Some("key");
+    }
+    if args.count > 0 && events >= args.count {
+        return Some("count");
+    }
+    None
 }
 
 fn event_line(dev: u32, name: &str, e: &Event) -> String {
@@ -286,8 +308,8 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
                 }
                 println!("{}", event_line(d.index, &d.name, &e));
                 events += 1;
-                if args.count > 0 && events >= args.count {
-                    stop = "count";
+                if let Some(why) = stop_after(args, events, &e) {
+                    stop = why;
                     break 'watch;
                 }
             }
@@ -343,10 +365,16 @@ mod tests {
 
     #[test]
     fn kernel_command_line_options() {
-        let c = "console=ttyS0 quiet rig.l2=input rig.evdev=secs=30,count=4,no-syn,devices=2";
+        let c = "console=ttyS0 quiet rig.l2=input rig.evdev=secs=30,count=4,no-syn,devices=2,until-key=88";
         assert_eq!(
             cmdline_args(c),
-            ["--secs=30", "--count=4", "--no-syn", "--devices=2"]
+            [
+                "--secs=30",
+                "--count=4",
+                "--no-syn",
+                "--devices=2",
+                "--until-key=88"
+            ]
         );
         let argv = std::iter::once("evdev-watch".to_string()).chain(cmdline_args(c));
         let a = Args::try_parse_from(argv).unwrap();
@@ -355,6 +383,7 @@ mod tests {
             Args {
                 secs: 30.0,
                 count: 4,
+                until_key: Some(88),
                 devices: 2,
                 no_syn: true,
                 from_cmdline: false,
@@ -369,6 +398,36 @@ mod tests {
         let bad =
             std::iter::once("evdev-watch".to_string()).chain(cmdline_args("rig.evdev=bogus=1"));
         assert!(Args::try_parse_from(bad).is_err());
+        let bad = std::iter::once("evdev-watch".to_string())
+            .chain(cmdline_args("rig.evdev=until-key=KEY_F12"));
+        assert!(Args::try_parse_from(bad).is_err());
+        let a = Args::try_parse_from(["evdev-watch"]).unwrap();
+        assert_eq!(a.until_key, None);
+        let a = Args::try_parse_from(["evdev-watch", "--until-key", "30"]).unwrap();
+        assert_eq!(a.until_key, Some(30));
+    }
+
+    #[test]
+    fn stops_on_the_release_of_the_until_key_or_at_the_count() {
+        let ev = |kind, code, value| Event { kind, code, value };
+        let mut a = Args::try_parse_from(["evdev-watch", "--until-key=88"]).unwrap();
+        // Press and repeat of the key, another key's release, a SYN: go on.
+        assert_eq!(stop_after(&a, 1, &ev(EV_KEY, 88, 1)), None);
+        assert_eq!(stop_after(&a, 2, &ev(EV_KEY, 88, 2)), None);
+        assert_eq!(stop_after(&a, 3, &ev(EV_KEY, 30, 0)), None);
+        assert_eq!(stop_after(&a, 4, &ev(EV_SYN, 0, 0)), None);
+        // The same code and value of another event type (EV_REL = 2): go on.
+        assert_eq!(stop_after(&a, 5, &ev(2, 88, 0)), None);
+        assert_eq!(stop_after(&a, 6, &ev(EV_KEY, 88, 0)), Some("key"));
+        // With a count as well: whichever comes first; the key wins a tie.
+        a.count = 3;
+        assert_eq!(stop_after(&a, 2, &ev(EV_KEY, 30, 1)), None);
+        assert_eq!(stop_after(&a, 3, &ev(EV_KEY, 30, 0)), Some("count"));
+        assert_eq!(stop_after(&a, 1, &ev(EV_KEY, 88, 0)), Some("key"));
+        assert_eq!(stop_after(&a, 3, &ev(EV_KEY, 88, 0)), Some("key"));
+        // Neither option: only time ends the watch.
+        let a = Args::try_parse_from(["evdev-watch"]).unwrap();
+        assert_eq!(stop_after(&a, 1000, &ev(EV_KEY, 88, 0)), None);
     }
 
     #[test]

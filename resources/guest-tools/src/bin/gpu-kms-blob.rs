@@ -12,18 +12,26 @@
 //! 4. DRM_IOCTL_MODE_ADDFB2 on the blob's GEM handle, DRM_IOCTL_MODE_SETCRTC with the mode,
 //!    DRM_IOCTL_MODE_DIRTYFB with the whole-screen rectangle (the driver then sends
 //!    SET_SCANOUT_BLOB and RESOURCE_FLUSH to the device);
-//! 5. keeps the framebuffer up for `--hold-ms`, then reads the kernel messages logged meanwhile
-//!    (/dev/kmsg) for the driver's "response 0x12xx (command 0x...)" device-error lines.
+//! 5. with `--flushes N` (default 0), right after that first DIRTYFB, N more whole-screen
+//!    DIRTYFB ioctls one after another (the pattern is not changed), timed;
+//! 6. keeps the framebuffer up for `--hold-ms` - or, with `--hold-until PATH`, until PATH exists
+//!    (polled every 50 ms) but at most `--hold-ms` - then reads the kernel messages logged
+//!    meanwhile (/dev/kmsg) for the driver's "response 0x12xx (command 0x...)" device-error lines.
 //!
 //! `--expect ok` (default) passes iff every ioctl succeeds and the device reported no error;
 //! `--expect scanout-error` passes iff every ioctl succeeds and the device answered SET_SCANOUT_BLOB
 //! (0x10d) with an error - Debian's QEMU 7.2 without a working udmabuf.
 //! Output: `RIG-DATA scenario=gpu-kms-blob ...` lines, a final `RIG-RESULT`; exit 0 iff PASS.
+//! Only with the options, and after the line with `shown=`:
+//! - `--flushes N` (N > 0): `RIG-DATA ... flushes=<N> flushes_ms=<total ms> flush_max_ms=<slowest
+//!   one, ms with 3 decimals>`, and `flushes=<N> flushes_ms=<total ms>` in the `RIG-RESULT` line;
+//! - `--hold-until PATH`: `RIG-DATA ... held_ms=<n> hold_end=path|time` after the hold (`path`:
+//!   PATH appeared, `time`: `--hold-ms` ran out).
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -58,9 +66,16 @@ struct Args {
     /// How long to wait for the card node to appear (ms).
     #[arg(long, default_value_t = 5000)]
     wait_card_ms: u64,
-    /// How long to keep the framebuffer shown before exiting (ms).
+    /// How long to keep the framebuffer shown before exiting (ms); with `--hold-until`, the
+    /// longest wait for its path.
     #[arg(long, default_value_t = 1500)]
     hold_ms: u64,
+    /// End the hold as soon as this path exists (polled every 50 ms, at most `--hold-ms`).
+    #[arg(long)]
+    hold_until: Option<PathBuf>,
+    /// Whole-screen DIRTYFB ioctls to issue (and time) right after the first one.
+    #[arg(long, default_value_t = 0)]
+    flushes: u32,
     /// Expected device answers.
     #[arg(long, value_enum, default_value_t = Expect::Ok)]
     expect: Expect,
@@ -137,6 +152,66 @@ impl Drop for GemMap {
             libc::munmap(self.ptr.cast(), self.len);
         }
     }
+}
+
+/// How often `--hold-until` looks for its path.
+const HOLD_POLL: Duration = Duration::from_millis(50);
+
+/// Why a hold ended: its path appeared, or the time ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldEnd {
+    Path,
+    Time,
+}
+
+impl HoldEnd {
+    fn word(self) -> &'static str {
+        match self {
+            HoldEnd::Path => "path",
+            HoldEnd::Time => "time",
+        }
+    }
+}
+
+/// Waits until `path` exists, looking every `poll`, for at most `max`; returns how long it waited
+/// and why it stopped. A path that exists already ends the wait at once.
+fn hold_until(path: &Path, max: Duration, poll: Duration) -> (Duration, HoldEnd) {
+    let t0 = Instant::now();
+    loop {
+        if path.exists() {
+            return (t0.elapsed(), HoldEnd::Path);
+        }
+        let waited = t0.elapsed();
+        if waited >= max {
+            return (waited, HoldEnd::Time);
+        }
+        std::thread::sleep(poll.min(max - waited));
+    }
+}
+
+/// Times of a run of flushes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct FlushTimes {
+    total: Duration,
+    max: Duration,
+}
+
+/// Calls `flush` `n` times one after another, timing each call; stops at the first error.
+fn timed_flushes(n: u32, mut flush: impl FnMut() -> Result<()>) -> Result<FlushTimes> {
+    let mut t = FlushTimes::default();
+    for _ in 0..n {
+        let t0 = Instant::now();
+        flush()?;
+        let d = t0.elapsed();
+        t.total += d;
+        t.max = t.max.max(d);
+    }
+    Ok(t)
+}
+
+/// Milliseconds with 3 decimals.
+fn ms3(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
 /// New kernel log records since `pos` (a /dev/kmsg reader positioned at the end before the test).
@@ -290,7 +365,25 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
         ("shown", res.to_string()),
         ("hold_ms", args.hold_ms.to_string()),
     ]);
-    std::thread::sleep(Duration::from_millis(args.hold_ms));
+    let flush_times = timed_flushes(args.flushes, || card.dirty_fb(fb, &[clip]))?;
+    if args.flushes > 0 {
+        rep.data(&[
+            ("flushes", args.flushes.to_string()),
+            ("flushes_ms", flush_times.total.as_millis().to_string()),
+            ("flush_max_ms", ms3(flush_times.max)),
+        ]);
+    }
+    let hold = Duration::from_millis(args.hold_ms);
+    match &args.hold_until {
+        None => std::thread::sleep(hold),
+        Some(p) => {
+            let (held, end) = hold_until(p, hold, HOLD_POLL);
+            rep.data(&[
+                ("held_ms", held.as_millis().to_string()),
+                ("hold_end", end.word().into()),
+            ]);
+        }
+    }
 
     let klog = read_kmsg_new(&mut kmsg);
     for l in klog
@@ -311,23 +404,25 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
         Expect::Ok => errors.is_empty(),
         Expect::ScanoutError => scanout_error,
     };
-    rep.result(
-        pass,
-        &[
-            (
-                "expect",
-                args.expect
-                    .to_possible_value()
-                    .map_or_else(String::new, |v| v.get_name().to_string()),
-            ),
-            ("blob_size", size.to_string()),
-            ("resource_id", res.to_string()),
-            ("width", w.to_string()),
-            ("height", h.to_string()),
-            ("fb", fb.to_string()),
-            ("device_errors", errors.len().to_string()),
-        ],
-    );
+    let mut fields = vec![
+        (
+            "expect",
+            args.expect
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string()),
+        ),
+        ("blob_size", size.to_string()),
+        ("resource_id", res.to_string()),
+        ("width", w.to_string()),
+        ("height", h.to_string()),
+        ("fb", fb.to_string()),
+        ("device_errors", errors.len().to_string()),
+    ];
+    if args.flushes > 0 {
+        fields.push(("flushes", args.flushes.to_string()));
+        fields.push(("flushes_ms", flush_times.total.as_millis().to_string()));
+    }
+    rep.result(pass, &fields);
     Ok(pass)
 }
 
@@ -363,5 +458,86 @@ mod tests {
         assert!(pick_mode(&[a, b], Some("640x480")).is_err());
         assert!(pick_mode(&[a], Some("640")).is_err());
         assert!(pick_mode(&[], None).is_err());
+    }
+
+    #[test]
+    fn options_default_to_the_plain_hold() {
+        let a = Args::try_parse_from(["gpu-kms-blob"]).unwrap();
+        assert_eq!((a.hold_ms, a.hold_until, a.flushes), (1500, None, 0));
+        let a = Args::try_parse_from([
+            "gpu-kms-blob",
+            "--hold-until",
+            "/tmp/done",
+            "--flushes",
+            "20",
+            "--hold-ms",
+            "9000",
+        ])
+        .unwrap();
+        assert_eq!(a.hold_until.as_deref(), Some(Path::new("/tmp/done")));
+        assert_eq!((a.flushes, a.hold_ms), (20, 9000));
+        assert!(Args::try_parse_from(["gpu-kms-blob", "--flushes", "-1"]).is_err());
+    }
+
+    #[test]
+    fn hold_ends_when_the_path_appears_or_the_time_runs_out() {
+        let dir = std::env::temp_dir().join(format!("gpu-kms-blob-hold-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Already there: no wait.
+        let (held, end) = hold_until(&dir, Duration::from_secs(10), HOLD_POLL);
+        assert_eq!(end, HoldEnd::Path);
+        assert!(held < Duration::from_secs(1));
+        // Never there: the whole maximum.
+        let missing = dir.join("never");
+        let (held, end) = hold_until(&missing, Duration::from_millis(120), HOLD_POLL);
+        assert_eq!(end, HoldEnd::Time);
+        assert!(held >= Duration::from_millis(120));
+        assert!(held < Duration::from_secs(5));
+        // Created meanwhile: found by a later poll.
+        let later = dir.join("later");
+        let p = later.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            std::fs::write(p, b"").unwrap();
+        });
+        let (held, end) = hold_until(&later, Duration::from_secs(20), HOLD_POLL);
+        t.join().unwrap();
+        assert_eq!(end, HoldEnd::Path);
+        assert!(held >= Duration::from_millis(150));
+        assert!(held < Duration::from_secs(10));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(HoldEnd::Path.word(), "path");
+        assert_eq!(HoldEnd::Time.word(), "time");
+    }
+
+    #[test]
+    fn flushes_are_counted_timed_and_stop_at_an_error() {
+        let mut calls = 0;
+        let t = timed_flushes(3, || {
+            calls += 1;
+            std::thread::sleep(Duration::from_millis(if calls == 2 { 30 } else { 1 }));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(calls, 3);
+        assert!(t.max >= Duration::from_millis(30));
+        assert!(t.total >= t.max + Duration::from_millis(2));
+        assert_eq!(
+            timed_flushes(0, || unreachable!()).unwrap(),
+            FlushTimes::default()
+        );
+        let mut calls = 0;
+        let r = timed_flushes(5, || {
+            calls += 1;
+            if calls == 2 {
+                Err(Error::Unsupported("dirtyfb".into()))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(r.is_err());
+        assert_eq!(calls, 2);
+        assert_eq!(ms3(Duration::from_micros(1234)), "1.234");
+        assert_eq!(ms3(Duration::ZERO), "0.000");
     }
 }
