@@ -1,9 +1,14 @@
-//! A minimal EDID 1.4 base block announcing one preferred mode.
+//! A minimal EDID 1.4 base block announcing one preferred mode and the common VESA modes a guest
+//! may switch to.
 
 /// Length of an EDID base block.
 pub const EDID_BLOCK_LEN: usize = 128;
 
-/// Builds a 128-byte EDID whose preferred detailed timing is `width` x `height` at 60 Hz.
+/// Established timings (bytes 35 and 36): 640x480, 800x600 and 1024x768 at 60 Hz.
+const ESTABLISHED_TIMINGS: [u8; 2] = [0x21, 0x08];
+
+/// Builds a 128-byte EDID whose preferred detailed timing is `width` x `height` at 60 Hz, with
+/// the established timings 640x480, 800x600 and 1024x768 at 60 Hz as further modes.
 /// Sizes beyond the 12-bit fields of a detailed timing are clamped to 4095.
 pub fn generate(width: u32, height: u32) -> [u8; EDID_BLOCK_LEN] {
     let mut e = [0u8; EDID_BLOCK_LEN];
@@ -23,6 +28,9 @@ pub fn generate(width: u32, height: u32) -> [u8; EDID_BLOCK_LEN] {
     e[22] = 30;
     e[23] = 120; // gamma 2.2
     e[24] = 0x06; // RGB, preferred timing is native
+    e[35..37].copy_from_slice(&ESTABLISHED_TIMINGS);
+    // Standard timings: none (0x01 0x01 marks an unused slot).
+    e[38..54].fill(0x01);
                   // Detailed timing descriptor 1 at byte 54.
     let h = width.clamp(1, 4095);
     let v = height.clamp(1, 4095);
@@ -67,6 +75,9 @@ mod tests {
         let h = u32::from(e[56]) | (u32::from(e[58] >> 4) << 8);
         let v = u32::from(e[59]) | (u32::from(e[61] >> 4) << 8);
         assert_eq!((h, v), (1280, 800));
+        // 640x480@60 and 800x600@60 (byte 35, bits 5 and 0), 1024x768@60 (byte 36, bit 3).
+        assert_eq!((e[35], e[36]), (1 << 5 | 1, 1 << 3));
+        assert!(e[38..54].iter().all(|&b| b == 1));
     }
 
     #[test]
