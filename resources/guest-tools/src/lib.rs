@@ -3,6 +3,7 @@
 pub mod drm;
 pub mod error;
 pub mod gpu_ctl;
+pub mod hold;
 #[cfg(target_arch = "x86_64")]
 pub mod ioport;
 pub mod mapping;

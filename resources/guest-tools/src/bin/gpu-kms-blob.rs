@@ -31,7 +31,7 @@
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,7 @@ use guest_tools::drm::{
     VIRTGPU_BLOB_FLAG_USE_SHAREABLE, VIRTGPU_BLOB_MEM_GUEST, VIRTGPU_PARAM_RESOURCE_BLOB,
 };
 use guest_tools::error::{Error, Result};
+use guest_tools::hold::{hold_until, HOLD_POLL};
 use guest_tools::pagemap::PAGE_SIZE;
 use guest_tools::pattern::{fill_image, VARIANT_KMS};
 use guest_tools::report::Reporter;
@@ -151,41 +152,6 @@ impl Drop for GemMap {
         unsafe {
             libc::munmap(self.ptr.cast(), self.len);
         }
-    }
-}
-
-/// How often `--hold-until` looks for its path.
-const HOLD_POLL: Duration = Duration::from_millis(50);
-
-/// Why a hold ended: its path appeared, or the time ran out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HoldEnd {
-    Path,
-    Time,
-}
-
-impl HoldEnd {
-    fn word(self) -> &'static str {
-        match self {
-            HoldEnd::Path => "path",
-            HoldEnd::Time => "time",
-        }
-    }
-}
-
-/// Waits until `path` exists, looking every `poll`, for at most `max`; returns how long it waited
-/// and why it stopped. A path that exists already ends the wait at once.
-fn hold_until(path: &Path, max: Duration, poll: Duration) -> (Duration, HoldEnd) {
-    let t0 = Instant::now();
-    loop {
-        if path.exists() {
-            return (t0.elapsed(), HoldEnd::Path);
-        }
-        let waited = t0.elapsed();
-        if waited >= max {
-            return (waited, HoldEnd::Time);
-        }
-        std::thread::sleep(poll.min(max - waited));
     }
 }
 
@@ -474,40 +440,9 @@ mod tests {
             "9000",
         ])
         .unwrap();
-        assert_eq!(a.hold_until.as_deref(), Some(Path::new("/tmp/done")));
+        assert_eq!(a.hold_until.as_deref(), Some(std::path::Path::new("/tmp/done")));
         assert_eq!((a.flushes, a.hold_ms), (20, 9000));
         assert!(Args::try_parse_from(["gpu-kms-blob", "--flushes", "-1"]).is_err());
-    }
-
-    #[test]
-    fn hold_ends_when_the_path_appears_or_the_time_runs_out() {
-        let dir = std::env::temp_dir().join(format!("gpu-kms-blob-hold-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        // Already there: no wait.
-        let (held, end) = hold_until(&dir, Duration::from_secs(10), HOLD_POLL);
-        assert_eq!(end, HoldEnd::Path);
-        assert!(held < Duration::from_secs(1));
-        // Never there: the whole maximum.
-        let missing = dir.join("never");
-        let (held, end) = hold_until(&missing, Duration::from_millis(120), HOLD_POLL);
-        assert_eq!(end, HoldEnd::Time);
-        assert!(held >= Duration::from_millis(120));
-        assert!(held < Duration::from_secs(5));
-        // Created meanwhile: found by a later poll.
-        let later = dir.join("later");
-        let p = later.clone();
-        let t = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(150));
-            std::fs::write(p, b"").unwrap();
-        });
-        let (held, end) = hold_until(&later, Duration::from_secs(20), HOLD_POLL);
-        t.join().unwrap();
-        assert_eq!(end, HoldEnd::Path);
-        assert!(held >= Duration::from_millis(150));
-        assert!(held < Duration::from_secs(10));
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(HoldEnd::Path.word(), "path");
-        assert_eq!(HoldEnd::Time.word(), "time");
     }
 
     #[test]

@@ -35,6 +35,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use guest_tools::error::{Error, Result};
 use guest_tools::gpu_ctl::GpuCtl;
+use guest_tools::hold::{hold_until, HOLD_POLL};
 use guest_tools::pagemap::{merge_runs, LockedPages, Pagemap, PAGE_SIZE};
 use guest_tools::pattern::{
     format_entries, paint_bar_blob, paint_blob, VARIANT_BAR_BLOB, VARIANT_MIXED_BLOB,
@@ -87,9 +88,14 @@ struct Args {
     /// Expected answers.
     #[arg(long, value_enum, default_value_t = Expect::Ok)]
     expect: Expect,
-    /// Pause after each blob's flush (ms), so a rate-limited capture or an L0 screendump sees it.
+    /// Pause after each blob's flush (ms), so a rate-limited capture or an L0 screendump sees it;
+    /// with `--hold-until`, the longest pause.
     #[arg(long, default_value_t = 1000)]
     hold_ms: u64,
+    /// End each pause as soon as this path exists (polled every 50 ms); the path of blob 2's
+    /// pause is this path with `.2` appended.
+    #[arg(long)]
+    hold_until: Option<std::path::PathBuf>,
     /// Deadline per command (ms).
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
@@ -105,16 +111,25 @@ fn show_blob(
     res_id: u32,
     entries: &[(u64, u64)],
     size: u64,
-    width: u32,
-    height: u32,
+    (width, height): (u32, u32),
     hold: Duration,
+    until: Option<&std::path::Path>,
 ) -> Result<()> {
     drv.show_blob(res_id, entries, size, width, height)?;
     drv.reporter().data(&[
         ("shown", res_id.to_string()),
         ("hold_ms", hold.as_millis().to_string()),
     ]);
-    std::thread::sleep(hold);
+    match until {
+        None => std::thread::sleep(hold),
+        Some(p) => {
+            let (held, end) = hold_until(p, hold, HOLD_POLL);
+            drv.reporter().data(&[
+                ("held_ms", held.as_millis().to_string()),
+                ("hold_end", end.word().into()),
+            ]);
+        }
+    }
     Ok(())
 }
 
@@ -189,7 +204,16 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
         ("bar_entries", format_entries(&ents)),
         ("nr_entries", ents.len().to_string()),
     ]);
-    show_blob(&mut drv, 1, &phys1, size, args.width, args.height, hold)?;
+    let size_wh = (args.width, args.height);
+    show_blob(
+        &mut drv,
+        1,
+        &phys1,
+        size,
+        size_wh,
+        hold,
+        args.hold_until.as_deref(),
+    )?;
 
     // 6. Blob 2: first half of the pages in guest RAM, the rest in BAR2.
     let mut _ram = None;
@@ -232,7 +256,12 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
             ("bar_entry", format!("{mixed_off:#x}+{bar_len:#x}")),
             ("entries", format_entries(&phys2)),
         ]);
-        show_blob(&mut drv, 2, &phys2, size, args.width, args.height, hold)?;
+        let until2 = args.hold_until.as_ref().map(|p| {
+            let mut s = p.clone().into_os_string();
+            s.push(".2");
+            std::path::PathBuf::from(s)
+        });
+        show_blob(&mut drv, 2, &phys2, size, size_wh, hold, until2.as_deref())?;
         _ram = Some(ram); // keep the pages (and the scanout's memory) until exit
     }
 
