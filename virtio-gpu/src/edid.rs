@@ -31,7 +31,7 @@ pub fn generate(width: u32, height: u32) -> [u8; EDID_BLOCK_LEN] {
     e[35..37].copy_from_slice(&ESTABLISHED_TIMINGS);
     // Standard timings: none (0x01 0x01 marks an unused slot).
     e[38..54].fill(0x01);
-                  // Detailed timing descriptor 1 at byte 54.
+    // Detailed timing descriptor 1 at byte 54.
     let h = width.clamp(1, 4095);
     let v = height.clamp(1, 4095);
     let (hblank, vblank) = (160u32, 35u32);

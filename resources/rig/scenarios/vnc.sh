@@ -13,10 +13,13 @@
 #   full updates every 100 ms and never reads) and vncdotool presses F12.
 # Step 3 (a new 1024x768 framebuffer, 200 whole-screen flushes, with the 51 connections open):
 #   gvnccapture over TCP -> gvnc-3.png; vncdotool presses F12; L2 ends, the vmm exits.
+# Second vmm run: ivshmem (bound to vfio-pci) passed through with `--device vfio=<BDF>,gpu=blob
+#   --display vnc=127.0.0.1:5900`; L2 (rig.l2=vnc-bar) shows a blob in six out-of-order ranges of
+#   its BAR2 (one VFIO dma-buf); gvnccapture -> bar-gvnc.png, vncdotool -> bar-vncdo.png, F12.
 # Facts only (tests/tests/rig_vnc.rs judges them): client versions (RIG-DATA client=...), each
 # client run's <run>_exit and <run>_run_s, the step timings, vnc-stress's line, L2's lines
 # (forwarded: gpu-kms-blob per step with flushes_ms, the EVDEV lines of evdev-watch), the vmm's facts,
-# and the captures sent to L0.
+# the second run's facts (bar_* fields, bar_exports_vfio) and the captures sent to L0.
 # FAIL only when the facts are incomplete: no /l0 or vncdotool, no /dev/kvm or /dev/udmabuf, the
 # vmm killed, no L2 result line, a capture that exists but could not be sent.
 . /rig/lib.sh
@@ -54,13 +57,14 @@ rig_run_vmm 1500 "$out" --device gpu=blob,width=1280,height=800 \
 vmm_pid=$!
 
 fields=""
-# wait_for NAME PATTERN SECS -> 0 once a line of the vmm's output matches PATTERN; 1 after SECS or
-# when the vmm has ended. Adds NAME_at=<L1 uptime or none> to fields.
+# wait_for NAME PATTERN SECS -> 0 once a line of the vmm's output matches PATTERN; 1 after SECS,
+# when the vmm has ended or an L2 program reported FAIL. Adds NAME_at=<L1 uptime or none> to fields.
 wait_for() {
     local name=$1 pattern=$2 secs=$3 i=0
     while ! grep -q "$pattern" "$out"; do
         i=$((i + 1))
-        if grep -q 'RIG-VMM-EXIT' "$out" || [ "$i" -gt $((secs * 10)) ]; then
+        if grep -q 'RIG-VMM-EXIT\|RIG-RESULT scenario=[^ ]* status=FAIL' "$out" ||
+            [ "$i" -gt $((secs * 10)) ]; then
             fields="$fields ${name}_at=none"
             return 1
         fi
@@ -128,12 +132,43 @@ RIG_VMM_RC=$(sed -n 's/^[0-9.]* RIG-VMM-EXIT \([0-9]*\)$/\1/p' "$out" | tail -n1
 RIG_VMM_RC=${RIG_VMM_RC:-255}
 rig_l2_forward "$out"
 rig_vmm_facts "$out" l2
+facts=$RIG_FIELDS
+reason=$RIG_REASON
+
+# The second run: a blob in the passed-through ivshmem BAR2 (L2's rig.l2=vnc-bar), captured by
+# both clients, ended by F12.
+bdf=$(rig_bind_vfio 1af4 1110) || rig_fail vfio-bind-failed
+out=/tmp/vmm-vnc-bar.out
+: >"$out"
+RIG_VMM_T0=$(rig_uptime)
+RIG_VMM_SECS=900
+rig_run_vmm 900 "$out" --device "vfio=$bdf,gpu=blob" --display vnc=127.0.0.1:5900 \
+    --kernel /rig/l2/vmlinuz --initramfs /rig/l2/initramfs.cpio.gz \
+    --cmdline "$(rig_l2_cmdline vnc-bar)" --memory 512M &
+vmm_pid=$!
+if wait_for bar 'RIG-DATA scenario=gpu-user-blob shown=1' 600; then
+    client gvnccapture_bar 300 gvnccapture 127.0.0.1:0 /tmp/bar-gvnc.png
+    vncdo vncdo_bar 600 -s 127.0.0.1::5900 capture /tmp/bar-vncdo.png key f12
+fi
+wait "$vmm_pid"
+RIG_VMM_RC=$(sed -n 's/^[0-9.]* RIG-VMM-EXIT \([0-9]*\)$/\1/p' "$out" | tail -n1)
+RIG_VMM_RC=${RIG_VMM_RC:-255}
+rig_l2_forward "$out"
+rig_vmm_facts "$out" l2
+bar_facts=""
+for kv in $RIG_FIELDS; do
+    bar_facts="$bar_facts bar_$kv"
+done
+rig_dmabuf_exports "$out"
+[ -n "$reason" ] || reason=$RIG_REASON
+
 sent=0
-for f in gvnc-1.png vncdo-1.png vncdo-2.png gvnc-3.png; do
+for f in gvnc-1.png vncdo-1.png vncdo-2.png gvnc-3.png bar-gvnc.png bar-vncdo.png; do
     if [ -f "$shared/$f" ]; then
         rig_send_file "$shared/$f" "$f" || rig_fail send-failed name="$f"
         sent=$((sent + 1))
     fi
 done
-RIG_FIELDS="$fields $RIG_FIELDS files_sent=$sent"
+RIG_REASON=$reason
+RIG_FIELDS="$fields $facts $bar_facts bar_exports_vfio=$RIG_EXPORTS_VFIO files_sent=$sent"
 rig_report

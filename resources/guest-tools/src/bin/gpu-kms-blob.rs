@@ -440,7 +440,10 @@ mod tests {
             "9000",
         ])
         .unwrap();
-        assert_eq!(a.hold_until.as_deref(), Some(std::path::Path::new("/tmp/done")));
+        assert_eq!(
+            a.hold_until.as_deref(),
+            Some(std::path::Path::new("/tmp/done"))
+        );
         assert_eq!((a.flushes, a.hold_ms), (20, 9000));
         assert!(Args::try_parse_from(["gpu-kms-blob", "--flushes", "-1"]).is_err());
     }
