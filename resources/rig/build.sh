@@ -8,8 +8,7 @@
 #                                   ACPI button + evdev closure (/rig/l2-power-modules.list),
 #                                   virtio-input + evdev closure (/rig/l2-input-modules.list)
 #   target/rig/l1-initramfs.cpio.gz busybox, KVM+VFIO module closure, virtio-9p closure
-#                                   (/rig/9p-modules.list, for --l0-root), evdev + uinput closure
-#                                   (/rig/input-modules.list, not loaded by /init), /bin/vmm, guest-tools,
+#                                   (/rig/9p-modules.list, for --l0-root), /bin/vmm, guest-tools,
 #                                   /rig/l2/{vmlinuz,initramfs.cpio.gz}, /init, /rig/lib.sh, /rig/scenarios/
 #   target/rig/vmlinuz              the L1 (and L2) kernel
 # Runs fetch.sh first. Idempotent; cargo is incremental, the cpio archives are rebuilt (seconds).
@@ -164,8 +163,6 @@ cp "$RIG/l2-initramfs.cpio.gz" "$L1/rig/l2/initramfs.cpio.gz"
 add_modules "$L1" "$L1/rig/modules.list" <"$HERE/l1/modules"
 # virtio-9p for L0's root (run.sh --l0-root), loaded by /init only when the device is there.
 add_modules "$L1" "$L1/rig/9p-modules.list" <"$HERE/l1/9p-modules"
-# evdev + uinput, loaded by the scenarios that want them (vnc-clients-smoke).
-add_modules "$L1" "$L1/rig/input-modules.list" <"$HERE/l1/input-modules"
 echo "$VER" >"$L1/rig/kernel-version"
 pack "$L1" "$RIG/l1-initramfs.cpio.gz"
 ln -sfn "kernel/root/usr/lib/modules/$VER/vmlinuz" "$RIG/vmlinuz"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# L0's VNC clients for the rig's --l0-root scenarios (vnc-clients-smoke), which run them inside L1
+# L0's VNC clients for the rig's --l0-root scenario vnc, which runs them inside L1
 # from L0's root (rig_l0 in lib.sh):
 #   - checks the Debian packages setup.sh installs: vncsnapshot, gvncviewer (gvnccapture) and, for
 #     vncdotool, python3 with python3-twisted, python3-pil and python3-cryptography;

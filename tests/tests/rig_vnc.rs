@@ -3,7 +3,7 @@
 //! gvnccapture, vncdotool on Debian's python3), and the stock virtio-gpu and virtio-input
 //! drivers in L2 (resources/rig/l2/vnc.sh):
 //! - step 1: the 1280x800 KMS blob framebuffer (guest RAM) captured pixel-exact by gvnccapture
-//!   (ZRLE) and vncdotool (Raw); vncdotool's `key a`, `move 100 200`, `click 1` and F12 arrive in
+//!   (ZRLE) and vncdotool (Raw), and as a JPEG by vncsnapshot (RFB 3.3); vncdotool's `key a`, `move 100 200`, `click 1` and F12 arrive in
 //!   L2 as evdev events of the virtio keyboard and tablet;
 //! - step 2: the guest changes mode to 1024x768: vncdotool's session, connected across the change,
 //!   gets the new size (DesktopSize) and a pixel-exact frame;
@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use guest_tools::pattern::{first_bad_pixel, VARIANT_BAR_BLOB, VARIANT_KMS};
+use guest_tools::pattern::{blob_word, first_bad_pixel, rgb, VARIANT_BAR_BLOB, VARIANT_KMS};
 use rig_tests::{decode_png, identify_image, Outcome, Scenario, GPU_USER_BLOB_IMAGES};
 
 /// Decodes capture `name` and checks it shows the KMS pattern at `width` x `height`, every pixel.
@@ -42,6 +42,31 @@ fn assert_exact(out: &Outcome, name: &str, width: u32, height: u32) {
         f.path.display()
     );
     println!("{name}: {width}x{height}, every pixel right");
+}
+
+/// (largest, mean) difference per colour sample between capture `name` (a JPEG made PNG) and the
+/// KMS pattern at `width` x `height`.
+fn jpeg_error(out: &Outcome, name: &str, width: u32, height: u32) -> (u8, f64) {
+    let f = out
+        .files
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("{name} not sent: {}", out.result));
+    let img = decode_png(&f.bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!((img.width, img.height), (width, height), "{name}: size");
+    let (mut max, mut sum) = (0u8, 0u64);
+    for y in 0..height {
+        for x in 0..width {
+            let i = (y * width + x) as usize * img.channels;
+            let want = rgb(blob_word(VARIANT_KMS, width, u64::from(y * width + x) * 4));
+            for (got, want) in img.pixels[i..i + 3].iter().zip(want) {
+                let d = got.abs_diff(want);
+                max = max.max(d);
+                sum += u64::from(d);
+            }
+        }
+    }
+    (max, sum as f64 / f64::from(width * height * 3))
 }
 
 /// The EVDEV lines L2's evdev-watch printed for step `step` (as `(device name, type, code,
@@ -142,8 +167,17 @@ fn vnc_clients_see_the_guest_and_drive_its_input() {
     println!("client lines: {connected} connected, {disconnected} disconnected");
     assert!(connected >= 6, "one line per client: {connected}");
 
-    // 1. The 1280x800 blob framebuffer, through ZRLE (gtk-vnc) and Raw (vncdotool).
+    // 1. The 1280x800 blob framebuffer, through ZRLE (gtk-vnc) and Raw (vncdotool); vncsnapshot
+    // (an RFB 3.3 client) only writes JPEGs: close, not exact.
     assert_exact(&out, "gvnc-1.png", 1280, 800);
+    assert_eq!(r.get("vncsnapshot_1_exit"), Some("0"), "{r}");
+    assert_eq!(r.get("jpeg_to_png_exit"), Some("0"), "{r}");
+    let (max, mean) = jpeg_error(&out, "vncsnap-1.png", 1280, 800);
+    println!("vncsnap-1.png: JPEG off by up to {max}, mean {mean:.2}");
+    assert!(
+        mean < 4.0,
+        "vncsnapshot's picture is not the pattern: mean error {mean:.2}"
+    );
     assert_exact(&out, "vncdo-1.png", 1280, 800);
     // 2. The same vncdotool connection after the mode change.
     assert_exact(&out, "vncdo-2.png", 1024, 768);
@@ -157,9 +191,19 @@ fn vnc_clients_see_the_guest_and_drive_its_input() {
     assert_eq!(stress("connected"), 51);
     assert_eq!(stress("handshakes_ok"), 51);
     assert!(stress("requests_sent") > 0);
+    // The load was there while the guest flushed and while gvnccapture took its picture.
+    let at = |k: &str| -> f64 { r.parse_field(k).unwrap_or_else(|| panic!("no {k} in {r}")) };
+    assert!(at("stress_ready_at") < at("step3_at"), "{r}");
+    assert!(at("gvnccapture_3_end_at") < at("stress_end_at"), "{r}");
     for step in [2, 3] {
         let kms = out.l2_result(&format!("vnc-kms-{step}")).unwrap();
         assert_eq!(kms.get("flushes"), Some("200"), "{kms}");
+        let name = format!("vnc-kms-{step}");
+        let data = out
+            .l2_data(&name)
+            .find(|d| d.get("flush_max_ms").is_some())
+            .expect("flush times");
+        println!("step {step} flushes: {data}");
     }
 
     // Keys and pointer from vncdotool, as evdev events of the stock virtio_input driver.

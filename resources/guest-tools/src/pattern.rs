@@ -15,10 +15,6 @@
 //! XRGB8888 (DRM_FORMAT_XRGB8888 = virtio-gpu B8G8R8X8_UNORM; in memory the bytes are B, G, R, X),
 //! stride = width * 4, offset 0: see [`pixel_xrgb8888`]. The blob of a scanout is the concatenation
 //! of its entries in entry order, so "pixel at blob byte `off`" is [`blob_word`].
-//!
-//! # The RFB fixture's screen (rfb-fixture, vnc-clients-smoke)
-//!
-//! [`RFB_FIXTURE_WIDTH`] x [`RFB_FIXTURE_HEIGHT`] pixels, [`rfb_fixture_rgb`].
 
 use crate::mapping::Mapping;
 
@@ -85,24 +81,6 @@ pub fn pixel_xrgb8888(variant: u8, x: u32, y: u32) -> u32 {
     let g = y & 0xff;
     let b = ((x >> 8) + ((y >> 8) << 4) + 0x40 * u32::from(variant)) & 0xff;
     0xff00_0000 | (r << 16) | (g << 8) | b
-}
-
-/// Width of the rig's RFB test fixture's screen (`rfb-fixture`).
-pub const RFB_FIXTURE_WIDTH: u32 = 64;
-/// Height of the rig's RFB test fixture's screen.
-pub const RFB_FIXTURE_HEIGHT: u32 = 48;
-
-/// (R, G, B) of the rig's RFB test fixture's screen at (x, y): R = 4 x, G = 5 y (smooth ramps, so a
-/// JPEG of it stays close), B = 0x30 in the top-left and bottom-right quadrants, else 0xC0.
-pub fn rfb_fixture_rgb(x: u32, y: u32) -> [u8; 3] {
-    let r = (x * 4).min(255) as u8;
-    let g = (y * 5).min(255) as u8;
-    let b = if (x < RFB_FIXTURE_WIDTH / 2) == (y < RFB_FIXTURE_HEIGHT / 2) {
-        0x30
-    } else {
-        0xc0
-    };
-    [r, g, b]
 }
 
 /// (R, G, B) of an XRGB8888 pixel, as a PNG decoder returns them.

@@ -4,13 +4,14 @@
 #   vmm --device gpu=blob,width=1280,height=800 --display vnc=127.0.0.1:5900
 #       --display vnc=unix:<shared>/vnc.sock     (two servers: every display sees every frame)
 # Step 1 (L2 shows a 1280x800 KMS blob framebuffer in guest RAM, pattern variant 0):
-#   gvnccapture over TCP -> gvnc-1.png; vncdotool over the unix socket sends `key a`,
+#   gvnccapture over TCP -> gvnc-1.png; vncsnapshot (RFB 3.3) -> a JPEG, made vncsnap-1.png by L0's
+#   PIL; vncdotool over the unix socket sends `key a`,
 #   `move 100 200`, `click 1`; a vncdotool session (resources/rig/vnc-session.py) captures
 #   vncdo-1.png over TCP and presses F12, which ends the step in L2.
 # Step 2 (L2 changes the mode to 1024x768 and flushes the whole screen 200 times): the same
 #   vncdotool session, still connected, captures vncdo-2.png (DesktopSize, then the new frame).
 #   Then vnc-stress opens 51 connections at once (50 idle after the handshake, 1 that asks for
-#   full updates every 100 ms and never reads) and vncdotool presses F12.
+#   full updates every 100 ms and never reads) for 60 s and vncdotool presses F12.
 # Step 3 (a new 1024x768 framebuffer, 200 whole-screen flushes, with the 51 connections open):
 #   gvnccapture over TCP -> gvnc-3.png; vncdotool presses F12; L2 ends, the vmm exits.
 # Second vmm run: ivshmem (bound to vfio-pci) passed through with `--device vfio=<BDF>,gpu=blob
@@ -93,6 +94,13 @@ vncdo() {
 
 if wait_for step1 'RIG-DATA scenario=vnc-kms-1 .*shown=' 600; then
     client gvnccapture_1 300 gvnccapture 127.0.0.1:0 /tmp/gvnc-1.png
+    # vncsnapshot speaks RFB 3.3 and writes a JPEG (quality 100); L0's PIL makes it a PNG.
+    client vncsnapshot_1 300 vncsnapshot -quality 100 127.0.0.1:0 /tmp/vncsnap-1.jpg
+    rig_l0 python3 -c 'import sys
+from PIL import Image
+Image.open(sys.argv[1]).convert("RGB").save(sys.argv[2])' /tmp/vncsnap-1.jpg /tmp/vncsnap-1.png \
+        >/tmp/jpeg_to_png.out 2>&1
+    fields="$fields jpeg_to_png_exit=$?"
     vncdo vncdo_input 600 -s /tmp/vnc.sock key a move 100 200 click 1
     t0=$(rig_uptime)
     rig_l0 timeout -s KILL 900 env PYTHONPATH="$vncdotool" python3 \
@@ -107,7 +115,7 @@ if wait_for step1 'RIG-DATA scenario=vnc-kms-1 .*shown=' 600; then
     sed 's/^/vnc-session| /' /tmp/session.out
     fields="$fields session_exit=$rc session_run_s=$(rig_sub "$(rig_uptime)" "$t0")"
     # 50 idle connections and one that never reads, open during step 3.
-    vnc-stress --connect 127.0.0.1:5900 --idle 50 --stuck 1 --hold-secs 150 \
+    vnc-stress --connect 127.0.0.1:5900 --idle 50 --stuck 1 --hold-secs 60 \
         --scenario vnc-stress >/tmp/stress.out 2>&1 &
     stress=$!
     i=0
@@ -115,13 +123,15 @@ if wait_for step1 'RIG-DATA scenario=vnc-kms-1 .*shown=' 600; then
         i=$((i + 1))
         sleep 0.1
     done
+    fields="$fields stress_ready_at=$(rig_uptime)"
     vncdo vncdo_f12_2 600 -s /tmp/vnc.sock key f12
     if wait_for step3 'RIG-DATA scenario=vnc-kms-3 .*flushes=' 900; then
         client gvnccapture_3 300 gvnccapture 127.0.0.1:0 /tmp/gvnc-3.png
+        fields="$fields gvnccapture_3_end_at=$(rig_uptime)"
     fi
-    vncdo vncdo_f12_3 600 -s /tmp/vnc.sock key f12
     wait "$stress"
-    fields="$fields stress_exit=$?"
+    fields="$fields stress_exit=$? stress_end_at=$(rig_uptime)"
+    vncdo vncdo_f12_3 600 -s /tmp/vnc.sock key f12
     sed 's/^/vnc-stress| /' /tmp/stress.out
     stress_line=$(grep '^VNC-STRESS ' /tmp/stress.out | head -n1)
     # shellcheck disable=SC2086 # k=v words
@@ -163,7 +173,7 @@ rig_dmabuf_exports "$out"
 [ -n "$reason" ] || reason=$RIG_REASON
 
 sent=0
-for f in gvnc-1.png vncdo-1.png vncdo-2.png gvnc-3.png bar-gvnc.png bar-vncdo.png; do
+for f in gvnc-1.png vncsnap-1.png vncdo-1.png vncdo-2.png gvnc-3.png bar-gvnc.png bar-vncdo.png; do
     if [ -f "$shared/$f" ]; then
         rig_send_file "$shared/$f" "$f" || rig_fail send-failed name="$f"
         sent=$((sent + 1))
