@@ -24,7 +24,7 @@
 //! Output: `RIG-DATA scenario=gpu-kms-blob ...` lines, a final `RIG-RESULT`; exit 0 iff PASS.
 //! Only with the options, and after the line with `shown=`:
 //! - `--flushes N` (N > 0): `RIG-DATA ... flushes=<N> flushes_ms=<total ms> flush_max_ms=<slowest
-//!   one, ms with 3 decimals>`, and `flushes=<N> flushes_ms=<total ms>` in the `RIG-RESULT` line;
+//!   one, ms with 3 decimals> flush_max_index=<which, from 0> flush_median_ms=<median>`, and `flushes=<N> flushes_ms=<total ms>` in the `RIG-RESULT` line;
 //! - `--hold-until PATH`: `RIG-DATA ... held_ms=<n> hold_end=path|time` after the hold (`path`:
 //!   PATH appeared, `time`: `--hold-ms` ran out).
 
@@ -160,18 +160,29 @@ impl Drop for GemMap {
 struct FlushTimes {
     total: Duration,
     max: Duration,
+    /// Which flush (0-based) took `max`.
+    max_index: u32,
+    /// The median flush.
+    median: Duration,
 }
 
 /// Calls `flush` `n` times one after another, timing each call; stops at the first error.
 fn timed_flushes(n: u32, mut flush: impl FnMut() -> Result<()>) -> Result<FlushTimes> {
     let mut t = FlushTimes::default();
-    for _ in 0..n {
+    let mut all = Vec::with_capacity(n as usize);
+    for i in 0..n {
         let t0 = Instant::now();
         flush()?;
         let d = t0.elapsed();
         t.total += d;
-        t.max = t.max.max(d);
+        if d > t.max {
+            t.max = d;
+            t.max_index = i;
+        }
+        all.push(d);
     }
+    all.sort_unstable();
+    t.median = all.get(all.len() / 2).copied().unwrap_or_default();
     Ok(t)
 }
 
@@ -337,6 +348,8 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
             ("flushes", args.flushes.to_string()),
             ("flushes_ms", flush_times.total.as_millis().to_string()),
             ("flush_max_ms", ms3(flush_times.max)),
+            ("flush_max_index", flush_times.max_index.to_string()),
+            ("flush_median_ms", ms3(flush_times.median)),
         ]);
     }
     let hold = Duration::from_millis(args.hold_ms);
@@ -459,6 +472,8 @@ mod tests {
         .unwrap();
         assert_eq!(calls, 3);
         assert!(t.max >= Duration::from_millis(30));
+        assert_eq!(t.max_index, 1, "the second flush was the slow one");
+        assert!(t.median < Duration::from_millis(30));
         assert!(t.total >= t.max + Duration::from_millis(2));
         assert_eq!(
             timed_flushes(0, || unreachable!()).unwrap(),

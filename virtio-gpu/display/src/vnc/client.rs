@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::encode::{raw, Encoding, PixelWriter, Zrle};
 use super::keysym::linux_key;
@@ -40,6 +41,41 @@ pub struct ClientState {
     pub desktop_size: bool,
     /// The connection is over.
     pub closed: bool,
+    /// When the oldest damage not sent yet arrived.
+    pub pending_since: Option<Instant>,
+    /// What was sent.
+    pub sent: SentStats,
+}
+
+/// Updates sent to a client: how many, their bytes, and the time from the damage they carry
+/// (the oldest flush in it) to the last byte handed to the socket.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SentStats {
+    /// Updates with pixels.
+    pub updates: u64,
+    /// Bytes of those updates.
+    pub bytes: u64,
+    /// Sum of the damage-to-sent times.
+    pub latency_total: Duration,
+    /// The longest damage-to-sent time.
+    pub latency_max: Duration,
+}
+
+impl std::fmt::Display for SentStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mean = self
+            .latency_total
+            .checked_div(u32::try_from(self.updates).unwrap_or(u32::MAX))
+            .unwrap_or_default();
+        write!(
+            f,
+            "{} updates, {} bytes, flush to sent {:.1} ms mean, {:.1} ms max",
+            self.updates,
+            self.bytes,
+            mean.as_secs_f64() * 1e3,
+            self.latency_max.as_secs_f64() * 1e3
+        )
+    }
 }
 
 /// A connected client.
@@ -66,6 +102,8 @@ impl Client {
                 encoding: Encoding::Raw,
                 desktop_size: false,
                 closed: false,
+                pending_since: None,
+                sent: SentStats::default(),
             }),
             wake: Condvar::new(),
             socket,
@@ -79,7 +117,10 @@ impl Client {
 
     /// `area` of the screen changed.
     pub fn damage(&self, area: Area) {
-        self.state().damage.add(area);
+        let mut st = self.state();
+        st.damage.add(area);
+        st.pending_since.get_or_insert_with(Instant::now);
+        drop(st);
         self.wake.notify_one();
     }
 
@@ -87,6 +128,7 @@ impl Client {
     pub fn resize(&self, size: (u16, u16)) {
         let mut st = self.state();
         st.resized = Some(size);
+        st.pending_since.get_or_insert_with(Instant::now);
         st.damage.add(Area {
             x: 0,
             y: 0,
@@ -217,6 +259,7 @@ enum Job {
         rects: Vec<Area>,
         pf: PixelFormat,
         encoding: Encoding,
+        since: Option<Instant>,
     },
 }
 
@@ -263,6 +306,7 @@ pub fn write_updates(
                             rects,
                             pf: st.pf,
                             encoding: st.encoding,
+                            since: st.pending_since.take(),
                         };
                     }
                 }
@@ -280,7 +324,9 @@ pub fn write_updates(
                 rects,
                 pf,
                 encoding,
+                since,
             } => {
+                let mut bytes = 0u64;
                 let writer = PixelWriter::new(pf);
                 let bands: usize = rects
                     .iter()
@@ -305,8 +351,17 @@ pub fn write_updates(
                                 .map_err(|e| std::io::Error::other(e.to_string()))?,
                         }
                         socket.write_all(&out)?;
+                        bytes += out.len() as u64;
                         out.clear();
                     }
+                }
+                let mut st = client.state();
+                st.sent.updates += 1;
+                st.sent.bytes += bytes;
+                if let Some(t) = since {
+                    let latency = t.elapsed();
+                    st.sent.latency_total += latency;
+                    st.sent.latency_max = st.sent.latency_max.max(latency);
                 }
             }
         }

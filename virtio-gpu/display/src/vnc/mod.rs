@@ -48,6 +48,15 @@ use crate::input::InputSink;
 pub struct VncDisplay {
     server: Server,
     row: Vec<u8>,
+    copies: CopyStats,
+}
+
+/// The GPU thread's work for this display: flushed rectangles copied into the server.
+#[derive(Debug, Default, Clone, Copy)]
+struct CopyStats {
+    count: u64,
+    total: std::time::Duration,
+    max: std::time::Duration,
 }
 
 impl VncDisplay {
@@ -76,6 +85,7 @@ impl VncDisplay {
         Ok(VncDisplay {
             server,
             row: Vec::new(),
+            copies: CopyStats::default(),
         })
     }
 
@@ -197,12 +207,34 @@ impl DisplayBackend for VncDisplay {
         if scanout_id != 0 {
             return Ok(());
         }
-        if let Some(area) = self.copy_in(frame, rect)? {
+        let t = std::time::Instant::now();
+        let copied = self.copy_in(frame, rect)?;
+        let took = t.elapsed();
+        self.copies.count += 1;
+        self.copies.total += took;
+        self.copies.max = self.copies.max.max(took);
+        if let Some(area) = copied {
             for c in self.server.shared().clients() {
                 c.damage(area);
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for VncDisplay {
+    fn drop(&mut self) {
+        let c = self.copies;
+        if c.count > 0 {
+            log::info!(
+                "vnc: {}: {} flushes copied in, {:.2} ms mean, {:.2} ms max; {} updates sent",
+                self.server.address(),
+                c.count,
+                c.total.as_secs_f64() * 1e3 / c.count as f64,
+                c.max.as_secs_f64() * 1e3,
+                self.updates_sent()
+            );
+        }
     }
 }
 

@@ -314,6 +314,7 @@ fn session(shared: &Arc<Shared>, id: u64, mut stream: Stream) {
         Err(e) => Err(SessionEnd::Io(e)),
     };
     shared.remove(id);
+    let sent = client.state().sent;
     let why = match (end, written) {
         (Err(e), _) => e.to_string(),
         (Ok(()), Err(SessionEnd::Io(e))) => format!("sending: {e}"),
@@ -322,6 +323,6 @@ fn session(shared: &Arc<Shared>, id: u64, mut stream: Stream) {
     log_limit::info_limit_global!(
         20,
         CONNECTION_LOG_INTERVAL,
-        "vnc: client {id} ({peer}) disconnected: {why}"
+        "vnc: client {id} ({peer}) disconnected: {why}; {sent}"
     );
 }

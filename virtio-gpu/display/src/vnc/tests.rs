@@ -116,6 +116,22 @@ fn clients_get_exact_frames_and_mode_changes() {
             }
         }
         assert_eq!(c.fb, want);
+        // The server counted what it sent this client (right after the last byte went out).
+        let sent = (0..500)
+            .find_map(|_| {
+                let clients = vnc.server.shared().clients();
+                let sent = clients.last().map(|cl| cl.state().sent)?;
+                if sent.updates >= 2 {
+                    return Some(sent);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                None
+            })
+            .expect("updates counted");
+        assert!(
+            sent.bytes > 30 * 40 && sent.latency_max > Duration::ZERO,
+            "{sent}"
+        );
     }
 }
 
