@@ -18,7 +18,9 @@
 use std::time::Duration;
 
 use guest_tools::pattern::{blob_word, first_bad_pixel, rgb, VARIANT_BAR_BLOB, VARIANT_KMS};
-use rig_tests::{decode_png, identify_image, Outcome, Scenario, GPU_USER_BLOB_IMAGES};
+use rig_tests::{
+    decode_png, guest_lines_starting, identify_image, Outcome, Scenario, GPU_USER_BLOB_IMAGES,
+};
 
 /// Decodes capture `name` and checks it shows the KMS pattern at `width` x `height`, every pixel.
 fn assert_exact(out: &Outcome, name: &str, width: u32, height: u32) {
@@ -72,17 +74,13 @@ fn jpeg_error(out: &Outcome, name: &str, width: u32, height: u32) -> (u8, f64) {
 /// The EVDEV lines L2's evdev-watch printed for step `step` (as `(device name, type, code,
 /// value)`, SYN events left out).
 fn evdev_events(out: &Outcome, step: u32) -> Vec<(String, u16, u16, i32)> {
-    // Lines of one evdev-watch run lie between the previous step's end and this one's end.
-    let mut current = 1;
+    // Each step's evdev-watch says EVDEV-READY before its events. EVDEV lines are mended where a
+    // vmm log line was written into them.
+    let mut current = 0;
     let mut events = Vec::new();
-    for line in out.vmm_output() {
-        if let Some(rest) = line.strip_prefix("RIG-DATA scenario=vnc-l2 step=") {
-            current = rest
-                .split(' ')
-                .next()
-                .and_then(|s| s.parse::<u32>().ok())
-                .unwrap_or(0)
-                + 1;
+    for line in guest_lines_starting(&out.log, "EVDEV") {
+        if line.starts_with("EVDEV-READY") {
+            current += 1;
             continue;
         }
         let Some(rest) = line.strip_prefix("EVDEV ") else {
@@ -94,7 +92,7 @@ fn evdev_events(out: &Outcome, step: u32) -> Vec<(String, u16, u16, i32)> {
         let field = |k: &str| {
             rest.split(' ')
                 .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
-                .unwrap_or_else(|| panic!("no {k} in {line}"))
+                .unwrap_or_else(|| panic!("no {k} in {line:?}"))
                 .to_string()
         };
         let (t, c, v): (u16, u16, i32) = (
