@@ -119,6 +119,16 @@ impl PixelWriter {
 
 /// Appends `pixels` (`width` per row) as Raw data.
 pub fn raw(writer: &PixelWriter, pixels: &[u32], out: &mut Vec<u8>) {
+    if writer.pf == PixelFormat::SERVER {
+        // The server's own format: the pixels' little-endian bytes (one pass the compiler
+        // vectorizes).
+        let start = out.len();
+        out.resize(start + pixels.len() * 4, 0);
+        for (d, p) in out[start..].chunks_exact_mut(4).zip(pixels) {
+            d.copy_from_slice(&(p & 0x00ff_ffff).to_le_bytes());
+        }
+        return;
+    }
     out.reserve(pixels.len() * writer.pf.bytes_per_pixel());
     for &p in pixels {
         writer.put(p, out);
@@ -161,6 +171,16 @@ impl Zrle {
                 if rows.clone().all(|r| r.iter().all(|&p| p == first)) {
                     self.tiles.push(1);
                     writer.put_compact(first, &mut self.tiles);
+                } else if writer.pf == PixelFormat::SERVER {
+                    // Compact pixels of the server's format: the 3 low bytes, little-endian.
+                    self.tiles.push(0);
+                    for row in rows {
+                        let start = self.tiles.len();
+                        self.tiles.resize(start + row.len() * 3, 0);
+                        for (d, p) in self.tiles[start..].chunks_exact_mut(3).zip(row) {
+                            d.copy_from_slice(&p.to_le_bytes()[..3]);
+                        }
+                    }
                 } else {
                     self.tiles.push(0);
                     for row in rows {
@@ -265,6 +285,20 @@ mod tests {
         out.clear();
         rgb565.put(0x0000_ff00, &mut out);
         assert_eq!(out, (63u16 << 5).to_le_bytes());
+    }
+
+    #[test]
+    fn raw_in_the_server_format_is_the_little_endian_pixels() {
+        let pixels = [0x0012_3456, 0xff65_4321, 0];
+        let mut out = Vec::new();
+        raw(&PixelWriter::new(PixelFormat::SERVER), &pixels, &mut out);
+        assert_eq!(out, [0x56, 0x34, 0x12, 0, 0x21, 0x43, 0x65, 0, 0, 0, 0, 0]);
+        // The same as pixel by pixel.
+        let mut one = Vec::new();
+        for p in pixels {
+            PixelWriter::new(PixelFormat::SERVER).put(p, &mut one);
+        }
+        assert_eq!(out, one);
     }
 
     #[test]

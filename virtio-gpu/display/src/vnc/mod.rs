@@ -133,9 +133,9 @@ impl VncDisplay {
             frame.pixels.read_at(at, &mut self.row)?;
             // x0, y < MAX_EDGE: they fit u16.
             let dst = screen.row_mut(x0 as u16, y as u16, w);
+            let [r, g, b] = format.rgb;
             for (d, px) in dst.iter_mut().zip(self.row.chunks_exact(4)) {
-                let [r, g, b, _] = format.to_rgba(px);
-                *d = u32::from(r) << 16 | u32::from(g) << 8 | u32::from(b);
+                *d = u32::from(px[r]) << 16 | u32::from(px[g]) << 8 | u32::from(px[b]);
             }
         }
         Ok(Some(Area {

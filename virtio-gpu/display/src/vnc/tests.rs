@@ -78,6 +78,7 @@ fn clients_get_exact_frames_and_mode_changes() {
         &[ENCODING_RAW, ENCODING_DESKTOP_SIZE][..],
     ] {
         let mut c = TestClient::connect(vnc.address(), encodings);
+        assert_eq!(c.name, b"test");
         let (w, h) = (200, 130);
         let buf = frame_bytes(w, h, 1);
         vnc.set_scanout(0, Some(&frame(&buf, w as u32, h as u32)))
