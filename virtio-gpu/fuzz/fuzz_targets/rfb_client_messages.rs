@@ -7,6 +7,8 @@
 //! `cargo +nightly fuzz run -O -a -s none rfb_client_messages <dir> corpus/rfb_client_messages -- -runs=10000000`
 #![no_main]
 
+use std::sync::Mutex;
+
 use libfuzzer_sys::fuzz_target;
 use virtio_gpu_display::vnc::encode::{raw, PixelWriter, Zrle};
 use virtio_gpu_display::vnc::protocol::{
@@ -14,6 +16,10 @@ use virtio_gpu_display::vnc::protocol::{
 };
 
 type Parsed = (Vec<ClientMessage>, Option<ProtocolError>);
+
+/// One ZRLE stream for every run, as a connection has (building zlib's state per run would
+/// cost more than the rest of the run).
+static ZRLE: Mutex<Option<Zrle>> = Mutex::new(None);
 
 fn whole(stream: &[u8]) -> Parsed {
     let mut at = 0;
@@ -77,7 +83,10 @@ fuzz_target!(|data: &[u8]| {
             raw(&w, &pixels, &mut out);
             assert_eq!(out.len(), 6 * pf.bytes_per_pixel());
             out.clear();
-            Zrle::default().encode(&w, &pixels, 3, &mut out).unwrap();
+            let mut zrle = ZRLE.lock().unwrap();
+            zrle.get_or_insert_with(Zrle::default)
+                .encode(&w, &pixels, 3, &mut out)
+                .unwrap();
             assert!(out.len() > 4);
         }
     }
