@@ -10,7 +10,8 @@
 //! - step 3: with 50 idle connections and one that never reads open, the guest's 200 flushes
 //!   complete and gvnccapture gets a pixel-exact frame;
 //! - a second vmm run with ivshmem passed through: a blob in six out-of-order ranges of its BAR2,
-//!   exported as one VFIO dma-buf, is captured pixel-exact by both clients.
+//!   exported as one VFIO dma-buf, is captured pixel-exact by both clients, vncdotool through a
+//!   second server with VNC Authentication (a wrong password is refused).
 
 // Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
 #![cfg(feature = "rig")]
@@ -239,6 +240,20 @@ fn vnc_clients_see_the_guest_and_drive_its_input() {
     for run in ["gvnccapture_bar", "vncdo_bar"] {
         assert_eq!(r.get(&format!("{run}_exit")), Some("0"), "{run}: {r}");
     }
+    // VNC Authentication (the second server): a wrong password gets no picture; the warning.
+    assert_ne!(r.get("vncdo_badpw_exit"), Some("0"), "{r}");
+    assert!(
+        !out.files.iter().any(|f| f.name == "bar-badpw.png"),
+        "a wrong password got a picture"
+    );
+    assert!(
+        vmm.iter().any(|l| l.contains("VNC authentication failed")),
+        "no log line of the failed authentication"
+    );
+    assert!(
+        vmm.iter().any(|l| l.contains("VNC Authentication is weak")),
+        "no warning that VNC Authentication is weak"
+    );
     let bar = out.assert_l2_passed("gpu-user-blob");
     println!("BAR blob: {bar}");
     for name in ["bar-gvnc.png", "bar-vncdo.png"] {

@@ -15,8 +15,10 @@
 # Step 3 (a new 1024x768 framebuffer, 200 whole-screen flushes, with the 51 connections open):
 #   gvnccapture over TCP -> gvnc-3.png; vncdotool presses F12; L2 ends, the vmm exits.
 # Second vmm run: ivshmem (bound to vfio-pci) passed through with `--device vfio=<BDF>,gpu=blob
-#   --display vnc=127.0.0.1:5900`; L2 (rig.l2=vnc-bar) shows a blob in six out-of-order ranges of
-#   its BAR2 (one VFIO dma-buf); gvnccapture -> bar-gvnc.png, vncdotool -> bar-vncdo.png, F12.
+#   --display vnc=127.0.0.1:5900 --display vnc=127.0.0.1:5901,password-file=...`; L2
+#   (rig.l2=vnc-bar) shows a blob in six out-of-order ranges of its BAR2 (one VFIO dma-buf);
+#   gvnccapture (5900) -> bar-gvnc.png; vncdotool with a wrong password (5901: refused, no
+#   bar-badpw.png), then with the right one -> bar-vncdo.png, and F12.
 # Facts only (tests/tests/rig_vnc.rs judges them): client versions (RIG-DATA client=...), each
 # client run's <run>_exit and <run>_run_s, the step timings, vnc-stress's line, L2's lines
 # (forwarded: gpu-kms-blob per step with flushes_ms, the EVDEV lines of evdev-watch), the vmm's facts,
@@ -152,13 +154,17 @@ out=/tmp/vmm-vnc-bar.out
 : >"$out"
 RIG_VMM_T0=$(rig_uptime)
 RIG_VMM_SECS=900
+echo "rig-secret" >/tmp/vnc-password
 rig_run_vmm 900 "$out" --device "vfio=$bdf,gpu=blob" --display vnc=127.0.0.1:5900 \
+    --display "vnc=127.0.0.1:5901,password-file=/tmp/vnc-password" \
     --kernel /rig/l2/vmlinuz --initramfs /rig/l2/initramfs.cpio.gz \
     --cmdline "$(rig_l2_cmdline vnc-bar)" --memory 512M &
 vmm_pid=$!
 if wait_for bar 'RIG-DATA scenario=gpu-user-blob shown=1' 600; then
     client gvnccapture_bar 300 gvnccapture 127.0.0.1:0 /tmp/bar-gvnc.png
-    vncdo vncdo_bar 600 -s 127.0.0.1::5900 capture /tmp/bar-vncdo.png key f12
+    # VNC Authentication: the right password gets the picture, a wrong one is refused.
+    vncdo vncdo_badpw 60 -s 127.0.0.1::5901 -p wrong-one capture /tmp/bar-badpw.png
+    vncdo vncdo_bar 600 -s 127.0.0.1::5901 -p rig-secret capture /tmp/bar-vncdo.png key f12
 fi
 wait "$vmm_pid"
 RIG_VMM_RC=$(sed -n 's/^[0-9.]* RIG-VMM-EXIT \([0-9]*\)$/\1/p' "$out" | tail -n1)
@@ -173,7 +179,8 @@ rig_dmabuf_exports "$out"
 [ -n "$reason" ] || reason=$RIG_REASON
 
 sent=0
-for f in gvnc-1.png vncsnap-1.png vncdo-1.png vncdo-2.png gvnc-3.png bar-gvnc.png bar-vncdo.png; do
+for f in gvnc-1.png vncsnap-1.png vncdo-1.png vncdo-2.png gvnc-3.png bar-gvnc.png bar-vncdo.png \
+    bar-badpw.png; do
     if [ -f "$shared/$f" ]; then
         rig_send_file "$shared/$f" "$f" || rig_fail send-failed name="$f"
         sent=$((sent + 1))
