@@ -55,6 +55,8 @@ pub struct SentStats {
     pub updates: u64,
     /// Bytes of those updates.
     pub bytes: u64,
+    /// Updates that carried a flush (the others answered a request for the whole screen).
+    pub timed: u64,
     /// Sum of the damage-to-sent times.
     pub latency_total: Duration,
     /// The longest damage-to-sent time.
@@ -63,17 +65,17 @@ pub struct SentStats {
 
 impl std::fmt::Display for SentStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mean = self
-            .latency_total
-            .checked_div(u32::try_from(self.updates).unwrap_or(u32::MAX))
-            .unwrap_or_default();
+        write!(f, "{} updates, {} bytes", self.updates, self.bytes)?;
+        if self.timed == 0 {
+            return Ok(());
+        }
+        let mean = self.latency_total / u32::try_from(self.timed).unwrap_or(u32::MAX);
         write!(
             f,
-            "{} updates, {} bytes, flush to sent {:.1} ms mean, {:.1} ms max",
-            self.updates,
-            self.bytes,
+            ", flush to sent {:.1} ms mean, {:.1} ms max over {}",
             mean.as_secs_f64() * 1e3,
-            self.latency_max.as_secs_f64() * 1e3
+            self.latency_max.as_secs_f64() * 1e3,
+            self.timed
         )
     }
 }
@@ -360,6 +362,7 @@ pub fn write_updates(
                 st.sent.bytes += bytes;
                 if let Some(t) = since {
                     let latency = t.elapsed();
+                    st.sent.timed += 1;
                     st.sent.latency_total += latency;
                     st.sent.latency_max = st.sent.latency_max.max(latency);
                 }
