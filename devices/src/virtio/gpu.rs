@@ -3,17 +3,17 @@
 
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_GPU;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use virtio_gpu_blob::protocol::NUM_SCANOUTS;
 use virtio_gpu_blob::{GpuDevice, QueueKind, DEVICE_FEATURES};
 
+use super::worker_thread::WorkerThread;
 use super::{ActivatedQueue, InterruptSource, VirtioDevice, VirtioInterrupt};
 
 /// The GPU model over the guest memory the transport hands over at activation.
@@ -26,15 +26,10 @@ pub const CURSOR_QUEUE_SIZE: u16 = 16;
 
 const KILL_TOKEN: u64 = u64::MAX;
 
-struct Worker {
-    kill: EventFd,
-    handle: JoinHandle<()>,
-}
-
 /// virtio-gpu behind a virtio transport.
 pub struct VirtioGpu {
     device: Arc<Mutex<GpuModel>>,
-    worker: Option<Worker>,
+    worker: Option<WorkerThread>,
     acked_features: u64,
     events_read: u32,
 }
@@ -67,12 +62,7 @@ impl VirtioGpu {
 
     fn stop_worker(&mut self) {
         if let Some(w) = self.worker.take() {
-            if let Err(e) = w.kill.write(1) {
-                log::error!("virtio-gpu: stopping the worker: {e}");
-            }
-            if w.handle.join().is_err() {
-                log::error!("virtio-gpu: the worker thread panicked");
-            }
+            w.stop();
         }
     }
 
@@ -224,17 +214,10 @@ impl VirtioDevice for VirtioGpu {
                 name: "control",
             });
         }
-        let kill = EventFd::new(EFD_NONBLOCK).map_err(crate::Error::EventFd)?;
-        let worker_kill = kill.try_clone().map_err(crate::Error::EventFd)?;
         let device = self.device.clone();
-        let handle = std::thread::Builder::new()
-            .name("virtio-gpu".into())
-            .spawn(move || run_worker(device, interrupt, queues, worker_kill))
-            .map_err(|source| crate::Error::Thread {
-                name: "virtio-gpu",
-                source,
-            })?;
-        self.worker = Some(Worker { kill, handle });
+        self.worker = Some(WorkerThread::spawn("virtio-gpu", move |kill| {
+            run_worker(device, interrupt, queues, kill)
+        })?);
         Ok(())
     }
 
@@ -324,7 +307,7 @@ mod tests {
         q.set_avail_ring_address(Some(0x100), Some(0));
         q.set_used_ring_address(Some(0x200), Some(0));
         q.set_ready(true);
-        let notify = EventFd::new(EFD_NONBLOCK).unwrap();
+        let notify = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
         let irq = Arc::new(CountingInterrupt::default());
         gpu.activate(
             mem.clone(),

@@ -15,6 +15,7 @@ mod error;
 mod gpu;
 mod input;
 mod pci_transport;
+mod worker_thread;
 
 pub use common_cfg::NO_VECTOR;
 pub use device::{ActivatedQueue, InterruptSource, VirtioDevice, VirtioInterrupt};

@@ -21,12 +21,12 @@ mod worker;
 mod device_tests;
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_INPUT;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::worker_thread::WorkerThread;
 use super::{ActivatedQueue, VirtioDevice, VirtioInterrupt};
 use config::{ConfigSpace, Profile, KEYBOARD, TABLET};
 use handle::Shared;
@@ -51,18 +51,13 @@ pub enum InputKind {
     Tablet,
 }
 
-struct Worker {
-    kill: EventFd,
-    handle: JoinHandle<()>,
-}
-
 /// A virtio-input device behind a virtio transport. Input is injected through
 /// [`VirtioInput::handle`]; it reaches the guest once the driver has activated the device.
 pub struct VirtioInput {
     kind: InputKind,
     shared: Arc<Shared>,
     config: ConfigSpace,
-    worker: Option<Worker>,
+    worker: Option<WorkerThread>,
 }
 
 impl std::fmt::Debug for VirtioInput {
@@ -115,12 +110,7 @@ impl VirtioInput {
 
     fn stop_worker(&mut self) {
         if let Some(w) = self.worker.take() {
-            if let Err(e) = w.kill.write(1) {
-                log::error!("virtio-input: stopping the worker: {e}");
-            }
-            if w.handle.join().is_err() {
-                log::error!("virtio-input: the worker thread panicked");
-            }
+            w.stop();
         }
     }
 }
@@ -177,26 +167,21 @@ impl VirtioDevice for VirtioInput {
                 name: "eventq",
             });
         };
-        let kill = EventFd::new(EFD_NONBLOCK).map_err(crate::Error::EventFd)?;
-        let worker_kill = kill.try_clone().map_err(crate::Error::EventFd)?;
         let shared = self.shared.clone();
         let queues = worker::Queues { event, status };
         // Active before the worker starts: what is injected from now on is delivered.
         self.shared.set_active(true);
-        let spawned = std::thread::Builder::new()
-            .name("virtio-input".into())
-            .spawn(move || worker::run(shared, mem, interrupt, queues, worker_kill));
+        let spawned = WorkerThread::spawn("virtio-input", move |kill| {
+            worker::run(shared, mem, interrupt, queues, kill)
+        });
         match spawned {
-            Ok(handle) => {
-                self.worker = Some(Worker { kill, handle });
+            Ok(w) => {
+                self.worker = Some(w);
                 Ok(())
             }
-            Err(source) => {
+            Err(e) => {
                 self.shared.set_active(false);
-                Err(crate::Error::Thread {
-                    name: "virtio-input",
-                    source,
-                })
+                Err(e)
             }
         }
     }
