@@ -10,9 +10,10 @@
 #   vncdo-1.png over TCP and presses F12, which ends the step in L2.
 # Step 2 (L2 changes the mode to 1024x768 and flushes the whole screen 200 times): the same
 #   vncdotool session, still connected, captures vncdo-2.png (DesktopSize, then the new frame).
-#   Then vnc-stress opens 51 connections at once (50 idle after the handshake, 1 that asks for
-#   full updates every 100 ms and never reads) for 60 s and vncdotool presses F12.
-# Step 3 (a new 1024x768 framebuffer, 200 whole-screen flushes, with the 51 connections open):
+#   Then vnc-stress opens 52 connections at once (50 idle after the handshake, 1 that asks for
+#   full updates every 100 ms and never reads, 1 that reads every update and asks for the next, like
+#   a viewer) for 60 s and vncdotool presses F12.
+# Step 3 (a new 1024x768 framebuffer, 200 whole-screen flushes, with the 52 connections open):
 #   gvnccapture over TCP -> gvnc-3.png; vncdotool presses F12; L2 ends, the vmm exits.
 # Second vmm run: ivshmem (bound to vfio-pci) passed through with `--device vfio=<BDF>,gpu=blob
 #   --display vnc=127.0.0.1:5900 --display vnc=127.0.0.1:5901,password-file=...`; L2
@@ -117,7 +118,7 @@ Image.open(sys.argv[1]).convert("RGB").save(sys.argv[2])' /tmp/vncsnap-1.jpg /tm
     sed 's/^/vnc-session| /' /tmp/session.out
     fields="$fields session_exit=$rc session_run_s=$(rig_sub "$(rig_uptime)" "$t0")"
     # 50 idle connections and one that never reads, open during step 3.
-    vnc-stress --connect 127.0.0.1:5900 --idle 50 --stuck 1 --hold-secs 60 \
+    vnc-stress --connect 127.0.0.1:5900 --idle 50 --stuck 1 --readers 1 --hold-secs 60 \
         --scenario vnc-stress >/tmp/stress.out 2>&1 &
     stress=$!
     i=0

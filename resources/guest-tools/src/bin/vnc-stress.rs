@@ -12,6 +12,9 @@
 //!    FramebufferUpdateRequest of the whole ServerInit size, and never read anything, so that what
 //!    the server sends them piles up. Their writes time out after 1 s; a request still not out at
 //!    the next tick is finished first instead of queueing another one (the stream stays whole);
+//!    With `--readers K`, K more clients behave like a viewer during the hold: SetEncodings (Raw,
+//!    DesktopSize), one whole-screen request, then an incremental request after each update they
+//!    have read whole (the server's own log says how long its updates took);
 //! 4. closes everything.
 //!
 //! Output, once all handshakes are done (what a scenario waits for):
@@ -23,7 +26,7 @@
 //! and after the hold:
 //!
 //! ```text
-//! VNC-STRESS connected=<n> handshakes_ok=<n> handshake_failed=<n> width=<w> height=<h> requests_sent=<n> handshake_ms_max=<ms>
+//! VNC-STRESS connected=<n> handshakes_ok=<n> handshake_failed=<n> width=<w> height=<h> requests_sent=<n> handshake_ms_max=<ms> reader_updates=<n> reader_bytes=<n>
 //! RIG-RESULT scenario=vnc-stress status=PASS <the same k=v fields>
 //! ```
 //!
@@ -84,6 +87,10 @@ struct Args {
     /// Clients that ask for whole-screen updates every 100 ms and never read.
     #[arg(long, value_name = "M")]
     stuck: usize,
+    /// Clients that behave like a viewer: one whole-screen request, then an incremental one after
+    /// each update they have read whole.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    readers: usize,
     /// How long to keep the connections after the handshakes (seconds).
     #[arg(long, value_name = "S")]
     hold_secs: f64,
@@ -112,6 +119,21 @@ enum Conn {
 }
 
 impl Conn {
+    fn try_clone(&self) -> io::Result<Conn> {
+        Ok(match self {
+            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
+            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
+        })
+    }
+
+    /// Ends both directions: a thread blocked reading it returns.
+    fn shutdown(&self) {
+        let _ = match self {
+            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+
     fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
         match self {
             Conn::Tcp(s) => {
@@ -368,6 +390,75 @@ fn stuck_client(w: &mut impl Write, init: &ServerInit, stop: &AtomicBool) -> (u6
     }
 }
 
+/// SetEncodings Raw (0) and DesktopSize (-223), a reader's.
+const SET_ENCODINGS_READER: [u8; 12] = [2, 0, 0, 2, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0x21];
+
+/// An incremental FramebufferUpdateRequest of the whole `width` x `height` screen.
+fn incremental_request(width: u16, height: u16) -> [u8; 10] {
+    let mut r = update_request(width, height);
+    r[1] = 1;
+    r
+}
+
+/// Reads one FramebufferUpdate of Raw and DesktopSize rectangles (32-bit pixels, the server's
+/// format), updating the screen size; returns its bytes.
+fn read_update(r: &mut impl Read, size: &mut (u16, u16)) -> io::Result<u64> {
+    let head: [u8; 4] = read_array(r)?;
+    if head[0] != 0 {
+        return Err(io::Error::other(format!("server message type {}", head[0])));
+    }
+    let rects = u16::from_be_bytes([head[2], head[3]]);
+    let mut bytes = 4u64;
+    let mut sink = vec![0u8; 64 * 1024];
+    for _ in 0..rects {
+        let h: [u8; 12] = read_array(r)?;
+        bytes += 12;
+        let (w, hh) = (
+            u16::from_be_bytes([h[4], h[5]]),
+            u16::from_be_bytes([h[6], h[7]]),
+        );
+        match i32::from_be_bytes([h[8], h[9], h[10], h[11]]) {
+            0 => {
+                let mut left = u64::from(w) * u64::from(hh) * 4;
+                bytes += left;
+                while left > 0 {
+                    let n = left.min(sink.len() as u64) as usize;
+                    r.read_exact(&mut sink[..n])?;
+                    left -= n as u64;
+                }
+            }
+            -223 => *size = (w, hh),
+            e => return Err(io::Error::other(format!("encoding {e}"))),
+        }
+    }
+    Ok(bytes)
+}
+
+/// A reader: SetEncodings (Raw, DesktopSize), a whole-screen request, then after each update it
+/// read whole an incremental request, until its connection is shut down. Returns the updates and
+/// bytes read.
+fn reader_client(c: &mut (impl Read + Write), init: &ServerInit) -> (u64, u64) {
+    let mut size = (init.width, init.height);
+    let (mut updates, mut bytes) = (0u64, 0u64);
+    let mut first = SET_ENCODINGS_READER.to_vec();
+    first.extend_from_slice(&update_request(size.0, size.1));
+    if c.write_all(&first).is_err() {
+        return (0, 0);
+    }
+    while let Ok(n) = read_update(c, &mut size) {
+        updates += 1;
+        bytes += n;
+        if c.write_all(&incremental_request(size.0, size.1)).is_err() {
+            break;
+        }
+    }
+    (updates, bytes)
+}
+
+/// What the stuck clients (requests written, connection lost) and the readers (updates, bytes)
+/// did during the hold.
+type HoldOutcome = (Vec<(u64, bool)>, Vec<(u64, u64)>);
+
 /// The numbers of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Stats {
@@ -378,6 +469,8 @@ struct Stats {
     height: u16,
     requests_sent: u64,
     handshake_ms_max: u128,
+    reader_updates: u64,
+    reader_bytes: u64,
 }
 
 impl Stats {
@@ -390,6 +483,8 @@ impl Stats {
             ("height", self.height.to_string()),
             ("requests_sent", self.requests_sent.to_string()),
             ("handshake_ms_max", self.handshake_ms_max.to_string()),
+            ("reader_updates", self.reader_updates.to_string()),
+            ("reader_bytes", self.reader_bytes.to_string()),
         ]
     }
 
@@ -423,7 +518,7 @@ fn log_failures(rep: &Reporter, what: &str, failures: &[String]) {
 /// Connects, handshakes, calls `ready` with the numbers so far, holds and closes.
 fn stress(args: &Args, rep: &Reporter, ready: impl FnOnce(&Stats)) -> Stats {
     let mut stats = Stats::default();
-    let total = args.idle + args.stuck;
+    let total = args.idle + args.stuck + args.readers;
     let mut conns = Vec::with_capacity(total);
     let mut connect_failures = Vec::new();
     match Endpoint::resolve(&args.connect) {
@@ -460,6 +555,7 @@ fn stress(args: &Args, rep: &Reporter, ready: impl FnOnce(&Stats)) -> Stats {
 
     let mut idle = Vec::new();
     let mut stuck = Vec::new();
+    let mut readers = Vec::new();
     let mut handshake_failures = Vec::new();
     for (i, c, r, took) in results {
         stats.handshake_ms_max = stats.handshake_ms_max.max(took.as_millis());
@@ -476,8 +572,10 @@ fn stress(args: &Args, rep: &Reporter, ready: impl FnOnce(&Stats)) -> Stats {
                 stats.handshakes_ok += 1;
                 if i < args.idle {
                     idle.push(c);
-                } else {
+                } else if i < args.idle + args.stuck {
                     stuck.push((c, init));
+                } else {
+                    readers.push((c, init));
                 }
             }
             Err(e) => handshake_failures.push(format!("connection {i}: {e}")),
@@ -496,7 +594,21 @@ fn stress(args: &Args, rep: &Reporter, ready: impl FnOnce(&Stats)) -> Stats {
     }
     let stop = AtomicBool::new(false);
     let hold = Duration::from_secs_f64(args.hold_secs.max(0.0));
-    let outcomes: Vec<(u64, bool)> = thread::scope(|s| {
+    // Readers block in reads; shutting their sockets down at the end of the hold ends them.
+    let reader_sockets: Vec<Conn> = readers
+        .iter()
+        .filter_map(|(c, _)| c.try_clone().ok())
+        .collect();
+    let (outcomes, read): HoldOutcome = thread::scope(|s| {
+        let read_handles: Vec<_> = readers
+            .iter_mut()
+            .map(|(c, init)| {
+                s.spawn(move || {
+                    let _ = c.set_timeouts(None, None);
+                    reader_client(c, init)
+                })
+            })
+            .collect();
         let handles: Vec<_> = stuck
             .iter_mut()
             .map(|(c, init)| {
@@ -509,8 +621,19 @@ fn stress(args: &Args, rep: &Reporter, ready: impl FnOnce(&Stats)) -> Stats {
             .collect();
         thread::sleep(hold);
         stop.store(true, Ordering::Relaxed);
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        for c in &reader_sockets {
+            c.shutdown();
+        }
+        (
+            handles.into_iter().filter_map(|h| h.join().ok()).collect(),
+            read_handles
+                .into_iter()
+                .filter_map(|h| h.join().ok())
+                .collect(),
+        )
     });
+    stats.reader_updates = read.iter().map(|(n, _)| n).sum();
+    stats.reader_bytes = read.iter().map(|(_, b)| b).sum();
     stats.requests_sent = outcomes.iter().map(|(n, _)| n).sum();
     let closed = outcomes.iter().filter(|(_, closed)| *closed).count();
     if closed > 0 {
@@ -611,6 +734,7 @@ mod tests {
                 connect: Target::Tcp("127.0.0.1:5900".into()),
                 idle: 8,
                 stuck: 2,
+                readers: 0,
                 hold_secs: 20.0,
                 scenario: "vnc-stress".into(),
             }
@@ -862,6 +986,36 @@ mod tests {
             "VNC-STRESS connected=4 handshakes_ok=4 handshake_failed=0 width=64 height=48 requests_sent="
         ));
         assert!(stats.line().contains(" handshake_ms_max="));
+    }
+
+    #[test]
+    fn a_reader_follows_size_changes_and_asks_again_after_each_update() {
+        let (mut server, mut client) = UnixStream::pair().unwrap();
+        let init = ServerInit {
+            width: 4,
+            height: 3,
+            name: String::new(),
+        };
+        let t = thread::spawn(move || {
+            let first: [u8; 22] = read_array(&mut server).unwrap();
+            assert_eq!(first[..12], SET_ENCODINGS_READER);
+            assert_eq!(first[12..], update_request(4, 3));
+            // DesktopSize to 2x1, then the 2x1 picture in Raw.
+            let mut m = vec![0, 0, 0, 2];
+            m.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 1, 0xff, 0xff, 0xff, 0x21]);
+            m.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 1, 0, 0, 0, 0]);
+            m.extend_from_slice(&[1; 8]);
+            server.write_all(&m).unwrap();
+            let again: [u8; 10] = read_array(&mut server).unwrap();
+            assert_eq!(again, incremental_request(2, 1));
+            server.write_all(&[0, 0, 0, 0]).unwrap(); // an update with no rectangle
+            let _: [u8; 10] = read_array(&mut server).unwrap();
+            server.shutdown(std::net::Shutdown::Both).unwrap();
+        });
+        let (updates, bytes) = reader_client(&mut client, &init);
+        t.join().unwrap();
+        assert_eq!(updates, 2);
+        assert_eq!(bytes, 4 + 12 + 12 + 8 + 4);
     }
 
     #[test]
