@@ -20,43 +20,40 @@ use std::time::Duration;
 
 use guest_tools::pattern::{blob_word, first_bad_pixel, rgb, VARIANT_BAR_BLOB, VARIANT_KMS};
 use rig_tests::{
-    decode_png, guest_lines_starting, identify_image, Outcome, Scenario, GPU_USER_BLOB_IMAGES,
+    decode_png, guest_lines_starting, identify_image, Image, Outcome, Scenario,
+    GPU_USER_BLOB_IMAGES,
 };
 
-/// Decodes capture `name` and checks it shows the KMS pattern at `width` x `height`, every pixel.
-fn assert_exact(out: &Outcome, name: &str, width: u32, height: u32) {
+/// Capture `name` as sent to L0 (its path for messages) and decoded; panics if it is missing, not
+/// a PNG or not `width` x `height`.
+fn capture(out: &Outcome, name: &str, width: u32, height: u32) -> (String, Image) {
     let f = out
         .files
         .iter()
         .find(|f| f.name == name)
         .unwrap_or_else(|| panic!("{name} not sent: {}", out.result));
-    let img = decode_png(&f.bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let path = f.path.display().to_string();
+    let img = decode_png(&f.bytes).unwrap_or_else(|e| panic!("{name} ({path}): {e}"));
     assert_eq!(
         (img.width, img.height),
         (width, height),
-        "{name}: size ({})",
-        f.path.display()
+        "{name}: size ({path})"
     );
+    (path, img)
+}
+
+/// Checks that capture `name` shows the KMS pattern at `width` x `height`, every pixel.
+fn assert_exact(out: &Outcome, name: &str, width: u32, height: u32) {
+    let (path, img) = capture(out, name, width, height);
     let bad = first_bad_pixel(&img.pixels, img.channels, width, height, VARIANT_KMS);
-    assert_eq!(
-        bad,
-        None,
-        "{name}: first wrong pixel ({})",
-        f.path.display()
-    );
+    assert_eq!(bad, None, "{name}: first wrong pixel ({path})");
     println!("{name}: {width}x{height}, every pixel right");
 }
 
 /// (largest, mean) difference per colour sample between capture `name` (a JPEG made PNG) and the
 /// KMS pattern at `width` x `height`.
 fn jpeg_error(out: &Outcome, name: &str, width: u32, height: u32) -> (u8, f64) {
-    let f = out
-        .files
-        .iter()
-        .find(|f| f.name == name)
-        .unwrap_or_else(|| panic!("{name} not sent: {}", out.result));
-    let img = decode_png(&f.bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!((img.width, img.height), (width, height), "{name}: size");
+    let (_, img) = capture(out, name, width, height);
     let (mut max, mut sum) = (0u8, 0u64);
     for y in 0..height {
         for x in 0..width {
@@ -263,14 +260,9 @@ fn vnc_clients_see_the_guest_and_drive_its_input() {
     let bar = out.assert_l2_passed("gpu-user-blob");
     println!("BAR blob: {bar}");
     for name in ["bar-gvnc.png", "bar-vncdo.png"] {
-        let f = out
-            .files
-            .iter()
-            .find(|f| f.name == name)
-            .unwrap_or_else(|| panic!("{name} not sent: {r}"));
-        let img = decode_png(&f.bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (path, img) = capture(&out, name, 256, 192);
         let known = identify_image(&img, &GPU_USER_BLOB_IMAGES)
-            .unwrap_or_else(|e| panic!("{name} ({}): {e}", f.path.display()));
+            .unwrap_or_else(|e| panic!("{name} ({path}): {e}"));
         assert_eq!(known.variant, VARIANT_BAR_BLOB, "{name}");
         println!(
             "{name}: {}x{}, every pixel of the BAR blob right",
