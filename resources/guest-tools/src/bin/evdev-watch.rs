@@ -23,10 +23,6 @@
 //! and `--count`, `stop=key`);
 //! FAIL (`reason=no-devices`) only when fewer than `--devices` nodes appeared: the watch could not
 //! be done. Whether the events are the right ones is for the scenario's test to say.
-//!
-//! `--from-cmdline` takes the options from the kernel command line instead:
-//! `rig.evdev=secs=30,count=4,until-key=88,no-syn` means
-//! `--secs=30 --count=4 --until-key=88 --no-syn`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -59,9 +55,6 @@ struct Args {
     /// Neither print nor count EV_SYN events.
     #[arg(long)]
     no_syn: bool,
-    /// Take the options from the kernel command line's `rig.evdev=k=v,flag,...` (others ignored).
-    #[arg(long)]
-    from_cmdline: bool,
     /// Scenario name in the result lines.
     #[arg(long, default_value = "evdev-watch")]
     scenario: String,
@@ -80,22 +73,6 @@ const NAME_LEN: usize = 256;
 const fn eviocgname(len: usize) -> u64 {
     const IOC_READ: u64 = 2;
     (IOC_READ << 30) | ((len as u64) << 16) | ((b'E' as u64) << 8) | 0x06
-}
-
-/// The evdev options in `rig.evdev=...` of a kernel command line, as program arguments
-/// (`secs=30,no-syn` -> `--secs=30 --no-syn`); empty if there is none.
-fn cmdline_args(cmdline: &str) -> Vec<String> {
-    cmdline
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("rig.evdev="))
-        .next_back()
-        .map(|v| {
-            v.split(',')
-                .filter(|s| !s.is_empty())
-                .map(|s| format!("--{s}"))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// A device name as one result-line word: whitespace and `=` become `_`, nothing left is `-`.
@@ -333,22 +310,7 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
 }
 
 fn main() -> ExitCode {
-    let mut args = Args::parse();
-    if args.from_cmdline {
-        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-        let argv = std::iter::once("evdev-watch".to_string()).chain(cmdline_args(&cmdline));
-        args = match Args::try_parse_from(argv) {
-            Ok(a) => a,
-            Err(e) => {
-                let rep = Reporter::new(&args.scenario);
-                rep.result(
-                    false,
-                    &[("reason", "bad-cmdline".into()), ("error", e.to_string())],
-                );
-                return ExitCode::FAILURE;
-            }
-        };
-    }
+    let args = Args::parse();
     let rep = Reporter::new(&args.scenario);
     rep.finish(run(&args, &rep))
 }
@@ -364,20 +326,16 @@ mod tests {
     }
 
     #[test]
-    fn kernel_command_line_options() {
-        let c = "console=ttyS0 quiet rig.l2=input rig.evdev=secs=30,count=4,no-syn,devices=2,until-key=88";
-        assert_eq!(
-            cmdline_args(c),
-            [
-                "--secs=30",
-                "--count=4",
-                "--no-syn",
-                "--devices=2",
-                "--until-key=88"
-            ]
-        );
-        let argv = std::iter::once("evdev-watch".to_string()).chain(cmdline_args(c));
-        let a = Args::try_parse_from(argv).unwrap();
+    fn options() {
+        let a = Args::try_parse_from([
+            "evdev-watch",
+            "--secs=30",
+            "--count=4",
+            "--no-syn",
+            "--devices=2",
+            "--until-key=88",
+        ])
+        .unwrap();
         assert_eq!(
             a,
             Args {
@@ -386,25 +344,13 @@ mod tests {
                 until_key: Some(88),
                 devices: 2,
                 no_syn: true,
-                from_cmdline: false,
                 scenario: "evdev-watch".into(),
             }
         );
-        assert!(cmdline_args("console=ttyS0 rig.l2=input").is_empty());
-        assert_eq!(
-            cmdline_args("rig.evdev=secs=1 rig.evdev=secs=2"),
-            ["--secs=2"]
-        );
-        let bad =
-            std::iter::once("evdev-watch".to_string()).chain(cmdline_args("rig.evdev=bogus=1"));
-        assert!(Args::try_parse_from(bad).is_err());
-        let bad = std::iter::once("evdev-watch".to_string())
-            .chain(cmdline_args("rig.evdev=until-key=KEY_F12"));
-        assert!(Args::try_parse_from(bad).is_err());
+        assert!(Args::try_parse_from(["evdev-watch", "--bogus=1"]).is_err());
+        assert!(Args::try_parse_from(["evdev-watch", "--until-key=KEY_F12"]).is_err());
         let a = Args::try_parse_from(["evdev-watch"]).unwrap();
         assert_eq!(a.until_key, None);
-        let a = Args::try_parse_from(["evdev-watch", "--until-key", "30"]).unwrap();
-        assert_eq!(a.until_key, Some(30));
     }
 
     #[test]
