@@ -258,25 +258,25 @@ fn session(shared: &Arc<Shared>, id: u64, mut stream: Stream) {
         );
         return;
     }
-    let (client, writer_socket, reader_socket) = {
+    let sockets = stream.set_timeouts(None).and_then(|()| {
+        Ok((
+            stream.try_clone()?,
+            stream.try_clone()?,
+            stream.try_clone()?,
+        ))
+    });
+    let (own, writer_socket, reader_socket) = match sockets {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("vnc: client {id} ({peer}): {e}");
+            return;
+        }
+    };
+    let client = {
         // The size the client is told and its registration happen under the screen lock, so
         // a resize in between cannot be missed.
         let screen = shared.screen();
         let size = screen.size();
-        let sockets = stream.set_timeouts(None).and_then(|()| {
-            Ok((
-                stream.try_clone()?,
-                stream.try_clone()?,
-                stream.try_clone()?,
-            ))
-        });
-        let (own, writer, reader) = match sockets {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("vnc: client {id} ({peer}): {e}");
-                return;
-            }
-        };
         let client = Arc::new(Client::new(id, size, own));
         shared
             .clients
@@ -291,7 +291,7 @@ fn session(shared: &Arc<Shared>, id: u64, mut stream: Stream) {
             shared.remove(id);
             return;
         }
-        (client, writer, reader)
+        client
     };
     log_limit::info_limit_global!(
         20,
