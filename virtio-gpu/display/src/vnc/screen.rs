@@ -44,17 +44,21 @@ impl Screen {
     ) -> Result<bool, std::collections::TryReserveError> {
         let w = width.clamp(1, MAX_EDGE) as u16;
         let h = height.clamp(1, MAX_EDGE) as u16;
+        if (w, h) == (self.width, self.height) {
+            // Same size (a guest may set its scanout again and again): no new allocation.
+            self.pixels.fill(0);
+            return Ok(false);
+        }
         let len = usize::from(w) * usize::from(h);
         let mut pixels = Vec::new();
         pixels.try_reserve_exact(len)?;
         pixels.resize(len, 0);
-        let changed = (w, h) != (self.width, self.height);
         *self = Screen {
             width: w,
             height: h,
             pixels,
         };
-        Ok(changed)
+        Ok(true)
     }
 
     /// Row `y` from column `x` on, `len` pixels (clipped to the screen), to write into.
@@ -203,10 +207,21 @@ mod tests {
         let mut s = Screen::default();
         assert_eq!(s.size(), (640, 480));
         assert!(s.resize(4, 3).unwrap());
+        s.row_mut(0, 0, 1)[0] = 9;
         assert!(!s.resize(4, 3).unwrap());
+        let mut out = Vec::new();
+        s.copy_area(
+            Area {
+                x: 0,
+                y: 0,
+                w: 1,
+                h: 1,
+            },
+            &mut out,
+        );
+        assert_eq!(out, [0], "the same size blanks the picture too");
         s.row_mut(1, 1, 10).copy_from_slice(&[1, 2, 3]);
         assert!(s.row_mut(4, 0, 1).is_empty());
-        let mut out = Vec::new();
         s.copy_area(a(0, 1, 6, 2), &mut out);
         assert_eq!(out, vec![0, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0]);
         s.resize(100_000, 0).unwrap();
