@@ -5,21 +5,22 @@ use std::io::{IsTerminal, Write};
 /// Longest line held back (a guest line without a newline is written once this long).
 const MAX_LINE: usize = 4096;
 
-/// Writes guest console bytes to `out`. On a terminal every byte goes out at once (each already
-/// cost a VM exit, and a prompt must show before its newline). Into a pipe or a file, where the
-/// VMM's log lines (stderr) may go too, the bytes go out a whole line per write, so a log line
-/// never lands inside a guest line; a partial line is written when it grows past `MAX_LINE`
-/// bytes, on `flush` and on drop.
+/// Writes guest console bytes to `out`. On a terminal, or when a person types into stdin, every
+/// byte goes out at once (each already cost a VM exit, and a prompt must show before its
+/// newline). Into a pipe or a file with no one typing, where the VMM's log lines (stderr) may go
+/// too, the bytes go out a whole line per write, so a log line never lands inside a guest line: a
+/// partial line is written when it grows past `MAX_LINE` bytes and on drop, not on `flush` (the
+/// serial device flushes after every byte).
 pub struct GuestConsole<W: Write> {
     out: W,
     line: Option<Vec<u8>>,
 }
 
 impl GuestConsole<std::io::Stdout> {
-    /// The console on this process's stdout: line-buffered unless stdout is a terminal.
+    /// The console on this process's stdout: whole lines unless stdout or stdin is a terminal.
     pub fn stdout() -> Self {
         let out = std::io::stdout();
-        let whole_lines = !out.is_terminal();
+        let whole_lines = !out.is_terminal() && !std::io::stdin().is_terminal();
         Self::new(out, whole_lines)
     }
 }
@@ -56,10 +57,7 @@ impl<W: Write> Write for GuestConsole<W> {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        if let Some(line) = self.line.as_mut().filter(|l| !l.is_empty()) {
-            Self::write_out(&mut self.out, line)?;
-            line.clear();
-        }
+        // A partial line stays until its newline (see the type's doc).
         self.out.flush()
     }
 }
@@ -67,7 +65,9 @@ impl<W: Write> Write for GuestConsole<W> {
 impl<W: Write> Drop for GuestConsole<W> {
     fn drop(&mut self) {
         // The guest's last words, if they had no newline.
-        let _ = self.flush();
+        if let Some(line) = self.line.take().filter(|l| !l.is_empty()) {
+            let _ = Self::write_out(&mut self.out, &line);
+        }
     }
 }
 
@@ -91,9 +91,10 @@ mod tests {
     }
 
     fn feed(console: &mut GuestConsole<Writes>, text: &[u8]) {
-        // One byte per write, as the serial device hands them over.
+        // One byte per write, each flushed, as the serial device hands them over.
         for b in text {
             console.write_all(std::slice::from_ref(b)).unwrap();
+            console.flush().unwrap();
         }
     }
 
