@@ -13,6 +13,7 @@
 mod capture;
 mod fanout;
 mod input;
+mod picture;
 pub mod vnc;
 
 use std::path::PathBuf;

@@ -14,7 +14,7 @@ use super::protocol::{
     self, parse_client_message, rect_header, update_header, Area, ClientMessage, PixelFormat,
     ENCODING_DESKTOP_SIZE, MAX_CLIENT_MESSAGE,
 };
-use super::screen::Damage;
+use crate::picture::Damage;
 use super::server::Shared;
 use super::stream::Stream;
 use crate::GUEST_LOG_INTERVAL;

@@ -25,7 +25,6 @@ pub mod encode;
 mod handshake;
 mod keysym;
 pub mod protocol;
-mod screen;
 mod server;
 mod stream;
 #[cfg(any(test, feature = "test-utils"))]
@@ -37,10 +36,9 @@ pub use config::{VncConfig, VncListen};
 pub use keysym::linux_key;
 pub use server::{HANDSHAKE_TIMEOUT, MAX_CONNECTIONS};
 use virtio_gpu_blob::display::{DisplayBackend, DisplayError, ScanoutFrame};
-use virtio_gpu_blob::format::PixelFormat as FramePixelFormat;
 use virtio_gpu_blob::protocol::Rect;
 
-use self::protocol::Area;
+use crate::picture::Area;
 use self::server::Server;
 use crate::input::InputSink;
 
@@ -105,45 +103,9 @@ impl VncDisplay {
         frame: &ScanoutFrame<'_>,
         rect: Rect,
     ) -> Result<Option<Area>, DisplayError> {
-        let format = FramePixelFormat::from_fourcc(frame.fourcc)
-            .ok_or(DisplayError::UnsupportedFormat(frame.fourcc))?;
         let shared = self.server.shared().clone();
         let mut screen = shared.screen();
-        let (sw, sh) = screen.size();
-        // The rectangle within the frame and the screen.
-        let x0 = rect.x.min(frame.width).min(u32::from(sw));
-        let y0 = rect.y.min(frame.height).min(u32::from(sh));
-        let x1 = rect
-            .x
-            .saturating_add(rect.width)
-            .min(frame.width)
-            .min(u32::from(sw));
-        let y1 = rect
-            .y
-            .saturating_add(rect.height)
-            .min(frame.height)
-            .min(u32::from(sh));
-        if x0 >= x1 || y0 >= y1 {
-            return Ok(None);
-        }
-        let w = (x1 - x0) as usize;
-        self.row.resize(w * 4, 0);
-        for y in y0..y1 {
-            let at = frame.offset + u64::from(y) * u64::from(frame.stride) + u64::from(x0) * 4;
-            frame.pixels.read_at(at, &mut self.row)?;
-            // x0, y < MAX_EDGE: they fit u16.
-            let dst = screen.row_mut(x0 as u16, y as u16, w);
-            let [r, g, b] = format.rgb;
-            for (d, px) in dst.iter_mut().zip(self.row.chunks_exact(4)) {
-                *d = u32::from(px[r]) << 16 | u32::from(px[g]) << 8 | u32::from(px[b]);
-            }
-        }
-        Ok(Some(Area {
-            x: x0 as u16,
-            y: y0 as u16,
-            w: w as u16,
-            h: (y1 - y0) as u16,
-        }))
+        screen.copy_in(frame, rect, &mut self.row)
     }
 }
 

@@ -159,18 +159,7 @@ impl PixelFormat {
     }
 }
 
-/// A rectangle in framebuffer coordinates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Area {
-    /// Left.
-    pub x: u16,
-    /// Top.
-    pub y: u16,
-    /// Width.
-    pub w: u16,
-    /// Height.
-    pub h: u16,
-}
+pub use crate::picture::Area;
 
 /// A message from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]

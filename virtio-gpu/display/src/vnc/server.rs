@@ -13,7 +13,7 @@ use super::client::{read_messages, write_updates, Client, SessionEnd};
 use super::config::VncListen;
 use super::handshake::handshake;
 use super::protocol::server_init;
-use super::screen::Screen;
+use crate::picture::Picture;
 use super::stream::Stream;
 use crate::input::InputSink;
 
@@ -30,7 +30,7 @@ const CONNECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What the listener and every client thread share.
 pub struct Shared {
-    screen: Mutex<Screen>,
+    screen: Mutex<Picture>,
     clients: Mutex<Vec<Arc<Client>>>,
     connections: AtomicUsize,
     next_id: AtomicU64,
@@ -44,7 +44,7 @@ pub struct Shared {
 
 impl Shared {
     /// Locks the screen.
-    pub fn screen(&self) -> MutexGuard<'_, Screen> {
+    pub fn screen(&self) -> MutexGuard<'_, Picture> {
         self.screen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -146,7 +146,7 @@ impl Server {
     ) -> io::Result<Server> {
         let listener = Arc::new(Listener::bind(at)?);
         let shared = Arc::new(Shared {
-            screen: Mutex::new(Screen::default()),
+            screen: Mutex::new(Picture::default()),
             clients: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),

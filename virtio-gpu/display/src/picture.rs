@@ -1,29 +1,45 @@
-//! The server's copy of the scanout (what clients are sent) and per-client damage.
+//! A display's own copy of a scanout (what VNC clients are sent, what a `wl_shm` buffer is filled
+//! from), the damage a consumer has not seen yet, and the copy of a flushed rectangle into it.
 
-use super::protocol::Area;
+use virtio_gpu_blob::display::{DisplayError, ScanoutFrame};
+use virtio_gpu_blob::format::PixelFormat;
+use virtio_gpu_blob::protocol::Rect;
 
-/// Largest framebuffer edge the server keeps; a larger scanout is shown clipped to it (the
-/// server's copy is bounded to 8192 x 8192 pixels, 256 MiB).
+/// A rectangle in framebuffer coordinates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Area {
+    /// Left.
+    pub x: u16,
+    /// Top.
+    pub y: u16,
+    /// Width.
+    pub w: u16,
+    /// Height.
+    pub h: u16,
+}
+
+/// Largest framebuffer edge a picture keeps; a larger scanout is shown clipped to it (a picture
+/// is bounded to 8192 x 8192 pixels, 256 MiB).
 pub const MAX_EDGE: u32 = 8192;
 
-/// The pixels clients see, `0x00RRGGBB`, row after row.
+/// Pixels `0x00RRGGBB` (in memory: DRM `XRGB8888`, `wl_shm` `xrgb8888`), row after row.
 #[derive(Debug)]
-pub struct Screen {
+pub struct Picture {
     width: u16,
     height: u16,
     pixels: Vec<u32>,
 }
 
-impl Default for Screen {
+impl Default for Picture {
     fn default() -> Self {
         // Clients need some size before the guest sets a scanout.
-        Screen::blank(640, 480)
+        Picture::blank(640, 480)
     }
 }
 
-impl Screen {
-    fn blank(width: u16, height: u16) -> Screen {
-        Screen {
+impl Picture {
+    fn blank(width: u16, height: u16) -> Picture {
+        Picture {
             width,
             height,
             pixels: vec![0; usize::from(width) * usize::from(height)],
@@ -53,7 +69,7 @@ impl Screen {
         let mut pixels = Vec::new();
         pixels.try_reserve_exact(len)?;
         pixels.resize(len, 0);
-        *self = Screen {
+        *self = Picture {
             width: w,
             height: h,
             pixels,
@@ -69,6 +85,45 @@ impl Screen {
         let start = usize::from(y) * usize::from(self.width) + usize::from(x);
         let len = len.min(usize::from(self.width - x));
         &mut self.pixels[start..start + len]
+    }
+
+    /// Copies `rect` of `frame` into the picture (converted to `0x00RRGGBB`, clipped to both)
+    /// and returns the area that changed. `row` is scratch space for one row of the frame.
+    pub fn copy_in(
+        &mut self,
+        frame: &ScanoutFrame<'_>,
+        rect: Rect,
+        row: &mut Vec<u8>,
+    ) -> Result<Option<Area>, DisplayError> {
+        let format = PixelFormat::from_fourcc(frame.fourcc)
+            .ok_or(DisplayError::UnsupportedFormat(frame.fourcc))?;
+        let (sw, sh) = (u32::from(self.width), u32::from(self.height));
+        // The rectangle within the frame and the picture.
+        let x0 = rect.x.min(frame.width).min(sw);
+        let y0 = rect.y.min(frame.height).min(sh);
+        let x1 = rect.x.saturating_add(rect.width).min(frame.width).min(sw);
+        let y1 = rect.y.saturating_add(rect.height).min(frame.height).min(sh);
+        if x0 >= x1 || y0 >= y1 {
+            return Ok(None);
+        }
+        let w = (x1 - x0) as usize;
+        row.resize(w * 4, 0);
+        let [r, g, b] = format.rgb;
+        for y in y0..y1 {
+            let at = frame.offset + u64::from(y) * u64::from(frame.stride) + u64::from(x0) * 4;
+            frame.pixels.read_at(at, row)?;
+            // x0, y < MAX_EDGE: they fit u16.
+            let dst = self.row_mut(x0 as u16, y as u16, w);
+            for (d, px) in dst.iter_mut().zip(row.chunks_exact(4)) {
+                *d = u32::from(px[r]) << 16 | u32::from(px[g]) << 8 | u32::from(px[b]);
+            }
+        }
+        Ok(Some(Area {
+            x: x0 as u16,
+            y: y0 as u16,
+            w: w as u16,
+            h: (y1 - y0) as u16,
+        }))
     }
 
     /// Copies `area` into `out` (`area.w` per row); parts outside the screen read black.
@@ -204,7 +259,7 @@ mod tests {
 
     #[test]
     fn screen_copies_and_resizes() {
-        let mut s = Screen::default();
+        let mut s = Picture::default();
         assert_eq!(s.size(), (640, 480));
         assert!(s.resize(4, 3).unwrap());
         s.row_mut(0, 0, 1)[0] = 9;
