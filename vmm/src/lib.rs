@@ -87,6 +87,8 @@ pub struct Outcome {
     pub stats: ExitStats,
     /// Time from VM creation to the exit.
     pub elapsed: Duration,
+    /// The displays' exit-summary lines (e.g. the Wayland display's paths and copies).
+    pub displays: Vec<String>,
 }
 
 /// Runs configured vCPUs, one thread each, with the main thread in the event loop (the i8042
@@ -217,7 +219,7 @@ pub fn run(
     let exit = Arc::new(ExitNotifier::new().map_err(VmmError::EventFd)?);
     let legacy = vm.add_legacy_devices(console, acpi_pm_handler(exit.clone()))?;
     // Passthrough devices are opened (and guest RAM DMA-mapped) before any vCPU runs.
-    pci_devices::build(&vm, &config.devices, &config.display)?;
+    let pci = pci_devices::build(&vm, &config.devices, &config.display)?;
     pci_devices::add_pvpanic(&vm, pvpanic_handler(exit.clone()))?;
     let vcpu_fds = vm.create_vcpus(config.vcpus, Some(entry.entry))?;
     if backing == RamBacking::Memfd {
@@ -270,6 +272,7 @@ pub fn run(
         exit,
         stats,
         elapsed: start.elapsed(),
+        displays: pci.display_summaries(),
     })
 }
 

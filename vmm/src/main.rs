@@ -74,6 +74,9 @@ fn main() -> ExitCode {
                 outcome.elapsed.as_secs_f64(),
                 outcome.stats.summary()
             );
+            for line in &outcome.displays {
+                eprintln!("vmm: {line}");
+            }
             ExitCode::from(outcome.exit.exit_code() as u8)
         }
         Err(e) => {

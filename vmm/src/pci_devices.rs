@@ -21,7 +21,7 @@ use vfio_dmabuf::{
 };
 use virtio_gpu_blob::display::DisplayError;
 use virtio_gpu_blob::{DisplayBackend, GpuConfig, GpuDevice};
-use virtio_gpu_display::{DisplayConfig, DisplayFanout, InputSink};
+use virtio_gpu_display::{DisplayConfig, DisplayFanout, InputSink, SummaryLine};
 
 use crate::cli::{DeviceSpec, GpuSpec};
 use crate::guest_input::GuestInput;
@@ -183,9 +183,15 @@ pub struct PciDevices {
     vfio: Vec<u8>,
     input: Vec<u8>,
     registry: Option<SharedRegistry>,
+    display_summaries: Vec<SummaryLine>,
 }
 
 impl PciDevices {
+    /// The displays' lines for the exit summary (their figures so far).
+    pub fn display_summaries(&self) -> Vec<String> {
+        self.display_summaries.iter().map(|f| f()).collect()
+    }
+
     /// Passthrough devices created.
     pub fn vfio_count(&self) -> usize {
         self.vfio.len()
@@ -347,11 +353,12 @@ impl Builder<'_> {
         let sink = input
             .as_ref()
             .map(|i| Arc::new(i.sink()) as Arc<dyn InputSink>);
-        let mut backends = displays
-            .iter()
-            .map(|d| d.build(sink.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(PciDevicesError::Display)?;
+        let mut backends = Vec::new();
+        for d in displays {
+            let built = d.build(sink.clone()).map_err(PciDevicesError::Display)?;
+            backends.push(built.backend);
+            self.out.display_summaries.extend(built.summary);
+        }
         let backend: Box<dyn DisplayBackend> = match backends.len() {
             1 => backends.remove(0),
             _ => Box::new(DisplayFanout::new(backends)),

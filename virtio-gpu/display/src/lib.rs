@@ -5,7 +5,9 @@
 //! - `headless`: [`virtio_gpu_blob::display::HeadlessDisplay`], nothing shown;
 //! - `capture=<dir>[,keep=N]`: [`CaptureDisplay`], a PNG per flushed frame;
 //! - `vnc=<listen>[,password-file=<path>][,input=on|off]`: [`vnc::VncDisplay`], an RFB server
-//!   whose clients' keys and pointer reach the guest through an [`InputSink`].
+//!   whose clients' keys and pointer reach the guest through an [`InputSink`];
+//! - `wayland[=<socket>]`: [`wayland::WaylandDisplay`], a window per scanout on a Wayland
+//!   compositor, handed the scanout's dma-buf when the compositor imports it.
 //!
 //! Several may be given: [`DisplayFanout`] hands every frame to each. New backends live here
 //! (or in a crate of their own) and never touch the device.
@@ -15,6 +17,7 @@ mod fanout;
 mod input;
 mod picture;
 pub mod vnc;
+pub mod wayland;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ pub use input::InputSink;
 use virtio_gpu_blob::display::{DisplayError, HeadlessDisplay};
 use virtio_gpu_blob::DisplayBackend;
 pub use vnc::{VncConfig, VncDisplay, VncListen};
+pub use wayland::{WaylandConfig, WaylandDisplay};
 
 /// Interval of the rate limit on log lines a guest can trigger (through its flushes): the
 /// first line of a kind is logged, then at most one per interval with the count suppressed.
@@ -47,6 +51,19 @@ pub enum DisplayConfig {
     },
     /// An RFB (VNC) server.
     Vnc(VncConfig),
+    /// A Wayland client.
+    Wayland(WaylandConfig),
+}
+
+/// A display's figures for the VMM's exit summary (one line), readable after it is gone.
+pub type SummaryLine = Box<dyn Fn() -> String + Send + Sync>;
+
+/// A display backend as [`DisplayConfig::build`] makes it.
+pub struct BuiltDisplay {
+    /// The backend, for the device.
+    pub backend: Box<dyn DisplayBackend>,
+    /// Its exit-summary line, if it has figures worth one.
+    pub summary: Option<SummaryLine>,
 }
 
 impl DisplayConfig {
@@ -55,11 +72,17 @@ impl DisplayConfig {
     /// Files `capture=<dir>` keeps unless `keep=N` says otherwise.
     pub const DEFAULT_CAPTURE_KEEP: usize = 100;
 
-    /// Parses `headless`, `capture=<dir>[,keep=N]` or
-    /// `vnc=<listen>[,password-file=<path>][,input=on|off]` (the `--display` argument).
+    /// Parses `headless`, `capture=<dir>[,keep=N]`,
+    /// `vnc=<listen>[,password-file=<path>][,input=on|off]` or `wayland[=<socket>]` (the
+    /// `--display` argument).
     pub fn parse(s: &str) -> Result<Self, DisplayConfigError> {
         if s == "headless" {
             return Ok(DisplayConfig::Headless);
+        }
+        if let Some(rest) = s.strip_prefix("wayland") {
+            return WaylandConfig::parse(rest)
+                .map(DisplayConfig::Wayland)
+                .ok_or_else(|| DisplayConfigError::Unknown(s.to_string()));
         }
         if let Some(rest) = s.strip_prefix("vnc=") {
             return VncConfig::parse(rest).map(DisplayConfig::Vnc);
@@ -92,19 +115,28 @@ impl DisplayConfig {
     }
 
     /// Builds the backend; `input` is where a display that [`wants_input`](Self::wants_input)
-    /// sends keys and pointer.
-    pub fn build(
-        &self,
-        input: Option<Arc<dyn InputSink>>,
-    ) -> Result<Box<dyn DisplayBackend>, DisplayError> {
+    /// sends keys and pointer (a Wayland window uses it when there is one).
+    pub fn build(&self, input: Option<Arc<dyn InputSink>>) -> Result<BuiltDisplay, DisplayError> {
+        let plain = |backend: Box<dyn DisplayBackend>| BuiltDisplay {
+            backend,
+            summary: None,
+        };
         Ok(match self {
-            DisplayConfig::Headless => Box::new(HeadlessDisplay::default()),
+            DisplayConfig::Headless => plain(Box::<HeadlessDisplay>::default()),
             DisplayConfig::Capture { dir, max_fps, keep } => {
-                Box::new(CaptureDisplay::new(dir.clone(), *max_fps, *keep)?)
+                plain(Box::new(CaptureDisplay::new(dir.clone(), *max_fps, *keep)?))
             }
             DisplayConfig::Vnc(v) => {
                 let input = if v.input { input } else { None };
-                Box::new(VncDisplay::start(v, input, "vmm")?)
+                plain(Box::new(VncDisplay::start(v, input, "vmm")?))
+            }
+            DisplayConfig::Wayland(w) => {
+                let display = WaylandDisplay::connect(w, input, "vmm")?;
+                let summary = display.summary();
+                BuiltDisplay {
+                    backend: Box::new(display),
+                    summary: Some(Box::new(move || summary.line())),
+                }
             }
         })
     }
@@ -113,10 +145,10 @@ impl DisplayConfig {
 /// Why a `--display` argument was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DisplayConfigError {
-    /// Neither `headless`, `capture=...` nor `vnc=...`.
+    /// Neither `headless`, `capture=...`, `vnc=...` nor `wayland[=...]`.
     #[error(
-        "unknown display '{0}': expected 'headless', 'capture=<dir>[,keep=N]' or \
-         'vnc=<listen>[,password-file=<path>][,input=on|off]'"
+        "unknown display '{0}': expected 'headless', 'capture=<dir>[,keep=N]', \
+         'vnc=<listen>[,password-file=<path>][,input=on|off]' or 'wayland[=<socket>]'"
     )]
     Unknown(String),
     /// The `vnc=` address is not usable.
@@ -241,12 +273,24 @@ mod tests {
             "/proc/self is not writable"
         );
         std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!(
+            DisplayConfig::parse("wayland"),
+            Ok(DisplayConfig::Wayland(WaylandConfig { socket: None }))
+        );
+        assert_eq!(
+            DisplayConfig::parse("wayland=/run/w.sock"),
+            Ok(DisplayConfig::Wayland(WaylandConfig {
+                socket: Some("/run/w.sock".into())
+            }))
+        );
         for bad in [
             "capture=",
             "capture=,keep=3",
             "capture=/x,keep=0",
             "capture=/x,keep=lots",
             "sdl",
+            "wayland=",
+            "waylandx",
         ] {
             assert!(DisplayConfig::parse(bad).is_err(), "{bad}");
         }

@@ -87,6 +87,16 @@ impl Picture {
         &mut self.pixels[start..start + len]
     }
 
+    /// Row `y` from column `x` on, `len` pixels (clipped to the screen), to read.
+    pub fn row(&self, x: u16, y: u16, len: usize) -> &[u32] {
+        if y >= self.height || x >= self.width {
+            return &[];
+        }
+        let start = usize::from(y) * usize::from(self.width) + usize::from(x);
+        let len = len.min(usize::from(self.width - x));
+        &self.pixels[start..start + len]
+    }
+
     /// Copies `rect` of `frame` into the picture (converted to `0x00RRGGBB`, clipped to both)
     /// and returns the area that changed. `row` is scratch space for one row of the frame.
     pub fn copy_in(
@@ -151,7 +161,8 @@ pub struct Damage {
     rects: Vec<Area>,
 }
 
-fn union(a: Area, b: Area) -> Area {
+/// The smallest area holding `a` and `b`.
+pub fn union(a: Area, b: Area) -> Area {
     let x0 = a.x.min(b.x);
     let y0 = a.y.min(b.y);
     let x1 = (u32::from(a.x) + u32::from(a.w)).max(u32::from(b.x) + u32::from(b.w));
@@ -201,6 +212,11 @@ impl Damage {
             let all = self.rects.drain(..).reduce(union);
             self.rects.extend(all);
         }
+    }
+
+    /// Whether nothing is damaged.
+    pub fn is_empty(&self) -> bool {
+        self.rects.is_empty()
     }
 
     /// Takes the rectangles, clipped to a `width` x `height` screen.

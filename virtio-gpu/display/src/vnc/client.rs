@@ -14,9 +14,9 @@ use super::protocol::{
     self, parse_client_message, rect_header, update_header, Area, ClientMessage, PixelFormat,
     ENCODING_DESKTOP_SIZE, MAX_CLIENT_MESSAGE,
 };
-use crate::picture::Damage;
 use super::server::Shared;
 use super::stream::Stream;
+use crate::picture::Damage;
 use crate::GUEST_LOG_INTERVAL;
 
 /// Rows per rectangle sent: whole ZRLE tile rows, so a band's pixels are all a writer holds.

@@ -38,9 +38,9 @@ pub use server::{HANDSHAKE_TIMEOUT, MAX_CONNECTIONS};
 use virtio_gpu_blob::display::{DisplayBackend, DisplayError, ScanoutFrame};
 use virtio_gpu_blob::protocol::Rect;
 
-use crate::picture::Area;
 use self::server::Server;
 use crate::input::InputSink;
+use crate::picture::Area;
 
 /// The VNC display backend.
 pub struct VncDisplay {

@@ -13,9 +13,9 @@ use super::client::{read_messages, write_updates, Client, SessionEnd};
 use super::config::VncListen;
 use super::handshake::handshake;
 use super::protocol::server_init;
-use crate::picture::Picture;
 use super::stream::Stream;
 use crate::input::InputSink;
+use crate::picture::Picture;
 
 /// Most connections at once (handshakes included); more are closed at once.
 pub const MAX_CONNECTIONS: usize = 64;
