@@ -12,7 +12,8 @@ set -euo pipefail
 
 PKGS=(qemu-system-x86 busybox-static kmod cpio xz-utils zstd debian-archive-keyring libc6-dev gcc
     make flex bison bc libelf-dev libssl-dev
-    vncsnapshot gvncviewer python3 python3-twisted python3-pil python3-cryptography python3-pip)
+    vncsnapshot gvncviewer python3 python3-twisted python3-pil python3-cryptography python3-pip
+    weston)
 say() { echo "rig-setup: $*" >&2; }
 die() { echo "rig-setup: ERROR: $*" >&2; exit 1; }
 

@@ -85,6 +85,12 @@ impl WaylandDisplay {
         })
     }
 
+    /// Whether the compositor is still there (false once it went away: nothing is shown any
+    /// more, the calls still succeed).
+    pub fn connected(&self) -> bool {
+        !self.shared.gone.load(Ordering::Relaxed)
+    }
+
     /// The display's figures, for after it is gone.
     pub fn summary(&self) -> WaylandSummary {
         WaylandSummary(self.shared.clone())
