@@ -188,12 +188,14 @@ impl DisplayBackend for WaylandDisplay {
         if self.shared.gone.load(Ordering::Relaxed) {
             return Ok(());
         }
+        let t = std::time::Instant::now();
         let shared = self.shared.clone();
         let mut scanouts = shared.scanouts();
         let Some(sc) = scanouts.get_mut(&scanout_id).filter(|s| s.frame.is_some()) else {
             return Ok(());
         };
-        let area = if sc.path == Path::DmaBuf {
+        let dmabuf = sc.path == Path::DmaBuf;
+        let area = if dmabuf {
             // The compositor reads the guest's buffer itself: only the damage is passed on.
             let edge = |v: u32| v.min(MAX_EDGE) as u16;
             let full = |v: u32| v.min(u32::from(u16::MAX)) as u16;
@@ -219,6 +221,7 @@ impl DisplayBackend for WaylandDisplay {
             drop(scanouts);
             shared.wake();
         }
+        shared.counters.flush(dmabuf, t.elapsed());
         Ok(())
     }
 }

@@ -108,6 +108,14 @@ pub struct Counters {
     pub latency_sum_us: AtomicU64,
     /// Maximum, microseconds.
     pub latency_max_us: AtomicU64,
+    /// Flushes the GPU thread handled on the dma-buf path (damage recorded, nothing copied).
+    pub flushes_dmabuf: AtomicU64,
+    /// Their total time on the GPU thread, nanoseconds.
+    pub flush_ns_dmabuf: AtomicU64,
+    /// Flushes the GPU thread copied into the picture (`wl_shm`, or a dma-buf not yet taken).
+    pub flushes_copy: AtomicU64,
+    /// Their total time on the GPU thread, nanoseconds.
+    pub flush_ns_copy: AtomicU64,
 }
 
 impl Counters {
@@ -126,9 +134,25 @@ impl Counters {
         }
     }
 
+    /// Records a flush the GPU thread handled in `took`.
+    pub fn flush(&self, dmabuf: bool, took: Duration) {
+        let (n, ns) = if dmabuf {
+            (&self.flushes_dmabuf, &self.flush_ns_dmabuf)
+        } else {
+            (&self.flushes_copy, &self.flush_ns_copy)
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+        ns.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
     /// One line for the exit summary.
     pub fn summary(&self) -> String {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mean_us =
+            |ns: &AtomicU64, n: &AtomicU64| get(ns).checked_div(get(n)).unwrap_or(0) as f64 / 1e3;
         let commits = get(&self.commits_dmabuf) + get(&self.commits_shm);
         let mean = get(&self.latency_sum_us)
             .checked_div(commits)
@@ -136,7 +160,8 @@ impl Counters {
             .unwrap_or(0.0);
         format!(
             "wayland: frames dma-buf={} wl_shm={}; commits dma-buf={} wl_shm={}; \
-             bytes copied to the picture={} to wl_shm={}; flush to commit {:.2} ms mean, {:.2} ms max",
+             bytes copied to the picture={} to wl_shm={}; flush to commit {:.2} ms mean, {:.2} ms max; \
+             GPU-thread flushes dma-buf={} ({:.1} us mean) copied={} ({:.1} us mean)",
             get(&self.dmabuf_frames),
             get(&self.shm_frames),
             get(&self.commits_dmabuf),
@@ -145,6 +170,10 @@ impl Counters {
             get(&self.bytes_to_shm),
             mean,
             get(&self.latency_max_us) as f64 / 1e3,
+            get(&self.flushes_dmabuf),
+            mean_us(&self.flush_ns_dmabuf, &self.flushes_dmabuf),
+            get(&self.flushes_copy),
+            mean_us(&self.flush_ns_copy, &self.flushes_copy),
         )
     }
 }
