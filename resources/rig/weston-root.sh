@@ -42,7 +42,7 @@ for a in "$@"; do
             done
             exit 0
             ;;
-        *) sed -n '2,23p' "$0" >&2; exit 2 ;;
+        *) sed -n '2,19p' "$0" >&2; exit 2 ;;
     esac
 done
 
