@@ -1,7 +1,8 @@
 # shellcheck shell=bash
-# The rig's private apt source (trixie-backports), for the host-side scripts fetch.sh and
-# build-kernel.sh (the system's apt sources are not touched). Needs $APT (apt state dir) and
-# $CACHE (where downloaded .debs go) set before it is sourced.
+# The rig's private apt sources, for the host-side scripts (the system's apt sources are not touched):
+# trixie-backports for fetch.sh and build-kernel.sh (rig_apt_init needs $APT, the apt state dir, and
+# $CACHE, where downloaded .debs go, set before it is called), trixie for weston-root.sh
+# (rig_apt_root_init).
 
 # rig_debian_mirror [DIR]: the Debian archive URI this machine's own apt sources use (the first
 # `.../debian` URI of a deb822 `*.sources` stanza or a one-line `deb` entry under DIR, default
@@ -54,4 +55,24 @@ first_deb() {
         [ -e "$f" ] && { echo "$f"; return 0; }
     done
     return 1
+}
+
+# rig_apt_root_init DIR SUITE: a private apt state in DIR for resolving and downloading a whole
+# root's packages: DIR/sources.list (SUITE main from this machine's Debian mirror) and an empty
+# dpkg status (DIR/status), so that apt resolves the complete dependency closure, libc6 included.
+# Sets APT_OPTS for apt-get/apt-cache.
+rig_apt_root_init() {
+    local dir=$1 suite=$2 mirror
+    mirror=$(rig_debian_mirror /etc/apt) || return 1
+    mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+    [ -e "$dir/status" ] || : >"$dir/status"
+    printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' \
+        "$mirror" "$suite" >"$dir/sources.list.tmp"
+    mv "$dir/sources.list.tmp" "$dir/sources.list"
+    # shellcheck disable=SC2034 # used by the scripts that source this file
+    APT_OPTS=(-o "Dir::Etc::SourceList=$dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State=$dir" -o "Dir::State::Lists=$dir/lists" -o "Dir::State::status=$dir/status"
+        -o "Dir::Cache=$dir/cache" -o Dir::Etc::Preferences=/dev/null
+        -o Dir::Etc::PreferencesParts=/dev/null -o APT::Architecture=amd64
+        -o APT::Architectures=amd64 -o APT::Sandbox::User=root)
 }

@@ -438,3 +438,230 @@ rig_l0() {
     chroot /l0 /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/tmp TMPDIR=/tmp \
         LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 "$@"
 }
+
+# Weston (run.sh --l0-root): weston-root.sh builds a Debian 13 root with weston 14 on L0
+# (target/rig/weston-root); L1 sees it read-only at /l0<checkout>/target/rig/weston-root and runs
+# weston and its clients in a chroot of it. RIG_WESTON_DIR, L1's directory bind-mounted at the
+# root's /tmp, is weston's XDG_RUNTIME_DIR: its socket, log, protocol log and screenshots are there,
+# so a program running directly in L1 (the vmm) reaches the compositor at RIG_WESTON_SOCKET.
+RIG_WESTON_DIR=/tmp/rig-weston
+RIG_WESTON_NAME=wayland-rig
+RIG_WESTON_SOCKET=$RIG_WESTON_DIR/$RIG_WESTON_NAME
+RIG_WESTON_LOG=$RIG_WESTON_DIR/weston.log
+RIG_WESTON_PROTO=$RIG_WESTON_DIR/weston-protocol.log
+
+# rig_weston_root -> L1's path of weston-root.sh's root (/l0<checkout>/target/rig/weston-root);
+# non-zero (with a rig: line on stderr) without --l0-root or without the root.
+rig_weston_root() {
+    local repo r
+    repo=$(rig_l0_repo) || {
+        echo "rig: no rig.l0repo= (run.sh --l0-root)" >&2
+        return 1
+    }
+    r=/l0$repo/target/rig/weston-root
+    [ -x "$r/usr/bin/weston" ] || {
+        echo "rig: no weston in $r (resources/rig/weston-root.sh)" >&2
+        return 1
+    }
+    echo "$r"
+}
+
+# rig_weston_prepare -> mounts L1's /proc, /sys, /dev (with a tmpfs /dev/shm) and RIG_WESTON_DIR
+# (created, mode 0700) over the weston root's, once; in L1's mount namespace only (L0 is never
+# written). Sets RIG_WESTON_ROOT. Non-zero (with a rig: line on stderr) if a mount fails.
+rig_weston_prepare() {
+    RIG_WESTON_ROOT=$(rig_weston_root) || return 1
+    [ ! -e /tmp/.rig-weston-prepared ] || return 0
+    mkdir -p "$RIG_WESTON_DIR" /dev/shm
+    chmod 700 "$RIG_WESTON_DIR"
+    grep -q ' /dev/shm ' /proc/mounts || mount -t tmpfs tmpfs /dev/shm
+    mount -t proc proc "$RIG_WESTON_ROOT/proc" &&
+        mount -t sysfs sysfs "$RIG_WESTON_ROOT/sys" &&
+        mount -o bind /dev "$RIG_WESTON_ROOT/dev" &&
+        mount -o bind /dev/shm "$RIG_WESTON_ROOT/dev/shm" &&
+        mount -t tmpfs tmpfs "$RIG_WESTON_ROOT/run" &&
+        mount -o bind "$RIG_WESTON_DIR" "$RIG_WESTON_ROOT/tmp" || {
+        echo "rig: cannot prepare the chroot $RIG_WESTON_ROOT" >&2
+        return 1
+    }
+    : >/tmp/.rig-weston-prepared
+}
+
+# rig_weston_run [VAR=VALUE...] CMD [ARGS...] -> runs CMD of the weston root in a chroot of it with a
+# clean environment: PATH, HOME=/tmp, XDG_RUNTIME_DIR=/tmp (the chroot's /tmp is RIG_WESTON_DIR),
+# WAYLAND_DISPLAY=RIG_WESTON_NAME, LANG=C.UTF-8, plus the leading VAR=VALUE words. Returns CMD's
+# status, 127 if the chroot cannot be prepared.
+rig_weston_run() {
+    local n=0 rest a i
+    rig_weston_prepare || return 127
+    for a in "$@"; do
+        case "$a" in
+            [A-Za-z_]*=*) n=$((n + 1)) ;;
+            *) break ;;
+        esac
+    done
+    rest=$(($# - n))
+    # Reorder the words to VAR=VALUE... chroot ROOT CMD ARGS... (POSIX sh has no arrays).
+    i=0
+    while [ "$i" -lt "$n" ]; do
+        set -- "$@" "$1"
+        shift
+        i=$((i + 1))
+    done
+    set -- "$@" chroot "$RIG_WESTON_ROOT"
+    i=0
+    while [ "$i" -lt "$rest" ]; do
+        set -- "$@" "$1"
+        shift
+        i=$((i + 1))
+    done
+    set -- env -i PATH=/usr/bin:/usr/sbin:/bin:/sbin HOME=/tmp XDG_RUNTIME_DIR=/tmp \
+        WAYLAND_DISPLAY="$RIG_WESTON_NAME" LANG=C.UTF-8 "$@"
+    [ -z "${RIG_WESTON_TIMEOUT:-}" ] || set -- timeout -s KILL "$RIG_WESTON_TIMEOUT" "$@"
+    [ -z "${RIG_WESTON_EXEC:-}" ] || exec "$@"
+    "$@"
+}
+
+# rig_weston_spawn [VAR=VALUE...] CMD [ARGS...] -> rig_weston_run in the background, as a process
+# that becomes CMD (exec through env and chroot): RIG_WESTON_SPAWNED is CMD's own pid (for kill and
+# wait). Redirect its output as with any command.
+rig_weston_spawn() {
+    (RIG_WESTON_EXEC=1 rig_weston_run "$@") &
+    RIG_WESTON_SPAWNED=$!
+}
+
+# rig_weston_version -> "weston=<v> weston_pkg=<v> mesa_pkg=<v> wayland_server_pkg=<v> pixman_pkg=<v>"
+# (weston --version in the chroot and the root's package list), words for a RIG-DATA line.
+rig_weston_version() {
+    local v pkgs
+    rig_weston_prepare || return 1
+    v=$(rig_weston_run weston --version 2>&1 | sed -n 's/^weston \([^ ]*\).*/\1/p')
+    pkgs=$RIG_WESTON_ROOT/rig-packages.txt
+    echo "weston=${v:-none}" \
+        "weston_pkg=$(awk '$1 == "weston" { print $2 }' "$pkgs")" \
+        "mesa_pkg=$(awk '$1 == "mesa-libgallium" { print $2 }' "$pkgs")" \
+        "wayland_server_pkg=$(awk '$1 == "libwayland-server0" { print $2 }' "$pkgs")" \
+        "pixman_pkg=$(awk '$1 == "libpixman-1-0" { print $2 }' "$pkgs")"
+}
+
+# rig_weston_start WIDTHxHEIGHT [gl|pixman] -> starts weston in the background: headless backend,
+# one WIDTHxHEIGHT output, the given renderer (default RIG_WESTON_RENDERER, else gl: Mesa's llvmpipe,
+# no GPU; only the gl renderer offers zwp_linux_dmabuf_v1, pixman offers wl_shm only), --debug
+# (weston_capture_v1 for rig_weston_screenshot, weston_debug_v1), the desktop shell configured by
+# the root's /etc/rig-weston.ini (no panel, black background). WAYLAND_DEBUG=server: every request
+# and event goes to RIG_WESTON_PROTO (`[ms] iface#id.request(args)`, events with ` -> `); weston's
+# own log goes to RIG_WESTON_LOG. Waits up to RIG_WESTON_WAIT (default 180) s for the desktop shell's
+# desktop_ready. Exports WAYLAND_DISPLAY=RIG_WESTON_SOCKET (an absolute path: libwayland clients in
+# L1, e.g. the vmm, connect to it; XDG_RUNTIME_DIR=RIG_WESTON_DIR too). Sets RIG_WESTON_PID
+# (weston's own pid, a child of this shell), RIG_WESTON_RENDERER and RIG_WESTON_START_S
+# (seconds to desktop_ready). Prints `RIG-DATA ... weston=<v> ... renderer=<r> size=WxH
+# start_s=<s>`. Non-zero (with a rig: line on stderr) if the root is missing or weston is not ready.
+rig_weston_start() {
+    local size=$1 w h t0 i=0 wait=${RIG_WESTON_WAIT:-180}
+    RIG_WESTON_RENDERER=${2:-${RIG_WESTON_RENDERER:-gl}}
+    w=${size%x*}
+    h=${size#*x}
+    rig_weston_prepare || return 1
+    rm -f "$RIG_WESTON_SOCKET" "$RIG_WESTON_SOCKET.lock" "$RIG_WESTON_LOG" "$RIG_WESTON_PROTO"
+    t0=$(rig_uptime)
+    rig_weston_spawn WAYLAND_DEBUG=server weston --backend=headless --renderer="$RIG_WESTON_RENDERER" \
+        --width="$w" --height="$h" --socket="$RIG_WESTON_NAME" --debug --idle-time=0 \
+        --config=/etc/rig-weston.ini --log=/tmp/weston.log >"$RIG_WESTON_PROTO" 2>&1
+    RIG_WESTON_PID=$RIG_WESTON_SPAWNED
+    while ! grep -q 'desktop_ready' "$RIG_WESTON_PROTO" 2>/dev/null; do
+        i=$((i + 1))
+        if [ "$i" -gt $((wait * 10)) ] || ! kill -0 "$RIG_WESTON_PID" 2>/dev/null; then
+            echo "rig: weston not ready after $(rig_sub "$(rig_uptime)" "$t0") s (log: $RIG_WESTON_LOG)" >&2
+            tail -n 20 "$RIG_WESTON_LOG" >&2 2>/dev/null
+            return 1
+        fi
+        sleep 0.1
+    done
+    RIG_WESTON_START_S=$(rig_sub "$(rig_uptime)" "$t0")
+    export WAYLAND_DISPLAY="$RIG_WESTON_SOCKET" XDG_RUNTIME_DIR="$RIG_WESTON_DIR"
+    # shellcheck disable=SC2046 # k=v words
+    rig_data $(rig_weston_version) renderer="$RIG_WESTON_RENDERER" size="$size" \
+        start_s="$RIG_WESTON_START_S" socket="$RIG_WESTON_SOCKET"
+}
+
+# rig_weston_screenshot OUT.png -> weston-screenshooter (weston_capture_v1) in the chroot, under
+# `timeout -s KILL` RIG_WESTON_TIMEOUT (default 120) s; its PNG (all outputs) is moved to OUT (an L1
+# path, e.g. in /tmp, for rig_send_file). Sets RIG_WESTON_SHOT_RC (the client's exit status) and
+# RIG_WESTON_SHOT_S; non-zero if no PNG came out.
+rig_weston_screenshot() {
+    local out=$1 d=$RIG_WESTON_DIR/shot t0 f
+    rm -rf "$d"
+    mkdir -p "$d"
+    t0=$(rig_uptime)
+    RIG_WESTON_TIMEOUT=${RIG_WESTON_TIMEOUT:-120} rig_weston_run XDG_PICTURES_DIR=/tmp/shot \
+        weston-screenshooter >"$RIG_WESTON_DIR/screenshooter.out" 2>&1
+    RIG_WESTON_SHOT_RC=$?
+    RIG_WESTON_SHOT_S=$(rig_sub "$(rig_uptime)" "$t0")
+    for f in "$d"/*.png; do
+        [ -f "$f" ] || continue
+        mv "$f" "$out"
+        return 0
+    done
+    echo "rig: weston-screenshooter (exit $RIG_WESTON_SHOT_RC) wrote no PNG:" \
+        "$(head -c 300 "$RIG_WESTON_DIR/screenshooter.out")" >&2
+    return 1
+}
+
+# rig_weston_wait SECS -> waits up to SECS for rig_weston_start's weston to exit; sets RIG_WESTON_EXIT
+# (its status, 137 if it was killed by SIGKILL) or `running`.
+rig_weston_wait() {
+    local i=0
+    while kill -0 "$RIG_WESTON_PID" 2>/dev/null && [ "$i" -lt $(($1 * 10)) ]; do
+        i=$((i + 1))
+        sleep 0.1
+    done
+    if kill -0 "$RIG_WESTON_PID" 2>/dev/null; then
+        RIG_WESTON_EXIT=running
+        return 1
+    fi
+    wait "$RIG_WESTON_PID"
+    RIG_WESTON_EXIT=$?
+}
+
+# rig_weston_stop -> SIGTERM to weston, waits up to 20 s (then SIGKILL); sets RIG_WESTON_EXIT.
+rig_weston_stop() {
+    [ -n "$RIG_WESTON_PID" ] || return 1
+    kill -TERM "$RIG_WESTON_PID" 2>/dev/null
+    rig_weston_wait 20 || {
+        kill -KILL "$RIG_WESTON_PID" 2>/dev/null
+        rig_weston_wait 5
+    }
+}
+
+# rig_weston_kill -> SIGKILL to weston (a compositor that dies under its clients), then waits for it;
+# sets RIG_WESTON_EXIT (137). Its clients (weston-desktop-shell, ...) see the socket close.
+rig_weston_kill() {
+    [ -n "$RIG_WESTON_PID" ] || return 1
+    kill -KILL "$RIG_WESTON_PID" 2>/dev/null
+    rig_weston_wait 10
+}
+
+# rig_weston_proto_counts [FILE] -> k=v words counted in a RIG_WESTON_PROTO file (default
+# RIG_WESTON_PROTO): dmabuf_params (zwp_linux_buffer_params_v1 objects made), dmabuf_create
+# (create requests), dmabuf_create_immed, dmabuf_created and dmabuf_failed (events), shm_pools
+# (wl_shm.create_pool), shm_buffers (wl_shm_pool.create_buffer), attaches (wl_surface.attach),
+# commits (wl_surface.commit), client_errors (wl_display.error events).
+rig_weston_proto_counts() {
+    local f=${1:-$RIG_WESTON_PROTO}
+    awk '
+        /zwp_linux_dmabuf_v1#[0-9]+\.create_params\(/ { p++ }
+        /zwp_linux_buffer_params_v1#[0-9]+\.create\(/ { c++ }
+        /zwp_linux_buffer_params_v1#[0-9]+\.create_immed\(/ { ci++ }
+        /-> zwp_linux_buffer_params_v1#[0-9]+\.created\(/ { ok++ }
+        /-> zwp_linux_buffer_params_v1#[0-9]+\.failed\(/ { bad++ }
+        /wl_shm#[0-9]+\.create_pool\(/ { pools++ }
+        /wl_shm_pool#[0-9]+\.create_buffer\(/ { bufs++ }
+        /wl_surface#[0-9]+\.attach\(/ { att++ }
+        /wl_surface#[0-9]+\.commit\(/ { com++ }
+        /-> wl_display#1\.error\(/ { err++ }
+        END {
+            printf "dmabuf_params=%d dmabuf_create=%d dmabuf_create_immed=%d dmabuf_created=%d", p, c, ci, ok
+            printf " dmabuf_failed=%d shm_pools=%d shm_buffers=%d attaches=%d commits=%d client_errors=%d\n",
+                bad, pools, bufs, att, com, err
+        }' "$f"
+}

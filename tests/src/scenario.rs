@@ -69,6 +69,7 @@ pub struct Scenario {
     bench: bool,
     l0_root: bool,
     vnc_clients: bool,
+    weston_root: bool,
 }
 
 /// What a finished run produced.
@@ -198,6 +199,7 @@ impl Scenario {
             bench: false,
             l0_root: false,
             vnc_clients: false,
+            weston_root: false,
         }
     }
 
@@ -259,6 +261,14 @@ impl Scenario {
         self
     }
 
+    /// Runs `resources/rig/weston-root.sh` before the run (skipped with `RIG_SKIP_BUILD=1`): the
+    /// Debian 13 root with weston in `target/rig/weston-root/` that lib.sh's `rig_weston_*` run in
+    /// a chroot inside L1 (needs `l0_root`).
+    pub fn weston_root(mut self, weston_root: bool) -> Self {
+        self.weston_root = weston_root;
+        self
+    }
+
     /// run.sh's command line for this scenario.
     fn command(&self, secs: u64, shm: &Path) -> Command {
         let mut cmd = Command::new(rig_script("run.sh"));
@@ -314,6 +324,10 @@ impl Scenario {
         // Seconds once cached (the first time it downloads vncdotool's wheel).
         if self.vnc_clients && std::env::var_os("RIG_SKIP_BUILD").is_none() {
             build("vnc-clients.sh")?;
+        }
+        // About 25 s the first time (download and unpack), a second once built.
+        if self.weston_root && std::env::var_os("RIG_SKIP_BUILD").is_none() {
+            build("weston-root.sh")?;
         }
         let shm_contents = ShmFile::contents(self.fill.take());
         let secs = self.timeout.as_secs() + u64::from(self.timeout.subsec_nanos() > 0);
