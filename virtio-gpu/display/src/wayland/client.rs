@@ -24,6 +24,9 @@ use wayland_client::{
 use wayland_protocols::wp::linux_dmabuf::zv1::client::zwp_linux_buffer_params_v1::{
     self, ZwpLinuxBufferParamsV1,
 };
+use wayland_protocols::wp::linux_dmabuf::zv1::client::zwp_linux_dmabuf_feedback_v1::{
+    self, ZwpLinuxDmabufFeedbackV1,
+};
 use wayland_protocols::wp::linux_dmabuf::zv1::client::zwp_linux_dmabuf_v1::{
     self, ZwpLinuxDmabufV1,
 };
@@ -97,10 +100,9 @@ struct Window {
     size: (u32, u32),
     dmabufs: Vec<Slot>,
     shms: Vec<ShmSlot>,
-    /// The path last logged.
-    logged: Option<Path>,
+    /// The path and size last logged.
+    logged: Option<(Path, u32, u32)>,
     closed: bool,
-    mapped: bool,
 }
 
 /// The Wayland thread's state (the event queue's dispatch data).
@@ -116,6 +118,8 @@ pub struct State {
     buttons: u8,
     name: String,
     socket: PathBuf,
+    /// The last format table of the dma-buf feedback.
+    format_table: Vec<(u32, u64)>,
 }
 
 /// A live connection, its queue and state, before the thread runs it.
@@ -160,9 +164,10 @@ impl Client {
             buttons: 0,
             name: name.to_string(),
             socket,
+            format_table: Vec::new(),
         };
-        // Globals, then what they announce on binding (formats, seat capabilities).
-        for _ in 0..2 {
+        // Globals, then what they announce on binding (formats, feedback, seat capabilities).
+        for _ in 0..3 {
             queue
                 .roundtrip(&mut state)
                 .map_err(|e| format!("compositor at {at}: {e}"))?;
@@ -180,9 +185,9 @@ impl Client {
         Ok(Client { conn, queue, state })
     }
 
-    /// Whether the compositor offers `zwp_linux_dmabuf_v1`.
-    pub fn has_dmabuf(&self) -> bool {
-        self.state.globals.dmabuf.is_some()
+    /// The version of `zwp_linux_dmabuf_v1` bound, if the compositor offers it.
+    pub fn dmabuf_version(&self) -> Option<u32> {
+        self.state.globals.dmabuf.as_ref().map(|d| d.version())
     }
 
     /// Runs until the display is dropped or the compositor goes away.
@@ -298,7 +303,6 @@ impl State {
                 shms: Vec::new(),
                 logged: None,
                 closed: false,
-                mapped: false,
             }
         });
         if !window.configured && sc.frame.is_some() {
@@ -313,14 +317,8 @@ impl State {
             s.buffer.destroy();
         }
         let Some(frame) = &sc.frame else {
-            // Nothing to show: unmap (mapping again starts with a commit without a buffer).
-            if window.mapped {
-                window.surface.attach(None, 0, 0);
-                window.surface.commit();
-                window.surface.commit();
-                window.mapped = false;
-                window.configured = false;
-            }
+            // The scanout shows nothing (a guest's mode set passes through this): the window
+            // keeps its last picture until the next frame.
             return;
         };
         window.size = (frame.width, frame.height);
@@ -412,7 +410,8 @@ impl State {
         self.log_path(id, Path::Shm);
     }
 
-    /// Logs the path of a scanout when it differs from the one logged last.
+    /// Logs the path of a scanout's frame when it or the frame's size differs from what was
+    /// logged last (a guest changing modes in a loop is held to a few lines per interval).
     fn log_path(&mut self, id: u32, path: Path) {
         let shared = self.shared.clone();
         let scanouts = shared.scanouts();
@@ -422,18 +421,22 @@ impl State {
         let Some(window) = self.windows.get_mut(&id) else {
             return;
         };
-        if window.logged == Some(path) {
+        let (w, h) = window.size;
+        if window.logged == Some((path, w, h)) {
             return;
         }
-        window.logged = Some(path);
-        let (w, h) = window.size;
+        window.logged = Some((path, w, h));
         let fourcc = sc.frame.as_ref().map_or(0, |f| f.fourcc);
         let fourcc = String::from_utf8_lossy(&fourcc.to_le_bytes()).into_owned();
         match path {
-            Path::DmaBuf => log::info!(
+            Path::DmaBuf => log_limit::info_limit_global!(
+                4,
+                crate::GUEST_LOG_INTERVAL,
                 "wayland: scanout {id} ({w}x{h} {fourcc}): dma-buf, imported by the compositor (no copy)"
             ),
-            _ => log::info!(
+            _ => log_limit::info_limit_global!(
+                4,
+                crate::GUEST_LOG_INTERVAL,
                 "wayland: scanout {id} ({w}x{h} {fourcc}): wl_shm (a copy per frame): {}",
                 sc.shm_reason
             ),
@@ -526,7 +529,6 @@ impl State {
         window.surface.frame(qh, id);
         window.frame_pending = true;
         window.surface.commit();
-        window.mapped = true;
         shared.counters.commit(dmabuf, since);
     }
 
@@ -642,9 +644,14 @@ impl Dispatch<WlRegistry, ()> for State {
             }
             "wl_shm" => g.shm = Some(registry.bind(name, 1, qh, ())),
             "xdg_wm_base" => g.wm_base = Some(registry.bind(name, version.min(2), qh, ())),
-            // Version 3: formats and modifiers as events (no format table to map).
+            // Version 3: formats and modifiers as events; 4: the default feedback (a format
+            // table and the compositor's main device, if it renders on one).
             "zwp_linux_dmabuf_v1" if version >= 3 => {
-                g.dmabuf = Some(registry.bind(name, 3, qh, ()));
+                let dmabuf: ZwpLinuxDmabufV1 = registry.bind(name, version.min(4), qh, ());
+                if dmabuf.version() >= 4 {
+                    dmabuf.get_default_feedback(qh, ());
+                }
+                g.dmabuf = Some(dmabuf);
             }
             "wl_seat" if g.seat.is_none() => {
                 g.seat = Some(registry.bind(name, version.min(5), qh, ()));
@@ -678,6 +685,67 @@ impl Dispatch<ZwpLinuxDmabufV1, ()> for State {
                 .insert((format, modifier));
         }
     }
+}
+
+impl Dispatch<ZwpLinuxDmabufFeedbackV1, ()> for State {
+    fn event(
+        state: &mut Self,
+        _: &ZwpLinuxDmabufFeedbackV1,
+        event: zwp_linux_dmabuf_feedback_v1::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        match event {
+            zwp_linux_dmabuf_feedback_v1::Event::FormatTable { fd, size } => {
+                state.format_table = read_format_table(&std::fs::File::from(fd), size);
+            }
+            zwp_linux_dmabuf_feedback_v1::Event::MainDevice { device } => {
+                state
+                    .shared
+                    .main_device
+                    .store(!device.is_empty(), std::sync::atomic::Ordering::Relaxed);
+            }
+            zwp_linux_dmabuf_feedback_v1::Event::TrancheFormats { indices } => {
+                let mut formats = state
+                    .shared
+                    .dmabuf_formats
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for i in indices.chunks_exact(2) {
+                    let i = usize::from(u16::from_ne_bytes([i[0], i[1]]));
+                    if let Some(f) = state.format_table.get(i) {
+                        formats.insert(*f);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Most entries of a format table read (each is 16 bytes: format, padding, modifier).
+const MAX_FORMAT_TABLE: u32 = 1 << 16;
+
+/// Reads a linux-dmabuf format table (`size` bytes, at most [`MAX_FORMAT_TABLE`] entries) with
+/// `pread`: (fourcc, modifier) pairs, empty if it cannot be read.
+fn read_format_table(file: &std::fs::File, size: u32) -> Vec<(u32, u64)> {
+    use std::os::unix::fs::FileExt;
+    let entries = (size / 16).min(MAX_FORMAT_TABLE) as usize;
+    let mut bytes = vec![0u8; entries * 16];
+    if file.read_exact_at(&mut bytes, 0).is_err() {
+        log::warn!("wayland: cannot read the compositor's dma-buf format table");
+        return Vec::new();
+    }
+    bytes
+        .chunks_exact(16)
+        .map(|e| {
+            let format = u32::from_ne_bytes([e[0], e[1], e[2], e[3]]);
+            let mut m = [0u8; 8];
+            m.copy_from_slice(&e[8..16]);
+            (format, u64::from_ne_bytes(m))
+        })
+        .collect()
 }
 
 impl Dispatch<ZwpLinuxBufferParamsV1, ParamsData> for State {

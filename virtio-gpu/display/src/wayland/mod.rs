@@ -65,13 +65,17 @@ impl WaylandDisplay {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len();
+        let gpu = if shared.main_device.load(Ordering::Relaxed) {
+            "it renders on a GPU (main device)"
+        } else {
+            "no main device: only dma-bufs that can be mapped are offered"
+        };
         log::info!(
             "wayland: connected to {}; zwp_linux_dmabuf_v1: {}",
             socket.display(),
-            if client.has_dmabuf() {
-                format!("{formats} format/modifier pairs")
-            } else {
-                "not offered (every scanout goes through wl_shm)".to_string()
+            match client.dmabuf_version() {
+                Some(v) => format!("version {v}, {formats} format/modifier pairs, {gpu}"),
+                None => "not offered (every scanout goes through wl_shm)".to_string(),
             }
         );
         let thread = std::thread::Builder::new()
@@ -108,12 +112,43 @@ impl WaylandDisplay {
             .dmabuf_modifier(frame.fourcc)
             .ok_or("the compositor does not import this format as a linear dma-buf")?;
         let offset = u32::try_from(frame.offset).map_err(|_| "the frame's offset exceeds 4 GiB")?;
+        if !self.shared.main_device.load(Ordering::Relaxed) && !mappable(fd) {
+            return Err(
+                "the compositor names no GPU (no main device in its dma-buf feedback), so \
+                 it maps dma-bufs, and this one cannot be mapped (a passthrough BAR)",
+            );
+        }
         let fd = fd
             .as_fd()
             .try_clone_to_owned()
             .map_err(|_| "the dma-buf descriptor cannot be duplicated")?;
         Ok((Arc::new(fd), modifier, offset))
     }
+}
+
+/// Whether `fd` can be mapped (what a compositor without a GPU does to read a dma-buf): one page
+/// is mapped read-only and unmapped again. A dma-buf of a VFIO BAR cannot be.
+fn mappable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use std::os::fd::AsRawFd;
+    let len = 4096;
+    // SAFETY: a new read-only shared mapping of one page of `fd` at an address the kernel
+    // chooses; nothing is read through it and it is unmapped at once.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return false;
+    }
+    // SAFETY: `p` is the mapping of `len` bytes made above, used by nothing else.
+    unsafe { libc::munmap(p, len) };
+    true
 }
 
 fn whole(frame: &ScanoutFrame<'_>) -> Rect {
@@ -241,6 +276,6 @@ impl Drop for WaylandDisplay {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        log::info!("{}", self.shared.counters.summary());
+        log::debug!("{}", self.shared.counters.summary());
     }
 }

@@ -184,6 +184,9 @@ pub struct Shared {
     scanouts: Mutex<BTreeMap<u32, Scanout>>,
     /// The formats (fourcc, modifier) the compositor imports as dma-bufs.
     pub dmabuf_formats: Mutex<HashSet<(u32, u64)>>,
+    /// The compositor named its main device (dma-buf feedback, version 4): it renders on a GPU.
+    /// Without one it reads dma-bufs with the CPU, through a mapping.
+    pub main_device: AtomicBool,
     /// Set when the compositor is gone (or the Wayland thread ended): nothing more is sent.
     pub gone: AtomicBool,
     /// Set when the display is dropped: the Wayland thread ends.
@@ -200,6 +203,7 @@ impl Shared {
         Ok(Shared {
             scanouts: Mutex::new(BTreeMap::new()),
             dmabuf_formats: Mutex::new(HashSet::new()),
+            main_device: AtomicBool::new(false),
             gone: AtomicBool::new(false),
             quit: AtomicBool::new(false),
             wake: eventfd()?,
