@@ -59,8 +59,10 @@ pub struct Args {
     /// default 100) or `vnc=<listen>[,password-file=<path>][,input=on|off]` (a VNC server on
     /// HOST:PORT, [IPv6]:PORT or unix:<path>; without password-file only loopback addresses and
     /// unix sockets; input=on, the default, adds a virtio-input keyboard and tablet fed by the
-    /// clients). May be repeated: every display sees every frame.
-    #[arg(long, value_name = "headless|capture=<dir>[,keep=N]|vnc=<listen>[,...]",
+    /// clients) or `wayland[=<socket>]` (a window per scanout on a Wayland compositor, default
+    /// $WAYLAND_DISPLAY in $XDG_RUNTIME_DIR; dma-bufs handed over when the compositor imports
+    /// them). May be repeated: every display sees every frame.
+    #[arg(long, value_name = "headless|capture=<dir>[,keep=N]|vnc=<listen>[,...]|wayland[=<socket>]",
           default_value = "headless", value_parser = DisplayConfig::parse)]
     pub display: Vec<DisplayConfig>,
 
