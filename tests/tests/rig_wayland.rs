@@ -1,6 +1,7 @@
 //! Scenario `wayland` (run.sh `--l0-root`): the vmm's Wayland display against a real compositor
 //! in L1, weston 14 (Debian 13) headless with its gl renderer on Mesa's llvmpipe, which imports
 //! linux-dmabuf buffers (resources/rig/scenarios/wayland.sh):
+//! - no compositor at the socket: the vmm stops at start-up with status 1 and names the socket;
 //! - the stock virtio-gpu driver's KMS blob framebuffer in guest RAM (a udmabuf): the compositor
 //!   imports the dma-buf (`created`, the vmm's path line says dma-buf, its summary counts no
 //!   `wl_shm` frame and no byte copied into one) and its screenshot is pixel-exact, before and
@@ -92,6 +93,19 @@ fn weston_imports_the_guest_ram_blob_and_falls_back_to_wl_shm_for_a_bar_blob() {
         assert!(w.get("weston").unwrap_or("").starts_with("14."), "{w}");
         assert_eq!(w.get("renderer"), Some("gl"), "{w}");
     }
+
+    // No compositor: a start-up error (status 1) that names the socket.
+    assert_eq!(r.get("nowl_exit"), Some("1"), "{r}");
+    let nowl: Vec<&str> = out
+        .log
+        .lines()
+        .filter(|l| l.starts_with("vmm-nowl| "))
+        .collect();
+    assert!(
+        nowl.iter().any(|l| l.contains("vmm: error: --display")
+            && l.contains("cannot connect to the compositor at /tmp/no-such-compositor")),
+        "{nowl:?}"
+    );
 
     // Run 1: guest RAM. The compositor imported both buffers of each mode; nothing failed.
     for line in vmm_lines(&out, "wayland: ") {

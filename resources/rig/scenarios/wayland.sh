@@ -14,6 +14,8 @@
 # Second run (rig.l2=vnc-bar, ivshmem passed through): a blob in six out-of-order ranges of BAR2,
 #   one VFIO dma-buf, which the compositor cannot map: screenshot wl-bar.png; F12. Weston is
 #   stopped with SIGTERM.
+# Before both: the vmm with `--display wayland=<a socket nobody listens on>` (nowl_exit, its
+#   output as `vmm-nowl| ` lines).
 # Facts only (tests/tests/rig_wayland.rs judges them): weston's version line, per screenshot
 # `RIG-DATA shot=<name> exit= s= x= y= x2= y2=` (the window of title `vmm: scanout 0`), the
 # protocol counts of each run (ram_* and bar_* from rig_weston_proto_counts), the vmm's facts
@@ -81,6 +83,13 @@ shot() {
     rig_data shot="$name" exit="$RIG_WESTON_SHOT_RC" s="$RIG_WESTON_SHOT_S" \
         x="${1:-none}" y="${2:-none}" x2="${3:-none}" y2="${4:-none}"
 }
+
+# ------------------------------------------------------------------ no compositor at the socket
+/bin/vmm --device gpu=blob --display wayland=/tmp/no-such-compositor \
+    --kernel /rig/l2/vmlinuz --initramfs /rig/l2/initramfs.cpio.gz --memory 256M \
+    </dev/null >/tmp/vmm-nowl.out 2>&1
+fields="$fields nowl_exit=$?"
+sed 's/^/vmm-nowl| /' /tmp/vmm-nowl.out
 
 # ------------------------------------------------------------------ run 1: guest RAM (udmabuf)
 rig_weston_start 1600x1000 gl || rig_fail weston-not-ready
