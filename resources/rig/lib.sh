@@ -128,7 +128,13 @@ rig_run_vmm() {
         # Leading newline: the guest's last line may lack one (rig_timestamp drops empty lines).
         printf '\nRIG-VMM-EXIT %s\n' "$?"
     } | rig_timestamp "$out" | while IFS= read -r line; do echo "L2| $line"; done
-    RIG_VMM_RC=$(sed -n 's/^[0-9.]* RIG-VMM-EXIT \([0-9]*\)$/\1/p' "$out" | tail -n1)
+    rig_vmm_rc "$out"
+}
+
+# rig_vmm_rc OUTFILE -> sets RIG_VMM_RC from rig_run_vmm's OUTFILE (its RIG-VMM-EXIT line; 255 if
+# there is none), e.g. after `wait` for an rig_run_vmm started in the background.
+rig_vmm_rc() {
+    RIG_VMM_RC=$(sed -n 's/^[0-9.]* RIG-VMM-EXIT \([0-9]*\)$/\1/p' "$1" | tail -n1)
     RIG_VMM_RC=${RIG_VMM_RC:-255}
 }
 

@@ -88,8 +88,7 @@ for case in poweroff reboot acpid ignore twice; do
             --cmdline "$cmdline" --memory 512M $extra &
         t_sig=$(signal_when_ready "$out" "$sig" "$second") || t_sig=""
         wait
-        RIG_VMM_RC=$(sed -n 's/^[0-9.]* RIG-VMM-EXIT \([0-9]*\)$/\1/p' "$out" | tail -n1)
-        RIG_VMM_RC=${RIG_VMM_RC:-255}
+        rig_vmm_rc "$out"
     fi
     rig_vmm_facts "$out"
     # shellcheck disable=SC2086 # RIG_FIELDS is a list of k=v words

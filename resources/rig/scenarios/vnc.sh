@@ -141,8 +141,7 @@ Image.open(sys.argv[1]).convert("RGB").save(sys.argv[2])' /tmp/vncsnap-1.jpg /tm
     [ -z "$stress_line" ] || rig_data ${stress_line#VNC-STRESS }
 fi
 wait "$vmm_pid"
-RIG_VMM_RC=$(sed -n 's/^[0-9.]* RIG-VMM-EXIT \([0-9]*\)$/\1/p' "$out" | tail -n1)
-RIG_VMM_RC=${RIG_VMM_RC:-255}
+rig_vmm_rc "$out"
 rig_l2_forward "$out"
 rig_vmm_facts "$out" l2
 facts=$RIG_FIELDS
@@ -168,8 +167,7 @@ if wait_for bar 'RIG-DATA scenario=gpu-user-blob shown=1' 600; then
     vncdo vncdo_bar 600 -s 127.0.0.1::5901 -p rig-secret capture /tmp/bar-vncdo.png key f12
 fi
 wait "$vmm_pid"
-RIG_VMM_RC=$(sed -n 's/^[0-9.]* RIG-VMM-EXIT \([0-9]*\)$/\1/p' "$out" | tail -n1)
-RIG_VMM_RC=${RIG_VMM_RC:-255}
+rig_vmm_rc "$out"
 rig_l2_forward "$out"
 rig_vmm_facts "$out" l2
 bar_facts=""

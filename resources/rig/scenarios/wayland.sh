@@ -113,8 +113,7 @@ if wait_for "$out" step1 'RIG-DATA scenario=vnc-kms-1 .*shown=' 600; then
     wait_for "$out" step3 'RIG-DATA scenario=vnc-kms-3 .*flushes=' 900 && f12 f12_3
 fi
 wait "$vmm_pid"
-RIG_VMM_RC=$(sed -n 's/^[0-9.]* RIG-VMM-EXIT \([0-9]*\)$/\1/p' "$out" | tail -n1)
-RIG_VMM_RC=${RIG_VMM_RC:-255}
+rig_vmm_rc "$out"
 rig_l2_forward "$out"
 rig_vmm_facts "$out" l2
 facts=$RIG_FIELDS
@@ -140,8 +139,7 @@ if wait_for "$out" bar 'RIG-DATA scenario=gpu-user-blob shown=1' 600; then
     f12 f12_bar
 fi
 wait "$vmm_pid"
-RIG_VMM_RC=$(sed -n 's/^[0-9.]* RIG-VMM-EXIT \([0-9]*\)$/\1/p' "$out" | tail -n1)
-RIG_VMM_RC=${RIG_VMM_RC:-255}
+rig_vmm_rc "$out"
 rig_l2_forward "$out"
 rig_vmm_facts "$out" l2
 bar_facts=""
