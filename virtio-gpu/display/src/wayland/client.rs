@@ -1,7 +1,7 @@
 //! The Wayland thread: the connection to the compositor, a toplevel per scanout, dma-buf and
 //! `wl_shm` buffers, frame callbacks and releases, and the seat's keyboard and pointer.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -34,6 +34,7 @@ use wayland_protocols::xdg::shell::client::xdg_surface::{self, XdgSurface};
 use wayland_protocols::xdg::shell::client::xdg_toplevel::{self, XdgToplevel};
 use wayland_protocols::xdg::shell::client::xdg_wm_base::{self, XdgWmBase};
 
+use super::seat::SeatInput;
 use super::shared::{Path, Shared};
 use super::shm::ShmMemory;
 use crate::input::InputSink;
@@ -110,12 +111,12 @@ pub struct State {
     shared: Arc<Shared>,
     globals: Globals,
     windows: BTreeMap<u32, Window>,
-    input: Option<Arc<dyn InputSink>>,
+    /// The seat's keyboard and pointer for the guest (`None`: input is ignored).
+    seat: Option<SeatInput>,
+    /// The scanout whose window the pointer is in.
+    pointer_window: Option<u32>,
     keyboard: Option<WlKeyboard>,
     pointer: Option<WlPointer>,
-    keys_down: HashSet<u32>,
-    pointer_at: Option<(u32, f64, f64)>,
-    buttons: u8,
     name: String,
     socket: PathBuf,
     /// The last format table of the dma-buf feedback.
@@ -156,12 +157,10 @@ impl Client {
                 seat: None,
             },
             windows: BTreeMap::new(),
-            input,
+            seat: input.map(SeatInput::new),
+            pointer_window: None,
             keyboard: None,
             pointer: None,
-            keys_down: HashSet::new(),
-            pointer_at: None,
-            buttons: 0,
             name: name.to_string(),
             socket,
             format_table: Vec::new(),
@@ -602,22 +601,6 @@ impl State {
         self.log_path(id, Path::DmaBuf);
         self.present(id, qh);
     }
-
-    fn pointer_event(&mut self, wheel: i32) {
-        let (Some(input), Some((id, x, y))) = (&self.input, self.pointer_at) else {
-            return;
-        };
-        let Some(w) = self.windows.get(&id) else {
-            return;
-        };
-        let (width, height) = w.size;
-        if width == 0 || height == 0 {
-            return;
-        }
-        let x = x.clamp(0.0, f64::from(width - 1)) as u32;
-        let y = y.clamp(0.0, f64::from(height - 1)) as u32;
-        input.pointer(x, y, width, height, self.buttons, wheel);
-    }
 }
 
 impl Dispatch<WlRegistry, ()> for State {
@@ -905,7 +888,7 @@ impl Dispatch<WlSeat, ()> for State {
         else {
             return;
         };
-        if state.input.is_none() {
+        if state.seat.is_none() {
             return;
         }
         if caps.contains(wl_seat::Capability::Keyboard) && state.keyboard.is_none() {
@@ -926,44 +909,21 @@ impl Dispatch<WlKeyboard, ()> for State {
         _: &Connection,
         _: &QueueHandle<Self>,
     ) {
-        let Some(input) = state.input.clone() else {
+        let Some(seat) = state.seat.as_mut() else {
             return;
         };
         match event {
-            // Wayland key codes are Linux input key codes.
             wl_keyboard::Event::Key {
                 key,
                 state: WEnum::Value(k),
                 ..
-            } => {
-                let Ok(code) = u16::try_from(key) else {
-                    return;
-                };
-                let pressed = k == wl_keyboard::KeyState::Pressed;
-                if pressed {
-                    state.keys_down.insert(key);
-                } else {
-                    state.keys_down.remove(&key);
-                }
-                input.key(code, pressed);
-            }
-            // Focus lost: what is held is released in the guest.
-            wl_keyboard::Event::Leave { .. } => {
-                for key in state.keys_down.drain() {
-                    if let Ok(code) = u16::try_from(key) {
-                        input.key(code, false);
-                    }
-                }
-            }
+            } => seat.key(key, k == wl_keyboard::KeyState::Pressed),
+            wl_keyboard::Event::Leave { .. } => seat.keyboard_leave(),
+            // The keymap's descriptor is closed when the event is dropped.
             _ => {}
         }
     }
 }
-
-/// Linux `BTN_LEFT`, `BTN_RIGHT`, `BTN_MIDDLE`.
-const BTN_LEFT: u32 = 0x110;
-const BTN_RIGHT: u32 = 0x111;
-const BTN_MIDDLE: u32 = 0x112;
 
 impl Dispatch<WlPointer, ()> for State {
     fn event(
@@ -974,6 +934,9 @@ impl Dispatch<WlPointer, ()> for State {
         _: &Connection,
         _: &QueueHandle<Self>,
     ) {
+        let Some(seat) = state.seat.as_mut() else {
+            return;
+        };
         match event {
             wl_pointer::Event::Enter {
                 surface,
@@ -981,52 +944,39 @@ impl Dispatch<WlPointer, ()> for State {
                 surface_y,
                 ..
             } => {
-                if let Some(id) = surface.data::<u32>() {
-                    state.pointer_at = Some((*id, surface_x, surface_y));
-                    state.pointer_event(0);
+                let id = surface.data::<u32>().copied();
+                state.pointer_window = id;
+                if let Some((w, h)) = id.and_then(|id| state.windows.get(&id)).map(|w| w.size) {
+                    seat.enter(w, h, surface_x, surface_y);
                 }
             }
             wl_pointer::Event::Leave { .. } => {
-                if state.buttons != 0 {
-                    state.buttons = 0;
-                    state.pointer_event(0);
-                }
-                state.pointer_at = None;
+                state.pointer_window = None;
+                seat.pointer_leave();
             }
             wl_pointer::Event::Motion {
                 surface_x,
                 surface_y,
                 ..
             } => {
-                if let Some((id, _, _)) = state.pointer_at {
-                    state.pointer_at = Some((id, surface_x, surface_y));
-                    state.pointer_event(0);
+                let size = state
+                    .pointer_window
+                    .and_then(|id| state.windows.get(&id))
+                    .map(|w| w.size);
+                if let Some((w, h)) = size {
+                    seat.motion(w, h, surface_x, surface_y);
                 }
             }
             wl_pointer::Event::Button {
                 button,
                 state: WEnum::Value(b),
                 ..
-            } => {
-                let bit = match button {
-                    BTN_LEFT => 1,
-                    BTN_MIDDLE => 2,
-                    BTN_RIGHT => 4,
-                    _ => return,
-                };
-                if b == wl_pointer::ButtonState::Pressed {
-                    state.buttons |= bit;
-                } else {
-                    state.buttons &= !bit;
-                }
-                state.pointer_event(0);
-            }
-            // Positive: down in Wayland, up for the guest's wheel.
+            } => seat.button(button, b == wl_pointer::ButtonState::Pressed),
             wl_pointer::Event::Axis {
                 axis: WEnum::Value(wl_pointer::Axis::VerticalScroll),
                 value,
                 ..
-            } if value != 0.0 => state.pointer_event(if value > 0.0 { -1 } else { 1 }),
+            } => seat.scroll(value),
             _ => {}
         }
     }

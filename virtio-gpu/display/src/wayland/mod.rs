@@ -13,6 +13,7 @@
 
 mod client;
 mod config;
+mod seat;
 mod shared;
 mod shm;
 
