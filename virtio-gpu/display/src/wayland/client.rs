@@ -518,7 +518,7 @@ impl State {
         drop(scanouts);
         window.surface.attach(Some(&buffer), 0, 0);
         for a in areas {
-            window.surface.damage(
+            window.surface.damage_buffer(
                 i32::from(a.x),
                 i32::from(a.y),
                 i32::from(a.w),
