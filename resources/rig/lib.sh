@@ -131,6 +131,23 @@ rig_run_vmm() {
     rig_vmm_rc "$out"
 }
 
+# rig_wait_for OUTFILE NAME PATTERN SECS -> 0 once a line of OUTFILE (a background rig_run_vmm's)
+# matches PATTERN (grep); 1 after SECS, or as soon as the vmm has ended or an L2 program reported
+# FAIL. Appends NAME_at=<L1 uptime, or none> to the scenario's `fields` variable.
+rig_wait_for() {
+    local out=$1 name=$2 pattern=$3 secs=$4 i=0
+    while ! grep -q "$pattern" "$out"; do
+        i=$((i + 1))
+        if grep -q 'RIG-VMM-EXIT\|RIG-RESULT scenario=[^ ]* status=FAIL' "$out" ||
+            [ "$i" -gt $((secs * 10)) ]; then
+            fields="$fields ${name}_at=none"
+            return 1
+        fi
+        sleep 0.1
+    done
+    fields="$fields ${name}_at=$(rig_uptime)"
+}
+
 # rig_vmm_rc OUTFILE -> sets RIG_VMM_RC from rig_run_vmm's OUTFILE (its RIG-VMM-EXIT line; 255 if
 # there is none), e.g. after `wait` for an rig_run_vmm started in the background.
 rig_vmm_rc() {

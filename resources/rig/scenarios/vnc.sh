@@ -61,22 +61,6 @@ rig_run_vmm 1500 "$out" --device gpu=blob,width=1280,height=800 \
 vmm_pid=$!
 
 fields=""
-# wait_for NAME PATTERN SECS -> 0 once a line of the vmm's output matches PATTERN; 1 after SECS,
-# when the vmm has ended or an L2 program reported FAIL. Adds NAME_at=<L1 uptime or none> to fields.
-wait_for() {
-    local name=$1 pattern=$2 secs=$3 i=0
-    while ! grep -q "$pattern" "$out"; do
-        i=$((i + 1))
-        if grep -q 'RIG-VMM-EXIT\|RIG-RESULT scenario=[^ ]* status=FAIL' "$out" ||
-            [ "$i" -gt $((secs * 10)) ]; then
-            fields="$fields ${name}_at=none"
-            return 1
-        fi
-        sleep 0.1
-    done
-    fields="$fields ${name}_at=$(rig_uptime)"
-}
-
 # client RUN SECS CMD... -> CMD through rig_l0 under L0's `timeout -s KILL SECS`, its output to the
 # console (prefixed "RUN| "); adds RUN_exit and RUN_run_s to fields.
 client() {
@@ -95,7 +79,7 @@ vncdo() {
     client "$run" "$secs" env PYTHONPATH="$vncdotool" python3 -m vncdotool.command "$@"
 }
 
-if wait_for step1 'RIG-DATA scenario=vnc-kms-1 .*shown=' 600; then
+if rig_wait_for "$out" step1 'RIG-DATA scenario=vnc-kms-1 .*shown=' 600; then
     client gvnccapture_1 300 gvnccapture 127.0.0.1:0 /tmp/gvnc-1.png
     # vncsnapshot speaks RFB 3.3 and writes a JPEG (quality 100); L0's PIL makes it a PNG.
     client vncsnapshot_1 300 vncsnapshot -quality 100 127.0.0.1:0 /tmp/vncsnap-1.jpg
@@ -110,7 +94,7 @@ Image.open(sys.argv[1]).convert("RGB").save(sys.argv[2])' /tmp/vncsnap-1.jpg /tm
         "$repo/resources/rig/vnc-session.py" 127.0.0.1::5900 /tmp/vncdo-1.png /tmp/vncdo-2.png \
         /tmp/mode2 >/tmp/session.out 2>&1 &
     session=$!
-    if wait_for step2 'RIG-DATA scenario=vnc-kms-2 .*flushes=' 900; then
+    if rig_wait_for "$out" step2 'RIG-DATA scenario=vnc-kms-2 .*flushes=' 900; then
         : >"$shared/mode2"
     fi
     wait "$session"
@@ -128,7 +112,7 @@ Image.open(sys.argv[1]).convert("RGB").save(sys.argv[2])' /tmp/vncsnap-1.jpg /tm
     done
     fields="$fields stress_ready_at=$(rig_uptime)"
     vncdo vncdo_f12_2 600 -s /tmp/vnc.sock key f12
-    if wait_for step3 'RIG-DATA scenario=vnc-kms-3 .*flushes=' 900; then
+    if rig_wait_for "$out" step3 'RIG-DATA scenario=vnc-kms-3 .*flushes=' 900; then
         client gvnccapture_3 300 gvnccapture 127.0.0.1:0 /tmp/gvnc-3.png
         fields="$fields gvnccapture_3_end_at=$(rig_uptime)"
     fi
@@ -160,7 +144,7 @@ rig_run_vmm 900 "$out" --device "vfio=$bdf,gpu=blob" --display vnc=127.0.0.1:590
     --kernel /rig/l2/vmlinuz --initramfs /rig/l2/initramfs.cpio.gz \
     --cmdline "$(rig_l2_cmdline vnc-bar)" --memory 512M &
 vmm_pid=$!
-if wait_for bar 'RIG-DATA scenario=gpu-user-blob shown=1' 600; then
+if rig_wait_for "$out" bar 'RIG-DATA scenario=gpu-user-blob shown=1' 600; then
     client gvnccapture_bar 300 gvnccapture 127.0.0.1:0 /tmp/bar-gvnc.png
     # VNC Authentication: the right password gets the picture, a wrong one is refused.
     vncdo vncdo_badpw 60 -s 127.0.0.1::5901 -p wrong-one capture /tmp/bar-badpw.png

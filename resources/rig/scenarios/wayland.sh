@@ -36,22 +36,6 @@ rm -f "$shared"/*.png
 fields=""
 export RUST_LOG="${RIG_RUST_LOG:-info}"
 
-# wait_for OUT NAME PATTERN SECS -> 0 once a line of OUT matches PATTERN; 1 after SECS, when the
-# vmm has ended or an L2 program reported FAIL. Adds NAME_at=<L1 uptime or none> to fields.
-wait_for() {
-    local out=$1 name=$2 pattern=$3 secs=$4 i=0
-    while ! grep -q "$pattern" "$out"; do
-        i=$((i + 1))
-        if grep -q 'RIG-VMM-EXIT\|RIG-RESULT scenario=[^ ]* status=FAIL' "$out" ||
-            [ "$i" -gt $((secs * 10)) ]; then
-            fields="$fields ${name}_at=none"
-            return 1
-        fi
-        sleep 0.1
-    done
-    fields="$fields ${name}_at=$(rig_uptime)"
-}
-
 # f12 RUN -> vncdotool (L0's python3) presses and releases F12 through the unix-socket VNC server.
 f12() {
     local run=$1
@@ -100,17 +84,17 @@ rig_run_vmm 900 "$out" --device gpu=blob,width=1280,height=800 \
     --kernel /rig/l2/vmlinuz --initramfs /rig/l2/initramfs.cpio.gz \
     --cmdline "$(rig_l2_cmdline vnc)" --memory 512M &
 vmm_pid=$!
-if wait_for "$out" step1 'RIG-DATA scenario=vnc-kms-1 .*shown=' 600; then
-    wait_for "$out" path1 'wayland: scanout 0 (1280x800' 120 && shot wl-1
+if rig_wait_for "$out" step1 'RIG-DATA scenario=vnc-kms-1 .*shown=' 600; then
+    rig_wait_for "$out" path1 'wayland: scanout 0 (1280x800' 120 && shot wl-1
     f12 f12_1
-    if wait_for "$out" step2 'RIG-DATA scenario=vnc-kms-2 .*flushes=' 900; then
-        wait_for "$out" path2 'wayland: scanout 0 (1024x768' 60
+    if rig_wait_for "$out" step2 'RIG-DATA scenario=vnc-kms-2 .*flushes=' 900; then
+        rig_wait_for "$out" path2 'wayland: scanout 0 (1024x768' 60
         shot wl-2
         rig_weston_kill
         fields="$fields weston_kill_exit=$RIG_WESTON_EXIT killed_at=$(rig_uptime)"
     fi
     f12 f12_2
-    wait_for "$out" step3 'RIG-DATA scenario=vnc-kms-3 .*flushes=' 900 && f12 f12_3
+    rig_wait_for "$out" step3 'RIG-DATA scenario=vnc-kms-3 .*flushes=' 900 && f12 f12_3
 fi
 wait "$vmm_pid"
 rig_vmm_rc "$out"
@@ -133,8 +117,8 @@ rig_run_vmm 900 "$out" --device "vfio=$bdf,gpu=blob" \
     --kernel /rig/l2/vmlinuz --initramfs /rig/l2/initramfs.cpio.gz \
     --cmdline "$(rig_l2_cmdline vnc-bar)" --memory 512M &
 vmm_pid=$!
-if wait_for "$out" bar 'RIG-DATA scenario=gpu-user-blob shown=1' 600; then
-    wait_for "$out" bar_path 'wayland: scanout 0 (256x192 .*wl_shm' 120
+if rig_wait_for "$out" bar 'RIG-DATA scenario=gpu-user-blob shown=1' 600; then
+    rig_wait_for "$out" bar_path 'wayland: scanout 0 (256x192 .*wl_shm' 120
     shot wl-bar
     f12 f12_bar
 fi
