@@ -209,28 +209,24 @@ impl Client {
             let Some(guard) = self.queue.prepare_read() else {
                 continue;
             };
-            let mut fds = [
-                libc::pollfd {
-                    fd: std::os::fd::AsRawFd::as_raw_fd(&guard.connection_fd()),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: std::os::fd::AsRawFd::as_raw_fd(&shared.wake_fd()),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: `fds` is a valid array of two pollfd entries for the duration of the call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, POLL.as_millis() as i32) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
+            let (conn_ready, wake_ready) = {
+                use rustix::event::{PollFd, PollFlags, Timespec};
+                let mut fds = [
+                    PollFd::from_borrowed_fd(guard.connection_fd(), PollFlags::IN),
+                    PollFd::from_borrowed_fd(shared.wake_fd(), PollFlags::IN),
+                ];
+                let timeout = Timespec {
+                    tv_sec: POLL.as_secs() as i64,
+                    tv_nsec: 0,
+                };
+                match rustix::event::poll(&mut fds, Some(&timeout)) {
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => break Some(format!("poll: {e}")),
                 }
-                break Some(format!("poll: {e}"));
-            }
-            if fds[0].revents != 0 {
+                (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
+            };
+            if conn_ready {
                 match guard.read() {
                     Ok(_) => {}
                     Err(WaylandError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -239,7 +235,7 @@ impl Client {
             } else {
                 drop(guard);
             }
-            if fds[1].revents != 0 {
+            if wake_ready {
                 shared.drain_wake();
             }
         };

@@ -3,9 +3,7 @@
 //! the counters of the exit summary; the eventfd that wakes the Wayland thread.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -192,7 +190,7 @@ pub struct Shared {
     /// Set when the display is dropped: the Wayland thread ends.
     pub quit: AtomicBool,
     /// Wakes the Wayland thread (an eventfd).
-    wake: File,
+    wake: OwnedFd,
     /// Figures.
     pub counters: Counters,
 }
@@ -206,7 +204,10 @@ impl Shared {
             main_device: AtomicBool::new(false),
             gone: AtomicBool::new(false),
             quit: AtomicBool::new(false),
-            wake: eventfd()?,
+            wake: rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::NONBLOCK | rustix::event::EventfdFlags::CLOEXEC,
+            )?,
             counters: Counters::default(),
         })
     }
@@ -230,28 +231,17 @@ impl Shared {
 
     /// Wakes the Wayland thread.
     pub fn wake(&self) {
-        let _ = (&self.wake).write(&1u64.to_ne_bytes());
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
     }
 
     /// Consumes the wake-ups (the Wayland thread, when the eventfd is readable).
     pub fn drain_wake(&self) {
         let mut n = [0u8; 8];
-        let _ = (&self.wake).read(&mut n);
+        let _ = rustix::io::read(&self.wake, &mut n);
     }
 
     /// The eventfd to poll.
     pub fn wake_fd(&self) -> BorrowedFd<'_> {
         self.wake.as_fd()
     }
-}
-
-/// A non-blocking eventfd.
-fn eventfd() -> std::io::Result<File> {
-    // SAFETY: eventfd takes no pointers and returns a new descriptor or -1.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a new descriptor owned from here on.
-    Ok(unsafe { File::from_raw_fd(fd) })
 }

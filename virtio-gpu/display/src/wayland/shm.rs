@@ -2,7 +2,7 @@
 //! mapping in this process), `xrgb8888` with the unused byte 0xff.
 
 use std::fs::File;
-use std::os::fd::{AsFd, FromRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 
 use crate::picture::{Area, Picture};
@@ -19,14 +19,10 @@ pub struct ShmMemory {
 impl ShmMemory {
     /// A zeroed buffer of `width` x `height` `xrgb8888` pixels.
     pub fn new(width: u16, height: u16) -> std::io::Result<Self> {
-        // SAFETY: memfd_create reads a NUL-terminated name and returns a new descriptor or -1;
-        // nothing else is touched.
-        let fd = unsafe { libc::memfd_create(c"vmm-wl-shm".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a new descriptor this function owns from here on.
-        let file = unsafe { File::from_raw_fd(fd) };
+        let file = File::from(rustix::fs::memfd_create(
+            "vmm-wl-shm",
+            rustix::fs::MemfdFlags::CLOEXEC,
+        )?);
         file.set_len(Self::len_of(width, height))?;
         Ok(ShmMemory {
             file,
