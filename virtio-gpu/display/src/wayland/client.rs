@@ -467,32 +467,24 @@ impl State {
             Path::DmaBuf => true,
             Path::Shm => false,
         };
+        let free = if dmabuf {
+            window.dmabufs.iter().position(|s| !s.busy)
+        } else {
+            window.shms.iter().position(|s| !s.busy)
+        };
+        let Some(i) = free else {
+            return;
+        };
+        let areas = sc.damage.take(cw, ch);
         let buffer = if dmabuf {
-            let Some(slot) = window.dmabufs.iter_mut().find(|s| !s.busy) else {
-                return;
-            };
+            let slot = &mut window.dmabufs[i];
             slot.busy = true;
             slot.buffer.clone()
         } else {
-            let Some(i) = window.shms.iter().position(|s| !s.busy) else {
-                return;
-            };
-            let areas = sc.damage.clone().take(cw, ch);
+            // This buffer gets what changed since it was last filled; the others owe this too.
             let changed = areas.iter().copied().reduce(union);
-            for (j, s) in window.shms.iter_mut().enumerate() {
-                if j != i {
-                    s.stale = match (s.stale, changed) {
-                        (Some(a), Some(b)) => Some(union(a, b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-            }
             let slot = &mut window.shms[i];
-            let fill = match (slot.stale.take(), changed) {
-                (Some(a), Some(b)) => Some(union(a, b)),
-                (a, b) => a.or(b),
-            };
-            if let Some(area) = fill {
+            if let Some(area) = union_of(slot.stale, changed) {
                 match slot.memory.fill(&sc.picture, area) {
                     Ok(n) => {
                         shared
@@ -502,14 +494,24 @@ impl State {
                     }
                     Err(e) => {
                         log::warn!("wayland: scanout {id}: filling a wl_shm buffer: {e}");
+                        // Nothing is lost: the damage waits for the next try.
+                        for a in areas {
+                            sc.add_damage(a);
+                        }
                         return;
                     }
                 }
             }
+            slot.stale = None;
             slot.busy = true;
-            slot.buffer.clone()
+            let buffer = slot.buffer.clone();
+            for (j, s) in window.shms.iter_mut().enumerate() {
+                if j != i {
+                    s.stale = union_of(s.stale, changed);
+                }
+            }
+            buffer
         };
-        let areas = sc.damage.take(cw, ch);
         let since = sc.damage_since.take();
         drop(scanouts);
         window.surface.attach(Some(&buffer), 0, 0);
@@ -596,6 +598,14 @@ impl State {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.log_path(id, Path::DmaBuf);
         self.present(id, qh);
+    }
+}
+
+/// The smallest area holding both, when there are any.
+fn union_of(a: Option<Area>, b: Option<Area>) -> Option<Area> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(union(a, b)),
+        (a, b) => a.or(b),
     }
 }
 
