@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use devices::pci::{BarKind, BarReprogram, BarSpace, PciBar, PciBarRouter, PciDevice};
+use devices::pci::{BarKind, BarReprogram, BarSpace, PciBar, PciBarRouter, PciDevice, PciSlot};
 
 struct Regs(u32);
 
@@ -50,7 +50,7 @@ fn bench_router(c: &mut Criterion) {
                 size: 0x1000,
                 addr: 0xc000_0000 + (i as u64) * 0x1000,
             };
-            router.add_bar((i / 6) as u8, &bar, dev);
+            router.add_bar(PciSlot::root((i / 6) as u8), &bar, dev);
         }
         let last = 0xc000_0000 + (n as u64 - 1) * 0x1000 + 8;
         group.bench_with_input(BenchmarkId::from_parameter(n), &last, |b, &addr| {

@@ -81,10 +81,18 @@ pub const PCI_INTX_FIRST_GSI: u32 = 16;
 /// Number of IOAPIC pins PCI INTx lines are spread over.
 pub const PCI_INTX_GSIS: u32 = 8;
 
-/// The IOAPIC pin (= GSI) that every INTx pin (A..D) of PCI bus 0 `slot` is wired to. The DSDT's
-/// `_PRT` tells the guest the same wiring; lines are level-triggered and may be shared.
-pub fn pci_intx_gsi(slot: u8) -> u32 {
-    PCI_INTX_FIRST_GSI + u32::from(slot) % PCI_INTX_GSIS
+/// The IOAPIC pin (= GSI) that INTx pin `pin` (0..4 = INTA..INTD) of PCI bus 0 `slot` is wired
+/// to: pins and slots spread over the 8 PCI pins. The DSDT's `_PRT` tells the guest the same
+/// wiring; lines are level-triggered and may be shared.
+pub fn pci_intx_gsi(slot: u8, pin: u8) -> u32 {
+    PCI_INTX_FIRST_GSI + (u32::from(slot) + u32::from(pin)) % PCI_INTX_GSIS
+}
+
+/// The INTx pin (0..4) of the PCI-to-PCI bridge at which INTx pin `pin` (0..4) of the device in
+/// `slot` behind it arrives: the bridge swizzle of the PCI-to-PCI bridge specification, which a
+/// guest applies when no `_PRT` describes the bus behind the bridge.
+pub fn bridge_swizzle(slot: u8, pin: u8) -> u8 {
+    ((u32::from(slot) + u32::from(pin)) % 4) as u8
 }
 
 /// The GSI of the ACPI Generic Event Device's interrupt (the power button): ISA IRQ 5, which no
@@ -192,6 +200,25 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
+
+    /// The bridge swizzle (device number + pin, modulo 4) and the bus-0 wiring the `_PRT`
+    /// describes: the 4 pins of the bridge's slot reach 4 different IOAPIC pins.
+    #[test]
+    fn intx_behind_the_bridge_swizzles_to_distinct_lines() {
+        assert_eq!(bridge_swizzle(0, 0), 0, "device 0 INTA -> INTA");
+        assert_eq!(bridge_swizzle(1, 0), 1, "device 1 INTA -> INTB");
+        assert_eq!(bridge_swizzle(3, 1), 0, "device 3 INTB -> INTA");
+        assert_eq!(bridge_swizzle(31, 3), 2);
+        let bridge: Vec<u32> = (0..4).map(|pin| pci_intx_gsi(1, pin)).collect();
+        assert_eq!(bridge, vec![17, 18, 19, 20]);
+        assert_eq!(pci_intx_gsi(7, 3), PCI_INTX_FIRST_GSI + 2);
+        for slot in 0..32 {
+            for pin in 0..4 {
+                let gsi = pci_intx_gsi(slot, pin);
+                assert!((PCI_INTX_FIRST_GSI..PCI_INTX_FIRST_GSI + PCI_INTX_GSIS).contains(&gsi));
+            }
+        }
+    }
 
     #[test]
     fn small_ram_is_one_range() {

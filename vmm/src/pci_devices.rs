@@ -1,6 +1,7 @@
 //! The PCI devices asked for with `--device`: VFIO passthrough devices and at most one
-//! virtio-gpu, built on the VM's bus 0 before the vCPUs run; and the pvpanic device every VM
-//! gets ([`add_pvpanic`]).
+//! virtio-gpu, built behind the VM's PCI-to-PCI bridge (bus 1) before the vCPUs run; and the
+//! pvpanic device every VM gets ([`add_pvpanic`]). Behind one bridge without ACS, a guest lets
+//! the GPU import a buffer that lives in a passthrough BAR on any CPU.
 //!
 //! [`plan`] checks the parsed specs; [`build`] turns the plan into devices, each taking what it
 //! needs from the VM's [`VmResources`](crate::vm::VmResources) (memory slots, GSIs and routes,
@@ -11,9 +12,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use devices::pci::{MsiRouter, PciError, SharedPciDevice};
+use devices::pci::{MsiRouter, PciError, PciSlot, SharedPciDevice, BRIDGE_BUS};
 use devices::pvpanic::{PvpanicDevice, PvpanicHandler};
-use devices::vfio::{VfioPciDevice, VfioPciDeviceEnv, VfioPciError};
+use devices::vfio::{interrupt_pin, VfioPciDevice, VfioPciDeviceEnv, VfioPciError};
 use devices::virtio::{VirtioDevice, VirtioGpu, VirtioInput, VirtioPciDevice, VirtioPciError};
 use thiserror::Error;
 use vfio_dmabuf::{
@@ -25,7 +26,7 @@ use virtio_gpu_display::{DisplayConfig, DisplayFanout, InputSink, SummaryLine};
 
 use crate::cli::{DeviceSpec, GpuSpec};
 use crate::guest_input::GuestInput;
-use crate::layout::pci_intx_gsi;
+use crate::layout::{bridge_swizzle, pci_intx_gsi};
 use crate::memory::GuestRam;
 use crate::vm::{lock, Vm};
 
@@ -179,9 +180,9 @@ pub fn udmabuf_ram(
 /// holds them and its shutdown tears them down): this only says where they are.
 #[derive(Default)]
 pub struct PciDevices {
-    gpu: Option<u8>,
-    vfio: Vec<u8>,
-    input: Vec<u8>,
+    gpu: Option<PciSlot>,
+    vfio: Vec<PciSlot>,
+    input: Vec<PciSlot>,
     registry: Option<SharedRegistry>,
     display_summaries: Vec<SummaryLine>,
 }
@@ -243,25 +244,33 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    /// Adds `dev` at `slot` (the first free one if `None`); its BARs get addresses from the
-    /// VM's windows. Returns the slot.
+    /// Adds `dev` at `at` (the first free slot behind the bridge if `None`); its BARs get
+    /// addresses from the VM's windows. Returns where it went.
     fn add_to_bus(
         &self,
-        slot: Option<u8>,
+        at: Option<PciSlot>,
         what: String,
         dev: SharedPciDevice,
-    ) -> Result<u8, PciDevicesError> {
+    ) -> Result<PciSlot, PciDevicesError> {
         let mut bus = lock(self.vm.pci_bus());
         let mut windows = lock(&self.vm.resources().windows);
-        match slot {
-            Some(slot) => bus.add_device_at(slot, dev, &mut windows).map(|()| slot),
-            None => bus.add_device(dev, &mut windows),
+        match at {
+            Some(at) => bus.add_device_at(at, dev, &mut windows).map(|()| at),
+            None => bus.add_device(BRIDGE_BUS, dev, &mut windows),
         }
         .map_err(|source| PciDevicesError::Bus { what, source })
     }
 
+    /// The GSI INTx pin `pin` (1..=4; 0: none) of the device at `at` behind the bridge reaches:
+    /// through the bridge swizzle to the bridge's pin, and from there as the `_PRT` says.
+    fn intx_gsi(&self, at: PciSlot, pin: u8) -> Option<u32> {
+        let bridge = lock(self.vm.pci_bus()).bridge_slot()?;
+        let pin = pin.checked_sub(1).filter(|p| *p < 4)?;
+        Some(pci_intx_gsi(bridge.slot, bridge_swizzle(at.slot, pin)))
+    }
+
     /// Opens the host device of `v` through the VM's passthrough address space and puts it
-    /// on the bus, wired to the VM's memory slots, MSI routes and the region table.
+    /// behind the bridge, wired to the VM's memory slots, MSI routes and the region table.
     fn vfio(&mut self, v: &VfioPlan) -> Result<(), PciDevicesError> {
         let resources = self.vm.resources();
         let spec = v
@@ -274,34 +283,37 @@ impl Builder<'_> {
         };
         let what = format!("vfio={}", v.name);
         // The slot the device will get: its INTx wiring depends on it.
-        let slot = lock(self.vm.pci_bus())
-            .free_slot()
+        let at = lock(self.vm.pci_bus())
+            .free_slot(BRIDGE_BUS)
             .map_err(|source| PciDevicesError::Bus {
                 what: what.clone(),
                 source,
             })?;
-        let intx_gsi = pci_intx_gsi(slot);
         let regions = resources
             .passthrough
             .open(spec, self.vm.ram().memory())
             .map_err(vfio_err)?;
+        let intx_gsi = self.intx_gsi(at, interrupt_pin(&*regions));
         let dev = VfioPciDevice::new(
             regions,
             VfioPciDeviceEnv {
                 slots: resources.slots.clone(),
                 irq_router: Some(resources.msi.clone() as Arc<dyn MsiRouter>),
-                intx_gsi: Some(intx_gsi),
+                intx_gsi,
                 registry: Some(self.registry.clone()),
                 page_size: vfio_dmabuf::host_page_size(),
             },
         )
         .map_err(vfio_err)?;
-        self.add_to_bus(Some(slot), what, Arc::new(Mutex::new(dev)))?;
-        log::info!(
-            "vmm: PCI 00:{slot:02x}.0: passthrough of {}, INTx on GSI {intx_gsi}",
-            v.name
-        );
-        self.out.vfio.push(slot);
+        self.add_to_bus(Some(at), what, Arc::new(Mutex::new(dev)))?;
+        match intx_gsi {
+            Some(gsi) => log::info!(
+                "vmm: PCI {at}: passthrough of {}, INTx on GSI {gsi}",
+                v.name
+            ),
+            None => log::info!("vmm: PCI {at}: passthrough of {}, no INTx pin", v.name),
+        }
+        self.out.vfio.push(at);
         Ok(())
     }
 
@@ -310,7 +322,7 @@ impl Builder<'_> {
         &mut self,
         what: &'static str,
         device: Box<dyn VirtioDevice>,
-    ) -> Result<u8, PciDevicesError> {
+    ) -> Result<PciSlot, PciDevicesError> {
         let resources = self.vm.resources();
         let dev = VirtioPciDevice::new(
             device,
@@ -329,7 +341,7 @@ impl Builder<'_> {
             ("virtio-input tablet", input.tablet),
         ] {
             let slot = self.virtio(what, Box::new(dev))?;
-            log::info!("vmm: PCI 00:{slot:02x}.0: {what}");
+            log::info!("vmm: PCI {slot}: {what}");
             self.out.input.push(slot);
         }
         Ok(())
@@ -381,7 +393,7 @@ impl Builder<'_> {
         let (width, height) = (cfg.width, cfg.height);
         let gpu = GpuDevice::new(cfg, backend, Box::new(exporter));
         let slot = self.virtio("virtio-gpu", Box::new(VirtioGpu::new(gpu)))?;
-        log::info!("vmm: PCI 00:{slot:02x}.0: virtio-gpu {width}x{height}, display {displays:?}");
+        log::info!("vmm: PCI {slot}: virtio-gpu {width}x{height}, display {displays:?}");
         self.out.gpu = Some(slot);
         if let Some(input) = input {
             self.input(input)?;
@@ -424,9 +436,10 @@ pub fn build(
     Ok(builder.out)
 }
 
-/// Puts the pvpanic device on the VM's PCI bus (the first free slot), reporting the guest's
-/// events to `handler`. Call after [`build`], so the `--device` devices keep their slots.
-pub fn add_pvpanic(vm: &Vm, handler: PvpanicHandler) -> Result<u8, PciDevicesError> {
+/// Puts the pvpanic device behind the VM's PCI-to-PCI bridge (the first free slot), reporting
+/// the guest's events to `handler`. Call after [`build`], so the `--device` devices keep their
+/// slots.
+pub fn add_pvpanic(vm: &Vm, handler: PvpanicHandler) -> Result<PciSlot, PciDevicesError> {
     let bus_err = |source| PciDevicesError::Bus {
         what: "pvpanic".into(),
         source,
@@ -435,9 +448,9 @@ pub fn add_pvpanic(vm: &Vm, handler: PvpanicHandler) -> Result<u8, PciDevicesErr
     let mut bus = lock(vm.pci_bus());
     let mut windows = lock(&vm.resources().windows);
     let slot = bus
-        .add_device(Arc::new(Mutex::new(dev)), &mut windows)
+        .add_device(BRIDGE_BUS, Arc::new(Mutex::new(dev)), &mut windows)
         .map_err(bus_err)?;
-    log::debug!("vmm: PCI 00:{slot:02x}.0: pvpanic");
+    log::debug!("vmm: PCI {slot}: pvpanic");
     Ok(slot)
 }
 
@@ -520,7 +533,7 @@ mod tests {
     }
 
     #[test]
-    fn gpu_blob_becomes_a_virtio_gpu_on_bus_0_with_a_64bit_bar() {
+    fn gpu_blob_becomes_a_virtio_gpu_behind_the_bridge_with_a_64bit_bar() {
         let Some(vm) = kvm_vm() else { return };
         let devs = build(
             &vm,
@@ -537,7 +550,15 @@ mod tests {
         // The transport took its three vectors' GSIs from the VM.
         assert_eq!(vm.resources().msi.gsis_in_use(), vec![24, 25, 26]);
         let bus = vm.pci_bus().lock().unwrap();
-        let dev = bus.device(1).expect("GPU in slot 1");
+        assert_eq!(bus.bridge_slot(), Some(PciSlot::root(1)));
+        assert_eq!(
+            bus.read_config(0, 1, 0, 0),
+            0x0001_1b36,
+            "the PCI-to-PCI bridge"
+        );
+        let dev = bus
+            .device(PciSlot::behind_bridge(0))
+            .expect("GPU at 01:00.0");
         let mut d = dev.lock().unwrap();
         let id = d.read_config_register(0);
         assert_eq!(id & 0xffff, 0x1af4, "virtio vendor");
@@ -547,7 +568,13 @@ mod tests {
         assert_eq!(bar0 & 0x7, 0x4, "64-bit memory BAR");
         let bar_hi = d.read_config_register(5);
         assert_ne!(u64::from(bar_hi) << 32 | u64::from(bar0 & !0xf), 0);
-        assert!(bus.device(2).is_none());
+        drop(d);
+        assert!(bus.device(PciSlot::behind_bridge(1)).is_none());
+        assert_eq!(
+            bus.read_config(1, 0, 0, 0),
+            id,
+            "config access through the bridge"
+        );
     }
 
     #[test]
@@ -561,8 +588,8 @@ mod tests {
         assert!(devs.has_gpu());
         assert_eq!(devs.input_count(), 2);
         let bus = vm.pci_bus().lock().unwrap();
-        for (slot, device_id) in [(1, 0x1040 + 16), (2, 0x1040 + 18), (3, 0x1040 + 18)] {
-            let dev = bus.device(slot).expect("device");
+        for (slot, device_id) in [(0, 0x1040 + 16), (1, 0x1040 + 18), (2, 0x1040 + 18)] {
+            let dev = bus.device(PciSlot::behind_bridge(slot)).expect("device");
             let id = dev.lock().unwrap().read_config_register(0);
             assert_eq!(id >> 16, device_id, "slot {slot}");
         }
@@ -580,7 +607,12 @@ mod tests {
         assert!(!devs.has_gpu() && devs.registry().is_none());
         assert!(vm.resources().msi.gsis_in_use().is_empty());
         assert_eq!(vm.resources().slots.in_use(), vm.ram_slots());
-        assert!(vm.pci_bus().lock().unwrap().device(1).is_none());
+        assert!(vm
+            .pci_bus()
+            .lock()
+            .unwrap()
+            .device(PciSlot::behind_bridge(0))
+            .is_none());
     }
 
     #[test]
@@ -598,7 +630,11 @@ mod tests {
         assert!(msg.starts_with("--device vfio=0000:7f:1f.7: "), "{msg}");
         assert!(msg.contains("no PCI device"), "{msg}");
         assert!(
-            vm.pci_bus().lock().unwrap().device(1).is_none(),
+            vm.pci_bus()
+                .lock()
+                .unwrap()
+                .device(PciSlot::behind_bridge(0))
+                .is_none(),
             "no GPU either"
         );
     }
@@ -610,14 +646,18 @@ mod tests {
         let events = Arc::new(Mutex::new(Vec::new()));
         let seen = events.clone();
         let slot = add_pvpanic(&vm, Box::new(move |e| seen.lock().unwrap().push(e))).unwrap();
-        assert_eq!(slot, 2, "after the host bridge and the GPU");
+        assert_eq!(
+            slot,
+            PciSlot::behind_bridge(1),
+            "behind the bridge, after the GPU"
+        );
         let bus = lock(vm.pci_bus());
-        assert_eq!(bus.read_config(slot, 0, 0), 0x0011_1b36);
-        assert_eq!(bus.read_config(slot, 0, 2) >> 8, 0x08_8000);
+        assert_eq!(bus.read_config(1, 1, 0, 0), 0x0011_1b36);
+        assert_eq!(bus.read_config(1, 1, 0, 2) >> 8, 0x08_8000);
         let bar = lock_device(&bus.device(slot).unwrap()).bars()[0];
         assert!(bar.addr != 0 && bar.size == 16, "{bar:?}");
         // Memory decoding on, as the guest's driver does, then the event register.
-        bus.write_config(slot, 0, 1, 0, &[0x02]);
+        bus.write_config(1, 1, 0, 1, 0, &[0x02]);
         let router = bus.router();
         let mut b = [0u8; 1];
         router.read(BarSpace::Mmio, bar.addr, &mut b);

@@ -137,8 +137,9 @@ pub struct LegacyDevices {
 impl Vm {
     /// Creates the VM: KVM private pages, irqchip (PIC + IOAPIC + LAPICs), PIT, its resources
     /// (memory slots, GSIs and routing table, ioeventfds, address windows, the passthrough
-    /// IOMMU space), guest RAM in its slots, and PCI bus 0 (host bridge, configuration access
-    /// at 0xCF8, the BAR router over the PCI MMIO windows and the PCI port window). Guest RAM is
+    /// IOMMU space), guest RAM in its slots, and the PCI buses (host bridge, the PCI-to-PCI bridge
+    /// the devices go behind, configuration access at 0xCF8, the BAR router over the PCI MMIO
+    /// windows and the PCI port window). Guest RAM is
     /// `mem_size` bytes backed as `backing` says (a memfd if a device exports guest pages with
     /// udmabuf).
     pub fn new(mem_size: u64, backing: RamBacking) -> Result<Self, VmError> {
@@ -168,6 +169,10 @@ impl Vm {
                 u64::from(PCI_IO_SIZE),
             )),
         )?;
+        // The PCI-to-PCI bridge at 00:01.0, its windows over all of the VM's: every device
+        // goes behind it, so guests allow peer-to-peer DMA between them by topology.
+        let mut pci = PciBus::new();
+        pci.add_bridge(&windows)?;
         let resources = VmResources {
             slots: Arc::new(KvmMemorySlots::new(fd.clone(), slot_count)),
             msi: Arc::new(KvmMsiRouter::new(
@@ -184,7 +189,7 @@ impl Vm {
             resources,
             ram: GuestRam::new(mem_size, backing)?,
             ram_slots: Vec::new(),
-            pci: Arc::new(Mutex::new(PciBus::new())),
+            pci: Arc::new(Mutex::new(pci)),
             io: Arc::new(IoManager::new()),
             shut_down: false,
         };
@@ -471,7 +476,7 @@ pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use devices::pci::{BarKind, MsiRouter};
+    use devices::pci::{BarKind, MsiRouter, PciSlot};
     use devices::vfio::HostMapping;
     use devices::virtio::IoEventRegistrar;
     use vmm_sys_util::eventfd::EventFd;
@@ -492,9 +497,11 @@ mod tests {
         Some(vm)
     }
 
-    /// Guest address and size of BAR 0 of the device in `slot`.
+    /// Guest address and size of BAR 0 of the device in `slot` behind the bridge.
     fn bar0(vm: &Vm, slot: u8) -> (u64, u64) {
-        let dev = lock(vm.pci_bus()).device(slot).unwrap();
+        let dev = lock(vm.pci_bus())
+            .device(PciSlot::behind_bridge(slot))
+            .unwrap();
         let bar = lock_device(&dev).bars()[0];
         (bar.addr, bar.size)
     }
@@ -538,7 +545,7 @@ mod tests {
     fn a_second_device_takes_slots_gsis_and_windows_from_the_vm() {
         let Some(mut vm) = vm_with_gpu() else { return };
         let r = vm.resources().clone();
-        let gpu_bar = bar0(&vm, 1);
+        let gpu_bar = bar0(&vm, 0);
         let gpu_gsis = r.msi.gsis_in_use();
         assert_eq!(gpu_gsis.len(), 3, "the GPU's vectors");
 
@@ -622,7 +629,9 @@ mod tests {
         assert!(r.slots.in_use().is_empty(), "RAM slots removed last");
         assert!(r.msi.gsis_in_use().is_empty());
         assert!(!r.passthrough.is_open());
-        assert!(lock(vm.pci_bus()).device(1).is_none());
+        assert!(lock(vm.pci_bus())
+            .device(PciSlot::behind_bridge(0))
+            .is_none());
         assert_eq!(vm.shutdown(), ShutdownReport::default(), "once");
     }
 }

@@ -49,7 +49,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use devices::pci::{
     lock_device, BarAllocator, BarReprogram, BarSpace, BarWindow, PciBar, PciBarRouter, PciBus,
-    PciConfigIo, SharedPciDevice, COMMAND_WRITABLE, REG_COMMAND,
+    PciConfigIo, PciSlot, SharedPciDevice, COMMAND_WRITABLE, REG_COMMAND,
 };
 use devices::test_utils::{lock, FakeIoEvents, FakeMsiRouter, FakePciDevice, FakeVirtioDevice};
 use devices::virtio::VirtioPciDevice;
@@ -100,12 +100,12 @@ impl Rig {
             Some(BarWindow::new(0x1000, 0xf000)),
         )
         .expect("windows");
-        let mut devices = vec![bus.device(0).expect("host bridge")];
+        let mut devices = vec![bus.device(PciSlot::root(0)).expect("host bridge")];
         let mut moves = Vec::new();
         for slot in FAKE_SLOTS {
             let (dev, m) = FakePciDevice::new();
             let dev: SharedPciDevice = Arc::new(Mutex::new(dev));
-            bus.add_device_at(slot, dev.clone(), &mut alloc)
+            bus.add_device_at(PciSlot::root(slot), dev.clone(), &mut alloc)
                 .expect("free slot");
             devices.push(dev);
             // The moves of the initial programming are where `fake_bars` starts.
@@ -123,10 +123,12 @@ impl Rig {
             )
             .expect("the transport builds"),
         ));
-        bus.add_device_at(VIRTIO_SLOT, virtio.clone(), &mut alloc)
+        bus.add_device_at(PciSlot::root(VIRTIO_SLOT), virtio.clone(), &mut alloc)
             .expect("free slot");
         devices.push(virtio);
-        let caps = (0..SLOTS).map(|s| capabilities(&bus, s)).collect();
+        let caps = (0..SLOTS)
+            .map(|s| capabilities(&bus, PciSlot::root(s)))
+            .collect();
         let fake_bars = FAKE_SLOTS
             .iter()
             .map(|s| bars_of(&devices[usize::from(*s)]))
@@ -307,7 +309,10 @@ impl Rig {
             }
             9 => {
                 let slot = inp.u8() % SLOTS;
-                let caps = capabilities(&self.bus.lock().unwrap_or_else(|p| p.into_inner()), slot);
+                let caps = capabilities(
+                    &self.bus.lock().unwrap_or_else(|p| p.into_inner()),
+                    PciSlot::root(slot),
+                );
                 assert_eq!(
                     caps,
                     self.caps[usize::from(slot)],

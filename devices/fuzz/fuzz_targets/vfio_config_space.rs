@@ -53,8 +53,8 @@ use std::sync::{Arc, Mutex};
 
 use devices::pci::{
     BarAllocator, BarSpace, BarWindow, MsixCapInfo, PciBar, PciBarRouter, PciBus, PciDevice,
-    SharedPciDevice, CAP_ID_MSI, CAP_ID_MSIX, COMMAND_MEMORY, NUM_BARS, REG_BAR0, REG_COMMAND,
-    REG_HEADER, REG_ROM,
+    PciSlot, SharedPciDevice, BRIDGE_BUS, CAP_ID_MSI, CAP_ID_MSIX, COMMAND_MEMORY, NUM_BARS,
+    REG_BAR0, REG_COMMAND, REG_HEADER, REG_ROM,
 };
 use devices::test_utils::{lock, FakeMsiRouter, FakeSlots, FakeVfio};
 use devices::vfio::{
@@ -192,7 +192,8 @@ struct Rig {
     slots: Arc<FakeSlots>,
     msi: Arc<FakeMsiRouter>,
     registry: SharedRegistry,
-    slot: u8,
+    /// Behind the PCI-to-PCI bridge, as the VMM places it.
+    slot: PciSlot,
     /// VFIO accesses outside a region while the device was built (from its own reports).
     out_of_bounds: u64,
     /// Offsets of the MSI and MSI-X capabilities in the guest's view.
@@ -234,12 +235,13 @@ impl Rig {
         .expect("windows");
         let shared: SharedPciDevice = vfio.clone();
         // A described device may not fit the windows: nothing to fuzz then.
-        let slot = bus.add_device(shared, &mut alloc).ok()?;
+        bus.add_bridge(&alloc).ok()?;
+        let slot = bus.add_device(BRIDGE_BUS, shared, &mut alloc).ok()?;
         let caps = capabilities(&bus, slot);
         let cap = |id| caps.iter().find(|(_, i)| *i == id).map(|(off, _)| *off);
         let msi_cap = cap(CAP_ID_MSI);
         let msix = cap(CAP_ID_MSIX).map(|off| {
-            let r = |o: usize| bus.read_config(slot, 0, o / 4);
+            let r = |o: usize| bus.read_config(slot.bus, slot.slot, 0, o / 4);
             MsixCapInfo::parse(off, r(off), r(off + 4), r(off + 8))
         });
         let bars = lock(&vfio).bars();
@@ -271,11 +273,12 @@ impl Rig {
     }
 
     fn cfg_write(&self, reg: usize, byte: usize, data: &[u8]) {
-        self.bus.write_config(self.slot, 0, reg, byte, data);
+        self.bus
+            .write_config(self.slot.bus, self.slot.slot, 0, reg, byte, data);
     }
 
     fn cfg_read(&self, reg: usize) -> u32 {
-        self.bus.read_config(self.slot, 0, reg)
+        self.bus.read_config(self.slot.bus, self.slot.slot, 0, reg)
     }
 
     /// An access at `addr` of `space`; a read that no BAR claims, or one of a space the device

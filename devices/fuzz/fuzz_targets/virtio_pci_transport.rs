@@ -50,8 +50,8 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use devices::pci::{
-    BarAllocator, BarSpace, BarWindow, PciBarRouter, PciBus, PciDevice, SharedPciDevice,
-    CAP_ID_MSIX, CAP_ID_VENDOR, COMMAND_MEMORY, REG_BAR0, REG_COMMAND, REG_ID,
+    BarAllocator, BarSpace, BarWindow, PciBarRouter, PciBus, PciDevice, PciSlot, SharedPciDevice,
+    BRIDGE_BUS, CAP_ID_MSIX, CAP_ID_VENDOR, COMMAND_MEMORY, REG_BAR0, REG_COMMAND, REG_ID,
 };
 use devices::test_utils::{lock, FakeIoEvents, FakeMsiRouter, FakeVirtioDevice, FakeVirtioState};
 use devices::virtio::{
@@ -91,7 +91,8 @@ struct Rig {
     state: Arc<Mutex<FakeVirtioState>>,
     msi: Arc<FakeMsiRouter>,
     ioevents: Arc<FakeIoEvents>,
-    slot: u8,
+    /// Behind the PCI-to-PCI bridge, as the VMM places it.
+    slot: PciSlot,
     msix_cap: usize,
     pci_cfg_cap: usize,
     /// Device configuration writes already checked.
@@ -115,12 +116,24 @@ impl Rig {
         )
         .expect("windows");
         let shared: SharedPciDevice = dev.clone();
-        let slot = bus.add_device(shared, &mut alloc).expect("a free slot");
+        bus.add_bridge(&alloc).expect("the bridge");
+        let slot = bus
+            .add_device(BRIDGE_BUS, shared, &mut alloc)
+            .expect("a free slot");
         // Memory decoding on, as firmware leaves a device it assigned BARs to; the input can
         // turn it off through the command register.
-        bus.write_config(slot, 0, REG_COMMAND, 0, &COMMAND_MEMORY.to_le_bytes());
+        bus.write_config(
+            slot.bus,
+            slot.slot,
+            0,
+            REG_COMMAND,
+            0,
+            &COMMAND_MEMORY.to_le_bytes(),
+        );
         let caps = capabilities(&bus, slot);
-        let cfg_byte = |off: usize| (bus.read_config(slot, 0, off / 4) >> ((off % 4) * 8)) as u8;
+        let cfg_byte = |off: usize| {
+            (bus.read_config(slot.bus, slot.slot, 0, off / 4) >> ((off % 4) * 8)) as u8
+        };
         let msix_cap = caps
             .iter()
             .find(|(_, id)| *id == CAP_ID_MSIX)
@@ -150,11 +163,12 @@ impl Rig {
     }
 
     fn cfg_write(&self, reg: usize, offset: usize, data: &[u8]) {
-        self.bus.write_config(self.slot, 0, reg, offset, data);
+        self.bus
+            .write_config(self.slot.bus, self.slot.slot, 0, reg, offset, data);
     }
 
     fn cfg_read(&self, reg: usize) -> u32 {
-        self.bus.read_config(self.slot, 0, reg)
+        self.bus.read_config(self.slot.bus, self.slot.slot, 0, reg)
     }
 
     /// Memory decoding is on: BAR 0 answers (off, it reads all-ones and drops writes).

@@ -1,7 +1,7 @@
 //! Helpers shared by the fuzz targets of the `devices` crate: a reader that turns the fuzzer's
 //! bytes into operation arguments, and guest-side helpers (capability walk, access sizes).
 
-use devices::pci::{PciBar, PciBus, REG_BAR0, REG_CAP_PTR};
+use devices::pci::{PciBar, PciBus, PciSlot, REG_BAR0, REG_CAP_PTR};
 
 /// Most operations one input runs: bounds the work (and what the fakes record) per input.
 pub const MAX_OPS: usize = 1024;
@@ -83,8 +83,8 @@ impl<'a> Input<'a> {
 
 /// Walks the capability list of the function in `slot` as a driver does (bounded): the
 /// (offset, ID) of each capability.
-pub fn capabilities(bus: &PciBus, slot: u8) -> Vec<(usize, u8)> {
-    let byte = |off: usize| (bus.read_config(slot, 0, off / 4) >> ((off % 4) * 8)) as u8;
+pub fn capabilities(bus: &PciBus, at: PciSlot) -> Vec<(usize, u8)> {
+    let byte = |off: usize| (bus.read_config(at.bus, at.slot, 0, off / 4) >> ((off % 4) * 8)) as u8;
     let mut caps = Vec::new();
     let mut off = usize::from(byte(REG_CAP_PTR * 4) & !3);
     while (0x40..0x100).contains(&off) && caps.len() < 48 {

@@ -4,6 +4,7 @@
 use vm_allocator::{AddressAllocator, AllocPolicy, RangeInclusive};
 
 use super::bar::{BarKind, MIN_IO_BAR_SIZE};
+use super::bridge::BridgeWindows;
 use super::error::{PciError, Result};
 
 /// Smallest MMIO allocation: one page, so that no two BARs share a page (a VFIO BAR is
@@ -43,6 +44,10 @@ impl Window {
         Ok(Self { name, alloc })
     }
 
+    fn range(&self) -> (u64, u64) {
+        (self.alloc.base(), self.alloc.end())
+    }
+
     fn contains(&self, addr: u64) -> bool {
         (self.alloc.base()..=self.alloc.end()).contains(&addr)
     }
@@ -73,8 +78,10 @@ impl Window {
 /// Allocates naturally aligned guest addresses for BARs.
 ///
 /// Memory BARs get at least [`MIN_MMIO_ALLOCATION`] bytes, aligned to their (rounded) size;
-/// I/O BARs are aligned to their size. 64-bit memory BARs go to the 64-bit window and fall
-/// back to the 32-bit window when there is none or it is full.
+/// I/O BARs are aligned to their size. Prefetchable 64-bit memory BARs go to the 64-bit window
+/// and fall back to the 32-bit window when there is none or it is full; non-prefetchable ones
+/// go to the 32-bit window (the windows of a PCI-to-PCI bridge in front of the device allow
+/// no other place).
 pub struct BarAllocator {
     mmio32: Window,
     mmio64: Option<Window>,
@@ -119,11 +126,29 @@ impl BarAllocator {
                 .ok_or(PciError::NoWindow("I/O port"))?
                 .allocate(alloc_size),
             BarKind::Mem32 { .. } => self.mmio32.allocate(alloc_size),
-            BarKind::Mem64 { .. } => match self.mmio64.as_mut().map(|w| w.allocate(alloc_size)) {
-                Some(Ok(addr)) => Ok(addr),
-                Some(Err(e64)) => self.mmio32.allocate(alloc_size).map_err(|_| e64),
-                None => self.mmio32.allocate(alloc_size),
-            },
+            // A PCI-to-PCI bridge forwards 64-bit addresses only through its prefetchable
+            // window: a non-prefetchable BAR stays below 4 GiB, in the memory window.
+            BarKind::Mem64 {
+                prefetchable: false,
+            } => self.mmio32.allocate(alloc_size),
+            BarKind::Mem64 { prefetchable: true } => {
+                match self.mmio64.as_mut().map(|w| w.allocate(alloc_size)) {
+                    Some(Ok(addr)) => Ok(addr),
+                    Some(Err(e64)) => self.mmio32.allocate(alloc_size).map_err(|_| e64),
+                    None => self.mmio32.allocate(alloc_size),
+                }
+            }
+        }
+    }
+
+    /// The windows a PCI-to-PCI bridge must open so that it forwards every BAR this
+    /// allocator places: the I/O window, the 32-bit window as its memory window and the
+    /// 64-bit window as its prefetchable one.
+    pub fn bridge_windows(&self) -> BridgeWindows {
+        BridgeWindows {
+            io: self.io.as_ref().map(Window::range),
+            mem: self.mmio32.range(),
+            prefetchable: self.mmio64.as_ref().map(Window::range),
         }
     }
 
@@ -189,6 +214,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(small64.allocate(M64, 0x2000).unwrap(), 0xc000_0000);
+    }
+
+    /// A bridge's only 64-bit window is its prefetchable one: non-prefetchable 64-bit BARs
+    /// stay below 4 GiB, and the bridge windows cover every window the allocator uses.
+    #[test]
+    fn non_prefetchable_64_bit_bars_stay_below_4_gib() {
+        let mut a = allocator();
+        let np64 = BarKind::Mem64 {
+            prefetchable: false,
+        };
+        assert_eq!(a.allocate(np64, 0x4000).unwrap(), 0xc000_0000);
+        assert_eq!(a.allocate(M64, 0x4000).unwrap(), 0x1_0000_0000);
+        let mut full32 = BarAllocator::new(
+            BarWindow::new(0xc000_0000, 0x1000),
+            Some(BarWindow::new(0x1_0000_0000, 0x1_0000_0000)),
+            None,
+        )
+        .unwrap();
+        assert!(matches!(
+            full32.allocate(np64, 0x2000),
+            Err(PciError::WindowExhausted {
+                window: "32-bit MMIO",
+                ..
+            })
+        ));
+        assert_eq!(
+            a.bridge_windows(),
+            BridgeWindows {
+                io: Some((0x1000, 0xffff)),
+                mem: (0xc000_0000, 0xfebf_ffff),
+                prefetchable: Some((0x1_0000_0000, 0x1_ffff_ffff)),
+            }
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use vm_device::bus::{MmioAddress, MmioAddressOffset, PioAddress, PioAddressOffse
 use vm_device::{DeviceMmio, DevicePio, MutDeviceMmio, MutDevicePio};
 
 use super::bar::{BarReprogram, BarSpace, PciBar};
+use super::bus::PciSlot;
 use super::device::PciDevice;
 use crate::GUEST_LOG_INTERVAL;
 
@@ -29,7 +30,13 @@ pub fn lock_device(device: &SharedPciDevice) -> MutexGuard<'_, dyn PciDevice + '
 
 /// Key of a route: BAR start, then slot and BAR index so that two BARs a guest programmed to
 /// the same address do not replace each other.
-type RouteKey = (u64, u8, usize);
+/// The largest [`PciSlot`], for range ends.
+const LAST_SLOT: PciSlot = PciSlot {
+    bus: u8::MAX,
+    slot: u8::MAX,
+};
+
+type RouteKey = (u64, PciSlot, usize);
 
 #[derive(Clone)]
 struct Route {
@@ -43,31 +50,33 @@ struct RouteMap {
 }
 
 impl RouteMap {
-    fn insert(&mut self, slot: u8, bar: usize, addr: u64, size: u64, device: SharedPciDevice) {
+    fn insert(&mut self, slot: PciSlot, bar: usize, addr: u64, size: u64, device: SharedPciDevice) {
         let end = addr.saturating_add(size);
         if let Some(((other, s, b), _)) = self
             .map
-            .range(..(end, 0, 0))
+            .range(..(end, PciSlot::root(0), 0))
             .next_back()
             .filter(|(k, r)| k.0.saturating_add(r.size) > addr)
         {
             warn_limit_global!(
                 1,
                 GUEST_LOG_INTERVAL,
-                "pci: BAR {bar} of slot {slot} at {addr:#x} overlaps BAR {b} of slot {s} at {other:#x}"
+                "pci: BAR {bar} of {slot} at {addr:#x} overlaps BAR {b} of {s} at {other:#x}"
             );
         }
         self.map.insert((addr, slot, bar), Route { size, device });
     }
 
-    fn remove(&mut self, slot: u8, bar: usize, addr: u64) {
+    fn remove(&mut self, slot: PciSlot, bar: usize, addr: u64) {
         self.map.remove(&(addr, slot, bar));
     }
 
     /// The route decoding `addr` and the offset of `addr` in it.
     fn lookup(&self, addr: u64) -> Option<(usize, u64, Route)> {
-        let ((start, _, bar), route) =
-            self.map.range(..=(addr, u8::MAX, usize::MAX)).next_back()?;
+        let ((start, _, bar), route) = self
+            .map
+            .range(..=(addr, LAST_SLOT, usize::MAX))
+            .next_back()?;
         let offset = addr - start;
         (offset < route.size).then(|| (*bar, offset, route.clone()))
     }
@@ -98,7 +107,7 @@ impl PciBarRouter {
     }
 
     /// Routes BAR `bar` of the device in `slot` at its current address.
-    pub fn add_bar(&self, slot: u8, bar: &PciBar, device: SharedPciDevice) {
+    pub fn add_bar(&self, slot: PciSlot, bar: &PciBar, device: SharedPciDevice) {
         let mut map = self
             .map(bar.kind.space())
             .write()
@@ -107,7 +116,7 @@ impl PciBarRouter {
     }
 
     /// Follows a BAR move of the device in `slot`.
-    pub fn move_bar(&self, slot: u8, mv: &BarReprogram, device: SharedPciDevice) {
+    pub fn move_bar(&self, slot: PciSlot, mv: &BarReprogram, device: SharedPciDevice) {
         let mut map = self
             .map(mv.kind.space())
             .write()
@@ -117,7 +126,7 @@ impl PciBarRouter {
     }
 
     /// Stops routing BAR `bar` of the device in `slot` (device removal).
-    pub fn remove_bar(&self, slot: u8, bar: &PciBar) {
+    pub fn remove_bar(&self, slot: PciSlot, bar: &PciBar) {
         let mut map = self
             .map(bar.kind.space())
             .write()

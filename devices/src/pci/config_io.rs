@@ -80,7 +80,7 @@ impl PciConfigIo {
                     return;
                 }
                 let value = match self.decode() {
-                    Some(a) if a.bus == 0 => self.bus().read_config(a.slot, a.function, a.reg_idx),
+                    Some(a) => self.bus().read_config(a.bus, a.slot, a.function, a.reg_idx),
                     _ => 0xffff_ffff,
                 };
                 dword_read_bytes(value, byte, data);
@@ -109,9 +109,9 @@ impl PciConfigIo {
                     );
                     return;
                 }
-                if let Some(a) = self.decode().filter(|a| a.bus == 0) {
+                if let Some(a) = self.decode() {
                     self.bus()
-                        .write_config(a.slot, a.function, a.reg_idx, byte, data);
+                        .write_config(a.bus, a.slot, a.function, a.reg_idx, byte, data);
                 }
             }
             _ => debug_limit_global!(

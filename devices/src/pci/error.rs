@@ -42,12 +42,33 @@ pub enum PciError {
         /// Length of the write mask.
         mask: usize,
     },
-    /// All 32 device slots of bus 0 are taken.
-    #[error("PCI bus 0 is full: all 32 device slots are in use")]
-    BusFull,
+    /// All 32 device slots of the bus are taken.
+    #[error("PCI bus {0} is full: all 32 device slots are in use")]
+    BusFull(u8),
     /// The requested slot is already in use or outside 0..32.
-    #[error("PCI slot {0} is not free (slots are 0..32, slot 0 is the host bridge)")]
-    SlotUnavailable(u8),
+    #[error("PCI slot {0} is not free (slots are 0..32, 00:00.0 is the host bridge)")]
+    SlotUnavailable(String),
+    /// The VM has no such bus (bus 1 exists once the PCI-to-PCI bridge is added).
+    #[error("there is no PCI bus {0}")]
+    NoSuchBus(u8),
+    /// A VM has one PCI-to-PCI bridge.
+    #[error("the VM already has its PCI-to-PCI bridge")]
+    SecondBridge,
+    /// A PCI-to-PCI bridge window must be aligned to its granularity and within its space.
+    #[error(
+        "PCI bridge {window} window {first:#x}..={last:#x} is not aligned to {granule:#x} or \
+         outside its address space"
+    )]
+    BridgeWindow {
+        /// Which window.
+        window: &'static str,
+        /// First address.
+        first: u64,
+        /// Last address.
+        last: u64,
+        /// The window's granularity.
+        granule: u64,
+    },
     /// The BAR window for the kind of BAR requested has no room left.
     #[error(
         "{window} window exhausted: no free {size:#x}-byte range aligned to {align:#x} \

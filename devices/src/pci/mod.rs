@@ -2,8 +2,9 @@
 //!
 //! - [`PciConfigSpace`]: a type-0 header with write masks, BAR sizing and capabilities.
 //! - [`PciDevice`]: what a device on the bus implements (virtio-pci, VFIO, the host bridge).
-//! - [`PciBus`]: bus 0 with the host bridge at slot 0; devices get free slots and their BARs
-//!   guest addresses from a [`BarAllocator`].
+//! - [`PciBus`]: bus 0 with the host bridge at slot 0 and, when the VMM adds it, a
+//!   [`PciToPciBridge`] with bus 1 behind it; devices get free slots and their BARs guest
+//!   addresses from a [`BarAllocator`].
 //! - [`PciConfigIo`]: configuration mechanism #1 at ports 0xCF8-0xCFF.
 //! - [`PciBarRouter`]: one MMIO (and port I/O) handler over the PCI windows that dispatches
 //!   to BARs by their current address.
@@ -13,6 +14,7 @@
 mod bar;
 mod bar_allocator;
 mod bar_router;
+mod bridge;
 mod bus;
 mod config_io;
 mod config_space;
@@ -29,7 +31,8 @@ pub use bar::{
 };
 pub use bar_allocator::{BarAllocator, BarWindow, MIN_MMIO_ALLOCATION};
 pub use bar_router::{lock_device, PciBarRouter, SharedPciDevice};
-pub use bus::{PciBus, NUM_SLOTS};
+pub use bridge::{BridgeWindows, PciToPciBridge, PCI_BRIDGE_DEVICE_ID, PCI_BRIDGE_VENDOR_ID};
+pub use bus::{PciBus, PciSlot, BRIDGE_BUS, NUM_SLOTS, ROOT_BUS};
 pub use config_io::{PciConfigIo, PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT_SIZE};
 pub use config_space::*;
 pub use device::PciDevice;

@@ -34,11 +34,13 @@ fn rig() -> Rig {
     let mut bus = PciBus::new();
     let (dev, moves) = FakePciDevice::new();
     let slot = bus
-        .add_device(Arc::new(Mutex::new(dev)), &mut allocator())
-        .unwrap();
+        .add_device(ROOT_BUS, Arc::new(Mutex::new(dev)), &mut allocator())
+        .unwrap()
+        .slot;
     let router = bus.router();
     // Decoding on, as the guest's driver enables it before using the BARs.
     bus.write_config(
+        ROOT_BUS,
         slot,
         0,
         REG_COMMAND,
@@ -144,7 +146,7 @@ fn byte_and_word_data_accesses() {
 #[test]
 fn initial_bars_allocated_programmed_and_routed() {
     let r = rig();
-    let dev = r.bus.lock().unwrap().device(r.slot).unwrap();
+    let dev = r.bus.lock().unwrap().device(PciSlot::root(r.slot)).unwrap();
     let bars = lock_device(&dev).bars();
     assert_eq!(bars.len(), 3);
     assert_eq!(bars[0].addr, MMIO32);
@@ -216,7 +218,7 @@ fn guest_bar_move_reroutes() {
 #[test]
 fn removed_devices_are_no_longer_routed_or_held() {
     let r = rig();
-    let dev = r.bus.lock().unwrap().device(r.slot).unwrap();
+    let dev = r.bus.lock().unwrap().device(PciSlot::root(r.slot)).unwrap();
     assert_eq!(
         Arc::strong_count(&dev),
         5,
@@ -226,8 +228,13 @@ fn removed_devices_are_no_longer_routed_or_held() {
     assert_eq!(removed.len(), 1, "the host bridge stays");
     assert!(Arc::ptr_eq(&removed[0], &dev));
     assert_eq!(r.router.route_count(), (0, 0));
-    assert!(r.bus.lock().unwrap().device(r.slot).is_none());
-    assert!(r.bus.lock().unwrap().device(0).is_some());
+    assert!(r
+        .bus
+        .lock()
+        .unwrap()
+        .device(PciSlot::root(r.slot))
+        .is_none());
+    assert!(r.bus.lock().unwrap().device(PciSlot::root(0)).is_some());
     let mut b = [0u8; 1];
     r.router.read(BarSpace::Mmio, MMIO32 + 8, &mut b);
     assert_eq!(b[0], 0xff, "BAR 0 no longer decoded");
@@ -243,7 +250,7 @@ fn command_register_decode_bits_gate_bar_accesses() {
     let mut r = rig();
     let slot = r.slot;
     let io_bar = {
-        let dev = r.bus.lock().unwrap().device(slot).unwrap();
+        let dev = r.bus.lock().unwrap().device(PciSlot::root(slot)).unwrap();
         let bars = lock_device(&dev).bars();
         bars[2].addr
     };
@@ -328,7 +335,7 @@ fn repeated_bad_pci_accesses_log_a_handful_of_lines() {
     kinds.push((
         "BAR moves (and failed follows)",
         lines_logged_by(|| {
-            let dev = r.bus.lock().unwrap().device(slot).unwrap();
+            let dev = r.bus.lock().unwrap().device(PciSlot::root(slot)).unwrap();
             for i in 0..10000u32 {
                 cfg_write32(&mut r.io, slot, 0x10, MMIO32 as u32 + (i % 2 + 1) * 0x1000);
             }
@@ -394,7 +401,7 @@ fn failed_add_frees_everything() {
     let (dev, _) = FakePciDevice::new();
     // BAR 2 (64 KiB) does not fit the 4 KiB window.
     assert!(matches!(
-        bus.add_device(Arc::new(Mutex::new(dev)), &mut alloc),
+        bus.add_device(ROOT_BUS, Arc::new(Mutex::new(dev)), &mut alloc),
         Err(PciError::WindowExhausted { .. })
     ));
     assert_eq!(
@@ -414,7 +421,7 @@ fn failed_add_frees_everything() {
     dev.fail_moves = true;
     let mut alloc = allocator();
     let err = bus
-        .add_device(Arc::new(Mutex::new(dev)), &mut alloc)
+        .add_device(ROOT_BUS, Arc::new(Mutex::new(dev)), &mut alloc)
         .unwrap_err();
     assert!(matches!(err, PciError::MoveBar { .. }), "{err}");
     assert_eq!(
@@ -428,36 +435,169 @@ fn failed_add_frees_everything() {
             .unwrap(),
         MMIO32
     );
-    assert!(bus.device(1).is_none());
+    assert!(bus.device(PciSlot::root(1)).is_none());
 }
 
 #[test]
 fn bus_full_and_slot_errors() {
     let mut bus = PciBus::new();
     let mut alloc = allocator();
-    let host = bus.device(0).unwrap();
+    let host = bus.device(PciSlot::root(0)).unwrap();
     assert!(matches!(
-        bus.add_device_at(0, host.clone(), &mut alloc),
-        Err(PciError::SlotUnavailable(0))
+        bus.add_device_at(PciSlot::root(0), host.clone(), &mut alloc),
+        Err(PciError::SlotUnavailable(s)) if s == "00:00.0"
     ));
     assert!(matches!(
-        bus.add_device_at(32, host, &mut alloc),
-        Err(PciError::SlotUnavailable(32))
+        bus.add_device_at(PciSlot::root(32), host.clone(), &mut alloc),
+        Err(PciError::SlotUnavailable(_))
     ));
+    assert!(matches!(
+        bus.add_device_at(PciSlot::behind_bridge(0), host, &mut alloc),
+        Err(PciError::NoSuchBus(BRIDGE_BUS))
+    ));
+    assert!(matches!(bus.free_slot(2), Err(PciError::NoSuchBus(2))));
     for slot in 1..32 {
-        assert_eq!(bus.free_slot().unwrap(), slot);
-        let got = bus.add_device(Arc::new(Mutex::new(PciHostBridge::new())), &mut alloc);
+        assert_eq!(bus.free_slot(ROOT_BUS).unwrap(), PciSlot::root(slot));
+        let got = bus.add_device(
+            ROOT_BUS,
+            Arc::new(Mutex::new(PciHostBridge::new())),
+            &mut alloc,
+        );
         assert_eq!(
             got.unwrap(),
-            slot,
+            PciSlot::root(slot),
             "add_device takes the slot free_slot named"
         );
     }
-    assert!(matches!(bus.free_slot(), Err(PciError::BusFull)));
+    assert!(matches!(bus.free_slot(ROOT_BUS), Err(PciError::BusFull(0))));
     assert!(matches!(
-        bus.add_device(Arc::new(Mutex::new(PciHostBridge::new())), &mut alloc),
-        Err(PciError::BusFull)
+        bus.add_device(
+            ROOT_BUS,
+            Arc::new(Mutex::new(PciHostBridge::new())),
+            &mut alloc
+        ),
+        Err(PciError::BusFull(0))
     ));
+    assert!(matches!(bus.add_bridge(&alloc), Err(PciError::BusFull(0))));
+}
+
+/// A bus with the bridge at 00:01.0 and a fake device at 01:00.0 behind it.
+fn bridged() -> (
+    Arc<Mutex<PciBus>>,
+    PciConfigIo,
+    Arc<PciBarRouter>,
+    SharedPciDevice,
+) {
+    let mut bus = PciBus::new();
+    let mut alloc = allocator();
+    assert_eq!(bus.add_bridge(&alloc).unwrap(), PciSlot::root(1));
+    assert!(matches!(
+        bus.add_bridge(&alloc),
+        Err(PciError::SecondBridge)
+    ));
+    let (dev, _) = FakePciDevice::new();
+    let dev: SharedPciDevice = Arc::new(Mutex::new(dev));
+    let at = bus.add_device(BRIDGE_BUS, dev.clone(), &mut alloc).unwrap();
+    assert_eq!(
+        at,
+        PciSlot::behind_bridge(0),
+        "slot 0 is free behind a bridge"
+    );
+    assert_eq!(at.to_string(), "01:00.0");
+    let router = bus.router();
+    let bus = Arc::new(Mutex::new(bus));
+    (bus.clone(), PciConfigIo::new(bus), router, dev)
+}
+
+fn cfg_bus_read32(io: &mut PciConfigIo, bus: u8, slot: u8, offset: u8) -> u32 {
+    io.write(
+        0,
+        &(cfg_addr(slot, 0, offset) | u32::from(bus) << 16).to_le_bytes(),
+    );
+    let mut b = [0u8; 4];
+    io.read(4, &mut b);
+    u32::from_le_bytes(b)
+}
+
+fn cfg_bus_write32(io: &mut PciConfigIo, bus: u8, slot: u8, offset: u8, value: u32) {
+    io.write(
+        0,
+        &(cfg_addr(slot, 0, offset) | u32::from(bus) << 16).to_le_bytes(),
+    );
+    io.write(4, &value.to_le_bytes());
+}
+
+/// Configuration accesses reach the devices behind the bridge at the bridge's secondary bus
+/// number, whatever the guest makes it; its BARs lie inside the bridge's windows.
+#[test]
+fn devices_behind_the_bridge_answer_at_its_secondary_bus() {
+    let (bus, mut io, router, dev) = bridged();
+    assert_eq!(cfg_bus_read32(&mut io, 0, 1, 0), 0x0001_1b36);
+    assert_eq!(cfg_bus_read32(&mut io, 0, 1, 8) >> 8, 0x06_0400);
+    assert_eq!(cfg_bus_read32(&mut io, 0, 1, 0x18) & 0xff_ffff, 0x01_01_00);
+    assert_eq!(cfg_bus_read32(&mut io, 1, 0, 0), 0x1110_1af4);
+    // An empty slot on either bus, a bus behind nothing.
+    for (b, s) in [(0, 2), (1, 1), (2, 0), (0xff, 0)] {
+        assert_eq!(
+            cfg_bus_read32(&mut io, b, s, 0),
+            0xffff_ffff,
+            "{b:02x}:{s:02x}"
+        );
+    }
+    // Every BAR lies inside the window of its kind.
+    let windows = allocator().bridge_windows();
+    for bar in lock_device(&dev).bars() {
+        let (first, last) = match bar.kind {
+            BarKind::Io => windows.io.unwrap(),
+            BarKind::Mem64 { prefetchable: true } => windows.prefetchable.unwrap(),
+            _ => windows.mem,
+        };
+        assert!(
+            bar.addr >= first && bar.addr + bar.size - 1 <= last,
+            "{bar:x?}"
+        );
+    }
+
+    // The guest renumbers: secondary 5, subordinate 5.
+    cfg_bus_write32(&mut io, 0, 1, 0x18, 0x00_05_05_00);
+    assert_eq!(cfg_bus_read32(&mut io, 5, 0, 0), 0x1110_1af4);
+    assert_eq!(cfg_bus_read32(&mut io, 1, 0, 0), 0xffff_ffff);
+    // A BAR move through the new number is routed.
+    cfg_bus_write32(&mut io, 5, 0, 0x04, u32::from(COMMAND_MEMORY));
+    cfg_bus_write32(&mut io, 5, 0, 0x10, 0xd000_0000);
+    assert_eq!(lock_device(&dev).bars()[0].addr, 0xd000_0000);
+    router.write(BarSpace::Mmio, 0xd000_0008, &[0x5a]);
+    let mut b = [0u8; 1];
+    router.read(BarSpace::Mmio, 0xd000_0008, &mut b);
+    assert_eq!(b[0], 0x5a);
+    assert_eq!(router.route_count(), (2, 1));
+    // Secondary bus 0 (unconfigured): nothing behind the bridge answers.
+    cfg_bus_write32(&mut io, 0, 1, 0x18, 0);
+    assert_eq!(
+        cfg_bus_read32(&mut io, 0, 0, 0),
+        0x0d57_8086,
+        "the host bridge still does"
+    );
+    for b in [0, 1, 5] {
+        let id = cfg_bus_read32(&mut io, b, 0, 0);
+        assert_ne!(id, 0x1110_1af4, "bus {b}");
+    }
+    drop(bus);
+}
+
+#[test]
+fn removing_devices_keeps_both_bridges() {
+    let (bus, mut io, router, dev) = bridged();
+    let removed = bus.lock().unwrap().remove_devices();
+    assert_eq!(removed.len(), 1);
+    assert!(Arc::ptr_eq(&removed[0], &dev));
+    assert_eq!(router.route_count(), (0, 0));
+    assert_eq!(cfg_bus_read32(&mut io, 1, 0, 0), 0xffff_ffff);
+    assert_eq!(cfg_bus_read32(&mut io, 0, 1, 0), 0x0001_1b36);
+    assert_eq!(cfg_bus_read32(&mut io, 0, 0, 0), 0x0d57_8086);
+    let b = bus.lock().unwrap();
+    assert_eq!(b.free_slot(BRIDGE_BUS).unwrap(), PciSlot::behind_bridge(0));
+    assert_eq!(b.free_slot(ROOT_BUS).unwrap(), PciSlot::root(2));
 }
 
 #[test]
@@ -533,7 +673,7 @@ mod hostile {
                     r.io.read(offset, &mut buf);
                 }
             }
-            let dev = r.bus.lock().unwrap().device(r.slot).unwrap();
+            let dev = r.bus.lock().unwrap().device(PciSlot::root(r.slot)).unwrap();
             let mut d = lock_device(&dev);
             prop_assert_eq!(d.read_config_register(REG_BAR0) & 0xf, 0x0);
             prop_assert_eq!(d.read_config_register(REG_BAR0 + 2) & 0xf, 0xc);
@@ -553,7 +693,7 @@ mod hostile {
             let mut buf = vec![0u8; len];
             r.router.read(space, addr, &mut buf);
             r.router.write(space, addr, &buf);
-            let dev = r.bus.lock().unwrap().device(r.slot).unwrap();
+            let dev = r.bus.lock().unwrap().device(PciSlot::root(r.slot)).unwrap();
             let inside = lock_device(&dev).bars().iter().any(|b| {
                 b.kind.space() == space && addr >= b.addr && addr - b.addr < b.size
             });

@@ -45,6 +45,12 @@ fn dev_read_u32(dev: &dyn VfioRegionSet, offset: u64) -> u32 {
     u32::from_le_bytes(b)
 }
 
+/// The device's interrupt pin register: 0 no INTx, 1..=4 INTA..INTD (what the guest will see
+/// once INTx is wired).
+pub fn interrupt_pin(dev: &dyn VfioRegionSet) -> u8 {
+    (dev_read_u32(dev, (REG_INTERRUPT * 4) as u64) >> 8) as u8
+}
+
 impl VfioPciConfig {
     /// Builds the virtual config space from the device: BAR kinds from its BAR registers,
     /// BAR sizes from VFIO's region sizes, MSI/MSI-X from its capability list.

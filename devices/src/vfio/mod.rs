@@ -23,7 +23,7 @@ pub mod sysfs;
 mod tests;
 mod vfio_regions;
 
-pub use config::{ConfigWriteEffect, VfioPciConfig};
+pub use config::{interrupt_pin, ConfigWriteEffect, VfioPciConfig};
 pub use device::{VfioPciDevice, VfioPciDeviceEnv};
 pub use error::{Result, VfioPciError};
 pub use host_mapping::HostMapping;

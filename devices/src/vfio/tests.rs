@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use vfio_dmabuf::{DeviceId, DeviceRegistry, RegionInfo, SharedRegistry};
 
 use super::*;
-use crate::pci::{BarAllocator, BarSpace, BarWindow, PciBus, PciConfigIo, SharedPciDevice};
+use crate::pci::{
+    BarAllocator, BarSpace, BarWindow, PciBus, PciConfigIo, PciSlot, SharedPciDevice, BRIDGE_BUS,
+};
 use crate::test_utils::{FakeMsiRouter, FakeSlots, FakeVfio};
 
 const RW_MMAP: u32 = FakeVfio::RW_MMAP;
@@ -23,7 +25,8 @@ struct Rig {
     vfio: Arc<Mutex<VfioPciDevice>>,
     io: PciConfigIo,
     bar_router: Arc<crate::pci::PciBarRouter>,
-    slot: u8,
+    /// Behind the PCI-to-PCI bridge, as the VMM places passthrough devices.
+    slot: PciSlot,
 }
 
 fn rig(intx: Option<u32>) -> Rig {
@@ -54,7 +57,10 @@ fn rig_with(fake: Arc<FakeVfio>, intx: Option<u32>) -> Rig {
         Some(BarWindow::new(0x1000, 0xf000)),
     )
     .unwrap();
-    let slot = bus.add_device(device.clone(), &mut alloc).unwrap();
+    bus.add_bridge(&alloc).unwrap();
+    let slot = bus
+        .add_device(BRIDGE_BUS, device.clone(), &mut alloc)
+        .unwrap();
     let bar_router = bus.router();
     let io = PciConfigIo::new(Arc::new(Mutex::new(bus)));
     Rig {
@@ -72,7 +78,10 @@ fn rig_with(fake: Arc<FakeVfio>, intx: Option<u32>) -> Rig {
 
 impl Rig {
     fn select(&mut self, offset: u8) {
-        let addr = 0x8000_0000u32 | (u32::from(self.slot) << 11) | u32::from(offset & 0xfc);
+        let addr = 0x8000_0000u32
+            | (u32::from(self.slot.bus) << 16)
+            | (u32::from(self.slot.slot) << 11)
+            | u32::from(offset & 0xfc);
         self.io.write(0, &addr.to_le_bytes());
     }
     fn cfg_read(&mut self, offset: u8) -> u32 {

@@ -554,7 +554,9 @@ fn bar0_is_reached_only_with_memory_decoding_on() {
     )
     .unwrap();
     let shared: crate::pci::SharedPciDevice = Arc::new(Mutex::new(dev));
-    let slot = bus.add_device(shared.clone(), &mut alloc).unwrap();
+    let slot = bus
+        .add_device(crate::pci::ROOT_BUS, shared.clone(), &mut alloc)
+        .unwrap();
     let router = bus.router();
     let bar0 = crate::pci::lock_device(&shared).bars()[0].addr;
     let num_queues = |router: &crate::pci::PciBarRouter| {
@@ -565,7 +567,7 @@ fn bar0_is_reached_only_with_memory_decoding_on() {
     assert_eq!(num_queues(&router), 0xffff, "decoded with Memory Space off");
     // device_status write dropped while decoding is off.
     router.write(crate::pci::BarSpace::Mmio, bar0 + 0x14, &[1]);
-    bus.write_config(slot, 0, REG_COMMAND, 0, &[0x02, 0x00]);
+    bus.write_config(slot.bus, slot.slot, 0, REG_COMMAND, 0, &[0x02, 0x00]);
     assert_eq!(num_queues(&router), 2);
     let mut st = [0u8; 1];
     router.read(crate::pci::BarSpace::Mmio, bar0 + 0x14, &mut st);

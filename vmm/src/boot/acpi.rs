@@ -7,8 +7,9 @@
 //!   0x64 with `reboot=k`), no VGA.
 //! - MADT: one local APIC per vCPU and the IOAPIC; ISA IRQs are identity-mapped (ACPI's default,
 //!   as KVM's routing has them), so there is no interrupt source override.
-//! - DSDT: the PCI host bridge (bus 0, configuration at 0xCF8, the PCI port and MMIO windows)
-//!   with `_PRT` giving each slot's INTx pins their IOAPIC pin ([`pci_intx_gsi`]), COM1, the
+//! - DSDT: the PCI host bridge (buses 0..=0xff: bus 0 and the bus behind its PCI-to-PCI bridge;
+//!   configuration at 0xCF8, the PCI port and MMIO windows) with `_PRT` giving each bus-0 slot's
+//!   INTx pins their IOAPIC pin ([`pci_intx_gsi`]), COM1, the
 //!   CMOS RTC, the power button (PNP0C0C) and the Generic Event Device (ACPI0013) whose edge-triggered
 //!   interrupt [`POWER_BUTTON_GSI`] notifies the power button, and `_S5` for power-off.
 
@@ -111,8 +112,9 @@ fn io_register(port: u16) -> GAS {
 
 /// The DSDT's AML body (everything after the table header).
 fn dsdt_body(mmio64: (u64, u64)) -> Vec<u8> {
-    // PCI host bridge: bus 0 only, its configuration ports and its windows.
-    let bus = AddressSpace::<u16>::new_bus_number(0, 0);
+    // PCI host bridge: bus 0 and the buses behind its PCI-to-PCI bridge (the guest may
+    // renumber them), its configuration ports and its windows.
+    let bus = AddressSpace::<u16>::new_bus_number(0, 0xff);
     let config = IO::new(
         PCI_CONFIG_IO_PORT,
         PCI_CONFIG_IO_PORT,
@@ -135,10 +137,12 @@ fn dsdt_body(mmio64: (u64, u64)) -> Vec<u8> {
         None,
     );
     let crs = ResourceTemplate::new(vec![&bus, &config, &io, &mem32, &mem64]);
-    // _PRT: every INTx pin of slot s goes to IOAPIC pin pci_intx_gsi(s) (source 0: a GSI).
+    // _PRT of bus 0: INTx pin p of slot s goes to IOAPIC pin pci_intx_gsi(s, p) (source 0: a
+    // GSI). The bus behind the PCI-to-PCI bridge has no _PRT: the guest swizzles its pins to
+    // the bridge's (layout::bridge_swizzle), as the VMM does when it wires them.
     let routes: Vec<(u32, u8, u32)> = (1..PCI_SLOTS)
         .flat_map(|slot| {
-            (0..PCI_PINS).map(move |pin| (slot << 16 | 0xffff, pin, pci_intx_gsi(slot as u8)))
+            (0..PCI_PINS).map(move |pin| (slot << 16 | 0xffff, pin, pci_intx_gsi(slot as u8, pin)))
         })
         .collect();
     let entries: Vec<Package> = routes
@@ -419,7 +423,7 @@ mod tests {
         // One _PRT entry: slot 3 INTC -> its GSI. Package of 4: DWord address, pin, Zero, GSI.
         let mut entry = vec![0x12, 0x0c, 4, 0x0c];
         entry.extend_from_slice(&(3u32 << 16 | 0xffff).to_le_bytes());
-        entry.extend_from_slice(&[0x0a, 2, 0x00, 0x0a, pci_intx_gsi(3) as u8]);
+        entry.extend_from_slice(&[0x0a, 2, 0x00, 0x0a, pci_intx_gsi(3, 2) as u8]);
         assert!(find(dsdt, &entry).is_some(), "slot 3 INTC route");
     }
 }
