@@ -685,6 +685,45 @@ mod hostile {
             prop_assert_eq!(r.router.route_count(), (2, 1));
         }
 
+        /// Any sequence of port accesses to the bridge and the buses around it (renumbering
+        /// included): no panic, the bridge's read-only bits hold, the device behind it answers
+        /// exactly at the bridge's secondary bus (when that is not 0) and keeps one route per BAR.
+        #[test]
+        fn bridged_config_io_survives_any_access_sequence(
+            ops in prop::collection::vec((0u8..4, 0u8..3, 0u8..0x40, any::<u32>(), 0u8..3), 0..300)
+        ) {
+            let (bus, mut io, router, dev) = bridged();
+            for (b, slot, reg, value, len) in ops {
+                // Buses 0, 1, 2 and 5; slots 0 (the host bridge, or the device), 1 (the bridge), 2.
+                let b: u8 = [0, 1, 2, 5][usize::from(b)];
+                io.write(0, &(cfg_addr(slot, 0, reg) | u32::from(b) << 16).to_le_bytes());
+                let bytes = value.to_le_bytes();
+                match len {
+                    0 => io.write(4 + u64::from(reg & 3), &bytes[..1]),
+                    1 => io.write(4 + u64::from(reg & 2), &bytes[..2]),
+                    _ => io.write(4, &bytes),
+                }
+            }
+            let secondary = cfg_bus_read32(&mut io, 0, 1, 0x18) >> 8 & 0xff;
+            prop_assert_eq!(cfg_bus_read32(&mut io, 0, 1, 0), 0x0001_1b36);
+            prop_assert_eq!(cfg_bus_read32(&mut io, 0, 1, 0x0c) >> 16 & 0x7f, 1);
+            prop_assert_eq!(cfg_bus_read32(&mut io, 0, 1, 0x1c) & 0x0f0f, 0);
+            prop_assert_eq!(cfg_bus_read32(&mut io, 0, 1, 0x24) & 0x000f_000f, 0x0001_0001);
+            for b in [1u8, 2, 5] {
+                let id = cfg_bus_read32(&mut io, b, 0, 0);
+                let expected = if u32::from(b) == secondary { 0x1110_1af4 } else { 0xffff_ffff };
+                prop_assert_eq!(id, expected, "bus {} (secondary {})", b, secondary);
+            }
+            let mut d = lock_device(&dev);
+            prop_assert_eq!(d.read_config_register(REG_BAR0 + 2) & 0xf, 0xc);
+            for bar in d.bars() {
+                prop_assert_eq!(bar.addr % bar.size, 0);
+            }
+            drop(d);
+            prop_assert_eq!(router.route_count(), (2, 1));
+            drop(bus);
+        }
+
         /// Any MMIO/PIO access on the router: no panic, reads outside BARs are all-ones.
         #[test]
         fn router_survives_any_access(addr in any::<u64>(), len in 0usize..16, io in any::<bool>()) {
