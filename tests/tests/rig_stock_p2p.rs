@@ -8,11 +8,14 @@
 //! Run twice: with L1 on a Zen CPU (AMD family 0x17, which the guest's p2pdma code lets devices
 //! use through the host bridge) and on a family 0x16 CPU, where the guest refuses devices that
 //! do not share an upstream bridge. The scenario reports facts; here they are judged:
-//! - Zen: the vmm ran clean; exactly one `vfio_pci_core` dma-buf of the framebuffer's size per
+//! - Zen, first vmm run (revoke by closing the VFIO device fd): the vmm ran clean; exactly one `vfio_pci_core` dma-buf of the framebuffer's size per
 //!   import (front, back, again: 3, none per flip), no CPU path; every PNG is one of the images,
 //!   pixel for pixel, the last one the image imported again; L0 finds the pixels in the ivshmem
 //!   file; the vmm's fds drop at the revoke and come back with the new import; its mappings do not
 //!   grow with the flips.
+//! - Zen, second vmm run (revoke by Memory Space off through VFIO, then on): the same import is
+//!   shown again; the vmm's dma-bufs go at the revoke and the front one comes back (a new export
+//!   of the same resource), the last PNG is the image painted again.
 //! - non-Zen: either the import was refused with the p2pdma message (the devices meet only at the
 //!   host bridge: expected until the vmm puts them behind one bridge) or, when L2's topology has a
 //!   common bridge, everything as on Zen.
@@ -27,13 +30,16 @@ use guest_tools::pattern::{
     VARIANT_P2P_FRONT,
 };
 use rig_tests::{
-    decode_png, identify_image, KnownImage, L1Cpu, L2Kernel, Outcome, ResultLine, Scenario,
+    decode_png, identify_image, parse_export, DmabufExport, KnownImage, L1Cpu, L2Kernel, Outcome,
+    ResultLine, Scenario,
 };
 
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 800;
 const FB_BYTES: u64 = WIDTH as u64 * HEIGHT as u64 * 4;
 const PROGRAM: &str = "stock-p2p";
+/// L2's program in the second vmm run (revoke by Memory Space off, then on).
+const PROGRAM_DECODE: &str = "stock-p2p-decode";
 /// The p2pdma refusal of drivers/pci/p2pdma.c.
 const P2PDMA_REFUSAL: &str = "do_not_share_an_upstream_bridge_or_whitelisted_host_bridge";
 
@@ -75,13 +81,27 @@ fn l2_data<'a>(out: &'a Outcome, key: &str) -> Option<&'a ResultLine> {
     out.l2_data(PROGRAM).filter(|d| d.get(key).is_some()).last()
 }
 
-/// The scenario's per-phase sample line of `phase`: (samples, maps_min, maps_max, fds_min, fds_max).
-fn phase(out: &Outcome, name: &str) -> (u32, u32, u32, u32, u32) {
+/// The dma-bufs the vmm logged, per vmm run (split at each run's `RIG-VMM-EXIT` line).
+fn exports_per_run(out: &Outcome) -> Vec<Vec<DmabufExport>> {
+    let mut runs = vec![Vec::new()];
+    for l in out.vmm_output() {
+        if l.contains("RIG-VMM-EXIT") {
+            runs.push(Vec::new());
+        } else if let Some(e) = parse_export(l) {
+            runs.last_mut().expect("one run").push(e);
+        }
+    }
+    runs
+}
+
+/// The scenario's per-phase sample line of `phase` in vmm run `run` (`close` or `decode`):
+/// (samples, maps_min, maps_max, fds_min, fds_max).
+fn phase(out: &Outcome, run: &str, name: &str) -> (u32, u32, u32, u32, u32) {
     let d = out
         .data
         .iter()
-        .find(|d| d.get("phase_samples") == Some(name))
-        .unwrap_or_else(|| panic!("no phase_samples={name} line"));
+        .find(|d| d.get("run") == Some(run) && d.get("phase_samples") == Some(name))
+        .unwrap_or_else(|| panic!("no run={run} phase_samples={name} line"));
     let f = |k: &str| {
         d.parse_field::<u32>(k)
             .unwrap_or_else(|| panic!("{k} in {d}"))
@@ -138,7 +158,7 @@ fn assert_shown(out: &Outcome) {
     }
 
     // The vmm: one host dma-buf per import (front, back, again), none per flip, no CPU path.
-    let exports = out.dmabuf_exports();
+    let exports = exports_per_run(out).swap_remove(0);
     for e in &exports {
         println!("vmm: {}", e.line);
     }
@@ -156,11 +176,11 @@ fn assert_shown(out: &Outcome) {
 
     // Fds: two dma-bufs go at the revoke, one comes back with the new import. Mappings: flat
     // while flipping.
-    let shown = phase(out, "shown-front");
-    let flipping = phase(out, "flips");
-    let flipped = phase(out, "flipped");
-    let revoked = phase(out, "revoked");
-    let again = phase(out, "shown-again");
+    let shown = phase(out, "close", "shown-front");
+    let flipping = phase(out, "close", "flips");
+    let flipped = phase(out, "close", "flipped");
+    let revoked = phase(out, "close", "revoked");
+    let again = phase(out, "close", "shown-again");
     println!(
         "vmm fds: {} shown, {} after the flips, {} revoked, {} shown again; mappings {}..{} \
          while flipping ({} before)",
@@ -187,7 +207,11 @@ fn assert_shown(out: &Outcome) {
     }
     // KVM exits (L1's debugfs, all of L2's exits) from the last sample before the flips to the
     // first after; "net" takes off the idle rate of the hold before, over the whole window.
-    if let Some(d) = out.data.iter().find(|d| d.get("window_exits").is_some()) {
+    if let Some(d) = out
+        .data
+        .iter()
+        .find(|d| d.get("run") == Some("close") && d.get("window_exits").is_some())
+    {
         let exits: f64 = d.parse_field("window_exits").unwrap_or(0.0);
         let secs: f64 = d.parse_field("window_s").unwrap_or(0.0);
         let idle: f64 = d.parse_field("idle_exits_per_s").unwrap_or(0.0);
@@ -202,7 +226,7 @@ fn assert_shown(out: &Outcome) {
     // The frames: each is one of the images, pixel for pixel; the last is the new import.
     assert!(out.file_errors.is_empty(), "{:?}", out.file_errors);
     let mut shown_images = Vec::new();
-    for f in out.files_named("frame-") {
+    for f in out.files_named("frame-close-") {
         let img = decode_png(&f.bytes).unwrap_or_else(|e| panic!("{}: {e}", f.name));
         let which = identify_image(&img, &IMAGES)
             .unwrap_or_else(|why| panic!("{} ({}): {why}", f.name, f.path.display()));
@@ -239,6 +263,77 @@ fn assert_shown(out: &Outcome) {
     );
 }
 
+/// The second vmm run: Memory Space off through L2's VFIO revokes, on again un-revokes, and the
+/// next commit maps the same import again (RESOURCE_ATTACH_BACKING: a new host dma-buf).
+fn assert_decode_run(out: &Outcome) {
+    let r = &out.result;
+    for (k, want) in [
+        ("decode_vmm_exit", "0"),
+        ("decode_marker", "1"),
+        ("decode_kvm_error", "0"),
+    ] {
+        assert_eq!(r.get(k), Some(want), "{k} in {r}");
+    }
+    let l2 = out
+        .l2_result(PROGRAM_DECODE)
+        .unwrap_or_else(|| panic!("no result from L2's {PROGRAM_DECODE}"));
+    assert!(l2.is_pass(), "{l2}");
+    assert_eq!(l2.get("revoke"), Some("decode"), "{l2}");
+    assert_eq!(l2.parse_field::<u32>("imports"), Some(2), "{l2}");
+    for d in out.l2_data(PROGRAM_DECODE) {
+        if d.get("command_before").is_some()
+            || d.get("command_restored").is_some()
+            || d.get("dirtyfb_after_revoke").is_some()
+        {
+            println!("decode run: {d}");
+        }
+    }
+    let exports = exports_per_run(out).swap_remove(1);
+    for e in &exports {
+        println!("vmm (decode run): {}", e.line);
+    }
+    assert_eq!(exports.len(), 3, "front, back, front again: {exports:?}");
+    for e in &exports {
+        assert_eq!(e.exp_name.as_deref(), Some("vfio_pci_core"), "{}", e.line);
+        assert_eq!(e.size, Some(FB_BYTES), "{}", e.line);
+    }
+    assert_eq!(
+        exports[2].blob, exports[0].blob,
+        "the same resource re-attached: {exports:?}"
+    );
+    assert_eq!(
+        r.parse_field::<u32>("decode_cpu_path_lines"),
+        Some(0),
+        "{r}"
+    );
+    let flipped = phase(out, "decode", "flipped");
+    let revoked = phase(out, "decode", "revoked");
+    let again = phase(out, "decode", "shown-again");
+    println!(
+        "vmm fds (decode run): {} before, {} revoked, {} shown again",
+        flipped.3, revoked.4, again.3
+    );
+    assert_eq!(
+        revoked.4 + 2,
+        flipped.3,
+        "the revoke must release both dma-bufs"
+    );
+    assert_eq!(
+        again.3,
+        revoked.4 + 1,
+        "the re-attached front holds one dma-buf"
+    );
+    let mut shown_images = Vec::new();
+    for f in out.files_named("frame-decode-") {
+        let img = decode_png(&f.bytes).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        let which = identify_image(&img, &IMAGES)
+            .unwrap_or_else(|why| panic!("{} ({}): {why}", f.name, f.path.display()));
+        println!("{}: {}", f.name, which.name);
+        shown_images.push(which.name);
+    }
+    assert_eq!(shown_images.last(), Some(&"again"), "{shown_images:?}");
+}
+
 #[test]
 fn stock_driver_shows_bar_pages_on_zen() {
     let out = run(L1Cpu::Zen);
@@ -247,6 +342,7 @@ fn stock_driver_shows_bar_pages_on_zen() {
     let cpu = l2_data(&out, "cpu_family").expect("L2's CPU facts");
     assert_eq!(cpu.get("cpu_family_hex"), Some("0x17"), "{cpu}");
     assert_shown(&out);
+    assert_decode_run(&out);
 }
 
 #[test]
@@ -283,5 +379,6 @@ fn stock_driver_on_a_cpu_that_is_not_zen() {
         );
     } else {
         assert_shown(&out);
+        assert_decode_run(&out);
     }
 }

@@ -14,14 +14,17 @@
 //!    program with FAIL reason=import-refused.
 //! 4. SETCRTC with the front framebuffer, DIRTYFB, a hold; then `--flips` page flips between the
 //!    two (DRM_IOCTL_MODE_PAGE_FLIP with an event, each waited for), timed; a hold.
-//! 5. Revoke: unmaps BAR2 and closes the VFIO device fd (VFIO revokes the device's dma-bufs; the
-//!    importer is told through move_notify), a hold, a DIRTYFB of the revoked front framebuffer.
-//! 6. Again: a new device fd, BAR2 mapped again, the front framebuffer's pages painted with
-//!    VARIANT_P2P_AGAIN, a new dma-buf imported (a new GEM handle), ADDFB2, SETCRTC, DIRTYFB,
-//!    a hold.
+//! 5. Revoke (`--revoke close`, default): unmaps BAR2 and closes the VFIO device fd (VFIO revokes
+//!    the device's dma-bufs; the importer is told through move_notify); or (`--revoke decode`)
+//!    turns Memory Space off in the command register through VFIO's config region. A hold, then a
+//!    DIRTYFB of the revoked front framebuffer (its errno is reported).
+//! 6. Again, with the front framebuffer's pages painted with VARIANT_P2P_AGAIN: after `close`, a
+//!    new device fd, BAR2 mapped again, a new dma-buf imported (a new GEM handle), ADDFB2,
+//!    SETCRTC; after `decode`, Memory Space on again and the same framebuffer. DIRTYFB, a hold.
 //! 7. RMFB and GEM_CLOSE of everything; the kernel's log lines of the run that mention p2pdma,
 //!    vfio, virtio_gpu or drm are relayed (`kernel:` lines) and device errors counted.
 //!
+//! Arguments may also come from `rig.p2p=ARG,ARG,...` on the kernel command line.
 //! Every phase starts with `RIG-DATA scenario=stock-p2p phase=<name>` so that L1 can place its
 //! samples of the vmm's fds and mappings between them. Exit 0 iff PASS (every step worked).
 
@@ -32,7 +35,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use guest_tools::drm::{
     find_virtio_gpu_card, mode_name, Card, ClipRect, VIRTGPU_PARAM_RESOURCE_BLOB,
 };
@@ -42,7 +45,7 @@ use guest_tools::pattern::{
     format_entries, p2p_fb_pages, paint_blob, P2P_FB_BASE, VARIANT_P2P_AGAIN, VARIANT_P2P_BACK,
     VARIANT_P2P_FRONT,
 };
-use guest_tools::pci::{PciDevice, SYSFS_PCI_DEVICES};
+use guest_tools::pci::{PciDevice, PCI_COMMAND_MEMORY, SYSFS_PCI_DEVICES};
 use guest_tools::report::Reporter;
 use guest_tools::vfio::{
     bind_vfio_pci, dmabuf_fdinfo, group_node, VFIO_TYPE1v2_IOMMU, VfioDevice, VfioGroup,
@@ -52,6 +55,17 @@ use guest_tools::vfio::{
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 800;
 const BAR: u32 = 2;
+
+/// How the exporter revokes its dma-bufs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Revoke {
+    /// Unmap BAR2 and close the VFIO device fd (the dma-bufs stay revoked; a new device fd, a
+    /// new export and a new import show the image again).
+    Close,
+    /// Turn Memory Space off in the command register through VFIO, then on again (VFIO revokes
+    /// and un-revokes; the next commit maps the same import again).
+    Decode,
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,9 +81,25 @@ struct Args {
     /// How long to wait for the card node (ms).
     #[arg(long, default_value_t = 5000)]
     wait_card_ms: u64,
+    /// How to revoke.
+    #[arg(long, value_enum, default_value_t = Revoke::Close)]
+    revoke: Revoke,
     /// Scenario name in the result lines.
     #[arg(long, default_value = "stock-p2p")]
     scenario: String,
+}
+
+/// The program's arguments followed by those of `rig.p2p=ARG,ARG,...` on the kernel command line
+/// (L2's init runs it without arguments).
+fn args_with_cmdline() -> Vec<String> {
+    let mut v: Vec<String> = std::env::args().collect();
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    for w in cmdline.split_whitespace() {
+        if let Some(extra) = w.strip_prefix("rig.p2p=") {
+            v.extend(extra.split(',').filter(|a| !a.is_empty()).map(String::from));
+        }
+    }
+    v
 }
 
 /// New kernel log records since the reader was positioned (non-blocking /dev/kmsg).
@@ -394,13 +424,37 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
     phase("flipped");
     std::thread::sleep(hold);
 
-    // Revoke: unmap BAR2 and close the device fd.
+    // Revoke.
     phase("revoke");
     let t0 = Instant::now();
-    drop(bar);
+    let mut bar = Some(bar);
+    let mut command = None;
+    match args.revoke {
+        Revoke::Close => {
+            // Unmap BAR2 and close the device fd.
+            bar = None;
+        }
+        Revoke::Decode => {
+            let dev = &bar.as_ref().expect("BAR2 is open").dev;
+            let cmd = dev.command()?;
+            dev.set_command(cmd & !PCI_COMMAND_MEMORY)?;
+            command = Some(cmd);
+            rep.data(&[
+                ("command_before", format!("{cmd:#06x}")),
+                ("command_revoked", format!("{:#06x}", dev.command()?)),
+            ]);
+        }
+    }
     let revoke_ms = t0.elapsed().as_millis();
     rep.data(&[
-        ("revoke", "device-fd-closed".into()),
+        (
+            "revoke",
+            match args.revoke {
+                Revoke::Close => "device-fd-closed",
+                Revoke::Decode => "memory-decode-off",
+            }
+            .into(),
+        ),
         ("revoke_ms", revoke_ms.to_string()),
     ]);
     let k = report_kernel(rep, &mut kmsg);
@@ -421,39 +475,59 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
         ),
     ]);
 
-    // Import again from a new device fd.
+    // Show the front pages again, painted with VARIANT_P2P_AGAIN.
     phase("again");
-    let bar = open_bar(&group, &ivshmem.bdf)?;
-    paint_blob(&bar.map, &pages[0], 0, VARIANT_P2P_AGAIN, WIDTH, image);
-    let again = match export_import(rep, &card, &bar, "again", &pages[0])? {
-        Attempt::Done(f) => f,
-        Attempt::ExportRefused(e) | Attempt::ImportRefused(e) => {
-            report_kernel(rep, &mut kmsg);
-            rep.result(
-                false,
-                &[
-                    ("reason", "reimport-refused".into()),
-                    ("errno", e.to_string()),
-                ],
-            );
-            return Ok(false);
+    let mut again = None;
+    let shown_fb = match args.revoke {
+        Revoke::Close => {
+            // A new device fd, a new dma-buf, a new import.
+            let b = open_bar(&group, &ivshmem.bdf)?;
+            paint_blob(&b.map, &pages[0], 0, VARIANT_P2P_AGAIN, WIDTH, image);
+            let f = match export_import(rep, &card, &b, "again", &pages[0])? {
+                Attempt::Done(f) => f,
+                Attempt::ExportRefused(e) | Attempt::ImportRefused(e) => {
+                    report_kernel(rep, &mut kmsg);
+                    rep.result(
+                        false,
+                        &[
+                            ("reason", "reimport-refused".into()),
+                            ("errno", e.to_string()),
+                        ],
+                    );
+                    return Ok(false);
+                }
+            };
+            bar = Some(b);
+            card.set_crtc(out.crtc, f.fb, out.connector, &out.mode)?;
+            let fb = f.fb;
+            again = Some(f);
+            fb
+        }
+        Revoke::Decode => {
+            // Memory Space on again; the same import, shown by the next commit.
+            let b = bar.as_ref().expect("BAR2 is open");
+            b.dev.set_command(command.unwrap_or(PCI_COMMAND_MEMORY))?;
+            paint_blob(&b.map, &pages[0], 0, VARIANT_P2P_AGAIN, WIDTH, image);
+            rep.data(&[("command_restored", format!("{:#06x}", b.dev.command()?))]);
+            fbs[0].fb
         }
     };
-    let new_handle = fbs.iter().all(|f| f.handle != again.handle);
-    card.set_crtc(out.crtc, again.fb, out.connector, &out.mode)?;
-    card.dirty_fb(again.fb, &clip)?;
+    card.dirty_fb(shown_fb, &clip)?;
     phase("shown-again");
     std::thread::sleep(hold);
-    card.dirty_fb(again.fb, &clip)?;
+    card.dirty_fb(shown_fb, &clip)?;
     std::thread::sleep(Duration::from_millis(300));
+    let new_handle = again
+        .as_ref()
+        .map(|a| fbs.iter().all(|f| f.handle != a.handle));
 
     // Clean up: the framebuffers, then the GEM objects (the driver unrefs the resources).
     phase("cleanup");
-    for f in fbs.iter().chain(std::iter::once(&again)) {
+    for f in fbs.iter().chain(again.iter()) {
         card.rm_fb(f.fb)?;
         card.gem_close(f.handle)?;
     }
-    let dmabufs = fbs.len() + 1;
+    let imports = fbs.len() + again.iter().count();
     drop(fbs);
     drop(again);
     drop(bar);
@@ -463,10 +537,19 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
         true,
         &[
             ("import", "ok".into()),
+            (
+                "revoke",
+                args.revoke
+                    .to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_string()),
+            ),
             ("flips", args.flips.to_string()),
             ("flips_per_s", format!("{fps:.1}")),
-            ("dmabufs", dmabufs.to_string()),
-            ("new_handle_after_revoke", new_handle.to_string()),
+            ("imports", imports.to_string()),
+            (
+                "new_handle_after_revoke",
+                new_handle.map_or_else(|| "none".into(), |b| b.to_string()),
+            ),
             ("device_errors", errors.to_string()),
             ("width", WIDTH.to_string()),
             ("height", HEIGHT.to_string()),
@@ -487,9 +570,17 @@ fn report_kernel(rep: &Reporter, kmsg: &mut std::fs::File) -> Kernel {
     let mut device_errors = 0;
     for l in read_kmsg_new(kmsg) {
         let low = l.to_lowercase();
-        if ["p2p", "peer-to-peer", "vfio", "virtio_gpu", "drm", "dma-buf", "dmabuf"]
-            .iter()
-            .any(|k| low.contains(k))
+        if [
+            "p2p",
+            "peer-to-peer",
+            "vfio",
+            "virtio_gpu",
+            "drm",
+            "dma-buf",
+            "dmabuf",
+        ]
+        .iter()
+        .any(|k| low.contains(k))
         {
             rep.log(&format!("kernel: {l}"));
         }
@@ -504,7 +595,7 @@ fn report_kernel(rep: &Reporter, kmsg: &mut std::fs::File) -> Kernel {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::parse_from(args_with_cmdline());
     let rep = Reporter::new(&args.scenario);
     rep.finish(run(&args, &rep))
 }
