@@ -561,6 +561,30 @@ impl Card {
         unsafe { self.ioctl(DRM_IOCTL_MODE_PAGE_FLIP, &mut f, "DRM_IOCTL_MODE_PAGE_FLIP") }
     }
 
+    /// Waits up to `timeout` for the card fd to have an event to read; false if none came.
+    pub fn wait_event(&self, timeout: std::time::Duration) -> Result<bool> {
+        let mut p = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        loop {
+            // SAFETY: `p` is one live pollfd, the count passed is 1.
+            let r = unsafe { libc::poll(&mut p, 1, ms) };
+            if r >= 0 {
+                return Ok(r > 0);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::Io {
+                    what: "poll the DRM card for an event".into(),
+                    source: e,
+                });
+            }
+        }
+    }
+
     /// Blocks until the card fd has an event and reads it; returns the first flip-complete
     /// event of the read (other events are skipped), or `None` if the read held none.
     pub fn read_flip_event(&self) -> Result<Option<EventVblank>> {

@@ -55,6 +55,8 @@ use guest_tools::vfio::{
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 800;
 const BAR: u32 = 2;
+/// Longest wait for one page flip's event.
+const FLIP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the exporter revokes its dma-bufs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -384,6 +386,22 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
         let next = &fbs[((i + 1) % 2) as usize];
         card.page_flip(out.crtc, next.fb, u64::from(i))?;
         loop {
+            if !card.wait_event(FLIP_TIMEOUT)? {
+                // Facts for the test instead of a hang: which flip, and what the kernel said.
+                rep.data(&[
+                    ("flip_timeout", i.to_string()),
+                    ("flip_timeout_ms", FLIP_TIMEOUT.as_millis().to_string()),
+                ]);
+                report_kernel(rep, &mut kmsg);
+                rep.result(
+                    false,
+                    &[
+                        ("reason", "flip-event-timeout".into()),
+                        ("flip", i.to_string()),
+                    ],
+                );
+                return Ok(false);
+            }
             match card.read_flip_event()? {
                 Some(ev) if ev.user_data == u64::from(i) => break,
                 _ => continue,
