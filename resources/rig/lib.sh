@@ -340,6 +340,20 @@ rig_l2_cmdline() {
     echo "console=ttyS0 noxsave reboot=k panic=-1 quiet rig.l2=$1"
 }
 
+# rig_l2_kernel -> the L2 kernel to boot: /rig/l2/vmlinuz-rig (build-kernel.sh's, everything built
+# in) when run.sh --l2-kernel rig put rig.l2kernel=rig on L1's command line, else Debian's
+# /rig/l2/vmlinuz.
+rig_l2_kernel() {
+    local a
+    for a in $(cat /proc/cmdline); do
+        if [ "$a" = rig.l2kernel=rig ] && [ -f /rig/l2/vmlinuz-rig ]; then
+            echo /rig/l2/vmlinuz-rig
+            return 0
+        fi
+    done
+    echo /rig/l2/vmlinuz
+}
+
 # rig_send_frames DIR -> sends DIR's frame-*.png to L0 (rig_send_file, names kept), in name order; with
 # more than 8, the first 4 and the last 4. Prints RIG-DATA frames=<count> frames_sent=<n> frame_names=a,b..
 # and sets RIG_FRAMES (count in DIR) and RIG_FRAMES_SENT.

@@ -3,7 +3,7 @@
 # inside it.
 #
 # Usage: resources/rig/run.sh SCENARIO [--timeout SECS] [--shm FILE] [--edu] [--e1000e] [--xhci] [--l1-kernel K] [--bench]
-#                               [--l0-root]
+#                               [--l0-root] [--l2-kernel K] [--l1-cpu C]
 #   SCENARIO        name of resources/rig/scenarios/SCENARIO.sh (passed as rig.scenario=SCENARIO)
 #   --timeout SECS  kill QEMU after SECS seconds (default 300)
 #   --shm FILE      ivshmem backing file in /dev/shm (created with 16 MiB if missing, kept afterwards);
@@ -17,6 +17,10 @@
 #   --l0-root       this machine's root directory, read-only, as a virtio-9p device (mount tag l0root)
 #                   that L1's init mounts at /l0 (lib.sh's rig_l0 runs L0 programs in a chroot of it);
 #                   the kernel command line gets rig.l0repo=<this checkout> (paths of its target/ in L0)
+#   --l2-kernel K   the kernel L2 boots: `debian` (default, /rig/l2/vmlinuz) or `rig` (build-kernel.sh's
+#                   bzImage, appended to L1's initramfs as /rig/l2/vmlinuz-rig; L1 gets rig.l2kernel=rig)
+#   --l1-cpu C      L1's CPU: `zen` (default, -cpu EPYC,+svm,+npt: AMD family 0x17) or `nonzen`
+#                   (-cpu EPYC,family=22,+svm,+npt: AMD family 0x16); the log is SCENARIO-nonzen.log
 # Console is streamed to stdout and saved to target/rig/logs/SCENARIO.log.
 # Exit: 0 iff the RIG-RESULT line says status=PASS; 1 on FAIL; 3 if no result line and QEMU ended by
 #       itself (L1 crashed or powered off early); 4 if no result line and QEMU was killed at the
@@ -28,7 +32,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 RIG=$ROOT/target/rig
 
-usage() { sed -n '4,24p' "$0" >&2; exit 2; }
+usage() { sed -n '4,29p' "$0" >&2; exit 2; }
 die() { echo "rig-run: ERROR: $*" >&2; exit 2; }
 
 SCENARIO=""
@@ -40,6 +44,8 @@ XHCI=0
 L1_KERNEL=debian
 INITRD=l1-initramfs.cpio.gz
 L0_ROOT=0
+L2_KERNEL=debian
+L1_CPU=zen
 while [ $# -gt 0 ]; do
     case "$1" in
         --timeout) [ $# -ge 2 ] || usage; TIMEOUT=$2; shift 2 ;;
@@ -50,6 +56,8 @@ while [ $# -gt 0 ]; do
         --l1-kernel) [ $# -ge 2 ] || usage; L1_KERNEL=$2; shift 2 ;;
         --bench) INITRD=l1-bench-initramfs.cpio.gz; shift ;;
         --l0-root) L0_ROOT=1; shift ;;
+        --l2-kernel) [ $# -ge 2 ] || usage; L2_KERNEL=$2; shift 2 ;;
+        --l1-cpu) [ $# -ge 2 ] || usage; L1_CPU=$2; shift 2 ;;
         -h | --help) usage ;;
         -*) echo "rig-run: unknown option $1" >&2; usage ;;
         *) [ -z "$SCENARIO" ] || usage; SCENARIO=$1; shift ;;
@@ -68,6 +76,17 @@ case "$L1_KERNEL" in
         ;;
     *) die "--l1-kernel wants debian or iommufd, got '$L1_KERNEL'" ;;
 esac
+case "$L2_KERNEL" in
+    debian) ;;
+    rig) [ -e "$RIG/kernel-iommufd/bzImage" ] || die "$RIG/kernel-iommufd/bzImage missing; run resources/rig/build-kernel.sh first" ;;
+    *) die "--l2-kernel wants debian or rig, got '$L2_KERNEL'" ;;
+esac
+# shellcheck disable=SC2054 # commas belong to QEMU's option values
+case "$L1_CPU" in
+    zen) CPU=EPYC,+svm,+npt; LOG_SUFFIX="" ;;
+    nonzen) CPU=EPYC,family=22,+svm,+npt; LOG_SUFFIX=-nonzen ;;
+    *) die "--l1-cpu wants zen or nonzen, got '$L1_CPU'" ;;
+esac
 for f in "$KERNEL" "$RIG/$INITRD"; do
     [ -e "$f" ] || die "$f missing; run resources/rig/build.sh (and bench-image.sh for --bench) first"
 done
@@ -76,7 +95,7 @@ if ! cmp -s "$HERE/scenarios/$SCENARIO.sh" "$RIG/l1-root/rig/scenarios/$SCENARIO
 fi
 
 mkdir -p "$RIG/logs"
-LOG=$RIG/logs/$SCENARIO.log
+LOG=$RIG/logs/$SCENARIO$LOG_SUFFIX.log
 
 exec 9>"$RIG/run.lock"
 if ! flock -n 9; then
@@ -93,11 +112,14 @@ if [ ! -e "$SHM" ]; then
     truncate -s 16M "$SHM"
 fi
 # shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() { if [ "$OWN_SHM" = 1 ]; then rm -f "$SHM"; fi; }
+cleanup() {
+    if [ "$OWN_SHM" = 1 ]; then rm -f "$SHM"; fi
+    if [ -n "${L2K:-}" ]; then rm -rf "$L2K"; fi
+}
 trap cleanup EXIT
 
 # shellcheck disable=SC2054 # commas belong to QEMU's option values
-QEMU=(qemu-system-x86_64 -M q35,accel=tcg,kernel-irqchip=split -cpu EPYC,+svm,+npt -smp 1 -m 2048
+QEMU=(qemu-system-x86_64 -M q35,accel=tcg,kernel-irqchip=split -cpu "$CPU" -smp 1 -m 2048
     -nographic -no-reboot -nic none -device intel-iommu,intremap=on,caching-mode=on
     -object "memory-backend-file,size=16M,share=on,mem-path=$SHM,id=hostmem"
     -device ivshmem-plain,memdev=hostmem)
@@ -117,14 +139,26 @@ if [ "$L0_ROOT" = 1 ]; then
     QEMU+=(-virtfs local,path=/,mount_tag=l0root,security_model=none,readonly=on,multidevs=remap)
     EXTRA_APPEND=" rig.l0repo=$ROOT"
 fi
+INITRD_PATH=$RIG/$INITRD
+if [ "$L2_KERNEL" = rig ]; then
+    # A second gzip'ed cpio appended to L1's initramfs (the kernel unpacks both): the rig kernel
+    # as /rig/l2/vmlinuz-rig, next to Debian's /rig/l2/vmlinuz.
+    L2K=$(mktemp -d)
+    mkdir -p "$L2K/root/rig/l2"
+    cp "$RIG/kernel-iommufd/bzImage" "$L2K/root/rig/l2/vmlinuz-rig"
+    (cd "$L2K/root" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -1 >"$L2K/l2k.cpio.gz")
+    cat "$RIG/$INITRD" "$L2K/l2k.cpio.gz" >"$L2K/initrd.cpio.gz"
+    INITRD_PATH=$L2K/initrd.cpio.gz
+    EXTRA_APPEND="$EXTRA_APPEND rig.l2kernel=rig"
+fi
 # no_timer_check: on a busy host L1's early check of the timer IRQ through the interrupt-remapped
 # IO-APIC can miss its window under TCG, and with interrupt remapping that check panics.
-QEMU+=(-kernel "$KERNEL" -initrd "$RIG/$INITRD"
+QEMU+=(-kernel "$KERNEL" -initrd "$INITRD_PATH"
     -append "console=ttyS0 panic=-1 intel_iommu=on iommu=pt no_timer_check quiet rig.scenario=$SCENARIO$EXTRA_APPEND")
 
 l0_note=""
 [ "$L0_ROOT" = 0 ] || l0_note=", L0's / read-only at /l0"
-echo "rig-run: scenario $SCENARIO, timeout ${TIMEOUT}s, shm $SHM, L1 kernel $L1_KERNEL$l0_note, log $LOG" >&2
+echo "rig-run: scenario $SCENARIO, timeout ${TIMEOUT}s, shm $SHM, L1 kernel $L1_KERNEL, L1 CPU $CPU, L2 kernel $L2_KERNEL$l0_note, log $LOG" >&2
 t0=$(date +%s.%N)
 set +e
 timeout --foreground -k 5 "$TIMEOUT" "${QEMU[@]}" 2>&1 | tee "$LOG"

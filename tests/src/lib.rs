@@ -44,5 +44,5 @@ pub use image::{decode_png, Image};
 pub use paths::{logs_dir, rig_dir, workspace_root};
 pub use relay::{guest_lines_starting, l2_console, parse_l2_lines, L2_PREFIX};
 pub use result_line::{parse_lines, LineKind, ParseError, ResultLine, Status};
-pub use scenario::{L1Kernel, Outcome, Scenario, DEFAULT_TIMEOUT};
+pub use scenario::{L1Cpu, L1Kernel, L2Kernel, Outcome, Scenario, DEFAULT_TIMEOUT};
 pub use shm::SHM_SIZE;

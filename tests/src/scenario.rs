@@ -57,6 +57,46 @@ impl L1Kernel {
     }
 }
 
+/// The kernel L2 boots (run.sh `--l2-kernel`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum L2Kernel {
+    /// Debian's kernel (`/rig/l2/vmlinuz` in L1); L2 programs load their modules.
+    #[default]
+    Debian,
+    /// build-kernel.sh's kernel (the iommufd L1 kernel, which also has the vfio noiommu mode and
+    /// the virtio-gpu DRM driver built in), appended to L1's initramfs as `/rig/l2/vmlinuz-rig`.
+    Rig,
+}
+
+/// L1's CPU model in QEMU (run.sh `--l1-cpu`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum L1Cpu {
+    /// `-cpu EPYC,+svm,+npt`: AMD family 0x17 (Zen).
+    #[default]
+    Zen,
+    /// `-cpu EPYC,family=22,+svm,+npt`: AMD family 0x16, not a Zen. The console log is
+    /// `target/rig/logs/<scenario>-nonzen.log`, the files go to `.../<scenario>-nonzen/`.
+    NonZen,
+}
+
+impl L1Cpu {
+    /// run.sh's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            L1Cpu::Zen => "zen",
+            L1Cpu::NonZen => "nonzen",
+        }
+    }
+
+    /// Suffix of the log file and files directory names.
+    fn suffix(self) -> &'static str {
+        match self {
+            L1Cpu::Zen => "",
+            L1Cpu::NonZen => "-nonzen",
+        }
+    }
+}
+
 /// A scenario to run in the rig: `resources/rig/scenarios/<name>.sh` inside L1.
 pub struct Scenario {
     name: String,
@@ -66,6 +106,8 @@ pub struct Scenario {
     e1000e: bool,
     xhci: bool,
     l1_kernel: L1Kernel,
+    l2_kernel: L2Kernel,
+    l1_cpu: L1Cpu,
     bench: bool,
     l0_root: bool,
     vnc_clients: bool,
@@ -196,6 +238,8 @@ impl Scenario {
             e1000e: false,
             xhci: false,
             l1_kernel: L1Kernel::Debian,
+            l2_kernel: L2Kernel::Debian,
+            l1_cpu: L1Cpu::Zen,
             bench: false,
             l0_root: false,
             vnc_clients: false,
@@ -237,6 +281,19 @@ impl Scenario {
     /// build-kernel.sh first (once per process; cached on disk; skipped with `RIG_SKIP_BUILD=1`).
     pub fn l1_kernel(mut self, kernel: L1Kernel) -> Self {
         self.l1_kernel = kernel;
+        self
+    }
+
+    /// Boots L2 with `kernel` (run.sh `--l2-kernel`). `L2Kernel::Rig` builds it with
+    /// build-kernel.sh first (once per process; cached on disk; skipped with `RIG_SKIP_BUILD=1`).
+    pub fn l2_kernel(mut self, kernel: L2Kernel) -> Self {
+        self.l2_kernel = kernel;
+        self
+    }
+
+    /// L1's CPU model (run.sh `--l1-cpu`).
+    pub fn l1_cpu(mut self, cpu: L1Cpu) -> Self {
+        self.l1_cpu = cpu;
         self
     }
 
@@ -289,6 +346,12 @@ impl Scenario {
         if self.l1_kernel != L1Kernel::Debian {
             cmd.arg("--l1-kernel").arg(self.l1_kernel.name());
         }
+        if self.l2_kernel == L2Kernel::Rig {
+            cmd.arg("--l2-kernel").arg("rig");
+        }
+        if self.l1_cpu != L1Cpu::Zen {
+            cmd.arg("--l1-cpu").arg(self.l1_cpu.name());
+        }
         if self.bench {
             cmd.arg("--bench");
         }
@@ -310,7 +373,7 @@ impl Scenario {
             build("build.sh")?;
             BUILT.store(true, Ordering::Release);
         }
-        if self.l1_kernel == L1Kernel::Iommufd
+        if (self.l1_kernel == L1Kernel::Iommufd || self.l2_kernel == L2Kernel::Rig)
             && !KERNEL_BUILT.load(Ordering::Acquire)
             && std::env::var_os("RIG_SKIP_BUILD").is_none()
         {
@@ -331,7 +394,8 @@ impl Scenario {
         }
         let shm_contents = ShmFile::contents(self.fill.take());
         let secs = self.timeout.as_secs() + u64::from(self.timeout.subsec_nanos() > 0);
-        let log_path = logs_dir().join(format!("{}.log", self.name));
+        let log_name = format!("{}{}", self.name, self.l1_cpu.suffix());
+        let log_path = logs_dir().join(format!("{log_name}.log"));
         let mut attempt = 1;
         let (shm, console, status) = loop {
             let shm = ShmFile::create(&self.name, &shm_contents)?;
@@ -347,7 +411,7 @@ impl Scenario {
                 // L1 gave nothing before the timeout: the emulator hung (TCG, nested). A vmm that
                 // hangs inside L1 does not get here: rig_run_vmm's own timeout ends it and the
                 // scenario reports that. Keep the log of the hung run and go once more.
-                let hung = logs_dir().join(format!("{}.hung-{attempt}.log", self.name));
+                let hung = logs_dir().join(format!("{log_name}.hung-{attempt}.log"));
                 let _ = std::fs::rename(&log_path, &hung);
                 eprintln!(
                     "rig-tests: scenario {}: QEMU was killed at the {secs} s timeout without a \
@@ -366,7 +430,7 @@ impl Scenario {
                 // (no marker before the vmm's timeout in L1), where on Debian's kernel it never
                 // did: a known stall of that kernel under TCG, not of the vmm. Keep the log and
                 // go once more; a second stall fails.
-                let stalled = logs_dir().join(format!("{}.stalled-{attempt}.log", self.name));
+                let stalled = logs_dir().join(format!("{log_name}.stalled-{attempt}.log"));
                 let _ = std::fs::rename(&log_path, &stalled);
                 eprintln!(
                     "rig-tests: scenario {}: L2 never reached its marker before the vmm's timeout \
@@ -409,7 +473,7 @@ impl Scenario {
         for e in &file_errors {
             eprintln!("rig-tests: file from the console: {e}");
         }
-        let files_dir = logs_dir().join(&self.name);
+        let files_dir = logs_dir().join(&log_name);
         let files = save_files(received, &files_dir)
             .map_err(|e| RigError::io(format!("save files in {}", files_dir.display()), e))?;
         Ok(Outcome {

@@ -1,4 +1,4 @@
-//! The few DRM ioctls gpu-kms-blob needs, with structs laid out as in Linux
+//! The few DRM ioctls gpu-kms-blob and stock-p2p need, with structs laid out as in Linux
 //! `include/uapi/drm/{drm.h,drm_mode.h,virtgpu_drm.h}` (plain `#[repr(C)]`, sizes checked in tests).
 //! No libdrm: the program stays a static binary.
 
@@ -191,8 +191,59 @@ pub struct ClipRect {
     pub y2: u16,
 }
 
+/// `struct drm_prime_handle`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct PrimeHandle {
+    pub handle: u32,
+    pub flags: u32,
+    pub fd: i32,
+}
+
+/// `struct drm_gem_close`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct GemClose {
+    pub handle: u32,
+    pub pad: u32,
+}
+
+/// `struct drm_mode_crtc_page_flip`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ModeCrtcPageFlip {
+    pub crtc_id: u32,
+    pub fb_id: u32,
+    pub flags: u32,
+    pub reserved: u32,
+    pub user_data: u64,
+}
+
+/// `struct drm_event_vblank` (with its `struct drm_event` header), as read from the card fd.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EventVblank {
+    pub kind: u32,
+    pub length: u32,
+    pub user_data: u64,
+    pub tv_sec: u32,
+    pub tv_usec: u32,
+    pub sequence: u32,
+    pub crtc_id: u32,
+}
+
 /// DRM_IOCTL_VERSION.
 pub const DRM_IOCTL_VERSION: u64 = iowr::<DrmVersion>(0x00);
+/// DRM_IOCTL_GEM_CLOSE (`_IOW`).
+pub const DRM_IOCTL_GEM_CLOSE: u64 = drm_ioc(IOC_WRITE, 0x09, std::mem::size_of::<GemClose>());
+/// DRM_IOCTL_PRIME_FD_TO_HANDLE.
+pub const DRM_IOCTL_PRIME_FD_TO_HANDLE: u64 = iowr::<PrimeHandle>(0x2E);
+/// DRM_IOCTL_MODE_PAGE_FLIP.
+pub const DRM_IOCTL_MODE_PAGE_FLIP: u64 = iowr::<ModeCrtcPageFlip>(0xB0);
+/// DRM_MODE_PAGE_FLIP_EVENT: send a DRM_EVENT_FLIP_COMPLETE event when the flip is done.
+pub const DRM_MODE_PAGE_FLIP_EVENT: u32 = 0x01;
+/// DRM_EVENT_FLIP_COMPLETE.
+pub const DRM_EVENT_FLIP_COMPLETE: u32 = 0x02;
 /// DRM_IOCTL_MODE_GETRESOURCES.
 pub const DRM_IOCTL_MODE_GETRESOURCES: u64 = iowr::<ModeCardRes>(0xA0);
 /// DRM_IOCTL_MODE_SETCRTC.
@@ -465,6 +516,116 @@ impl Card {
         unsafe { self.ioctl(DRM_IOCTL_MODE_SETCRTC, &mut c, "DRM_IOCTL_MODE_SETCRTC") }
     }
 
+    /// DRM_IOCTL_PRIME_FD_TO_HANDLE: imports a dma-buf, returns the GEM handle.
+    pub fn prime_fd_to_handle(&self, fd: std::os::fd::BorrowedFd<'_>) -> Result<u32> {
+        let mut p = PrimeHandle {
+            fd: fd.as_raw_fd(),
+            ..Default::default()
+        };
+        // SAFETY: matching struct without pointers; the fd is borrowed for the call.
+        unsafe {
+            self.ioctl(
+                DRM_IOCTL_PRIME_FD_TO_HANDLE,
+                &mut p,
+                "DRM_IOCTL_PRIME_FD_TO_HANDLE",
+            )?
+        };
+        Ok(p.handle)
+    }
+
+    /// DRM_IOCTL_GEM_CLOSE.
+    pub fn gem_close(&self, handle: u32) -> Result<()> {
+        let mut c = GemClose { handle, pad: 0 };
+        // SAFETY: matching struct without pointers.
+        unsafe { self.ioctl(DRM_IOCTL_GEM_CLOSE, &mut c, "DRM_IOCTL_GEM_CLOSE") }
+    }
+
+    /// DRM_IOCTL_MODE_RMFB.
+    pub fn rm_fb(&self, fb_id: u32) -> Result<()> {
+        let mut id = fb_id;
+        // SAFETY: the argument of DRM_IOCTL_MODE_RMFB is one u32.
+        unsafe { self.ioctl(DRM_IOCTL_MODE_RMFB, &mut id, "DRM_IOCTL_MODE_RMFB") }
+    }
+
+    /// DRM_IOCTL_MODE_PAGE_FLIP of `crtc_id` to `fb_id`, asking for a flip-complete event
+    /// carrying `user_data`.
+    pub fn page_flip(&self, crtc_id: u32, fb_id: u32, user_data: u64) -> Result<()> {
+        let mut f = ModeCrtcPageFlip {
+            crtc_id,
+            fb_id,
+            flags: DRM_MODE_PAGE_FLIP_EVENT,
+            reserved: 0,
+            user_data,
+        };
+        // SAFETY: matching struct without pointers.
+        unsafe { self.ioctl(DRM_IOCTL_MODE_PAGE_FLIP, &mut f, "DRM_IOCTL_MODE_PAGE_FLIP") }
+    }
+
+    /// Waits up to `timeout` for the card fd to have an event to read; false if none came.
+    pub fn wait_event(&self, timeout: std::time::Duration) -> Result<bool> {
+        let mut p = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        loop {
+            // SAFETY: `p` is one live pollfd, the count passed is 1.
+            let r = unsafe { libc::poll(&mut p, 1, ms) };
+            if r >= 0 {
+                return Ok(r > 0);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::Io {
+                    what: "poll the DRM card for an event".into(),
+                    source: e,
+                });
+            }
+        }
+    }
+
+    /// Blocks until the card fd has an event and reads it; returns the first flip-complete
+    /// event of the read (other events are skipped), or `None` if the read held none.
+    pub fn read_flip_event(&self) -> Result<Option<EventVblank>> {
+        use std::io::Read;
+        let mut buf = [0u8; 1024];
+        let n = loop {
+            match (&self.file).read(&mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::Io {
+                        what: "read a DRM event".into(),
+                        source: e,
+                    })
+                }
+            }
+        };
+        let mut at = 0;
+        while at + std::mem::size_of::<EventVblank>() <= n {
+            let word = |o: usize| u32::from_ne_bytes(buf[at + o..at + o + 4].try_into().unwrap());
+            let (kind, len) = (word(0), word(4) as usize);
+            if len < 8 {
+                break;
+            }
+            if kind == DRM_EVENT_FLIP_COMPLETE {
+                let ud = u64::from(word(8)) | (u64::from(word(12)) << 32);
+                return Ok(Some(EventVblank {
+                    kind,
+                    length: len as u32,
+                    user_data: ud,
+                    tv_sec: word(16),
+                    tv_usec: word(20),
+                    sequence: word(24),
+                    crtc_id: word(28),
+                }));
+            }
+            at += len;
+        }
+        Ok(None)
+    }
+
     /// DRM_IOCTL_MODE_DIRTYFB with the given clip rectangles.
     pub fn dirty_fb(&self, fb_id: u32, clips: &[ClipRect]) -> Result<()> {
         let mut d = ModeFbDirtyCmd {
@@ -475,6 +636,85 @@ impl Card {
         };
         // SAFETY: matching struct; clips_ptr points to num_clips rectangles the kernel only reads.
         unsafe { self.ioctl(DRM_IOCTL_MODE_DIRTYFB, &mut d, "DRM_IOCTL_MODE_DIRTYFB") }
+    }
+}
+
+/// The first `/dev/dri/cardN` (N < 8) whose driver is `virtio_gpu`, waiting up to `wait` for it.
+pub fn find_virtio_gpu_card(wait: std::time::Duration) -> Result<(std::path::PathBuf, Card)> {
+    let t0 = std::time::Instant::now();
+    loop {
+        for n in 0..8 {
+            let p = std::path::PathBuf::from(format!("/dev/dri/card{n}"));
+            if let Ok(c) = Card::open(&p) {
+                if c.driver_name().is_ok_and(|d| d == "virtio_gpu") {
+                    return Ok((p, c));
+                }
+            }
+        }
+        if t0.elapsed() > wait {
+            return Err(Error::Timeout {
+                what: "a /dev/dri/cardN of driver virtio_gpu".into(),
+                ms: wait.as_millis() as u64,
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A connected connector, the mode to use and a CRTC that can drive it.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub connector: u32,
+    pub crtc: u32,
+    pub mode: ModeInfo,
+    /// How many modes the connector offers.
+    pub modes: usize,
+}
+
+impl Card {
+    /// The first connected connector with modes, its mode `want` (width, height) or else its
+    /// first mode, and its encoder's CRTC (or the first CRTC the encoder can use).
+    pub fn first_output(&self, want: Option<(u16, u16)>) -> Result<Output> {
+        let (crtcs, conns) = self.resources()?;
+        let mut chosen = None;
+        for id in &conns {
+            let (c, modes, encs) = self.connector(*id)?;
+            if c.connection == DRM_MODE_CONNECTED && !modes.is_empty() {
+                chosen = Some((c, modes, encs));
+                break;
+            }
+        }
+        let (conn, modes, encs) = chosen
+            .ok_or_else(|| Error::Unsupported(format!("no connected connector among {conns:?}")))?;
+        let mode = match want {
+            None => modes[0],
+            Some((w, h)) => *modes
+                .iter()
+                .find(|m| m.hdisplay == w && m.vdisplay == h)
+                .ok_or_else(|| Error::Unsupported(format!("no mode {w}x{h} on the connector")))?,
+        };
+        let mut crtc = 0;
+        if conn.encoder_id != 0 {
+            crtc = self.encoder(conn.encoder_id)?.crtc_id;
+        }
+        if crtc == 0 {
+            let enc = encs
+                .first()
+                .ok_or_else(|| Error::Unsupported("connector has no encoder".into()))?;
+            let possible = self.encoder(*enc)?.possible_crtcs;
+            crtc = crtcs
+                .iter()
+                .enumerate()
+                .find(|(i, _)| possible & (1 << i) != 0)
+                .map(|(_, c)| *c)
+                .ok_or_else(|| Error::Unsupported("no CRTC for the encoder".into()))?;
+        }
+        Ok(Output {
+            connector: conn.connector_id,
+            crtc,
+            mode,
+            modes: modes.len(),
+        })
     }
 }
 
@@ -503,6 +743,10 @@ mod tests {
         assert_eq!(size_of::<ModeFbCmd2>(), 104);
         assert_eq!(size_of::<ModeFbDirtyCmd>(), 24);
         assert_eq!(size_of::<ClipRect>(), 8);
+        assert_eq!(size_of::<PrimeHandle>(), 12);
+        assert_eq!(size_of::<GemClose>(), 8);
+        assert_eq!(size_of::<ModeCrtcPageFlip>(), 24);
+        assert_eq!(size_of::<EventVblank>(), 32);
     }
 
     #[test]
@@ -520,5 +764,8 @@ mod tests {
         assert_eq!(DRM_IOCTL_VIRTGPU_GETPARAM, 0xc010_6443);
         assert_eq!(DRM_IOCTL_VIRTGPU_RESOURCE_CREATE_BLOB, 0xc030_644a);
         assert_eq!(DRM_FORMAT_XRGB8888, 0x3432_5258);
+        assert_eq!(DRM_IOCTL_GEM_CLOSE, 0x4008_6409);
+        assert_eq!(DRM_IOCTL_PRIME_FD_TO_HANDLE, 0xc00c_642e);
+        assert_eq!(DRM_IOCTL_MODE_PAGE_FLIP, 0xc018_64b0);
     }
 }

@@ -11,6 +11,7 @@ pub mod pagemap;
 pub mod pattern;
 pub mod pci;
 pub mod report;
+pub mod vfio;
 pub mod virtio_gpu_cmd;
 pub mod virtio_pci;
 pub mod virtqueue;

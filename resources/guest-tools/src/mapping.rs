@@ -20,6 +20,18 @@ impl Mapping {
     /// Maps `len` bytes of `fd` (or anonymous memory when `fd` is -1) from offset 0,
     /// read-write, with the given `MAP_*` flags. `what` names the mapping in errors.
     pub(crate) fn new(len: usize, flags: libc::c_int, fd: RawFd, what: &str) -> Result<Self> {
+        Self::new_at(len, flags, fd, 0, what)
+    }
+
+    /// As [`Mapping::new`], from byte `offset` of `fd` (page-aligned, e.g. a VFIO region's
+    /// offset in the device fd).
+    pub(crate) fn new_at(
+        len: usize,
+        flags: libc::c_int,
+        fd: RawFd,
+        offset: u64,
+        what: &str,
+    ) -> Result<Self> {
         if len == 0 {
             return Err(Error::Unsupported(format!("{what}: zero-length mapping")));
         }
@@ -31,11 +43,13 @@ impl Mapping {
                 libc::PROT_READ | libc::PROT_WRITE,
                 flags,
                 fd,
-                0,
+                offset as libc::off_t,
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(Error::last_os(format!("mmap {what} ({len:#x} bytes)")));
+            return Err(Error::last_os(format!(
+                "mmap {what} ({len:#x} bytes at offset {offset:#x})"
+            )));
         }
         Ok(Mapping {
             ptr: ptr.cast(),

@@ -190,6 +190,28 @@ pub fn bar_blob_span(entries: &[(u64, u64)], base: u64) -> u64 {
     entries.iter().map(|(o, l)| o + l - base).max().unwrap_or(0)
 }
 
+/// Pattern of stock-p2p's first framebuffer (front).
+pub const VARIANT_P2P_FRONT: u8 = VARIANT_BAR_BLOB;
+/// Pattern of stock-p2p's second framebuffer (back).
+pub const VARIANT_P2P_BACK: u8 = VARIANT_MIXED_BLOB;
+/// Pattern of stock-p2p's front framebuffer painted again after the revoke and shown through a
+/// new import.
+pub const VARIANT_P2P_AGAIN: u8 = VARIANT_HOSTILE_FRESH;
+/// BAR2 offset of stock-p2p's framebuffer `fb` (0 or 1): 0 and 8 MiB.
+pub const P2P_FB_BASE: [u64; 2] = [0, 8 << 20];
+
+/// The 4 KiB pages of stock-p2p's framebuffer of `bytes` bytes (rounded up to pages) at BAR
+/// offset `base`, in framebuffer order: page `i` lies at `base + 2 * (n - 1 - i) * 4096`
+/// (`n` pages) - backwards, one page each, every other page of the BAR left out, so no two
+/// neighbouring entries are contiguous. Returns (BAR offset, 4096) per page.
+pub fn p2p_fb_pages(base: u64, bytes: u64) -> Vec<(u64, u64)> {
+    let page = PATTERN_PAGE as u64;
+    let n = bytes.div_ceil(page);
+    (0..n)
+        .map(|i| (base + 2 * (n - 1 - i) * page, page))
+        .collect()
+}
+
 /// Byte `i` of the buffer edu-dma sends through QEMU's edu device: `(i * 31 + 7) ^ (i >> 8)`
 /// (mod 256), so that every byte of a 4 KiB page differs from its neighbours and a shifted or
 /// truncated copy does not match.
@@ -273,6 +295,22 @@ pub fn first_bad_pixel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn p2p_pages_are_backwards_apart_and_fit_the_bar() {
+        let fb = 1280 * 800 * 4;
+        for base in P2P_FB_BASE {
+            let p = p2p_fb_pages(base, fb);
+            assert_eq!(p.len(), 1000);
+            assert_eq!(p[0], (base + 2 * 999 * 4096, 4096));
+            assert_eq!(p[999], (base, 4096));
+            assert!(p.windows(2).all(|w| w[0].0 == w[1].0 + 8192));
+            assert!(bar_blob_span(&p, 0) <= 16 << 20);
+        }
+        // The two framebuffers do not overlap.
+        assert!(bar_blob_span(&p2p_fb_pages(0, fb), 0) <= P2P_FB_BASE[1]);
+        assert_eq!(p2p_fb_pages(0, 4097).len(), 2);
+    }
 
     #[test]
     fn page_words_carry_tag_and_page() {

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use guest_tools::drm::{
-    mode_name, Card, ClipRect, ModeInfo, DRM_MODE_CONNECTED, VIRTGPU_BLOB_FLAG_USE_MAPPABLE,
+    find_virtio_gpu_card, mode_name, Card, ClipRect, VIRTGPU_BLOB_FLAG_USE_MAPPABLE,
     VIRTGPU_BLOB_FLAG_USE_SHAREABLE, VIRTGPU_BLOB_MEM_GUEST, VIRTGPU_PARAM_RESOURCE_BLOB,
 };
 use guest_tools::error::{Error, Result};
@@ -89,25 +89,7 @@ fn find_card(args: &Args) -> Result<(PathBuf, Card)> {
     if let Some(p) = &args.card {
         return Ok((p.clone(), Card::open(p)?));
     }
-    let t0 = Instant::now();
-    loop {
-        for n in 0..8 {
-            let p = PathBuf::from(format!("/dev/dri/card{n}"));
-            if let Ok(c) = Card::open(&p) {
-                if c.driver_name().is_ok_and(|d| d == "virtio_gpu") {
-                    return Ok((p, c));
-                }
-            }
-        }
-        if t0.elapsed() > Duration::from_millis(args.wait_card_ms) {
-            return Err(Error::Timeout {
-                what: "a /dev/dri/cardN of driver virtio_gpu (is the virtio-gpu module loaded?)"
-                    .into(),
-                ms: args.wait_card_ms,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    find_virtio_gpu_card(Duration::from_millis(args.wait_card_ms))
 }
 
 /// A MAP_SHARED mapping of a GEM object through the card fd.
@@ -221,29 +203,17 @@ fn parse_device_error(line: &str) -> Option<(u32, u32)> {
     Some((resp, cmd))
 }
 
-fn pick_mode(modes: &[ModeInfo], want: Option<&str>) -> Result<ModeInfo> {
-    match want {
-        None => modes
-            .first()
-            .copied()
-            .ok_or_else(|| Error::Unsupported("connector has no modes".into())),
-        Some(w) => {
-            let (ws, hs) = w
-                .split_once('x')
-                .ok_or_else(|| Error::parse("--mode", format!("{w:?} is not WxH")))?;
-            let (ww, hh): (u16, u16) = (
-                ws.parse()
-                    .map_err(|_| Error::parse("--mode", w.to_string()))?,
-                hs.parse()
-                    .map_err(|_| Error::parse("--mode", w.to_string()))?,
-            );
-            modes
-                .iter()
-                .copied()
-                .find(|m| m.hdisplay == ww && m.vdisplay == hh)
-                .ok_or_else(|| Error::Unsupported(format!("no mode {w} on the connector")))
-        }
-    }
+/// `--mode WxH` as (width, height).
+fn parse_mode(w: &str) -> Result<(u16, u16)> {
+    let (ws, hs) = w
+        .split_once('x')
+        .ok_or_else(|| Error::parse("--mode", format!("{w:?} is not WxH")))?;
+    Ok((
+        ws.parse()
+            .map_err(|_| Error::parse("--mode", w.to_string()))?,
+        hs.parse()
+            .map_err(|_| Error::parse("--mode", w.to_string()))?,
+    ))
 }
 
 fn run(args: &Args, rep: &Reporter) -> Result<bool> {
@@ -267,42 +237,17 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
             "the device/driver has no blob resources (VIRTGPU_PARAM_RESOURCE_BLOB = 0)".into(),
         ));
     }
-    let (crtcs, conns) = card.resources()?;
-    let mut chosen = None;
-    for id in &conns {
-        let (c, modes, encs) = card.connector(*id)?;
-        if c.connection == DRM_MODE_CONNECTED && !modes.is_empty() {
-            chosen = Some((c, modes, encs));
-            break;
-        }
-    }
-    let (conn, modes, encs) = chosen
-        .ok_or_else(|| Error::Unsupported(format!("no connected connector among {conns:?}")))?;
-    let mode = pick_mode(&modes, args.mode.as_deref())?;
-    let mut crtc = 0;
-    if conn.encoder_id != 0 {
-        crtc = card.encoder(conn.encoder_id)?.crtc_id;
-    }
-    if crtc == 0 {
-        let enc = encs
-            .first()
-            .ok_or_else(|| Error::Unsupported("connector has no encoder".into()))?;
-        let possible = card.encoder(*enc)?.possible_crtcs;
-        crtc = crtcs
-            .iter()
-            .enumerate()
-            .find(|(i, _)| possible & (1 << i) != 0)
-            .map(|(_, c)| *c)
-            .ok_or_else(|| Error::Unsupported("no CRTC for the encoder".into()))?;
-    }
+    let want = args.mode.as_deref().map(parse_mode).transpose()?;
+    let output = card.first_output(want)?;
+    let (mode, crtc) = (output.mode, output.crtc);
     let (w, h) = (u32::from(mode.hdisplay), u32::from(mode.vdisplay));
     rep.data(&[
-        ("connector", conn.connector_id.to_string()),
+        ("connector", output.connector.to_string()),
         ("crtc", crtc.to_string()),
         ("mode", mode_name(&mode)),
         ("width", w.to_string()),
         ("height", h.to_string()),
-        ("modes", modes.len().to_string()),
+        ("modes", output.modes.to_string()),
     ]);
 
     let pitch = w * 4;
@@ -327,7 +272,7 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
         ("paint_ms", paint_ms.to_string()),
     ]);
     let fb = card.add_fb2(w, h, bo, pitch)?;
-    card.set_crtc(crtc, fb, conn.connector_id, &mode)?;
+    card.set_crtc(crtc, fb, output.connector, &mode)?;
     let clip = ClipRect {
         x1: 0,
         y1: 0,
@@ -423,20 +368,11 @@ mod tests {
     }
 
     #[test]
-    fn modes_are_picked_by_size_or_first() {
-        let a = ModeInfo {
-            hdisplay: 1280,
-            vdisplay: 800,
-            ..Default::default()
-        };
-        let mut b = a;
-        b.hdisplay = 1024;
-        b.vdisplay = 768;
-        assert_eq!(pick_mode(&[a, b], None).unwrap().hdisplay, 1280);
-        assert_eq!(pick_mode(&[a, b], Some("1024x768")).unwrap().vdisplay, 768);
-        assert!(pick_mode(&[a, b], Some("640x480")).is_err());
-        assert!(pick_mode(&[a], Some("640")).is_err());
-        assert!(pick_mode(&[], None).is_err());
+    fn modes_parse_as_width_x_height() {
+        assert_eq!(parse_mode("1024x768").unwrap(), (1024, 768));
+        assert!(parse_mode("640").is_err());
+        assert!(parse_mode("axb").is_err());
+        assert!(parse_mode("70000x10").is_err());
     }
 
     #[test]
