@@ -12,7 +12,8 @@
 #   --e1000e        add QEMU's `e1000e` NIC (8086:10d3; MSI-X, MSI and INTx), with no network behind it
 #   --xhci          add a `nec-usb-xhci` USB controller (1033:0194) with MSI only (msix=off) and a `usb-kbd` on it
 #   --l1-kernel K   L1's kernel: `debian` (default, target/rig/vmlinuz, modules from the initramfs) or
-#                   `iommufd` (target/rig/kernel-iommufd/bzImage from build-kernel.sh: IOMMUFD, VFIO cdev, built in)
+#                   `iommufd` (target/rig/kernel-iommufd/bzImage from build-kernel.sh: IOMMUFD, VFIO cdev, built in;
+#                   L1 boots it with tsc=unstable, see below)
 #   --bench         L1's initramfs with QEMU under /opt/qemu (target/rig/l1-bench-initramfs.cpio.gz from bench-image.sh)
 #   --l0-root       this machine's root directory, read-only, as a virtio-9p device (mount tag l0root)
 #                   that L1's init mounts at /l0 (lib.sh's rig_l0 runs L0 programs in a chroot of it);
@@ -21,6 +22,8 @@
 #                   bzImage, appended to L1's initramfs as /rig/l2/vmlinuz-rig; L1 gets rig.l2kernel=rig)
 #   --l1-cpu C      L1's CPU: `zen` (default, -cpu EPYC,+svm,+npt: AMD family 0x17) or `nonzen`
 #                   (-cpu EPYC,family=22,+svm,+npt: AMD family 0x16); the log is SCENARIO-nonzen.log
+# Env: RIG_L1_APPEND=<words> appends them to L1's kernel command line (e.g. loglevel=6 to see L1's
+#      kernel messages).
 # Console is streamed to stdout and saved to target/rig/logs/SCENARIO.log.
 # Exit: 0 iff the RIG-RESULT line says status=PASS; 1 on FAIL; 3 if no result line and QEMU ended by
 #       itself (L1 crashed or powered off early); 4 if no result line and QEMU was killed at the
@@ -68,11 +71,21 @@ case "$SCENARIO" in *[!A-Za-z0-9_.-]*) die "bad scenario name '$SCENARIO'" ;; es
 case "$TIMEOUT" in '' | *[!0-9]*) die "--timeout wants whole seconds, got '$TIMEOUT'" ;; esac
 [ -f "$HERE/scenarios/$SCENARIO.sh" ] || die "no scenario resources/rig/scenarios/$SCENARIO.sh"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found; run resources/rig/setup.sh"
+KERNEL_APPEND=""
 case "$L1_KERNEL" in
     debian) KERNEL=$RIG/vmlinuz ;;
     iommufd)
         KERNEL=$RIG/kernel-iommufd/bzImage
         [ -e "$KERNEL" ] || die "$KERNEL missing; run resources/rig/build-kernel.sh first"
+        # tsc=unstable: L1's TCG CPU has no invariant TSC, so KVM takes its guests' TSC rate from
+        # L1's tsc_khz when KVM initialises. Built in, that is at boot, before L1 refines its TSC
+        # calibration (a second later); in about half of the boots the refined rate came out
+        # higher, KVM then could not give L2 the old, lower rate ("kvm: user requested TSC rate
+        # below hardware speed", no TSC scaling under TCG) and converted L2's TSC deadlines with it:
+        # L2's timers fired late and an idle L2 stalled (its reboot took 16 s instead of 0.16 s).
+        # An unstable TSC is never refined. Debian's kernel loads KVM as a module, after the
+        # refinement, and is not affected.
+        KERNEL_APPEND=" tsc=unstable"
         ;;
     *) die "--l1-kernel wants debian or iommufd, got '$L1_KERNEL'" ;;
 esac
@@ -154,7 +167,7 @@ fi
 # no_timer_check: on a busy host L1's early check of the timer IRQ through the interrupt-remapped
 # IO-APIC can miss its window under TCG, and with interrupt remapping that check panics.
 QEMU+=(-kernel "$KERNEL" -initrd "$INITRD_PATH"
-    -append "console=ttyS0 panic=-1 intel_iommu=on iommu=pt no_timer_check quiet rig.scenario=$SCENARIO$EXTRA_APPEND")
+    -append "console=ttyS0 panic=-1 intel_iommu=on iommu=pt no_timer_check quiet rig.scenario=$SCENARIO$KERNEL_APPEND$EXTRA_APPEND${RIG_L1_APPEND:+ $RIG_L1_APPEND}")
 
 l0_note=""
 [ "$L0_ROOT" = 0 ] || l0_note=", L0's / read-only at /l0"
