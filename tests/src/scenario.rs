@@ -422,26 +422,6 @@ impl Scenario {
                 attempt += 1;
                 continue;
             }
-            if attempt < HUNG_ATTEMPTS
-                && self.l1_kernel == L1Kernel::Iommufd
-                && l2_stalled(&console, &self.name)
-            {
-                // On the iommufd L1 kernel, L2 sometimes makes no progress at all in early boot
-                // (no marker before the vmm's timeout in L1), where on Debian's kernel it never
-                // did: a known stall of that kernel under TCG, not of the vmm. Keep the log and
-                // go once more; a second stall fails.
-                let stalled = logs_dir().join(format!("{log_name}.stalled-{attempt}.log"));
-                let _ = std::fs::rename(&log_path, &stalled);
-                eprintln!(
-                    "rig-tests: scenario {}: L2 never reached its marker before the vmm's timeout \
-                     on the iommufd L1 kernel (a known stall of that kernel); its log is {}; \
-                     running it once more",
-                    self.name,
-                    stalled.display()
-                );
-                attempt += 1;
-                continue;
-            }
             break (shm, console, format!("run.sh {status}"));
         };
 
@@ -492,18 +472,6 @@ impl Scenario {
 /// True when run.sh says QEMU was killed at the timeout before L1 reported a result.
 fn l1_hung(status: &ExitStatus) -> bool {
     status.code() == Some(RUN_SH_TIMED_OUT)
-}
-
-/// True when scenario `name`'s result says its vmm was killed at its timeout in L1 before L2
-/// printed its boot marker (`reason=vmm-timeout marker=0`): L2 stalled.
-fn l2_stalled(console: &str, name: &str) -> bool {
-    let (lines, _) = parse_lines(console);
-    lines
-        .iter()
-        .rfind(|l| l.scenario() == name && l.kind == LineKind::Result)
-        .is_some_and(|r| {
-            !r.is_pass() && r.get("reason") == Some("vmm-timeout") && r.get("marker") == Some("0")
-        })
 }
 
 /// Runs `resources/rig/<script>` (build.sh, build-kernel.sh) with its output in
@@ -716,21 +684,6 @@ mod tests {
         let (lines, bad) = parse_lines(&console);
         assert!(bad.is_empty());
         assert!(lines[0].is_pass());
-    }
-
-    #[test]
-    fn only_a_vmm_timeout_before_the_marker_counts_as_a_stalled_l2() {
-        let stalled = "RIG-RESULT scenario=s status=FAIL reason=vmm-timeout kvm_error=0 marker=0\n";
-        assert!(l2_stalled(stalled, "s"));
-        assert!(!l2_stalled(stalled, "other"));
-        for not in [
-            "RIG-RESULT scenario=s status=FAIL reason=vmm-timeout marker=1\n",
-            "RIG-RESULT scenario=s status=FAIL reason=vmm-signal marker=0\n",
-            "RIG-RESULT scenario=s status=PASS marker=1\n",
-            "",
-        ] {
-            assert!(!l2_stalled(not, "s"), "{not}");
-        }
     }
 
     #[test]
