@@ -16,9 +16,8 @@
 //! - Zen, second vmm run (revoke by Memory Space off through VFIO, then on): the same import is
 //!   shown again; the vmm's dma-bufs go at the revoke and the front one comes back (a new export
 //!   of the same resource), the last PNG is the image painted again.
-//! - non-Zen: either the import was refused with the p2pdma message (the devices meet only at the
-//!   host bridge: expected until the vmm puts them behind one bridge) or, when L2's topology has a
-//!   common bridge, everything as on Zen.
+//! - non-Zen: exporter and importer sit below the vmm's PCI-to-PCI bridge in L2 (on this CPU the
+//!   guest refuses devices that meet only at the host bridge), and everything as on Zen.
 
 // Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
 #![cfg(feature = "rig")]
@@ -233,7 +232,12 @@ fn assert_shown(out: &Outcome) {
         println!("{}: {}", f.name, which.name);
         shown_images.push(which.name);
     }
-    assert!(shown_images.contains(&"front"), "{shown_images:?}");
+    // The capture keeps the last 12 PNGs of the run, so which of the two flipped framebuffers
+    // the kept ones show depends on where the captures fell; one of them must be there.
+    assert!(
+        shown_images.iter().any(|n| *n == "front" || *n == "back"),
+        "{shown_images:?}"
+    );
     assert_eq!(shown_images.last(), Some(&"again"), "{shown_images:?}");
 
     // L0: the pixels in the ivshmem file, page by page in framebuffer order.
@@ -345,6 +349,31 @@ fn stock_driver_shows_bar_pages_on_zen() {
     assert_decode_run(&out);
 }
 
+/// The PCI-to-PCI bridge that L2's ivshmem (the exporter) and virtio-gpu (the importer) both sit
+/// directly below, from L2's sysfs paths (`pci0000:00/0000:00:01.0/0000:01:00.0`): its data line.
+fn common_bridge(out: &Outcome) -> Option<&ResultLine> {
+    let pci: Vec<&ResultLine> = out
+        .l2_data(PROGRAM)
+        .filter(|d| d.get("pci").is_some())
+        .collect();
+    let parent = |ids: &str| {
+        let path = pci
+            .iter()
+            .find(|d| d.get("ids") == Some(ids))?
+            .get("path")?;
+        path.rsplit_once('/').map(|(up, _)| up.to_owned())
+    };
+    let (exporter, importer) = (parent("1af4:1110")?, parent("1af4:1050")?);
+    if exporter != importer {
+        return None;
+    }
+    pci.into_iter()
+        .find(|d| d.get("path") == Some(exporter.as_str()))
+}
+
+/// On a CPU whose vendor and family the guest's p2pdma code does not trust (AMD family 0x16), the
+/// import must pass through the topology: exporter and importer below one PCI-to-PCI bridge (the
+/// vmm's, 1b36:0001, class 060400), and then everything as on Zen.
 #[test]
 fn stock_driver_on_a_cpu_that_is_not_zen() {
     let out = run(L1Cpu::NonZen);
@@ -352,33 +381,16 @@ fn stock_driver_on_a_cpu_that_is_not_zen() {
     print_facts(&out);
     let cpu = l2_data(&out, "cpu_family").expect("L2's CPU facts");
     assert_eq!(cpu.get("cpu_family_hex"), Some("0x16"), "{cpu}");
-    let l2 = out
-        .l2_result(PROGRAM)
-        .unwrap_or_else(|| panic!("no result from L2's {PROGRAM}"));
-    if l2.get("import") == Some("refused") {
-        // The devices meet only at the host bridge, which the guest does not trust on this CPU.
-        let line = l2_data(&out, "kernel_p2pdma")
-            .and_then(|d| d.get("kernel_p2pdma"))
-            .unwrap_or_else(|| panic!("import refused without a p2pdma line: {l2}"));
-        println!(
-            "import refused (errno {}): {line}",
-            l2.get("errno").unwrap_or("?")
-        );
-        assert!(line.contains(P2PDMA_REFUSAL), "{line}");
-        assert_eq!(l2.get("errno"), Some("22"), "{l2}");
-        // Nothing reached the vmm: no dma-buf, no CPU path.
+    let bridge = common_bridge(&out).expect("ivshmem and virtio-gpu below one bridge in L2");
+    println!("exporter and importer below: {bridge}");
+    assert_eq!(bridge.get("class"), Some("060400"), "{bridge}");
+    assert_eq!(bridge.get("ids"), Some("1b36:0001"), "{bridge}");
+    if let Some(line) = l2_data(&out, "kernel_p2pdma").and_then(|d| d.get("kernel_p2pdma")) {
         assert!(
-            out.dmabuf_exports().is_empty(),
-            "{:?}",
-            out.dmabuf_exports()
+            !line.contains(P2PDMA_REFUSAL),
+            "the guest refused peer-to-peer DMA: {line}"
         );
-        out.assert_vmm_ran_clean();
-        println!(
-            "non-Zen: refused as expected while virtio-gpu and ivshmem meet only at the host \
-             bridge (see the L2 PCI lines above)"
-        );
-    } else {
-        assert_shown(&out);
-        assert_decode_run(&out);
     }
+    assert_shown(&out);
+    assert_decode_run(&out);
 }
