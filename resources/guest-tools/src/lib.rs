@@ -6,6 +6,7 @@ pub mod gpu_ctl;
 pub mod hold;
 #[cfg(target_arch = "x86_64")]
 pub mod ioport;
+pub mod kmsg;
 pub mod mapping;
 pub mod pagemap;
 pub mod pattern;

@@ -28,9 +28,6 @@
 //! - `--hold-until PATH`: `RIG-DATA ... held_ms=<n> hold_end=path|time` after the hold (`path`:
 //!   PATH appeared, `time`: `--hold-ms` ran out).
 
-use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -42,6 +39,7 @@ use guest_tools::drm::{
 };
 use guest_tools::error::{Error, Result};
 use guest_tools::hold::{hold_until, HOLD_POLL};
+use guest_tools::kmsg::KernelLog;
 use guest_tools::pagemap::PAGE_SIZE;
 use guest_tools::pattern::{fill_image, VARIANT_KMS};
 use guest_tools::report::Reporter;
@@ -173,27 +171,6 @@ fn ms3(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
-/// New kernel log records since `pos` (a /dev/kmsg reader positioned at the end before the test).
-fn read_kmsg_new(f: &mut std::fs::File) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    // Each read returns one record; EAGAIN (WouldBlock) ends the list; EPIPE means records were
-    // overwritten - keep reading.
-    for _ in 0..4096 {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let rec = String::from_utf8_lossy(&buf[..n]);
-                let msg = rec.split_once(';').map_or(rec.as_ref(), |(_, m)| m);
-                out.push(msg.lines().next().unwrap_or("").to_string());
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-            Err(_) => break,
-        }
-    }
-    out
-}
-
 /// Parses the driver's "response 0xRESP (command 0xCMD)" device-error line.
 fn parse_device_error(line: &str) -> Option<(u32, u32)> {
     let r = line.split("response 0x").nth(1)?;
@@ -217,13 +194,7 @@ fn parse_mode(w: &str) -> Result<(u16, u16)> {
 }
 
 fn run(args: &Args, rep: &Reporter) -> Result<bool> {
-    let mut kmsg = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/kmsg")
-        .map_err(Error::io("open /dev/kmsg"))?;
-    kmsg.seek(SeekFrom::End(0))
-        .map_err(Error::io("seek /dev/kmsg"))?;
+    let mut kmsg = KernelLog::open_at_end()?;
 
     let (path, card) = find_card(args)?;
     let blob = card.virtgpu_getparam(VIRTGPU_PARAM_RESOURCE_BLOB)?;
@@ -309,7 +280,7 @@ fn run(args: &Args, rep: &Reporter) -> Result<bool> {
         }
     }
 
-    let klog = read_kmsg_new(&mut kmsg);
+    let klog = kmsg.new_records();
     for l in klog
         .iter()
         .filter(|l| l.contains("drm") || l.contains("virtio"))

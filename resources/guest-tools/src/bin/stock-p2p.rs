@@ -28,10 +28,7 @@
 //! Every phase starts with `RIG-DATA scenario=stock-p2p phase=<name>` so that L1 can place its
 //! samples of the vmm's fds and mappings between them. Exit 0 iff PASS (every step worked).
 
-use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -40,6 +37,7 @@ use guest_tools::drm::{
     find_virtio_gpu_card, mode_name, Card, ClipRect, VIRTGPU_PARAM_RESOURCE_BLOB,
 };
 use guest_tools::error::{Error, Result};
+use guest_tools::kmsg::KernelLog;
 use guest_tools::mapping::Mapping;
 use guest_tools::pattern::{
     format_entries, p2p_fb_pages, paint_blob, P2P_FB_BASE, VARIANT_P2P_AGAIN, VARIANT_P2P_BACK,
@@ -102,25 +100,6 @@ fn args_with_cmdline() -> Vec<String> {
         }
     }
     v
-}
-
-/// New kernel log records since the reader was positioned (non-blocking /dev/kmsg).
-fn read_kmsg_new(f: &mut std::fs::File) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    for _ in 0..8192 {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let rec = String::from_utf8_lossy(&buf[..n]);
-                let msg = rec.split_once(';').map_or(rec.as_ref(), |(_, m)| m);
-                out.push(msg.lines().next().unwrap_or("").to_string());
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-            Err(_) => break,
-        }
-    }
-    out
 }
 
 /// `vendor_id`, `cpu family` and `model name` of the first CPU in /proc/cpuinfo.
@@ -262,13 +241,7 @@ fn export_import(
 }
 
 fn run(args: &Args, rep: &Reporter) -> Result<bool> {
-    let mut kmsg = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/kmsg")
-        .map_err(Error::io("open /dev/kmsg"))?;
-    kmsg.seek(SeekFrom::End(0))
-        .map_err(Error::io("seek /dev/kmsg"))?;
+    let mut kmsg = KernelLog::open_at_end()?;
     let hold = Duration::from_millis(args.hold_ms);
     let phase = |p: &str| rep.data(&[("phase", p.to_string())]);
 
@@ -584,9 +557,9 @@ struct Kernel {
 
 /// Relays the new kernel lines that matter (p2pdma, vfio, virtio_gpu, drm, dma-buf) as `kernel:`
 /// lines and counts the driver's device-error lines ("response 0x...").
-fn report_kernel(rep: &Reporter, kmsg: &mut std::fs::File) -> Kernel {
+fn report_kernel(rep: &Reporter, kmsg: &mut KernelLog) -> Kernel {
     let mut device_errors = 0;
-    for l in read_kmsg_new(kmsg) {
+    for l in kmsg.new_records() {
         let low = l.to_lowercase();
         if [
             "p2p",
