@@ -272,15 +272,15 @@ impl PciBus {
     }
 
     /// The device a configuration access to `bus` (as the guest numbers buses), `slot` and
-    /// `function` reaches: bus 0 directly; the bridge's secondary bus through the bridge (a
-    /// type-1 access it turns into a type-0 one). Other buses, empty slots and functions
-    /// other than 0 reach nothing.
-    fn config_target(&self, bus: u8, slot: u8, function: u8) -> Option<SharedPciDevice> {
+    /// `function` reaches, and where it sits in the VMM's numbering: bus 0 directly; the
+    /// bridge's secondary bus through the bridge (a type-1 access it turns into a type-0 one).
+    /// Other buses, empty slots and functions other than 0 reach nothing.
+    fn config_target(&self, bus: u8, slot: u8, function: u8) -> Option<(PciSlot, SharedPciDevice)> {
         if function != 0 {
             return None;
         }
-        let slots = if bus == ROOT_BUS {
-            &self.root
+        let (vmm_bus, slots) = if bus == ROOT_BUS {
+            (ROOT_BUS, &self.root)
         } else {
             let bridge = self.bridge.as_ref()?;
             let secondary = bridge
@@ -291,16 +291,18 @@ impl PciBus {
             if secondary == ROOT_BUS || bus != secondary {
                 return None;
             }
-            &bridge.slots
+            (BRIDGE_BUS, &bridge.slots)
         };
-        slots.get(usize::from(slot)).cloned().flatten()
+        let device = slots.get(usize::from(slot)).cloned().flatten()?;
+        // The VMM's numbering (the route key), which a guest renumbering does not change.
+        Some((PciSlot { bus: vmm_bus, slot }, device))
     }
 
     /// Reads configuration dword `reg_idx` of `slot`/`function` on `bus` (as the guest
     /// numbers buses); anything no device answers reads all-ones.
     pub fn read_config(&self, bus: u8, slot: u8, function: u8, reg_idx: usize) -> u32 {
         match self.config_target(bus, slot, function) {
-            Some(device) => lock_device(&device).read_config_register(reg_idx),
+            Some((_, device)) => lock_device(&device).read_config_register(reg_idx),
             None => 0xffff_ffff,
         }
     }
@@ -317,17 +319,8 @@ impl PciBus {
         offset: usize,
         data: &[u8],
     ) {
-        let Some(device) = self.config_target(bus, slot, function) else {
+        let Some((at, device)) = self.config_target(bus, slot, function) else {
             return;
-        };
-        // The route key is the VMM's numbering, which a guest renumbering does not change.
-        let at = PciSlot {
-            bus: if bus == ROOT_BUS {
-                ROOT_BUS
-            } else {
-                BRIDGE_BUS
-            },
-            slot,
         };
         let mut dev = lock_device(&device);
         if let Some(mv) = dev.write_config_register(reg_idx, offset, data) {
@@ -365,11 +358,7 @@ fn take_devices(
     out: &mut Vec<SharedPciDevice>,
 ) {
     for (slot, entry) in slots.iter_mut().enumerate() {
-        match entry {
-            Some(device) if !keep(slot, device) => {}
-            _ => continue,
-        }
-        let Some(device) = entry.take() else {
+        let Some(device) = entry.take_if(|d| !keep(slot, d)) else {
             continue;
         };
         // NUM_SLOTS is 32, so the index fits a u8.
