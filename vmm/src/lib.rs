@@ -193,8 +193,15 @@ pub fn run(
     } else {
         RamBacking::Anonymous
     };
-    log::debug!("guest RAM: {backing:?}");
     let mut vm = Vm::new(config.mem_size, backing)?;
+    log::debug!(
+        "guest RAM: {backing:?}{}",
+        if vm.ram().hugetlb() {
+            " (hugetlb, 2 MiB pages)"
+        } else {
+            ""
+        }
+    );
     let ram_ready = start.elapsed();
     let entry = boot::loader::load(
         vm.ram().memory(),
@@ -222,7 +229,7 @@ pub fn run(
     let pci = pci_devices::build(&vm, &config.devices, &config.display)?;
     pci_devices::add_pvpanic(&vm, pvpanic_handler(exit.clone()))?;
     let vcpu_fds = vm.create_vcpus(config.vcpus, Some(entry.entry))?;
-    if backing == RamBacking::Memfd {
+    if backing == RamBacking::Memfd && !vm.ram().hugetlb() {
         // Without shmem huge pages every 4 KiB the guest touches first is an exit: map what the
         // kernel is sure to touch at once (its boot footprint, the initramfs) ahead.
         let (start, end) = entry.boot_footprint;

@@ -5,6 +5,8 @@
 //! export guest pages as dma-bufs. Anonymous memory cannot be exported that way, but it gets
 //! transparent huge pages with a host's default settings (`enabled` = `madvise` or `always`),
 //! while shmem (the memfd) gets them only where `shmem_enabled` allows (the default is `never`).
+//! Where the host has reserved enough 2 MiB hugetlb pages, the memfd is a hugetlb one instead
+//! (udmabuf exports those too): huge pages without any THP setting.
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -12,7 +14,11 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 
-use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{
+    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap,
+};
 
 use crate::layout::{ram_ranges, RamRange};
 
@@ -36,12 +42,22 @@ pub enum MemoryError {
     /// vm-memory could not map the regions.
     #[error("cannot map guest RAM: {0}")]
     Map(#[from] vm_memory::mmap::FromRangesError),
+    /// A hugetlb region could not be mapped (e.g. the pool cannot reserve its pages).
+    #[error("cannot map guest RAM from hugetlb pages: {0}")]
+    MapHugetlb(#[from] vm_memory::mmap::MmapRegionError),
+    /// The hugetlb regions do not form guest memory.
+    #[error("cannot assemble guest RAM: {0}")]
+    Regions(#[from] vm_memory::GuestRegionCollectionError),
 }
+
+/// Size of the hugetlb pages guest RAM asks for.
+const HUGETLB_PAGE: u64 = 2 << 20;
 
 /// What backs guest RAM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RamBacking {
     /// A sealed memfd: udmabuf can export guest pages (the virtio-gpu's blobs in guest RAM).
+    /// Backed by 2 MiB hugetlb pages when the host's pool has enough of them, else by shmem.
     Memfd,
     /// Private anonymous memory: huge pages by default, no udmabuf exports.
     Anonymous,
@@ -63,16 +79,37 @@ pub struct RamRegion {
 pub struct GuestRam {
     memory: GuestMemoryMmap,
     memfd: Option<Arc<File>>,
+    hugetlb: bool,
     regions: Vec<RamRegion>,
 }
 
 impl GuestRam {
     /// Creates `mem_size` bytes of RAM laid out by [`ram_ranges`], backed as `backing` says.
     pub fn new(mem_size: u64, backing: RamBacking) -> Result<Self, MemoryError> {
-        let memfd = match backing {
-            RamBacking::Memfd => Some(Arc::new(create_sealed_memfd(mem_size)?)),
-            RamBacking::Anonymous => None,
-        };
+        match backing {
+            RamBacking::Anonymous => Self::map(mem_size, None, false),
+            RamBacking::Memfd => {
+                if mem_size.is_multiple_of(HUGETLB_PAGE) {
+                    let hugetlb = create_sealed_memfd(mem_size, true)
+                        .and_then(|f| Self::map(mem_size, Some(Arc::new(f)), true));
+                    match hugetlb {
+                        Ok(ram) => return Ok(ram),
+                        // The usual case: no pool reserved (vm.nr_hugepages = 0).
+                        Err(e) => {
+                            log::debug!("no hugetlb pages for guest RAM ({e}); shmem instead")
+                        }
+                    }
+                }
+                let memfd = create_sealed_memfd(mem_size, false)?;
+                Self::map(mem_size, Some(Arc::new(memfd)), false)
+            }
+        }
+    }
+
+    /// Maps the RAM ranges of `mem_size` from `memfd` (anonymous memory without one). Hugetlb
+    /// mappings are made without `MAP_NORESERVE`: the kernel then reserves every huge page at
+    /// mmap time, or fails it, so a guest can never fault on an empty pool (a SIGBUS).
+    fn map(mem_size: u64, memfd: Option<Arc<File>>, hugetlb: bool) -> Result<Self, MemoryError> {
         let mut offset = 0;
         let mut ranges = Vec::new();
         for r in ram_ranges(mem_size) {
@@ -85,10 +122,29 @@ impl GuestRam {
             ));
             offset += r.len;
         }
-        let memory = GuestMemoryMmap::from_ranges_with_files(&ranges)?;
-        for reg in memory.iter() {
-            advise_huge_pages(reg.as_ptr(), reg.len() as usize);
-        }
+        let memory = if hugetlb {
+            let regions = ranges
+                .into_iter()
+                .map(|(addr, len, file)| {
+                    let mut b = MmapRegionBuilder::new(len)
+                        .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+                        .with_mmap_flags(libc::MAP_SHARED)
+                        .with_hugetlbfs(true);
+                    if let Some(f) = file {
+                        b = b.with_file_offset(f);
+                    }
+                    let region = b.build()?;
+                    Ok(GuestRegionMmap::new(region, addr).expect("RAM ranges do not wrap"))
+                })
+                .collect::<Result<Vec<_>, MemoryError>>()?;
+            GuestMemoryMmap::from_regions(regions)?
+        } else {
+            let memory = GuestMemoryMmap::from_ranges_with_files(&ranges)?;
+            for reg in memory.iter() {
+                advise_huge_pages(reg.as_ptr(), reg.len() as usize);
+            }
+            memory
+        };
         let regions = memory
             .iter()
             .map(|reg| RamRegion {
@@ -103,8 +159,14 @@ impl GuestRam {
         Ok(GuestRam {
             memory,
             memfd,
+            hugetlb,
             regions,
         })
+    }
+
+    /// Whether RAM is a hugetlb memfd (2 MiB pages reserved from the host's pool).
+    pub fn hugetlb(&self) -> bool {
+        self.hugetlb
     }
 
     /// The vm-memory view of guest RAM.
@@ -146,11 +208,15 @@ fn advise_huge_pages(addr: *mut u8, len: usize) {
     }
 }
 
-fn create_sealed_memfd(size: u64) -> Result<File, MemoryError> {
+/// A memfd of `size` bytes sealed against shrinking; `hugetlb`: from the 2 MiB hugetlb pool.
+fn create_sealed_memfd(size: u64, hugetlb: bool) -> Result<File, MemoryError> {
     let name: &CStr = c"vmm-guest-ram";
+    let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    if hugetlb {
+        flags |= libc::MFD_HUGETLB | libc::MFD_HUGE_2MB;
+    }
     // SAFETY: `name` is a valid NUL-terminated string; the flags are valid memfd_create flags.
-    let fd =
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
     if fd < 0 {
         return Err(MemoryError::Memfd(io::Error::last_os_error()));
     }
@@ -185,6 +251,65 @@ mod tests {
             ram.memfd().unwrap().set_len(4096).is_err(),
             "shrinking is refused"
         );
+    }
+
+    /// The smaps header line of the mapping at `host` and the lines after it.
+    fn smaps_of(host: u64) -> Vec<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let contains = |l: &str| {
+            let range = l.split_whitespace().next().unwrap_or("");
+            let mut ends = range.split('-').map(|x| u64::from_str_radix(x, 16));
+            matches!((ends.next(), ends.next()), (Some(Ok(a)), Some(Ok(b))) if a <= host && host < b)
+        };
+        let lines: Vec<&str> = smaps.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| contains(l))
+            .expect("the RAM mapping in smaps");
+        lines[at..]
+            .iter()
+            .take_while(|l| !l.starts_with("VmFlags:"))
+            .map(|l| l.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_memfd_takes_reserved_hugetlb_pages_when_the_pool_has_them() {
+        let size = 16u64 << 20;
+        let free: u64 =
+            std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+        let ram = GuestRam::new(size, RamBacking::Memfd).unwrap();
+        let smaps = smaps_of(ram.regions()[0].host_addr).join("\n");
+        // Other tests may take pages from the pool meanwhile: what was chosen must be what
+        // the mapping is, and an empty pool means shmem.
+        if ram.hugetlb() {
+            assert!(smaps.contains("KernelPageSize:     2048 kB"), "{smaps}");
+        } else {
+            assert!(smaps.contains("KernelPageSize:        4 kB"), "{smaps}");
+        }
+        if free == 0 {
+            assert!(!ram.hugetlb());
+        }
+        eprintln!("{free} free hugetlb pages: hugetlb = {}", ram.hugetlb());
+        // Either way: sealed against shrinking, and writes land in the memfd.
+        // SAFETY: F_GET_SEALS on a valid fd.
+        let seals = unsafe { libc::fcntl(ram.memfd().unwrap().as_raw_fd(), libc::F_GET_SEALS) };
+        assert_ne!(seals & libc::F_SEAL_SHRINK, 0);
+        ram.memory()
+            .write_obj(0xfeed_u16, GuestAddress(size - 2))
+            .unwrap();
+        let mut buf = [0u8; 2];
+        ram.memfd()
+            .unwrap()
+            .read_exact_at(&mut buf, size - 2)
+            .unwrap();
+        assert_eq!(u16::from_le_bytes(buf), 0xfeed);
+        // A size the pool cannot map in whole pages takes shmem.
+        let odd = GuestRam::new(size + 4096, RamBacking::Memfd).unwrap();
+        assert!(!odd.hugetlb());
     }
 
     #[test]
