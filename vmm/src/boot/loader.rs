@@ -2,8 +2,9 @@
 //! the Linux boot_params (zero page) with the e820 map.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use linux_loader::cmdline::Cmdline;
 use linux_loader::configurator::linux::LinuxBootConfigurator;
@@ -13,6 +14,10 @@ use linux_loader::loader::{load_cmdline, BzImage, Elf, KernelLoader};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::bzimage_payload::{self, Compression, PayloadError};
+use super::kaslr::{self, Placement};
+use super::kernel_cache::{self, KernelCache};
+use super::vmlinux::{Layout, Unpacked, Unpacker, VmlinuxError};
 use crate::layout::{
     e820_entries, low_ram_end, CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, ZERO_PAGE_START,
 };
@@ -24,6 +29,9 @@ const BOOT_FLAG_MAGIC: u16 = 0xaa55;
 const LOADER_TYPE_UNDEFINED: u8 = 0xff;
 /// xloadflags: the kernel has a 64-bit entry point at load address + 0x200.
 const XLF_KERNEL_64: u16 = 1;
+/// loadflags: the kernel was placed at random (KASLR); the kernel then randomises its memory
+/// regions too.
+const KASLR_FLAG: u8 = 1 << 1;
 /// Boot protocol 2.12 introduced xloadflags.
 const BOOT_PROTOCOL_XLOADFLAGS: u16 = 0x020c;
 /// Offset of the 64-bit entry point from the start of a bzImage's protected-mode code.
@@ -101,6 +109,8 @@ pub struct KernelEntry {
     /// A bzImage's decompressor works up to `pref_address + init_size`; an ELF kernel stays in
     /// its image.
     pub boot_footprint: (u64, u64),
+    /// How the kernel went into guest memory.
+    pub form: KernelForm,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LoaderError + '_ {
@@ -118,14 +128,70 @@ fn is_elf(file: &mut File) -> io::Result<bool> {
     Ok(n == 4 && magic == ELF_MAGIC)
 }
 
+/// Who decompresses a bzImage's kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Decompressor {
+    /// The VMM, for the formats it knows (zstd, gzip); it then places the kernel at random
+    /// like the kernel's decompressor would. Others fall back to the guest.
+    #[default]
+    Host,
+    /// The kernel's own decompressor, in the guest.
+    Guest,
+}
+
+/// How the VMM treats a bzImage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unpacking {
+    /// Who decompresses it.
+    pub decompressor: Decompressor,
+    /// Where unpacked kernels are kept between boots (`None`: nowhere).
+    pub cache: Option<PathBuf>,
+}
+
+/// How the kernel image went into guest memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelForm {
+    /// An ELF vmlinux, loaded where it was linked.
+    Elf,
+    /// A bzImage whose payload the VMM decompressed and placed.
+    Unpacked {
+        /// The payload's format.
+        compression: Compression,
+        /// Where the kernel went.
+        placement: Placement,
+        /// Whether the placement was random (KASLR); not with `nokaslr` or a kernel without
+        /// relocations.
+        randomised: bool,
+        /// Whether the unpacked kernel came from the cache (no decompression).
+        from_cache: bool,
+    },
+    /// A bzImage the guest decompresses.
+    BzImage,
+}
+
 /// What the kernel image told us.
 struct LoadedKernel {
     entry: u64,
+    /// Lowest guest address the loaded image occupies.
+    start: u64,
     kernel_end: u64,
     header: setup_header,
+    form: KernelForm,
 }
 
-fn load_kernel_image(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, LoaderError> {
+/// What the kernel's placement must respect.
+struct Room<'a> {
+    mem: &'a GuestMemoryMmap,
+    mem_size: u64,
+    cmdline: &'a str,
+    initramfs_size: Option<u64>,
+}
+
+fn load_kernel_image(
+    room: &Room,
+    path: &Path,
+    unpacking: &Unpacking,
+) -> Result<LoadedKernel, LoaderError> {
     let mut file = File::open(path).map_err(io_err(path))?;
     let kerr = |source| LoaderError::Kernel {
         path: path.to_path_buf(),
@@ -133,7 +199,7 @@ fn load_kernel_image(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel,
     };
     let himem = Some(GuestAddress(HIMEM_START));
     if is_elf(&mut file).map_err(io_err(path))? {
-        let r = Elf::load(mem, None, &mut file, himem).map_err(kerr)?;
+        let r = Elf::load(room.mem, None, &mut file, himem).map_err(kerr)?;
         let header = setup_header {
             boot_flag: BOOT_FLAG_MAGIC,
             header: HDRS_MAGIC,
@@ -142,23 +208,177 @@ fn load_kernel_image(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel,
             initrd_addr_max: DEFAULT_INITRD_ADDR_MAX as u32,
             ..Default::default()
         };
-        Ok(LoadedKernel {
+        return Ok(LoadedKernel {
             entry: r.kernel_load.0,
+            start: HIMEM_START,
             kernel_end: r.kernel_end,
             header,
-        })
-    } else {
-        let r = BzImage::load(mem, None, &mut file, himem).map_err(kerr)?;
-        let header = r.setup_header.unwrap_or_default();
-        if header.version < BOOT_PROTOCOL_XLOADFLAGS || header.xloadflags & XLF_KERNEL_64 == 0 {
-            return Err(LoaderError::No64BitEntry(path.to_path_buf()));
-        }
-        Ok(LoadedKernel {
-            entry: r.kernel_load.0 + BZIMAGE_64BIT_ENTRY_OFFSET,
-            kernel_end: r.kernel_end,
-            header,
-        })
+            form: KernelForm::Elf,
+        });
     }
+    let mut image = Vec::new();
+    file.read_to_end(&mut image).map_err(io_err(path))?;
+    if unpacking.decompressor == Decompressor::Host {
+        let cache = unpacking.cache.as_deref().and_then(|dir| {
+            let key = kernel_cache::key(&file)
+                .map_err(|e| log::debug!("kernel cache: no key for {}: {e}", path.display()))
+                .ok()?;
+            match KernelCache::open(dir) {
+                Ok(c) => Some((c, key)),
+                Err(e) => {
+                    log::info!("kernel cache {} not used: {e}", dir.display());
+                    None
+                }
+            }
+        });
+        match unpack(room, &image, cache.as_ref().map(|(c, k)| (c, k.as_str()))) {
+            Ok(k) => return Ok(k),
+            Err(why) => log::info!(
+                "kernel {}: the guest decompresses it ({why})",
+                path.display()
+            ),
+        }
+    }
+    let r = BzImage::load(room.mem, None, &mut Cursor::new(&image), himem).map_err(kerr)?;
+    let header = r.setup_header.unwrap_or_default();
+    if header.version < BOOT_PROTOCOL_XLOADFLAGS || header.xloadflags & XLF_KERNEL_64 == 0 {
+        return Err(LoaderError::No64BitEntry(path.to_path_buf()));
+    }
+    Ok(LoadedKernel {
+        entry: r.kernel_load.0 + BZIMAGE_64BIT_ENTRY_OFFSET,
+        start: HIMEM_START,
+        kernel_end: r.kernel_end,
+        header,
+        form: KernelForm::BzImage,
+    })
+}
+
+/// Why the VMM leaves a bzImage to the guest's decompressor.
+#[derive(Debug, Error)]
+enum UnpackError {
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error(transparent)]
+    Vmlinux(#[from] VmlinuxError),
+    #[error("no 64-bit entry point (boot protocol 2.12+ with XLF_KERNEL_64 needed)")]
+    No64BitEntry,
+    #[error("no entropy for the kernel's placement: {0}")]
+    Entropy(io::Error),
+}
+
+/// Decompresses the bzImage `image` on the host and loads the kernel proper at a random place
+/// (unless `nokaslr` or the kernel has no relocations), as the kernel's decompressor would.
+fn unpack(
+    room: &Room,
+    image: &[u8],
+    cache: Option<(&KernelCache, &str)>,
+) -> Result<LoadedKernel, UnpackError> {
+    let t = Instant::now();
+    let payload = bzimage_payload::find(image)?;
+    let mut header = payload.header;
+    if header.version < BOOT_PROTOCOL_XLOADFLAGS || header.xloadflags & XLF_KERNEL_64 == 0 {
+        return Err(UnpackError::No64BitEntry);
+    }
+    // As the kernel's decompressor: a random place when the kernel carries relocations (it was
+    // built with KASLR) and is relocatable, unless the command line says `nokaslr`.
+    let wanted = header.relocatable_kernel != 0 && !kaslr::disabled_by(room.cmdline);
+    let random = if wanted {
+        kaslr::host_random().map_err(UnpackError::Entropy)?
+    } else {
+        0
+    };
+    // Below where the initramfs will go (it is placed top-down, independent of the kernel).
+    let low_end = low_ram_end(room.mem_size);
+    let initrd_max = match header.initrd_addr_max {
+        0 => DEFAULT_INITRD_ADDR_MAX,
+        v => u64::from(v),
+    };
+    let limit = room
+        .initramfs_size
+        .and_then(|size| initramfs_address(size, 0, initrd_max, low_end))
+        .unwrap_or(low_end);
+    let mut placement = None;
+    let mut place = |layout: &Layout| {
+        let p = if wanted && layout.carries_relocations() {
+            kaslr::place(
+                random,
+                layout.link_base(),
+                layout.span(),
+                limit,
+                u64::from(header.kernel_alignment),
+            )
+        } else {
+            Placement {
+                phys: layout.link_base(),
+                virt_offset: 0,
+            }
+        };
+        placement = Some(p);
+        p.phys
+    };
+    let entry = cache.and_then(|(c, key)| c.get(key, payload.announced_len()));
+    let from_cache = entry.is_some();
+    let (phys, kernel) = if let Some(mut entry) = entry {
+        Unpacked::read_from(room.mem, &mut entry, payload.announced_len(), &mut place)?
+    } else {
+        let mut unpacker = Unpacker::new(room.mem, payload.announced_len());
+        // Written to the cache as it is decompressed; a failing write only ends the caching.
+        let mut writer = cache.and_then(|(c, key)| {
+            c.writer(key)
+                .map_err(|e| log::info!("kernel cache: cannot add {key}: {e}"))
+                .ok()
+        });
+        payload.decompress_with(room.mem_size, |chunk| {
+            if let Some(w) = writer.as_mut() {
+                if let Err(e) = w.write(chunk) {
+                    log::info!("kernel cache: cannot write an entry: {e}");
+                    writer = None;
+                }
+            }
+            unpacker.write(chunk, &mut place).map_err(UnpackError::from)
+        })?;
+        let unpacked = unpacker.finish()?;
+        if let Some(w) = writer {
+            if let Err(e) = w.commit() {
+                log::info!("kernel cache: cannot add an entry: {e}");
+            }
+        }
+        unpacked
+    };
+    let decompressed = t.elapsed();
+    let placement = placement.expect("a finished unpacker has placed the kernel");
+    let randomised = placement.virt_offset != 0 || placement.phys != kernel.layout.link_base();
+    if kernel.layout.carries_relocations() && wanted {
+        kernel.relocate(room.mem, phys, placement.virt_offset)?;
+        header.loadflags |= KASLR_FLAG;
+    }
+    log::debug!(
+        "kernel: {:?} payload {} into guest RAM ({} MiB in {:.1} ms, relocated in {:.1} ms) at {:#x}, virtual offset {:#x}{}",
+        payload.compression,
+        if from_cache {
+            "unpacked from the kernel cache"
+        } else {
+            "decompressed on the host"
+        },
+        payload.announced_len() >> 20,
+        decompressed.as_secs_f64() * 1e3,
+        (t.elapsed() - decompressed).as_secs_f64() * 1e3,
+        placement.phys,
+        placement.virt_offset,
+        if randomised { " (KASLR)" } else { "" }
+    );
+    Ok(LoadedKernel {
+        entry: phys + kernel.layout.entry_offset(),
+        start: phys,
+        kernel_end: phys + kernel.layout.span(),
+        header,
+        form: KernelForm::Unpacked {
+            compression: payload.compression,
+            placement,
+            randomised,
+            from_cache,
+        },
+    })
 }
 
 /// Where an initramfs of `size` bytes goes: page-aligned, as high as possible below both
@@ -183,12 +403,28 @@ pub fn load(
     kernel: &Path,
     initramfs: Option<&Path>,
     cmdline: &str,
+    unpacking: &Unpacking,
 ) -> Result<KernelEntry, LoaderError> {
+    let initramfs = initramfs
+        .map(|path| -> Result<_, LoaderError> {
+            let file = File::open(path).map_err(io_err(path))?;
+            let size = file.metadata().map_err(io_err(path))?.len();
+            Ok((path, file, size))
+        })
+        .transpose()?;
+    let room = Room {
+        mem,
+        mem_size,
+        cmdline,
+        initramfs_size: initramfs.as_ref().map(|(_, _, size)| *size),
+    };
     let LoadedKernel {
         entry,
+        start,
         kernel_end,
         header,
-    } = load_kernel_image(mem, kernel)?;
+        form,
+    } = load_kernel_image(&room, kernel, unpacking)?;
 
     let mut params = boot_params {
         hdr: header,
@@ -218,9 +454,7 @@ pub fn load(
     params.hdr.cmdline_size = cmdline_len as u32;
 
     let mut initramfs_loc = None;
-    if let Some(path) = initramfs {
-        let mut file = File::open(path).map_err(io_err(path))?;
-        let size = file.metadata().map_err(io_err(path))?.len();
+    if let Some((path, mut file, size)) = initramfs {
         let initrd_addr_max = match params.hdr.initrd_addr_max {
             0 => DEFAULT_INITRD_ADDR_MAX,
             v => u64::from(v),
@@ -261,16 +495,20 @@ pub fn load(
         detail: e.to_string(),
     })?;
 
-    let footprint_end = match (header.pref_address, header.init_size) {
-        (0, _) | (_, 0) => kernel_end,
-        (pref, size) => kernel_end.max(pref.saturating_add(u64::from(size))),
+    // The guest's decompressor works up to pref_address + init_size.
+    let footprint_end = match (form, header.pref_address, header.init_size) {
+        (KernelForm::BzImage, pref, size) if pref != 0 && size != 0 => {
+            kernel_end.max(pref.saturating_add(u64::from(size)))
+        }
+        _ => kernel_end,
     };
     Ok(KernelEntry {
         entry,
         boot_params: ZERO_PAGE_START,
         kernel_end,
         initramfs: initramfs_loc,
-        boot_footprint: (HIMEM_START, footprint_end.min(low_ram_end(mem_size))),
+        boot_footprint: (start, footprint_end.min(low_ram_end(mem_size))),
+        form,
     })
 }
 
@@ -291,6 +529,8 @@ pub fn write_bytes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::boot::bzimage_payload::tests as payload_tests;
+    use crate::boot::vmlinux::{tests as vmlinux_tests, START_KERNEL_MAP};
     use crate::layout::E820_RAM;
     use std::io::Write;
     use vm_memory::Bytes;
@@ -331,7 +571,15 @@ mod tests {
         let m = mem();
         let k = temp_file("bz", &fake_bzimage(0x3));
         let i = temp_file("initrd", &[0xab; 10_000]);
-        let r = load(&m, MEM, &k, Some(&i), "console=ttyS0 quiet").unwrap();
+        let r = load(
+            &m,
+            MEM,
+            &k,
+            Some(&i),
+            "console=ttyS0 quiet",
+            &Unpacking::default(),
+        )
+        .unwrap();
         assert_eq!(r.entry, HIMEM_START + 0x200);
         assert_eq!(r.kernel_end, HIMEM_START + 8192);
         let (addr, size) = r.initramfs.unwrap();
@@ -402,7 +650,7 @@ mod tests {
             "vmlinux",
             &fake_vmlinux(0x100_0000, 0x100_0040, &[0xf4; 4096]),
         );
-        let r = load(&m, MEM, &k, None, "console=ttyS0").unwrap();
+        let r = load(&m, MEM, &k, None, "console=ttyS0", &Unpacking::default()).unwrap();
         assert_eq!(r.entry, 0x100_0040);
         assert_eq!(r.kernel_end, 0x100_0000 + 4096);
         assert_eq!(m.read_obj::<u8>(GuestAddress(0x100_0fff)).unwrap(), 0xf4);
@@ -415,10 +663,216 @@ mod tests {
         std::fs::remove_file(k).unwrap();
     }
 
+    /// A bzImage whose zstd payload is a vmlinux at 16 MiB (entry 0x40 into it) with a relocation
+    /// table naming the 64-bit address at its start.
+    fn packed_vmlinux() -> Vec<u8> {
+        let base = 0x100_0000;
+        let v = START_KERNEL_MAP + base;
+        let mut body = vec![0xf4u8; 4096];
+        body[..8].copy_from_slice(&(v + 0x40).to_le_bytes());
+        let elf = vmlinux_tests::vmlinux(
+            base,
+            base + 0x40,
+            &body,
+            0x1000,
+            &vmlinux_tests::table(&[v], None, &[]),
+        );
+        let stream = payload_tests::zstd_bytes(&elf);
+        payload_tests::bzimage(&stream, elf.len() as u32, 1 << 20)
+    }
+
+    #[test]
+    fn a_zstd_bzimage_is_unpacked_and_placed_at_random() {
+        let k = temp_file("bzzstd", &packed_vmlinux());
+        let i = temp_file("initrd2", &[0xab; 10_000]);
+        let mut phys = std::collections::BTreeSet::new();
+        for _ in 0..8 {
+            let m = mem();
+            let r = load(
+                &m,
+                MEM,
+                &k,
+                Some(&i),
+                "console=ttyS0",
+                &Unpacking::default(),
+            )
+            .unwrap();
+            let KernelForm::Unpacked {
+                compression: Compression::Zstd,
+                placement,
+                randomised: true,
+                from_cache: false,
+            } = r.form
+            else {
+                panic!("{:?}", r.form);
+            };
+            assert_eq!(r.entry, placement.phys + 0x40);
+            assert_eq!(
+                r.boot_footprint,
+                (placement.phys, placement.phys + 4096 + 0x1000)
+            );
+            let (addr, _) = r.initramfs.unwrap();
+            assert!(r.kernel_end <= addr);
+            // The relocated field holds the moved virtual address.
+            let field: u64 = m.read_obj(GuestAddress(placement.phys)).unwrap();
+            assert_eq!(field, START_KERNEL_MAP + 0x100_0040 + placement.virt_offset);
+            assert_eq!(
+                m.read_obj::<u8>(GuestAddress(placement.phys + 4095))
+                    .unwrap(),
+                0xf4
+            );
+            let p: boot_params = m.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();
+            let (flags, init_size) = (p.hdr.loadflags, p.hdr.init_size);
+            assert_eq!((flags & KASLR_FLAG, init_size), (KASLR_FLAG, 1 << 20));
+            phys.insert((placement.phys, placement.virt_offset));
+        }
+        assert!(phys.len() > 1, "8 boots, one placement: {phys:x?}");
+        std::fs::remove_file(k).unwrap();
+        std::fs::remove_file(i).unwrap();
+    }
+
+    #[test]
+    fn a_second_boot_unpacks_from_the_cache_to_the_same_kernel() {
+        let k = temp_file("bzcache", &packed_vmlinux());
+        let dir = std::env::temp_dir().join(format!("vmm-loader-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let unpacking = Unpacking {
+            decompressor: Decompressor::Host,
+            cache: Some(dir.clone()),
+        };
+        let mut images = Vec::new();
+        for want_cached in [false, true, true] {
+            let m = mem();
+            let r = load(&m, MEM, &k, None, "console=ttyS0 nokaslr", &unpacking).unwrap();
+            let KernelForm::Unpacked { from_cache, .. } = r.form else {
+                panic!("{:?}", r.form);
+            };
+            assert_eq!(from_cache, want_cached);
+            let mut image = vec![0u8; 4096];
+            m.read_slice(&mut image, GuestAddress(0x100_0000)).unwrap();
+            images.push(image);
+        }
+        assert!(images.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        // From the cache at a random place: relocated like a fresh unpack.
+        let m = mem();
+        let r = load(&m, MEM, &k, None, "console=ttyS0", &unpacking).unwrap();
+        let KernelForm::Unpacked {
+            placement,
+            randomised: true,
+            from_cache: true,
+            ..
+        } = r.form
+        else {
+            panic!("{:?}", r.form);
+        };
+        let field: u64 = m.read_obj(GuestAddress(placement.phys)).unwrap();
+        assert_eq!(field, START_KERNEL_MAP + 0x100_0040 + placement.virt_offset);
+        assert_eq!(
+            m.read_obj::<u8>(GuestAddress(placement.phys + 4095))
+                .unwrap(),
+            0xf4
+        );
+        // An entry of the wrong length (a torn or foreign file) is not used, and is replaced.
+        let entry = std::fs::read_dir(&dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::write(&entry, b"short").unwrap();
+        let r = load(&mem(), MEM, &k, None, "console=ttyS0", &unpacking).unwrap();
+        assert!(matches!(
+            r.form,
+            KernelForm::Unpacked {
+                from_cache: false,
+                ..
+            }
+        ));
+        let r = load(&mem(), MEM, &k, None, "console=ttyS0", &unpacking).unwrap();
+        assert!(matches!(
+            r.form,
+            KernelForm::Unpacked {
+                from_cache: true,
+                ..
+            }
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_file(k).unwrap();
+    }
+
+    #[test]
+    fn nokaslr_and_guest_decompression_keep_the_kernel_where_it_was_linked() {
+        let k = temp_file("bzzstd2", &packed_vmlinux());
+        let m = mem();
+        let r = load(
+            &m,
+            MEM,
+            &k,
+            None,
+            "console=ttyS0 nokaslr",
+            &Unpacking::default(),
+        )
+        .unwrap();
+        assert!(matches!(
+            r.form,
+            KernelForm::Unpacked {
+                randomised: false,
+                ..
+            }
+        ));
+        assert_eq!(r.entry, 0x100_0040);
+        let field: u64 = m.read_obj(GuestAddress(0x100_0000)).unwrap();
+        assert_eq!(field, START_KERNEL_MAP + 0x100_0040);
+        let p: boot_params = m.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();
+        assert_eq!(p.hdr.loadflags & KASLR_FLAG, 0);
+
+        // A kernel that is not relocatable stays where it was linked.
+        let mut fixed = packed_vmlinux();
+        fixed[0x234] = 0;
+        let kf = temp_file("bzfixed", &fixed);
+        let m = mem();
+        let r = load(&m, MEM, &kf, None, "console=ttyS0", &Unpacking::default()).unwrap();
+        assert!(matches!(
+            r.form,
+            KernelForm::Unpacked {
+                randomised: false,
+                ..
+            }
+        ));
+        assert_eq!(r.entry, 0x100_0040);
+        std::fs::remove_file(kf).unwrap();
+
+        let m = mem();
+        let r = load(
+            &m,
+            MEM,
+            &k,
+            None,
+            "console=ttyS0",
+            &Unpacking {
+                decompressor: Decompressor::Guest,
+                cache: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(r.form, KernelForm::BzImage);
+        assert_eq!(r.entry, HIMEM_START + 0x200);
+        std::fs::remove_file(k).unwrap();
+    }
+
     #[test]
     fn bzimage_without_64bit_entry_is_rejected() {
         let k = temp_file("bz32", &fake_bzimage(0));
-        let e = load(&mem(), MEM, &k, None, "console=ttyS0").unwrap_err();
+        let e = load(
+            &mem(),
+            MEM,
+            &k,
+            None,
+            "console=ttyS0",
+            &Unpacking::default(),
+        )
+        .unwrap_err();
         assert!(matches!(e, LoaderError::No64BitEntry(_)), "{e}");
         std::fs::remove_file(k).unwrap();
     }
@@ -426,7 +880,7 @@ mod tests {
     #[test]
     fn garbage_kernel_is_an_error() {
         let k = temp_file("junk", &[0x42; 4096]);
-        let e = load(&mem(), MEM, &k, None, "").unwrap_err();
+        let e = load(&mem(), MEM, &k, None, "", &Unpacking::default()).unwrap_err();
         assert!(matches!(e, LoaderError::Kernel { .. }), "{e}");
         std::fs::remove_file(k).unwrap();
     }
@@ -435,7 +889,7 @@ mod tests {
     fn too_long_cmdline_is_an_error() {
         let k = temp_file("bzlong", &fake_bzimage(1));
         let long = "a".repeat(3000);
-        let e = load(&mem(), MEM, &k, None, &long).unwrap_err();
+        let e = load(&mem(), MEM, &k, None, &long, &Unpacking::default()).unwrap_err();
         assert!(matches!(e, LoaderError::Cmdline(_)), "{e}");
         std::fs::remove_file(k).unwrap();
     }

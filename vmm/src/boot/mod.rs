@@ -1,17 +1,21 @@
 //! Everything needed to start Linux at its 64-bit entry point.
 
 pub mod acpi;
+pub mod bzimage_payload;
 pub mod cpuid;
 pub mod gdt;
+pub mod kaslr;
+pub mod kernel_cache;
 pub mod loader;
 pub mod paging;
 pub mod prefault;
 pub mod regs;
+pub mod vmlinux;
 
 use vm_memory::GuestMemoryMmap;
 
 use crate::layout::{ACPI_START, BOOT_GDT_START, BOOT_IDT_START, PDPT_START, PD_START, PML4_START};
-pub use loader::{KernelEntry, LoaderError};
+pub use loader::{Decompressor, KernelEntry, KernelForm, LoaderError, Unpacking};
 
 /// Errors writing the boot structures.
 #[derive(Debug, thiserror::Error)]
