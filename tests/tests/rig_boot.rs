@@ -1,5 +1,7 @@
-//! Scenario `boot`: `vmm` inside L1 boots the L2 kernel to its init, which prints
-//! `L2-MARKER` and reboots; the VMM exits 0 without a KVM error.
+//! Scenario `boot`: `vmm` inside L1 boots the L2 kernel (Debian's bzImage) to its init, which
+//! prints `L2-MARKER` and reboots; the VMM exits 0 without a KVM error. The VMM decompressed the
+//! kernel itself and placed it at random (KASLR): L2's `_text` is not the link address, a second
+//! boot takes the kernel from the VMM's cache, and `nokaslr` keeps the link address.
 
 // Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
 #![cfg(feature = "rig")]
@@ -33,4 +35,35 @@ fn vmm_boots_l2_to_its_marker() {
         .parse_field("l2_boot_s")
         .unwrap_or_else(|| panic!("no l2_boot_s in {r}"));
     println!("l2_boot_s={boot_s:.2} (vmm start to L2-MARKER, L1 clock)");
+
+    // Where the kernel ran, per boot.
+    const LINK: u64 = 0xffff_ffff_8100_0000;
+    let text = |n: u32| {
+        let t = r
+            .get(&format!("text{n}"))
+            .unwrap_or_else(|| panic!("no text{n} in {r}"));
+        u64::from_str_radix(t, 16).unwrap_or_else(|_| panic!("text{n}={t} is no address: {r}"))
+    };
+    for n in 1..=3 {
+        assert_eq!(r.get(&format!("exit{n}")), Some("0"), "boot {n}: {r}");
+    }
+    assert_eq!(
+        (r.get("load1"), r.get("load2"), r.get("load3")),
+        (Some("host"), Some("cache"), Some("cache")),
+        "who unpacked the kernel: {r}"
+    );
+    assert_eq!(text(3), LINK, "nokaslr keeps the link address: {r}");
+    for n in [1, 2] {
+        let t = text(n);
+        assert!(
+            (LINK..0xffff_ffff_c000_0000).contains(&t) && t % (2 << 20) == 0,
+            "boot {n}: _text {t:#x} outside the kernel's window: {r}"
+        );
+    }
+    // Each lands on the link address with a chance of 1 in 476: both only by a broken KASLR.
+    assert!(
+        text(1) != LINK || text(2) != LINK,
+        "two boots at the link address: {r}"
+    );
+    println!("_text: {:#x}, {:#x}; with nokaslr {:#x}", text(1), text(2), text(3));
 }
