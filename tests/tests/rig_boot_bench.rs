@@ -1,6 +1,8 @@
 //! Scenario `boot-bench`: the boot benchmark. QEMU `-M microvm` with KVM and our vmm (anonymous
-//! guest RAM, and with a virtio-gpu: memfd guest RAM) boot the same L2 alternately in one L1, with
-//! L1's shmem THP at Debian's default (`never`) and at `advise`; the medians, the vmm/QEMU ratio and
+//! guest RAM; `vmmbz`: the same with the guest decompressing the bzImage; with a virtio-gpu: memfd
+//! guest RAM) boot the same L2 alternately in one L1, with L1's shmem THP at Debian's default
+//! (`never`), at `advise`, and at `never` with 2 MiB hugetlb pages reserved (`hugetlb`: QEMU and
+//! the memfd-backed vmm only); the medians, the vmm/QEMU ratio and
 //! the phases are printed. A benchmark, not a timed test: it asserts only that every run booted.
 //! Alone: `cargo test -p rig-tests --features rig --test rig_boot_bench -- --nocapture`.
 
@@ -20,10 +22,13 @@ fn boot_benchmark_against_qemu_microvm() {
         .unwrap_or_else(|e| panic!("{e}"));
     out.assert_passed();
     let r = &out.result;
-    println!("| L1 shmem THP | VMM | boot s | kernel s | before kernel s | vmm set-up ms | exits | pf_fixed | io | mmio | insn_emulation | halt | vs QEMU |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for thp in ["never", "advise"] {
-        for vmm in ["qemu", "vmm", "vmmgpu"] {
+    println!("| L1 setting | VMM | boot s | kernel s | before kernel s | guest RAM | vmm set-up ms | kernel load ms | exits | pf_fixed | io | mmio | insn_emulation | halt | vs QEMU |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for thp in ["never", "advise", "hugetlb"] {
+        for vmm in ["qemu", "vmm", "vmmbz", "vmmgpu"] {
+            if thp == "hugetlb" && (vmm == "vmm" || vmm == "vmmbz") {
+                continue;
+            }
             let g = |k: &str| {
                 r.get(&format!("{thp}_{vmm}_{k}"))
                     .unwrap_or("-")
@@ -31,15 +36,18 @@ fn boot_benchmark_against_qemu_microvm() {
             };
             let ratio = match vmm {
                 "vmm" => r.get(&format!("{thp}_ratio")).unwrap_or("-"),
+                "vmmbz" => r.get(&format!("{thp}_ratio_bz")).unwrap_or("-"),
                 "vmmgpu" => r.get(&format!("{thp}_ratio_gpu")).unwrap_or("-"),
                 _ => "1.00",
             };
             println!(
-                "| {thp} | {vmm} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {ratio} |",
+                "| {thp} | {vmm} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {ratio} |",
                 g("boot_s"),
                 g("kern_s"),
                 g("pre_s"),
+                g("ram"),
                 g("setup_ms"),
+                g("load_ms"),
                 g("exits"),
                 g("pf_fixed"),
                 g("io_exits"),

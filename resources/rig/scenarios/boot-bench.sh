@@ -2,12 +2,18 @@
 # boot-bench: the boot benchmark (run.sh --bench: L1 has this machine's QEMU under /opt/qemu). For
 # each L1 shmem THP setting (never, Debian's default; advise) it boots the same L2 kernel, initramfs
 # and command line RUNS times each, alternating: QEMU `-M microvm` with KVM, our vmm (no device:
-# anonymous guest RAM) and our vmm with `--device gpu=blob` (memfd guest RAM); 512 MiB, 1 vCPU.
-# Per VMM and setting: the median of the runs of
+# anonymous guest RAM; it decompresses the bzImage itself), the same with `--decompress guest`
+# (vmmbz: the guest's decompressor) and our vmm with `--device gpu=blob` (memfd guest RAM);
+# 512 MiB, 1 vCPU.
+# A third setting, hugetlb (shmem THP never, 264 2 MiB hugetlb pages reserved), boots QEMU and the
+# memfd-backed vmm only. Per VMM and setting: the median of the runs of
 #   boot_s   VMM start to L2's init marker (L1 clock);
 #   kern_s   the L2 kernel's own clock at that marker (it starts after the decompressor);
 #   pre_s    boot_s - kern_s: VMM set-up, kernel load, the decompressor and early boot;
-# for our vmm also setup_ms (its own set-up, from its debug line) and the KVM counters of its exit
+# for our vmm also setup_ms (its own set-up, from its debug line), load_ms (the kernel load in it,
+# decompression included; per run kernel_cache says whether the unpacked kernel came from the
+# vmm's kernel cache: the first host-decompressing boot of the scenario fills it), ram (how guest
+# RAM was backed) and the KVM counters of its exit
 # line (exits pf_fixed io_exits mmio_exits insn_emulation halt_exits, last run). ratio = vmm / qemu.
 # Facts only (tests/tests/rig_boot_bench.rs prints them); RIG-DATA lines carry every run.
 # FAIL only when the facts are incomplete: no /dev/kvm, no QEMU in L1, or a run without its marker.
@@ -23,18 +29,32 @@ reason=""
 
 # median of the words given (numbers)
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : "none") }'; }
+# ratio A B -> A / B with two decimals, or none unless both are numbers above 0
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && a > 0 && b > 0) printf "%.2f", a / b; else print "none" }'; }
 # stat NAME OUT -> KVM counter NAME from the vmm's exit line in OUT
 kvm_stat() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" "$2" | tail -n1; }
 
-for thp in never advise; do
-    echo "$thp" >"$shmem"
-    for vmm in qemu vmm vmmgpu; do
-        eval "boots_$vmm=''; kerns_$vmm=''; pres_$vmm=''; setups_$vmm=''"
+hugepages=/proc/sys/vm/nr_hugepages
+for thp in never advise hugetlb; do
+    vmms="qemu vmm vmmbz vmmgpu"
+    if [ "$thp" = hugetlb ]; then
+        # shmem THP off, 2 MiB hugetlb pages reserved for guest RAM (512 MiB + slack): only the
+        # memfd-backed vmm (vmmgpu) uses them.
+        echo never >"$shmem"
+        echo 264 >"$hugepages"
+        fields="$fields hugetlb_reserved=$(cat "$hugepages")"
+        vmms="qemu vmmgpu"
+    else
+        echo "$thp" >"$shmem"
+        echo 0 >"$hugepages"
+    fi
+    for vmm in qemu vmm vmmbz vmmgpu; do
+        eval "boots_$vmm=''; kerns_$vmm=''; pres_$vmm=''; setups_$vmm=''; loads_$vmm=''"
     done
     i=0
     while [ "$i" -lt "$RUNS" ]; do
         i=$((i + 1))
-        for vmm in qemu vmm vmmgpu; do
+        for vmm in $vmms; do
             out=/tmp/bench-$thp-$vmm-$i.out
             case "$vmm" in
                 qemu)
@@ -46,6 +66,11 @@ for thp in never advise; do
                 vmm)
                     RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$out" --kernel /rig/l2/vmlinuz \
                         --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M
+                    ;;
+                vmmbz)
+                    RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$out" --kernel /rig/l2/vmlinuz \
+                        --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M \
+                        --decompress guest
                     ;;
                 vmmgpu)
                     RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$out" --kernel /rig/l2/vmlinuz \
@@ -62,21 +87,32 @@ for thp in never advise; do
                 [ -n "$reason" ] || reason=no-marker-$vmm-$thp
             fi
             setup=$(sed -n 's/.*vmm: set up in \([0-9.]*\) ms.*/\1/p' "$out" | head -n1)
+            load=$(sed -n 's/.*vmm: set up in .*, kernel \([0-9.]*\) ms,.*/\1/p' "$out" | head -n1)
+            kcache=none
+            grep -q 'decompressed on the host' "$out" && kcache=miss
+            grep -q 'unpacked from the kernel cache' "$out" && kcache=hit
             rig_data thp="$thp" vmm="$vmm" run="$i" boot_s="$boot" kern_s="$kern" pre_s="$pre" \
-                setup_ms="${setup:-none}" exit="$RIG_VMM_RC"
+                setup_ms="${setup:-none}" load_ms="${load:-none}" kernel_cache="$kcache" exit="$RIG_VMM_RC"
             eval "boots_$vmm=\"\$boots_$vmm $boot\"; kerns_$vmm=\"\$kerns_$vmm $kern\""
             eval "pres_$vmm=\"\$pres_$vmm $pre\"; setups_$vmm=\"\$setups_$vmm ${setup:-}\""
+            eval "loads_$vmm=\"\$loads_$vmm ${load:-}\""
             [ "$vmm" = qemu ] || eval "last_$vmm=\$out"
         done
     done
-    for vmm in qemu vmm vmmgpu; do
-        eval "b=\$boots_$vmm; k=\$kerns_$vmm; p=\$pres_$vmm; s=\$setups_$vmm"
+    for vmm in $vmms; do
+        eval "b=\$boots_$vmm; k=\$kerns_$vmm; p=\$pres_$vmm; s=\$setups_$vmm; l=\$loads_$vmm"
         # shellcheck disable=SC2086 # lists of words
         fields="$fields ${thp}_${vmm}_boot_s=$(median $b) ${thp}_${vmm}_kern_s=$(median $k) ${thp}_${vmm}_pre_s=$(median $p)"
         if [ "$vmm" != qemu ]; then
             eval "o=\$last_$vmm"
             # shellcheck disable=SC2086 # a list of words
             fields="$fields ${thp}_${vmm}_setup_ms=$(median $s)"
+            # shellcheck disable=SC2086 # a list of words
+            fields="$fields ${thp}_${vmm}_load_ms=$(median $l)"
+            # shellcheck disable=SC2154 # set by the eval above
+            ram=$(sed -n 's/.*guest RAM: \(Anonymous\).*/\1/p; s/.*guest RAM: \(Memfd\).*/\1/p' "$o" | head -n1)
+            grep -q 'guest RAM: Memfd (hugetlb' "$o" && ram="$ram+hugetlb"
+            fields="$fields ${thp}_${vmm}_ram=${ram:-none}"
             for st in exits pf_fixed io_exits mmio_exits insn_emulation halt_exits; do
                 fields="$fields ${thp}_${vmm}_${st}=$(kvm_stat "$st" "$o")"
             done
@@ -88,10 +124,13 @@ for thp in never advise; do
     v=$(median $boots_vmm)
     # shellcheck disable=SC2086
     g=$(median $boots_vmmgpu)
-    fields="$fields ${thp}_ratio=$(awk -v a="$v" -v b="$q" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "none" }')"
-    fields="$fields ${thp}_ratio_gpu=$(awk -v a="$g" -v b="$q" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "none" }')"
+    # shellcheck disable=SC2086
+    z=$(median $boots_vmmbz)
+    fields="$fields ${thp}_ratio=$(ratio "$v" "$q") ${thp}_ratio_bz=$(ratio "$z" "$q")"
+    fields="$fields ${thp}_ratio_gpu=$(ratio "$g" "$q")"
 done
 echo advise >"$shmem"
+echo 0 >"$hugepages"
 RIG_REASON=$reason
 RIG_FIELDS=$fields
 rig_report
