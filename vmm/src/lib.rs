@@ -204,14 +204,15 @@ pub fn run(
         RamBacking::Anonymous
     };
     let mut vm = Vm::new(config.mem_size, backing)?;
-    log::debug!(
-        "guest RAM: {backing:?}{}",
-        if vm.ram().hugetlb() {
-            " (hugetlb, 2 MiB pages)"
-        } else {
-            ""
-        }
-    );
+    if vm.ram().hugetlb() {
+        // Pages reserved from the host's pool: worth a line by default.
+        log::info!(
+            "guest RAM: Memfd (hugetlb, 2 MiB pages): {} MiB reserved from the host's pool",
+            vm.ram().size() >> 20
+        );
+    } else {
+        log::debug!("guest RAM: {backing:?}");
+    }
     let ram_ready = start.elapsed();
     let entry = boot::loader::load(
         vm.ram().memory(),
