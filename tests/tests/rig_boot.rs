@@ -65,5 +65,10 @@ fn vmm_boots_l2_to_its_marker() {
         text(1) != LINK || text(2) != LINK,
         "two boots at the link address: {r}"
     );
-    println!("_text: {:#x}, {:#x}; with nokaslr {:#x}", text(1), text(2), text(3));
+    println!(
+        "_text: {:#x}, {:#x}; with nokaslr {:#x}",
+        text(1),
+        text(2),
+        text(3)
+    );
 }

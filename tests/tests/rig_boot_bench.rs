@@ -2,7 +2,8 @@
 //! guest RAM; `vmmbz`: the same with the guest decompressing the bzImage; with a virtio-gpu: memfd
 //! guest RAM) boot the same L2 alternately in one L1, with L1's shmem THP at Debian's default
 //! (`never`), at `advise`, and at `never` with 2 MiB hugetlb pages reserved (`hugetlb`: QEMU and
-//! the memfd-backed vmm only); the medians, the vmm/QEMU ratio and
+//! the memfd-backed vmms only), and, with a passthrough device (`vmmvfio`: the rig's ivshmem and a
+//! virtio-gpu), the time to DMA-map guest RAM; the medians, the vmm/QEMU ratio and
 //! the phases are printed. A benchmark, not a timed test: it asserts only that every run booted.
 //! Alone: `cargo test -p rig-tests --features rig --test rig_boot_bench -- --nocapture`.
 
@@ -22,10 +23,10 @@ fn boot_benchmark_against_qemu_microvm() {
         .unwrap_or_else(|e| panic!("{e}"));
     out.assert_passed();
     let r = &out.result;
-    println!("| L1 setting | VMM | boot s | kernel s | before kernel s | guest RAM | vmm set-up ms | kernel load ms | exits | pf_fixed | io | mmio | insn_emulation | halt | vs QEMU |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| L1 setting | VMM | boot s | kernel s | before kernel s | guest RAM | vmm set-up ms | kernel load ms | DMA map ms | exits | pf_fixed | io | mmio | insn_emulation | halt | vs QEMU |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for thp in ["never", "advise", "hugetlb"] {
-        for vmm in ["qemu", "vmm", "vmmbz", "vmmgpu"] {
+        for vmm in ["qemu", "vmm", "vmmbz", "vmmgpu", "vmmvfio"] {
             if thp == "hugetlb" && (vmm == "vmm" || vmm == "vmmbz") {
                 continue;
             }
@@ -38,16 +39,18 @@ fn boot_benchmark_against_qemu_microvm() {
                 "vmm" => r.get(&format!("{thp}_ratio")).unwrap_or("-"),
                 "vmmbz" => r.get(&format!("{thp}_ratio_bz")).unwrap_or("-"),
                 "vmmgpu" => r.get(&format!("{thp}_ratio_gpu")).unwrap_or("-"),
+                "vmmvfio" => r.get(&format!("{thp}_ratio_vfio")).unwrap_or("-"),
                 _ => "1.00",
             };
             println!(
-                "| {thp} | {vmm} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {ratio} |",
+                "| {thp} | {vmm} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {ratio} |",
                 g("boot_s"),
                 g("kern_s"),
                 g("pre_s"),
                 g("ram"),
                 g("setup_ms"),
                 g("load_ms"),
+                g("dma_ms"),
                 g("exits"),
                 g("pf_fixed"),
                 g("io_exits"),

@@ -648,7 +648,10 @@ mod tests {
             let err = Args::try_parse_from(&argv).unwrap_err();
             // A value outside a fixed set (--decompress) is clap's InvalidValue.
             assert!(
-                matches!(err.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue),
+                matches!(
+                    err.kind(),
+                    ErrorKind::ValueValidation | ErrorKind::InvalidValue
+                ),
                 "{argv:?}: {:?}",
                 err.kind()
             );

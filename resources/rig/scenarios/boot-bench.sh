@@ -5,8 +5,9 @@
 # anonymous guest RAM; it decompresses the bzImage itself), the same with `--decompress guest`
 # (vmmbz: the guest's decompressor) and our vmm with `--device gpu=blob` (memfd guest RAM);
 # 512 MiB, 1 vCPU.
-# A third setting, hugetlb (shmem THP never, 264 2 MiB hugetlb pages reserved), boots QEMU and the
-# memfd-backed vmm only. Per VMM and setting: the median of the runs of
+# With the rig's ivshmem bound to vfio-pci, also vmmvfio: `--device vfio=<ivshmem>,gpu=blob` (memfd
+# guest RAM, DMA-mapped before the guest runs; dma_ms is that mapping). A third setting, hugetlb
+# (shmem THP never, 264 2 MiB hugetlb pages reserved), boots QEMU and the memfd-backed vmms only. Per VMM and setting: the median of the runs of
 #   boot_s   VMM start to L2's init marker (L1 clock);
 #   kern_s   the L2 kernel's own clock at that marker (it starts after the decompressor);
 #   pre_s    boot_s - kern_s: VMM set-up, kernel load, the decompressor and early boot;
@@ -35,21 +36,30 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$
 kvm_stat() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" "$2" | tail -n1; }
 
 hugepages=/proc/sys/vm/nr_hugepages
+# The rig's ivshmem, bound to vfio-pci, for the vmmvfio row (a passthrough device: guest RAM is
+# DMA-mapped before the guest runs).
+vfio=""
+if ivshmem=$(rig_bind_vfio 1af4 1110); then
+    vfio=vmmvfio
+    fields="$fields vfio_device=$ivshmem"
+else
+    fields="$fields vfio_device=none"
+fi
 for thp in never advise hugetlb; do
-    vmms="qemu vmm vmmbz vmmgpu"
+    vmms="qemu vmm vmmbz vmmgpu $vfio"
     if [ "$thp" = hugetlb ]; then
         # shmem THP off, 2 MiB hugetlb pages reserved for guest RAM (512 MiB + slack): only the
         # memfd-backed vmm (vmmgpu) uses them.
         echo never >"$shmem"
         echo 264 >"$hugepages"
         fields="$fields hugetlb_reserved=$(cat "$hugepages")"
-        vmms="qemu vmmgpu"
+        vmms="qemu vmmgpu $vfio"
     else
         echo "$thp" >"$shmem"
         echo 0 >"$hugepages"
     fi
-    for vmm in qemu vmm vmmbz vmmgpu; do
-        eval "boots_$vmm=''; kerns_$vmm=''; pres_$vmm=''; setups_$vmm=''; loads_$vmm=''"
+    for vmm in qemu vmm vmmbz vmmgpu vmmvfio; do
+        eval "boots_$vmm=''; kerns_$vmm=''; pres_$vmm=''; setups_$vmm=''; loads_$vmm=''; dmas_$vmm=''"
     done
     i=0
     while [ "$i" -lt "$RUNS" ]; do
@@ -77,6 +87,11 @@ for thp in never advise hugetlb; do
                         --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M \
                         --device gpu=blob
                     ;;
+                vmmvfio)
+                    RUST_LOG=warn,vmm=debug,devices::vfio::open=info rig_run_vmm 150 "$out" \
+                        --kernel /rig/l2/vmlinuz --initramfs /rig/l2/initramfs.cpio.gz \
+                        --cmdline "$base reboot=k" --memory 512M --device "vfio=$ivshmem,gpu=blob"
+                    ;;
             esac
             boot=none kern=none pre=none setup=none
             if t=$(rig_line_time 'L2-MARKER' "$out"); then
@@ -96,11 +111,13 @@ for thp in never advise hugetlb; do
             eval "boots_$vmm=\"\$boots_$vmm $boot\"; kerns_$vmm=\"\$kerns_$vmm $kern\""
             eval "pres_$vmm=\"\$pres_$vmm $pre\"; setups_$vmm=\"\$setups_$vmm ${setup:-}\""
             eval "loads_$vmm=\"\$loads_$vmm ${load:-}\""
+            dma=$(sed -n 's/.*DMA-mapped .* in \([0-9]*\) ms.*/\1/p' "$out" | head -n1)
+            eval "dmas_$vmm=\"\$dmas_$vmm ${dma:-}\""
             [ "$vmm" = qemu ] || eval "last_$vmm=\$out"
         done
     done
     for vmm in $vmms; do
-        eval "b=\$boots_$vmm; k=\$kerns_$vmm; p=\$pres_$vmm; s=\$setups_$vmm; l=\$loads_$vmm"
+        eval "b=\$boots_$vmm; k=\$kerns_$vmm; p=\$pres_$vmm; s=\$setups_$vmm; l=\$loads_$vmm; d=\$dmas_$vmm"
         # shellcheck disable=SC2086 # lists of words
         fields="$fields ${thp}_${vmm}_boot_s=$(median $b) ${thp}_${vmm}_kern_s=$(median $k) ${thp}_${vmm}_pre_s=$(median $p)"
         if [ "$vmm" != qemu ]; then
@@ -109,6 +126,8 @@ for thp in never advise hugetlb; do
             fields="$fields ${thp}_${vmm}_setup_ms=$(median $s)"
             # shellcheck disable=SC2086 # a list of words
             fields="$fields ${thp}_${vmm}_load_ms=$(median $l)"
+            # shellcheck disable=SC2086 # a list of words
+            [ "$vmm" != vmmvfio ] || fields="$fields ${thp}_${vmm}_dma_ms=$(median $d)"
             # shellcheck disable=SC2154 # set by the eval above
             ram=$(sed -n 's/.*guest RAM: \(Anonymous\).*/\1/p; s/.*guest RAM: \(Memfd\).*/\1/p' "$o" | head -n1)
             grep -q 'guest RAM: Memfd (hugetlb' "$o" && ram="$ram+hugetlb"
@@ -128,6 +147,9 @@ for thp in never advise hugetlb; do
     z=$(median $boots_vmmbz)
     fields="$fields ${thp}_ratio=$(ratio "$v" "$q") ${thp}_ratio_bz=$(ratio "$z" "$q")"
     fields="$fields ${thp}_ratio_gpu=$(ratio "$g" "$q")"
+    # shellcheck disable=SC2086
+    f=$(median $boots_vmmvfio)
+    fields="$fields ${thp}_ratio_vfio=$(ratio "$f" "$q")"
 done
 echo advise >"$shmem"
 echo 0 >"$hugepages"
