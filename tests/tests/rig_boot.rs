@@ -1,7 +1,8 @@
 //! Scenario `boot`: `vmm` inside L1 boots the L2 kernel (Debian's bzImage) to its init, which
 //! prints `L2-MARKER` and reboots; the VMM exits 0 without a KVM error. The VMM decompressed the
 //! kernel itself and placed it at random (KASLR): L2's `_text` is not the link address, a second
-//! boot takes the kernel from the VMM's cache, and `nokaslr` keeps the link address.
+//! boot takes the kernel from the VMM's cache, and `nokaslr` keeps the link address. A fourth boot
+//! with the guest's own decompressor sees the same e820 map, command line and initramfs.
 
 // Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
 #![cfg(feature = "rig")]
@@ -44,14 +45,28 @@ fn vmm_boots_l2_to_its_marker() {
             .unwrap_or_else(|| panic!("no text{n} in {r}"));
         u64::from_str_radix(t, 16).unwrap_or_else(|_| panic!("text{n}={t} is no address: {r}"))
     };
-    for n in 1..=3 {
+    for n in 1..=4 {
         assert_eq!(r.get(&format!("exit{n}")), Some("0"), "boot {n}: {r}");
     }
     assert_eq!(
-        (r.get("load1"), r.get("load2"), r.get("load3")),
-        (Some("host"), Some("cache"), Some("cache")),
+        (
+            r.get("load1"),
+            r.get("load2"),
+            r.get("load3"),
+            r.get("load4")
+        ),
+        (Some("host"), Some("cache"), Some("cache"), Some("guest")),
         "who unpacked the kernel: {r}"
     );
+    // Unpacked by the VMM or by the guest: the kernel was given the same things.
+    for k in ["e820", "cmdline", "initrd"] {
+        let (host, guest) = (r.get(&format!("{k}1")), r.get(&format!("{k}4")));
+        assert!(host.is_some_and(|v| v != "none"), "no {k}1: {r}");
+        assert_eq!(
+            host, guest,
+            "{k} differs between host and guest decompression: {r}"
+        );
+    }
     assert_eq!(text(3), LINK, "nokaslr keeps the link address: {r}");
     for n in [1, 2] {
         let t = text(n);

@@ -681,6 +681,15 @@ mod tests {
         payload_tests::bzimage(&stream, elf.len() as u32, 1 << 20)
     }
 
+    /// The kernel of [`packed_vmlinux`] is at `placement`: its body is there and its relocated
+    /// field holds its entry point's moved virtual address.
+    fn assert_placed(m: &GuestMemoryMmap, placement: Placement) {
+        let field: u64 = m.read_obj(GuestAddress(placement.phys)).unwrap();
+        assert_eq!(field, START_KERNEL_MAP + 0x100_0040 + placement.virt_offset);
+        let last: u8 = m.read_obj(GuestAddress(placement.phys + 4095)).unwrap();
+        assert_eq!(last, 0xf4);
+    }
+
     #[test]
     fn a_zstd_bzimage_is_unpacked_and_placed_at_random() {
         let k = temp_file("bzzstd", &packed_vmlinux());
@@ -713,14 +722,7 @@ mod tests {
             );
             let (addr, _) = r.initramfs.unwrap();
             assert!(r.kernel_end <= addr);
-            // The relocated field holds the moved virtual address.
-            let field: u64 = m.read_obj(GuestAddress(placement.phys)).unwrap();
-            assert_eq!(field, START_KERNEL_MAP + 0x100_0040 + placement.virt_offset);
-            assert_eq!(
-                m.read_obj::<u8>(GuestAddress(placement.phys + 4095))
-                    .unwrap(),
-                0xf4
-            );
+            assert_placed(&m, placement);
             let p: boot_params = m.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();
             let (flags, init_size) = (p.hdr.loadflags, p.hdr.init_size);
             assert_eq!((flags & KASLR_FLAG, init_size), (KASLR_FLAG, 1 << 20));
@@ -766,13 +768,7 @@ mod tests {
         else {
             panic!("{:?}", r.form);
         };
-        let field: u64 = m.read_obj(GuestAddress(placement.phys)).unwrap();
-        assert_eq!(field, START_KERNEL_MAP + 0x100_0040 + placement.virt_offset);
-        assert_eq!(
-            m.read_obj::<u8>(GuestAddress(placement.phys + 4095))
-                .unwrap(),
-            0xf4
-        );
+        assert_placed(&m, placement);
         // An entry of the wrong length (a torn or foreign file) is not used, and is replaced.
         let entry = std::fs::read_dir(&dir)
             .unwrap()

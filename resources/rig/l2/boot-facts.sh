@@ -1,0 +1,13 @@
+#!/bin/sh
+# rig.l2=boot-facts: how this kernel was started. text: _text, the kernel's first address
+# (0xffffffff81000000, its link address, unless it was placed at random); e820: the memory map it
+# was given (/sys/firmware/memmap, start-end-type per entry); cmdline: its command line's checksum;
+# initrd: the initramfs size it freed (from its log). grep -m1 stops early in /proc/kallsyms.
+text=$(grep -m1 ' _text$' /proc/kallsyms | cut -d' ' -f1)
+e820=""
+for d in $(ls -d /sys/firmware/memmap/* 2>/dev/null | sort -t/ -k5 -n); do
+    e820="$e820$(cat "$d/start")-$(cat "$d/end")-$(tr ' ' _ <"$d/type"),"
+done
+sum=$(md5sum </proc/cmdline | cut -d' ' -f1)
+initrd=$(dmesg | sed -n 's/.*Freeing initrd memory: \([0-9]*K\).*/\1/p' | head -n1)
+echo "L2-BOOT-FACTS: text=${text:-none} e820=${e820:-none} cmdline=$sum initrd=${initrd:-none}"
