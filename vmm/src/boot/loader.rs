@@ -681,6 +681,19 @@ mod tests {
         payload_tests::bzimage(&stream, elf.len() as u32, 1 << 20)
     }
 
+    /// An unpacked kernel's (format, placement, random?, from the cache?).
+    fn unpacked(form: KernelForm) -> (Compression, Placement, bool, bool) {
+        match form {
+            KernelForm::Unpacked {
+                compression,
+                placement,
+                randomised,
+                from_cache,
+            } => (compression, placement, randomised, from_cache),
+            other => panic!("not unpacked by the VMM: {other:?}"),
+        }
+    }
+
     /// The kernel of [`packed_vmlinux`] is at `placement`: its body is there and its relocated
     /// field holds its entry point's moved virtual address.
     fn assert_placed(m: &GuestMemoryMmap, placement: Placement) {
@@ -706,15 +719,11 @@ mod tests {
                 &Unpacking::default(),
             )
             .unwrap();
-            let KernelForm::Unpacked {
-                compression: Compression::Zstd,
-                placement,
-                randomised: true,
-                from_cache: false,
-            } = r.form
-            else {
-                panic!("{:?}", r.form);
-            };
+            let (compression, placement, randomised, from_cache) = unpacked(r.form);
+            assert_eq!(
+                (compression, randomised, from_cache),
+                (Compression::Zstd, true, false)
+            );
             assert_eq!(r.entry, placement.phys + 0x40);
             assert_eq!(
                 r.boot_footprint,
@@ -746,10 +755,7 @@ mod tests {
         for want_cached in [false, true, true] {
             let m = mem();
             let r = load(&m, MEM, &k, None, "console=ttyS0 nokaslr", &unpacking).unwrap();
-            let KernelForm::Unpacked { from_cache, .. } = r.form else {
-                panic!("{:?}", r.form);
-            };
-            assert_eq!(from_cache, want_cached);
+            assert_eq!(unpacked(r.form).3, want_cached);
             let mut image = vec![0u8; 4096];
             m.read_slice(&mut image, GuestAddress(0x100_0000)).unwrap();
             images.push(image);
@@ -759,15 +765,8 @@ mod tests {
         // From the cache at a random place: relocated like a fresh unpack.
         let m = mem();
         let r = load(&m, MEM, &k, None, "console=ttyS0", &unpacking).unwrap();
-        let KernelForm::Unpacked {
-            placement,
-            randomised: true,
-            from_cache: true,
-            ..
-        } = r.form
-        else {
-            panic!("{:?}", r.form);
-        };
+        let (_, placement, randomised, from_cache) = unpacked(r.form);
+        assert!(randomised && from_cache);
         assert_placed(&m, placement);
         // An entry of the wrong length (a torn or foreign file) is not used, and is replaced.
         let entry = std::fs::read_dir(&dir)
@@ -810,13 +809,7 @@ mod tests {
             &Unpacking::default(),
         )
         .unwrap();
-        assert!(matches!(
-            r.form,
-            KernelForm::Unpacked {
-                randomised: false,
-                ..
-            }
-        ));
+        assert!(!unpacked(r.form).2);
         assert_eq!(r.entry, 0x100_0040);
         let field: u64 = m.read_obj(GuestAddress(0x100_0000)).unwrap();
         assert_eq!(field, START_KERNEL_MAP + 0x100_0040);
@@ -829,13 +822,7 @@ mod tests {
         let kf = temp_file("bzfixed", &fixed);
         let m = mem();
         let r = load(&m, MEM, &kf, None, "console=ttyS0", &Unpacking::default()).unwrap();
-        assert!(matches!(
-            r.form,
-            KernelForm::Unpacked {
-                randomised: false,
-                ..
-            }
-        ));
+        assert!(!unpacked(r.form).2);
         assert_eq!(r.entry, 0x100_0040);
         std::fs::remove_file(kf).unwrap();
 
