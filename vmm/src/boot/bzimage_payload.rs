@@ -377,6 +377,40 @@ pub(crate) mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// A bzImage whose header fields and payload bytes are anything: a payload or an error,
+        /// never a panic, and never more output than the limit.
+        #[test]
+        fn any_header_and_payload_is_handled(
+            fields in proptest::collection::vec((0x1f1usize..0x270, proptest::prelude::any::<u8>()), 0..12),
+            stream in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            zstd_head in proptest::prelude::any::<bool>(),
+            announced in 0u32..100_000,
+        ) {
+            let mut stream = stream;
+            if zstd_head {
+                stream.splice(0..0, ZSTD_MAGIC);
+            }
+            let mut img = bzimage(&stream, announced, 1 << 16);
+            for (at, v) in fields {
+                img[at] = v;
+            }
+            if let Ok(p) = find(&img) {
+                let mut total = 0u64;
+                let r = p.decompress_with(1 << 20, |c| {
+                    total += c.len() as u64;
+                    Ok::<_, PayloadError>(())
+                });
+                let init_size = u64::from(p.header.init_size);
+                let limit = if init_size == 0 { 1 << 20 } else { init_size.min(1 << 20) };
+                proptest::prop_assert!(total <= limit.min(p.announced_len()));
+                if r.is_ok() {
+                    proptest::prop_assert_eq!(total, p.announced_len());
+                }
+            }
+        }
+    }
+
     #[test]
     fn corrupt_streams_and_bad_headers_are_errors() {
         let mut stream = zstd_bytes(&data());

@@ -677,6 +677,47 @@ pub(crate) mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Whatever bytes a kernel file holds, in whatever pieces: an unpacked kernel inside
+        /// guest RAM or an error, never a panic; relocating one only writes inside its span.
+        #[test]
+        fn any_stream_unpacks_or_is_refused(
+            head in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            flips in proptest::collection::vec((0usize..240, proptest::prelude::any::<u8>()), 0..6),
+            piece in 1usize..300,
+            phys in proptest::prelude::any::<u64>(),
+            offset in proptest::prelude::any::<u64>(),
+        ) {
+            // Half of the cases start from a valid kernel with some header bytes changed.
+            let mut file = if head.len() % 2 == 0 {
+                vmlinux(BASE, BASE + 0x10, &body(), 0x100, &tail)
+            } else {
+                head.clone()
+            };
+            for (at, v) in flips {
+                if let Some(b) = file.get_mut(at) {
+                    *b = v;
+                }
+            }
+            let m = mem();
+            let mut u = Unpacker::new(&m, file.len() as u64);
+            let mut ok = true;
+            for c in file.chunks(piece) {
+                if u.write(c, &mut |_: &Layout| phys % (64 << 20)).is_err() {
+                    ok = false;
+                    break;
+                }
+            }
+            if ok {
+                if let Ok((at, k)) = u.finish() {
+                    proptest::prop_assert!(at + k.layout.span() <= 64 << 20);
+                    let _ = k.relocate(&m, at, offset % (1 << 30));
+                }
+            }
+        }
+    }
+
     #[test]
     fn malformed_files_are_refused() {
         let good = vmlinux(BASE, BASE + 0x10, &body(), 0, &[]);
