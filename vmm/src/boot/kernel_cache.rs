@@ -102,7 +102,7 @@ impl KernelCache {
             file: io::BufWriter::with_capacity(1 << 20, file),
             tmp,
             dest: self.dir.join(key),
-            dir: self.dir.clone(),
+            cache: self.clone(),
             committed: false,
         })
     }
@@ -128,7 +128,8 @@ pub struct EntryWriter {
     file: io::BufWriter<File>,
     tmp: PathBuf,
     dest: PathBuf,
-    dir: PathBuf,
+    /// The cache it belongs to (for the eviction after the commit).
+    cache: KernelCache,
     committed: bool,
 }
 
@@ -143,10 +144,7 @@ impl EntryWriter {
         self.file.flush()?;
         fs::rename(&self.tmp, &self.dest)?;
         self.committed = true;
-        let cache = KernelCache {
-            dir: self.dir.clone(),
-        };
-        for (_, old) in cache.entries().into_iter().skip(KEEP) {
+        for (_, old) in self.cache.entries().into_iter().skip(KEEP) {
             if let Err(e) = fs::remove_file(&old) {
                 log::debug!("kernel cache: cannot remove {}: {e}", old.display());
             }

@@ -241,7 +241,7 @@ fn load_kernel_image(
     }
     let r = BzImage::load(room.mem, None, &mut Cursor::new(&image), himem).map_err(kerr)?;
     let header = r.setup_header.unwrap_or_default();
-    if header.version < BOOT_PROTOCOL_XLOADFLAGS || header.xloadflags & XLF_KERNEL_64 == 0 {
+    if !has_64bit_entry(&header) {
         return Err(LoaderError::No64BitEntry(path.to_path_buf()));
     }
     Ok(LoadedKernel {
@@ -276,7 +276,7 @@ fn unpack(
     let t = Instant::now();
     let payload = bzimage_payload::find(image)?;
     let mut header = payload.header;
-    if header.version < BOOT_PROTOCOL_XLOADFLAGS || header.xloadflags & XLF_KERNEL_64 == 0 {
+    if !has_64bit_entry(&header) {
         return Err(UnpackError::No64BitEntry);
     }
     // As the kernel's decompressor: a random place when the kernel carries relocations (it was
@@ -289,17 +289,15 @@ fn unpack(
     };
     // Below where the initramfs will go (it is placed top-down, independent of the kernel).
     let low_end = low_ram_end(room.mem_size);
-    let initrd_max = match header.initrd_addr_max {
-        0 => DEFAULT_INITRD_ADDR_MAX,
-        v => u64::from(v),
-    };
     let limit = room
         .initramfs_size
-        .and_then(|size| initramfs_address(size, 0, initrd_max, low_end))
+        .and_then(|size| initramfs_address(size, 0, initrd_addr_max(&header), low_end))
         .unwrap_or(low_end);
+    // Randomised only with a relocation table to move the virtual addresses.
+    let randomise = |layout: &Layout| wanted && layout.carries_relocations();
     let mut placement = None;
     let mut place = |layout: &Layout| {
-        let p = if wanted && layout.carries_relocations() {
+        let p = if randomise(layout) {
             kaslr::place(
                 random,
                 layout.link_base(),
@@ -347,8 +345,8 @@ fn unpack(
     };
     let decompressed = t.elapsed();
     let placement = placement.expect("a finished unpacker has placed the kernel");
-    let randomised = placement.virt_offset != 0 || placement.phys != kernel.layout.link_base();
-    if kernel.layout.carries_relocations() && wanted {
+    let randomised = randomise(&kernel.layout);
+    if randomised {
         kernel.relocate(room.mem, phys, placement.virt_offset)?;
         header.loadflags |= KASLR_FLAG;
     }
@@ -379,6 +377,20 @@ fn unpack(
             from_cache,
         },
     })
+}
+
+/// Whether the kernel has a 64-bit entry point (boot protocol 2.12+ with `XLF_KERNEL_64`).
+fn has_64bit_entry(header: &setup_header) -> bool {
+    header.version >= BOOT_PROTOCOL_XLOADFLAGS && header.xloadflags & XLF_KERNEL_64 != 0
+}
+
+/// The highest address the initramfs may end at, from the header (a default when it does not
+/// say).
+fn initrd_addr_max(header: &setup_header) -> u64 {
+    match header.initrd_addr_max {
+        0 => DEFAULT_INITRD_ADDR_MAX,
+        v => u64::from(v),
+    }
 }
 
 /// Where an initramfs of `size` bytes goes: page-aligned, as high as possible below both
@@ -455,10 +467,7 @@ pub fn load(
 
     let mut initramfs_loc = None;
     if let Some((path, mut file, size)) = initramfs {
-        let initrd_addr_max = match params.hdr.initrd_addr_max {
-            0 => DEFAULT_INITRD_ADDR_MAX,
-            v => u64::from(v),
-        };
+        let initrd_addr_max = initrd_addr_max(&params.hdr);
         let low_end = low_ram_end(mem_size);
         let addr =
             initramfs_address(size, kernel_end, initrd_addr_max, low_end).ok_or_else(|| {

@@ -8,7 +8,9 @@
 //! file, hence this small loader of our own.)
 
 use thiserror::Error;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, ReadVolatile};
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, ReadVolatile, VolatileSlice,
+};
 
 /// Virtual address of physical 0 in the x86-64 kernel mapping (`__START_KERNEL_map`).
 pub const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
@@ -179,6 +181,20 @@ impl Layout {
         self.file_len > self.elf_end
     }
 
+    /// The guest RAM the kernel occupies when its lowest segment is at `phys`: one contiguous
+    /// piece of it must hold the whole span.
+    fn image_in<'m>(
+        &self,
+        mem: &'m GuestMemoryMmap,
+        phys: u64,
+    ) -> Result<VolatileSlice<'m, ()>, VmlinuxError> {
+        mem.get_slice(GuestAddress(phys), self.span() as usize)
+            .map_err(|_| VmlinuxError::DoesNotFit {
+                phys,
+                span: self.span(),
+            })
+    }
+
     /// The entry point's offset from [`Self::link_base`].
     pub fn entry_offset(&self) -> u64 {
         self.entry - self.link_base()
@@ -250,6 +266,26 @@ impl Relocations {
     }
 }
 
+/// What a relocation does to its field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    /// A 64-bit address: add the offset.
+    Add64,
+    /// A sign-extended 32-bit address: add the offset.
+    Add32,
+    /// A 32-bit "something minus an address": subtract the offset.
+    Sub32,
+}
+
+impl Field {
+    fn width(self) -> u64 {
+        match self {
+            Field::Add64 => 8,
+            Field::Add32 | Field::Sub32 => 4,
+        }
+    }
+}
+
 /// Where an unpacked kernel went.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Unpacked {
@@ -268,7 +304,8 @@ pub struct Unpacker<'a> {
     pos: u64,
     /// The first bytes, until the layout is known.
     head: Vec<u8>,
-    layout: Option<Layout>,
+    /// The layout and the guest RAM of the kernel's span, once the headers have arrived.
+    placed: Option<(Layout, VolatileSlice<'a, ()>)>,
     tail: Vec<u8>,
 }
 
@@ -282,7 +319,7 @@ impl<'a> Unpacker<'a> {
             file_len,
             pos: 0,
             head: Vec::new(),
-            layout: None,
+            placed: None,
             tail: Vec::new(),
         }
     }
@@ -294,7 +331,7 @@ impl<'a> Unpacker<'a> {
         mut chunk: &[u8],
         place: &mut dyn FnMut(&Layout) -> u64,
     ) -> Result<(), VmlinuxError> {
-        if self.layout.is_none() {
+        if self.placed.is_none() {
             let want = if self.head.len() < EHDR_SIZE {
                 EHDR_SIZE
             } else {
@@ -312,18 +349,8 @@ impl<'a> Unpacker<'a> {
             }
             let layout = Layout::parse(&self.head, self.file_len)?;
             self.phys = place(&layout);
-            // One contiguous piece of guest RAM must hold it.
-            if self
-                .mem
-                .get_slice(GuestAddress(self.phys), layout.span() as usize)
-                .is_err()
-            {
-                return Err(VmlinuxError::DoesNotFit {
-                    phys: self.phys,
-                    span: layout.span(),
-                });
-            }
-            self.layout = Some(layout);
+            let image = layout.image_in(self.mem, self.phys)?;
+            self.placed = Some((layout, image));
             // The head's own bytes: load segments rarely start there, but may.
             let head = std::mem::take(&mut self.head);
             self.pos = 0;
@@ -334,7 +361,7 @@ impl<'a> Unpacker<'a> {
 
     /// Copies the stream bytes `chunk` (at `self.pos`) to their segments and the tail.
     fn route(&mut self, chunk: &[u8]) -> Result<(), VmlinuxError> {
-        let layout = self.layout.as_ref().expect("layout known");
+        let (layout, image) = self.placed.as_ref().expect("layout known");
         let (start, end) = (self.pos, self.pos + chunk.len() as u64);
         for s in &layout.segments {
             let (a, b) = (
@@ -342,16 +369,11 @@ impl<'a> Unpacker<'a> {
                 end.min(s.file_offset + s.file_size),
             );
             if a < b {
-                let dst = self.phys + (s.paddr - layout.link_base()) + (a - s.file_offset);
-                self.mem
-                    .write_slice(
-                        &chunk[(a - start) as usize..(b - start) as usize],
-                        GuestAddress(dst),
-                    )
-                    .map_err(|_| VmlinuxError::DoesNotFit {
-                        phys: self.phys,
-                        span: layout.span(),
-                    })?;
+                let at = (s.paddr - layout.link_base() + (a - s.file_offset)) as usize;
+                image
+                    .subslice(at, (b - a) as usize)
+                    .expect("segments lie within the span")
+                    .copy_from(&chunk[(a - start) as usize..(b - start) as usize]);
             }
         }
         if end > layout.elf_end {
@@ -366,8 +388,8 @@ impl<'a> Unpacker<'a> {
     /// Ends the stream: the kernel is in guest memory at `phys`. Returns its layout and
     /// relocation table.
     pub fn finish(self) -> Result<(u64, Unpacked), VmlinuxError> {
-        let layout = self
-            .layout
+        let (layout, _) = self
+            .placed
             .ok_or(VmlinuxError::NotElf("shorter than its headers"))?;
         let relocations = Relocations::parse(&self.tail)?;
         Ok((
@@ -402,12 +424,7 @@ impl Unpacked {
         }
         let layout = Layout::parse(&head, file_len)?;
         let phys = place(&layout);
-        let image = mem
-            .get_slice(GuestAddress(phys), layout.span() as usize)
-            .map_err(|_| VmlinuxError::DoesNotFit {
-                phys,
-                span: layout.span(),
-            })?;
+        let image = layout.image_in(mem, phys)?;
         for s in &layout.segments {
             file.seek(SeekFrom::Start(s.file_offset)).map_err(io)?;
             let at = (s.paddr - layout.link_base()) as usize;
@@ -444,52 +461,53 @@ impl Unpacked {
         let Some(relocs) = self.relocations.as_ref() else {
             return Ok(0);
         };
-        let locate = |reloc: i32, width: u64| {
-            let vaddr = i64::from(reloc) as u64;
-            self.layout
-                .image_offset(vaddr, width)
-                .ok_or(VmlinuxError::RelocationOutside { vaddr, width })
+        let kinds = [
+            (&relocs.abs64, Field::Add64),
+            (&relocs.abs32, Field::Add32),
+            (&relocs.inverse32, Field::Sub32),
+        ];
+        let fields = || {
+            kinds.iter().flat_map(|&(list, kind)| {
+                list.iter().map(move |&reloc| {
+                    let vaddr = i64::from(reloc) as u64;
+                    (self.layout.image_offset(vaddr, kind.width()), vaddr, kind)
+                })
+            })
         };
-        let abs64 = relocs
-            .abs64
-            .iter()
-            .map(|&r| locate(r, 8))
-            .collect::<Result<Vec<_>, _>>()?;
-        let abs32 = relocs
-            .abs32
-            .iter()
-            .map(|&r| locate(r, 4))
-            .collect::<Result<Vec<_>, _>>()?;
-        let inverse32 = relocs
-            .inverse32
-            .iter()
-            .map(|&r| locate(r, 4))
-            .collect::<Result<Vec<_>, _>>()?;
-        let image = mem
-            .get_slice(GuestAddress(phys), self.layout.span() as usize)
-            .map_err(|_| VmlinuxError::DoesNotFit {
-                phys,
-                span: self.layout.span(),
-            })?;
-        // The offsets were checked against the layout, whose span the slice covers.
-        for &at in &abs64 {
-            let v: u64 = image.read_obj(at as usize).expect("checked offset");
-            image
-                .write_obj(v.wrapping_add(offset), at as usize)
-                .expect("checked offset");
+        // Every target is checked before any is written.
+        let mut count = 0;
+        for (at, vaddr, kind) in fields() {
+            if at.is_none() {
+                return Err(VmlinuxError::RelocationOutside {
+                    vaddr,
+                    width: kind.width(),
+                });
+            }
+            count += 1;
         }
-        for (list, add) in [(&abs32, true), (&inverse32, false)] {
-            for &at in list {
-                let v: u32 = image.read_obj(at as usize).expect("checked offset");
-                let v = if add {
-                    v.wrapping_add(offset as u32)
-                } else {
-                    v.wrapping_sub(offset as u32)
-                };
-                image.write_obj(v, at as usize).expect("checked offset");
+        let image = self.layout.image_in(mem, phys)?;
+        for (at, _, kind) in fields() {
+            // Checked above against the layout, whose span the slice covers.
+            let at = at.expect("checked offset") as usize;
+            match kind {
+                Field::Add64 => {
+                    let v: u64 = image.read_obj(at).expect("checked offset");
+                    image
+                        .write_obj(v.wrapping_add(offset), at)
+                        .expect("checked offset");
+                }
+                Field::Add32 | Field::Sub32 => {
+                    let v: u32 = image.read_obj(at).expect("checked offset");
+                    let v = if kind == Field::Add32 {
+                        v.wrapping_add(offset as u32)
+                    } else {
+                        v.wrapping_sub(offset as u32)
+                    };
+                    image.write_obj(v, at).expect("checked offset");
+                }
             }
         }
-        Ok(abs64.len() + abs32.len() + inverse32.len())
+        Ok(count)
     }
 }
 
