@@ -120,7 +120,9 @@ pub struct Payload<'a> {
     pub header: setup_header,
     /// The payload's format.
     pub compression: Compression,
-    /// The compressed bytes, without the size trailer.
+    /// The whole payload. Its last four bytes are the uncompressed size: appended by the kernel
+    /// build for zstd, but gzip's own ISIZE field (the end of the gzip stream), so the decoder
+    /// gets all of it and stops at its stream's end either way.
     stream: &'a [u8],
     /// The uncompressed length from the trailer.
     announced: u64,
@@ -155,14 +157,14 @@ pub fn find(image: &[u8]) -> Result<Payload<'_>, PayloadError> {
         .len()
         .checked_sub(SIZE_TRAILER)
         .ok_or(PayloadError::NoPayloadHeader)?;
-    let (stream, trailer) = payload.split_at(split);
+    let trailer = &payload[split..];
     let announced = u64::from(u32::from_le_bytes(
         trailer.try_into().expect("4-byte trailer"),
     ));
     Ok(Payload {
         header,
-        compression: Compression::detect(stream),
-        stream,
+        compression: Compression::detect(payload),
+        stream: payload,
         announced,
     })
 }
@@ -244,8 +246,15 @@ pub(crate) mod tests {
     use std::io::Write;
 
     /// A bzImage with a protocol 2.15 header around `stream` (a compressed payload) and the
-    /// size trailer `announced`.
+    /// size trailer `announced` appended, as the kernel build does for zstd.
     pub(crate) fn bzimage(stream: &[u8], announced: u32, init_size: u32) -> Vec<u8> {
+        let mut payload = stream.to_vec();
+        payload.extend_from_slice(&announced.to_le_bytes());
+        bzimage_around(&payload, init_size)
+    }
+
+    /// A bzImage with a protocol 2.15 header around `payload`, which ends in its size.
+    pub(crate) fn bzimage_around(payload: &[u8], init_size: u32) -> Vec<u8> {
         let setup_sects = 1usize;
         let mut img = vec![0u8; SECTOR_SIZE * (1 + setup_sects)];
         img[0x1f1] = setup_sects as u8;
@@ -259,14 +268,13 @@ pub(crate) mod tests {
         img[0x236..0x238].copy_from_slice(&0x3u16.to_le_bytes()); // xloadflags
         img[0x238..0x23c].copy_from_slice(&2047u32.to_le_bytes()); // cmdline_size
         let payload_offset = 0x100u32;
-        let payload_len = (stream.len() + SIZE_TRAILER) as u32;
+        let payload_len = payload.len() as u32;
         img[0x248..0x24c].copy_from_slice(&payload_offset.to_le_bytes());
         img[0x24c..0x250].copy_from_slice(&payload_len.to_le_bytes());
         img[0x258..0x260].copy_from_slice(&0x100_0000u64.to_le_bytes()); // pref_address
         img[0x260..0x264].copy_from_slice(&init_size.to_le_bytes());
         img.extend_from_slice(&[0x90; 0x100]); // the decompressor
-        img.extend_from_slice(stream);
-        img.extend_from_slice(&announced.to_le_bytes());
+        img.extend_from_slice(payload);
         img
     }
 
@@ -300,9 +308,15 @@ pub(crate) mod tests {
     #[test]
     fn zstd_and_gzip_payloads_decompress_to_the_announced_bytes() {
         let d = data();
-        for stream in [zstd_bytes(&d), gzip_bytes(&d)] {
-            let img = bzimage(&stream, d.len() as u32, 1 << 20);
+        let mut zstd = zstd_bytes(&d);
+        zstd.extend_from_slice(&(d.len() as u32).to_le_bytes());
+        // The kernel build appends no size to gzip: the stream's ISIZE field is the trailer.
+        let gzip = gzip_bytes(&d);
+        assert_eq!(gzip[gzip.len() - 4..], (d.len() as u32).to_le_bytes());
+        for payload in [zstd, gzip] {
+            let img = bzimage_around(&payload, 1 << 20);
             let p = find(&img).unwrap();
+            assert_eq!(p.announced_len(), d.len() as u64);
             let init_size = p.header.init_size;
             assert_eq!(init_size, 1 << 20);
             assert_eq!(p.decompress(64 << 20).unwrap(), d);
