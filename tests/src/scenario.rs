@@ -97,6 +97,23 @@ impl L1Cpu {
     }
 }
 
+/// The vmm's error reports in a console log, each with the lines that follow it (a KVM error's
+/// register dump), so a failure in CI shows why the vmm stopped without the log file.
+fn vmm_error_excerpt(log: &str) -> String {
+    const FOLLOWING: usize = 4;
+    let lines: Vec<&str> = log.lines().collect();
+    let mut out = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.contains("vmm: KVM error:") || line.contains("vmm: error:") {
+            for l in &lines[i..(i + 1 + FOLLOWING).min(lines.len())] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 /// A scenario to run in the rig: `resources/rig/scenarios/<name>.sh` inside L1.
 pub struct Scenario {
     name: String,
@@ -149,9 +166,10 @@ impl Outcome {
         println!("{r}");
         assert!(
             r.is_pass(),
-            "{r}\n(reason {:?}, vmm_error {:?})\nlog: {}",
+            "{r}\n(reason {:?}, vmm_error {:?})\n{}log: {}",
             r.reason(),
             r.get("vmm_error"),
+            vmm_error_excerpt(&self.log),
             self.log_path.display()
         );
     }
@@ -667,6 +685,16 @@ mod tests {
         let mut c = Command::new("sh");
         c.arg("-c").arg(script);
         c
+    }
+
+    #[test]
+    fn the_vmm_error_excerpt_keeps_each_report_and_its_register_dump() {
+        let log = "boot\nvmm: KVM error: vCPU 0: KVM_EXIT_INTERNAL_ERROR\n  rip=0x1\n  rax=0\n  cr0=1\n  cs=0x10\nlater\nL2| 3.0 vmm: error: no such file\n";
+        assert_eq!(
+            vmm_error_excerpt(log),
+            "vmm: KVM error: vCPU 0: KVM_EXIT_INTERNAL_ERROR\n  rip=0x1\n  rax=0\n  cr0=1\n  cs=0x10\nL2| 3.0 vmm: error: no such file\n"
+        );
+        assert_eq!(vmm_error_excerpt("all well\n"), "");
     }
 
     #[test]
