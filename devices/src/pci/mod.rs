@@ -6,6 +6,7 @@
 //!   [`PciToPciBridge`] with bus 1 behind it; devices get free slots and their BARs guest
 //!   addresses from a [`BarAllocator`].
 //! - [`PciConfigIo`]: configuration mechanism #1 at ports 0xCF8-0xCFF.
+//! - [`PciConfigMmio`]: the PCI Express memory-mapped configuration window (ECAM).
 //! - [`PciBarRouter`]: one MMIO (and port I/O) handler over the PCI windows that dispatches
 //!   to BARs by their current address.
 //! - [`MsixTable`] and [`MsiVectors`]: MSI-X as the guest programs it and the vectors' GSIs,
@@ -17,6 +18,7 @@ mod bar_router;
 mod bridge;
 mod bus;
 mod config_io;
+mod config_mmio;
 mod config_space;
 mod device;
 mod error;
@@ -34,6 +36,7 @@ pub use bar_router::{lock_device, PciBarRouter, SharedPciDevice};
 pub use bridge::{BridgeWindows, PciToPciBridge, PCI_BRIDGE_DEVICE_ID, PCI_BRIDGE_VENDOR_ID};
 pub use bus::{PciBus, PciSlot, BRIDGE_BUS, NUM_SLOTS, ROOT_BUS};
 pub use config_io::{PciConfigIo, PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT_SIZE};
+pub use config_mmio::{PciConfigMmio, ECAM_BUS_SIZE};
 pub use config_space::*;
 pub use device::PciDevice;
 pub use error::{PciError, Result};
