@@ -53,6 +53,12 @@ pub struct Args {
     #[arg(long, value_name = "DIR|off", value_parser = parse_kernel_cache)]
     pub kernel_cache: Option<KernelCacheArg>,
 
+    /// How the guest reaches PCI configuration space: `ecam` (the memory-mapped PCI Express
+    /// window at 0xfe000000, announced in the ACPI MCFG table; one exit per access) or `io` (the
+    /// legacy ports 0xCF8/0xCFC; two exits per access, for guests without ACPI or MMCONFIG).
+    #[arg(long, value_name = "ecam|io", default_value = "ecam")]
+    pub pci_config: crate::vm::PciConfigAccess,
+
     /// Guest RAM size: a number with an optional K, M, G suffix (binary units), e.g. 512M or 2G.
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_memory)]
     pub memory: MemorySize,
@@ -600,6 +606,7 @@ mod tests {
         assert!(a.initramfs.is_none() && a.devices.is_empty());
         assert_eq!(a.decompress, crate::boot::Decompressor::Host);
         assert_eq!(a.kernel_cache, None);
+        assert_eq!(a.pci_config, crate::vm::PciConfigAccess::Ecam);
         let a = Args::try_parse_from([
             "vmm",
             "--kernel",
@@ -608,8 +615,11 @@ mod tests {
             "guest",
             "--kernel-cache",
             "off",
+            "--pci-config",
+            "io",
         ])
         .unwrap();
+        assert_eq!(a.pci_config, crate::vm::PciConfigAccess::Io);
         assert_eq!(a.decompress, crate::boot::Decompressor::Guest);
         assert_eq!(a.kernel_cache, Some(KernelCacheArg::Off));
         let a = Args::try_parse_from(["vmm", "--kernel", &k, "--kernel-cache", "/nonexistent/kc"])
@@ -623,7 +633,7 @@ mod tests {
     #[test]
     fn command_line_errors_name_the_flag_and_are_usage_errors() {
         let (_dir, k) = kernel_file();
-        let cases: [(&[&str], &str); 12] = [
+        let cases: [(&[&str], &str); 13] = [
             (&["--kernel", "/nonexistent/vmlinuz"], "--kernel"),
             (&["--kernel", &k, "--display", "sdl"], "--display"),
             (&["--kernel", &k, "--display", "capture="], "--display"),
@@ -641,6 +651,7 @@ mod tests {
             (&["--kernel", &k, "--kernel-cache", &k], "--kernel-cache"),
             (&["--kernel", &k, "--kernel-cache", ""], "--kernel-cache"),
             (&["--kernel", &k, "--decompress", "cpu"], "--decompress"),
+            (&["--kernel", &k, "--pci-config", "cf8"], "--pci-config"),
             (&["--kernel", "/"], "--kernel"),
         ];
         for (args, flag) in cases {

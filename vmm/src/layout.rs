@@ -10,7 +10,8 @@
 //! 0x0002_0000  kernel command line
 //! 0x000a_0000  reserved (VGA/BIOS area): ACPI tables at 0xe_0000 (RSDP first)
 //! 0x0010_0000  kernel (bzImage protected-mode part or vmlinux), then RAM; initramfs at the top
-//! 0xc000_0000  32-bit MMIO hole: PCI BARs, then IOAPIC 0xfec0_0000, LAPIC 0xfee0_0000,
+//! 0xc000_0000  32-bit MMIO hole: PCI BARs, the PCI ECAM window 0xfe00_0000 (2 MiB, reserved
+//!              in the e820 map), IOAPIC 0xfec0_0000, LAPIC 0xfee0_0000,
 //!              KVM identity-map page 0xfffb_c000, KVM TSS 0xfffb_d000
 //! 0x1_0000_0000 RAM above 4 GiB (whatever did not fit below the hole)
 //! then          the 64-bit PCI MMIO window
@@ -62,10 +63,19 @@ pub const KVM_IDENTITY_MAP_START: u64 = 0xfffb_c000;
 /// KVM's TSS (KVM_SET_TSS_ADDR), three pages.
 pub const KVM_TSS_START: u64 = 0xfffb_d000;
 
-/// 32-bit PCI MMIO window for BARs: the part of the hole below the IOAPIC.
+/// The PCI Express configuration window (ECAM): 1 MiB per bus.
+pub const PCI_ECAM_START: u64 = 0xfe00_0000;
+/// Buses the ECAM window covers, which is also the host bridge's bus range: bus 0 and the bus
+/// behind the PCI-to-PCI bridge, no more. Linux looks for peer host bridges on every bus up to
+/// the MCFG's last one it does not know (32 reads each: 8160 exits for buses 0..=255).
+pub const PCI_ECAM_BUSES: u64 = 2;
+/// Size of the ECAM window.
+pub const PCI_ECAM_SIZE: u64 = PCI_ECAM_BUSES << 20;
+
+/// 32-bit PCI MMIO window for BARs: the part of the hole below the ECAM window.
 pub const PCI_MMIO32_START: u64 = MMIO_HOLE_START;
 /// Size of the 32-bit PCI MMIO window.
-pub const PCI_MMIO32_SIZE: u64 = IOAPIC_START - MMIO_HOLE_START;
+pub const PCI_MMIO32_SIZE: u64 = PCI_ECAM_START - MMIO_HOLE_START;
 /// Size of the 64-bit PCI MMIO window placed above RAM.
 pub const PCI_MMIO64_SIZE: u64 = 64 << 30;
 /// Alignment of the 64-bit PCI MMIO window.
@@ -107,8 +117,10 @@ pub const E820_RAM: u32 = 1;
 /// e820 type of reserved memory.
 pub const E820_RESERVED: u32 = 2;
 
-// The PCI window, the APICs and KVM's private pages are all inside the hole, disjoint.
-const _: () = assert!(PCI_MMIO32_START + PCI_MMIO32_SIZE <= IOAPIC_START);
+// The PCI window, the ECAM window, the APICs and KVM's private pages are all inside the hole,
+// disjoint.
+const _: () = assert!(PCI_MMIO32_START + PCI_MMIO32_SIZE <= PCI_ECAM_START);
+const _: () = assert!(PCI_ECAM_START + PCI_ECAM_SIZE <= IOAPIC_START);
 const _: () = assert!(IOAPIC_START < LAPIC_START && LAPIC_START < KVM_IDENTITY_MAP_START);
 const _: () = assert!(KVM_IDENTITY_MAP_START + 0x1000 == KVM_TSS_START);
 const _: () = assert!(KVM_TSS_START + 0x3000 <= MMIO_HOLE_END);
@@ -174,7 +186,9 @@ fn e820(addr: u64, size: u64, type_: u32) -> boot_e820_entry {
 }
 
 /// The e820 map for `mem_size` bytes of RAM (at least [`HIMEM_START`] bytes): conventional
-/// memory, the reserved legacy area holding the ACPI tables, RAM up to the hole, RAM above 4 GiB.
+/// memory, the reserved legacy area holding the ACPI tables, RAM up to the hole, the reserved
+/// ECAM window (Linux uses an ACPI MCFG window only where the firmware reserves it), RAM above
+/// 4 GiB.
 pub fn e820_entries(mem_size: u64) -> Vec<boot_e820_entry> {
     let mut entries = vec![
         e820(0, LEGACY_RESERVED_START, E820_RAM),
@@ -188,6 +202,7 @@ pub fn e820_entries(mem_size: u64) -> Vec<boot_e820_entry> {
     if low_end > HIMEM_START {
         entries.push(e820(HIMEM_START, low_end - HIMEM_START, E820_RAM));
     }
+    entries.push(e820(PCI_ECAM_START, PCI_ECAM_SIZE, E820_RESERVED));
     if mem_size > low_end {
         entries.push(e820(HIGH_RAM_START, mem_size - low_end, E820_RAM));
     }
@@ -253,18 +268,23 @@ mod tests {
                 .sum();
             // Everything except the reserved 384 KiB legacy area is usable RAM.
             assert_eq!(ram, mem - (LEGACY_RESERVED_END - LEGACY_RESERVED_START));
-            // Sorted, non-overlapping, nothing inside the MMIO hole.
+            // Sorted, non-overlapping, no RAM inside the MMIO hole.
             for w in e.windows(2) {
                 assert!(w[0].addr + w[0].size <= w[1].addr);
             }
-            for x in &e {
+            for x in e.iter().filter(|x| x.r#type == E820_RAM) {
                 let end = x.addr + x.size;
                 assert!(end <= MMIO_HOLE_START || x.addr >= MMIO_HOLE_END);
             }
             let reserved: Vec<_> = e.iter().filter(|x| x.r#type == E820_RESERVED).collect();
-            assert_eq!(reserved.len(), 1);
+            assert_eq!(reserved.len(), 2);
             assert!(reserved[0].addr <= ACPI_START);
             assert!(ACPI_END <= reserved[0].addr + reserved[0].size);
+            assert_eq!(
+                (reserved[1].addr, reserved[1].size),
+                (PCI_ECAM_START, PCI_ECAM_SIZE),
+                "the ECAM window"
+            );
         }
     }
 

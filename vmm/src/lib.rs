@@ -63,6 +63,8 @@ pub struct VmConfig {
     pub display: Vec<DisplayConfig>,
     /// How long the guest has to power off after SIGTERM pressed its power button.
     pub shutdown_timeout: Duration,
+    /// How the guest reaches PCI configuration space.
+    pub pci_config: vm::PciConfigAccess,
 }
 
 impl From<Args> for VmConfig {
@@ -84,6 +86,7 @@ impl From<Args> for VmConfig {
             devices: a.devices,
             display: a.display,
             shutdown_timeout: Duration::from_secs(a.shutdown_timeout),
+            pci_config: a.pci_config,
         }
     }
 }
@@ -203,7 +206,7 @@ pub fn run(
     } else {
         RamBacking::Anonymous
     };
-    let mut vm = Vm::new(config.mem_size, backing)?;
+    let mut vm = Vm::new(config.mem_size, backing, config.pci_config)?;
     if vm.ram().hugetlb() {
         // Pages reserved from the host's pool: worth a line by default.
         log::info!(
@@ -228,6 +231,7 @@ pub fn run(
         vm.ram().memory(),
         config.vcpus,
         layout::pci_mmio64_window(config.mem_size),
+        config.pci_config,
     )?;
     log::debug!(
         "kernel entry {:#x}, initramfs {:x?}",

@@ -529,7 +529,14 @@ mod tests {
             eprintln!("no /dev/kvm: device creation not tested");
             return None;
         }
-        Some(crate::vm::Vm::new(64 << 20, RamBacking::Memfd).unwrap())
+        Some(
+            crate::vm::Vm::new(
+                64 << 20,
+                RamBacking::Memfd,
+                crate::vm::PciConfigAccess::Ecam,
+            )
+            .unwrap(),
+        )
     }
 
     #[test]

@@ -13,8 +13,8 @@ use devices::legacy::{
 };
 use devices::memory_slots::{GuestMemorySlots, KvmMemorySlots};
 use devices::pci::{
-    lock_device, BarAllocator, BarWindow, KvmMsiRouter, PciBus, PciConfigIo, PCI_CONFIG_IO_PORT,
-    PCI_CONFIG_IO_PORT_SIZE,
+    lock_device, BarAllocator, BarWindow, KvmMsiRouter, PciBus, PciConfigIo, PciConfigMmio,
+    PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT_SIZE,
 };
 use devices::vfio::VfioPassthrough;
 use devices::virtio::KvmIoEvents;
@@ -27,11 +27,23 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::boot::{cpuid, regs};
 use crate::layout::{
-    pci_mmio64_window, KVM_IDENTITY_MAP_START, KVM_TSS_START, PCI_IO_SIZE, PCI_IO_START,
-    PCI_MMIO32_SIZE, PCI_MMIO32_START, POWER_BUTTON_GSI,
+    pci_mmio64_window, KVM_IDENTITY_MAP_START, KVM_TSS_START, PCI_ECAM_SIZE, PCI_ECAM_START,
+    PCI_IO_SIZE, PCI_IO_START, PCI_MMIO32_SIZE, PCI_MMIO32_START, POWER_BUTTON_GSI,
 };
 use crate::memory::{GuestRam, MemoryError, RamBacking};
 use crate::vcpu::{ExitNotifier, Vcpu};
+
+/// How the guest reaches PCI configuration space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PciConfigAccess {
+    /// The memory-mapped PCI Express window (ECAM), announced in the ACPI MCFG table: one exit
+    /// per access. The configuration ports are absent, so Linux uses the window for everything.
+    #[default]
+    Ecam,
+    /// The legacy ports 0xCF8/0xCFC (configuration mechanism #1): two exits per access, for
+    /// guests without ACPI or without MMCONFIG support.
+    Io,
+}
 
 /// Errors creating the VM.
 #[derive(Debug, Error)]
@@ -138,11 +150,15 @@ impl Vm {
     /// Creates the VM: KVM private pages, irqchip (PIC + IOAPIC + LAPICs), PIT, its resources
     /// (memory slots, GSIs and routing table, ioeventfds, address windows, the passthrough
     /// IOMMU space), guest RAM in its slots, and the PCI buses (host bridge, the PCI-to-PCI bridge
-    /// the devices go behind, configuration access at 0xCF8, the BAR router over the PCI MMIO
-    /// windows and the PCI port window). Guest RAM is
+    /// the devices go behind, configuration access as `pci_config` says, the BAR router over the
+    /// PCI MMIO windows and the PCI port window). Guest RAM is
     /// `mem_size` bytes backed as `backing` says (a memfd if a device exports guest pages with
     /// udmabuf).
-    pub fn new(mem_size: u64, backing: RamBacking) -> Result<Self, VmError> {
+    pub fn new(
+        mem_size: u64,
+        backing: RamBacking,
+        pci_config: PciConfigAccess,
+    ) -> Result<Self, VmError> {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         fd.set_identity_map_address(KVM_IDENTITY_MAP_START)
@@ -205,7 +221,7 @@ impl Vm {
             .map_err(VmError::Ram)?;
             vm.ram_slots.push(slot);
         }
-        vm.add_pci()?;
+        vm.add_pci(pci_config)?;
         Ok(vm)
     }
 
@@ -258,6 +274,28 @@ impl Vm {
             .map_err(|e| err(format!("{e:?}")))
     }
 
+    /// Registers `dev` on the MMIO bus over `size` bytes at `base`.
+    fn register_mmio<T>(
+        &mut self,
+        what: &'static str,
+        base: u64,
+        size: u64,
+        dev: Arc<T>,
+    ) -> Result<(), VmError>
+    where
+        T: vm_device::DeviceMmio + Send + Sync + 'static,
+    {
+        let err = |detail: String| VmError::Bus {
+            what,
+            bus: "MMIO",
+            detail,
+        };
+        let range = MmioRange::new(MmioAddress(base), size).map_err(|e| err(format!("{e:?}")))?;
+        self.io_mut(what, "MMIO")?
+            .register_mmio(range, dev)
+            .map_err(|e| err(format!("{e:?}")))
+    }
+
     /// Adds COM1 (IRQ 4 through an irqfd), the i8042, the CMOS, the ACPI power management
     /// registers (their power-off and reset requests go to `acpi_pm`) and the ACPI power
     /// button's interrupt (GSI [`POWER_BUTTON_GSI`] through an irqfd).
@@ -306,17 +344,25 @@ impl Vm {
         })
     }
 
-    /// Registers PCI bus 0: type-1 configuration access at 0xCF8 and the BAR router over the
-    /// PCI MMIO windows and the PCI I/O port window.
-    fn add_pci(&mut self) -> Result<(), VmError> {
+    /// Registers PCI bus 0: configuration access (the ECAM window or the ports 0xCF8-0xCFF) and
+    /// the BAR router over the PCI MMIO windows and the PCI I/O port window.
+    fn add_pci(&mut self, pci_config: PciConfigAccess) -> Result<(), VmError> {
         let (mmio64_base, mmio64_size) = pci_mmio64_window(self.ram.size());
         let router = lock(&self.pci).router();
-        self.register_pio(
-            "PCI configuration access",
-            PCI_CONFIG_IO_PORT,
-            PCI_CONFIG_IO_PORT_SIZE,
-            Arc::new(Mutex::new(PciConfigIo::new(self.pci.clone()))),
-        )?;
+        match pci_config {
+            PciConfigAccess::Ecam => self.register_mmio(
+                "PCI configuration window (ECAM)",
+                PCI_ECAM_START,
+                PCI_ECAM_SIZE,
+                Arc::new(Mutex::new(PciConfigMmio::new(self.pci.clone()))),
+            )?,
+            PciConfigAccess::Io => self.register_pio(
+                "PCI configuration access",
+                PCI_CONFIG_IO_PORT,
+                PCI_CONFIG_IO_PORT_SIZE,
+                Arc::new(Mutex::new(PciConfigIo::new(self.pci.clone()))),
+            )?,
+        }
         self.register_pio(
             "PCI I/O BAR router",
             PCI_IO_START,
@@ -327,17 +373,7 @@ impl Vm {
             (PCI_MMIO32_START, PCI_MMIO32_SIZE),
             (mmio64_base, mmio64_size),
         ] {
-            let what = "PCI MMIO BAR router";
-            let err = |detail: String| VmError::Bus {
-                what,
-                bus: "MMIO",
-                detail,
-            };
-            let range =
-                MmioRange::new(MmioAddress(base), size).map_err(|e| err(format!("{e:?}")))?;
-            self.io_mut(what, "MMIO")?
-                .register_mmio(range, router.clone())
-                .map_err(|e| err(format!("{e:?}")))?;
+            self.register_mmio("PCI MMIO BAR router", base, size, router.clone())?;
         }
         Ok(())
     }
@@ -491,7 +527,7 @@ mod tests {
             eprintln!("no /dev/kvm: VM resources not tested");
             return None;
         }
-        let vm = Vm::new(64 << 20, RamBacking::Memfd).unwrap();
+        let vm = Vm::new(64 << 20, RamBacking::Memfd, PciConfigAccess::Ecam).unwrap();
         let spec = parse_device("gpu=blob").unwrap();
         crate::pci_devices::build(&vm, &[spec], &[DisplayConfig::Headless]).unwrap();
         Some(vm)
@@ -510,6 +546,45 @@ mod tests {
         a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0
     }
 
+    /// The guest reaches configuration space through the ECAM window or through the ports,
+    /// never both: Linux prefers the ports whenever they answer.
+    #[test]
+    fn pci_configuration_is_reached_one_way_or_the_other() {
+        if !std::path::Path::new("/dev/kvm").exists() {
+            eprintln!("no /dev/kvm: PCI configuration access not tested");
+            return;
+        }
+        let host_bridge_id = 0x0d57_8086u32.to_le_bytes();
+        let ports = |vm: &Vm| {
+            let mut id = [0u8; 4];
+            let latch = vm.io.pio_write(
+                PioAddress(PCI_CONFIG_IO_PORT),
+                &0x8000_0000u32.to_le_bytes(),
+            );
+            let data = vm.io.pio_read(PioAddress(PCI_CONFIG_IO_PORT + 4), &mut id);
+            (latch.is_ok() && data.is_ok()).then_some(id)
+        };
+        let ecam = |vm: &Vm, at: u64| {
+            let mut id = [0u8; 4];
+            vm.io.mmio_read(MmioAddress(at), &mut id).ok().map(|_| id)
+        };
+        let vm = Vm::new(64 << 20, RamBacking::Anonymous, PciConfigAccess::Ecam).unwrap();
+        assert_eq!(ecam(&vm, PCI_ECAM_START), Some(host_bridge_id));
+        // 00:01.0, the PCI-to-PCI bridge (1b36:0001), and the window's last dword.
+        assert_eq!(
+            ecam(&vm, PCI_ECAM_START + (1 << 15)),
+            Some(0x0001_1b36u32.to_le_bytes())
+        );
+        assert_eq!(
+            ecam(&vm, PCI_ECAM_START + PCI_ECAM_SIZE - 4),
+            Some([0xff; 4])
+        );
+        assert_eq!(ports(&vm), None);
+        let vm = Vm::new(64 << 20, RamBacking::Anonymous, PciConfigAccess::Io).unwrap();
+        assert_eq!(ports(&vm), Some(host_bridge_id));
+        assert_eq!(ecam(&vm, PCI_ECAM_START), None);
+    }
+
     /// `KVM_PRE_FAULT_MEMORY` maps guest RAM ahead where KVM has it; a range past RAM stops
     /// short instead of failing.
     #[test]
@@ -518,7 +593,7 @@ mod tests {
             eprintln!("no /dev/kvm: pre-faulting not tested");
             return;
         }
-        let vm = Vm::new(64 << 20, RamBacking::Memfd).unwrap();
+        let vm = Vm::new(64 << 20, RamBacking::Memfd, PciConfigAccess::Ecam).unwrap();
         let vcpus = vm.create_vcpus(1, Some(0x10_0000)).unwrap();
         let cap = vm
             .fd

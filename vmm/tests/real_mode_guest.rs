@@ -70,7 +70,13 @@ fn run_real_mode_on(
     input: Option<UnixStream>,
     console: vmm::vm::ConsoleOut,
 ) -> (VmExit, vmm::vcpu::ExitStats) {
-    let mut vm = Vm::new(64 << 20, vmm::memory::RamBacking::Anonymous).expect("create VM");
+    // The configuration ports: a real-mode guest reads PCI configuration through them.
+    let mut vm = Vm::new(
+        64 << 20,
+        vmm::memory::RamBacking::Anonymous,
+        vmm::vm::PciConfigAccess::Io,
+    )
+    .expect("create VM");
     vm.ram()
         .memory()
         .write_slice(code, GuestAddress(CODE_ADDR))

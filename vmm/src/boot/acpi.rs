@@ -1,14 +1,17 @@
 //! ACPI tables for a hardware-reduced platform, built with rust-vmm's `acpi_tables` and placed in
 //! the reserved BIOS area where Linux looks for the RSDP (0xE0000..0x100000, 16-byte steps).
 //!
-//! - RSDP -> XSDT -> FADT and MADT; the FADT points at the DSDT.
+//! - RSDP -> XSDT -> FADT, MADT and (with ECAM) MCFG; the FADT points at the DSDT.
 //! - FADT: hardware-reduced (no PM1 blocks, no SCI), the sleep control/status registers and the
 //!   reset register of [`devices::legacy::AcpiPm`], no i8042 (Linux still resets through port
 //!   0x64 with `reboot=k`), no VGA.
 //! - MADT: one local APIC per vCPU and the IOAPIC; ISA IRQs are identity-mapped (ACPI's default,
 //!   as KVM's routing has them), so there is no interrupt source override.
-//! - DSDT: the PCI host bridge (buses 0..=0xff: bus 0 and the bus behind its PCI-to-PCI bridge;
-//!   configuration at 0xCF8, the PCI port and MMIO windows) with `_PRT` giving each bus-0 slot's
+//! - MCFG: the PCI Express configuration window (ECAM) of the host bridge's buses, when the VM
+//!   has it (the e820 map reserves it, as Linux wants).
+//! - DSDT: the PCI host bridge (buses 0 and 1: bus 0 and the bus behind its PCI-to-PCI bridge;
+//!   the configuration ports 0xCF8 when the VM has them instead of ECAM, the PCI port and MMIO
+//!   windows) with `_PRT` giving each bus-0 slot's
 //!   INTx pins their IOAPIC pin ([`pci_intx_gsi`]), COM1, the
 //!   CMOS RTC, the power button (PNP0C0C) and the Generic Event Device (ACPI0013) whose edge-triggered
 //!   interrupt [`POWER_BUTTON_GSI`] notifies the power button, and `_S5` for power-off.
@@ -20,6 +23,7 @@ use acpi_tables::aml::{
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace as GasSpace, GAS};
 use acpi_tables::madt::{EnabledStatus, IoApic, ProcessorLocalApic};
+use acpi_tables::mcfg::MCFG;
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
@@ -32,9 +36,10 @@ use devices::pci::{PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT_SIZE};
 use thiserror::Error;
 
 use crate::layout::{
-    pci_intx_gsi, ACPI_END, ACPI_START, IOAPIC_START, LAPIC_START, PCI_IO_SIZE, PCI_IO_START,
-    PCI_MMIO32_SIZE, PCI_MMIO32_START, POWER_BUTTON_GSI,
+    pci_intx_gsi, ACPI_END, ACPI_START, IOAPIC_START, LAPIC_START, PCI_ECAM_BUSES, PCI_ECAM_START,
+    PCI_IO_SIZE, PCI_IO_START, PCI_MMIO32_SIZE, PCI_MMIO32_START, POWER_BUTTON_GSI,
 };
+use crate::vm::PciConfigAccess;
 
 /// OEM id of every table.
 const OEM_ID: [u8; 6] = *b"RVMMGP";
@@ -73,6 +78,8 @@ pub struct AcpiTables {
     pub bytes: Vec<u8>,
     /// Guest addresses of the DSDT, FADT, MADT and XSDT, in that order.
     pub tables: [u64; 4],
+    /// Guest address of the MCFG, if the VM has the ECAM window.
+    pub mcfg: Option<u64>,
 }
 
 /// Appends `table` at the next 16-byte boundary of `out` (placed at [`ACPI_START`]) and returns
@@ -111,10 +118,11 @@ fn io_register(port: u16) -> GAS {
 }
 
 /// The DSDT's AML body (everything after the table header).
-fn dsdt_body(mmio64: (u64, u64)) -> Vec<u8> {
+fn dsdt_body(mmio64: (u64, u64), pci_config: PciConfigAccess) -> Vec<u8> {
     // PCI host bridge: bus 0 and the buses behind its PCI-to-PCI bridge (the guest may
-    // renumber them), its configuration ports and its windows.
-    let bus = AddressSpace::<u16>::new_bus_number(0, 0xff);
+    // renumber them, within the ECAM window's buses), its configuration ports if it has them
+    // and its windows.
+    let bus = AddressSpace::<u16>::new_bus_number(0, (PCI_ECAM_BUSES - 1) as u16);
     let config = IO::new(
         PCI_CONFIG_IO_PORT,
         PCI_CONFIG_IO_PORT,
@@ -136,7 +144,10 @@ fn dsdt_body(mmio64: (u64, u64)) -> Vec<u8> {
         mmio64.0 + mmio64.1 - 1,
         None,
     );
-    let crs = ResourceTemplate::new(vec![&bus, &config, &io, &mem32, &mem64]);
+    let crs = match pci_config {
+        PciConfigAccess::Io => ResourceTemplate::new(vec![&bus, &config, &io, &mem32, &mem64]),
+        PciConfigAccess::Ecam => ResourceTemplate::new(vec![&bus, &io, &mem32, &mem64]),
+    };
     // _PRT of bus 0: INTx pin p of slot s goes to IOAPIC pin pci_intx_gsi(s, p) (source 0: a
     // GSI). The bus behind the PCI-to-PCI bridge has no _PRT: the guest swizzles its pins to
     // the bridge's (layout::bridge_swizzle), as the VMM does when it wires them.
@@ -223,8 +234,13 @@ fn dsdt_body(mmio64: (u64, u64)) -> Vec<u8> {
     body
 }
 
-/// Builds the tables for `nr_vcpus` vCPUs and the 64-bit PCI window `mmio64` (base, size).
-pub fn build(nr_vcpus: u8, mmio64: (u64, u64)) -> Result<AcpiTables, AcpiError> {
+/// Builds the tables for `nr_vcpus` vCPUs, the 64-bit PCI window `mmio64` (base, size) and PCI
+/// configuration access `pci_config`.
+pub fn build(
+    nr_vcpus: u8,
+    mmio64: (u64, u64),
+    pci_config: PciConfigAccess,
+) -> Result<AcpiTables, AcpiError> {
     // The RSDP comes first, at ACPI_START; it is written last, once the XSDT's address is known.
     let mut out = vec![0u8; Rsdp::len()];
 
@@ -236,7 +252,7 @@ pub fn build(nr_vcpus: u8, mmio64: (u64, u64)) -> Result<AcpiTables, AcpiError> 
         OEM_TABLE_ID,
         OEM_REVISION,
     );
-    dsdt.append_slice(&dsdt_body(mmio64));
+    dsdt.append_slice(&dsdt_body(mmio64, pci_config));
     let dsdt_addr = place(&mut out, dsdt.as_slice());
 
     let mut fadt = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION)
@@ -273,9 +289,18 @@ pub fn build(nr_vcpus: u8, mmio64: (u64, u64)) -> Result<AcpiTables, AcpiError> 
     madt.append_slice(&aml_bytes(&IoApic::new(nr_vcpus, IOAPIC_START as u32, 0)));
     let madt_addr = place(&mut out, madt.as_slice());
 
+    let mcfg_addr = (pci_config == PciConfigAccess::Ecam).then(|| {
+        let mut mcfg = MCFG::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+        mcfg.add_ecam(PCI_ECAM_START, 0, 0, (PCI_ECAM_BUSES - 1) as u8);
+        place(&mut out, &aml_bytes(&mcfg))
+    });
+
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     xsdt.add_entry(fadt_addr);
     xsdt.add_entry(madt_addr);
+    if let Some(addr) = mcfg_addr {
+        xsdt.add_entry(addr);
+    }
     let xsdt_addr = place(&mut out, &aml_bytes(&xsdt));
 
     let rsdp = aml_bytes(&Rsdp::new(OEM_ID, xsdt_addr));
@@ -286,6 +311,7 @@ pub fn build(nr_vcpus: u8, mmio64: (u64, u64)) -> Result<AcpiTables, AcpiError> 
     Ok(AcpiTables {
         bytes: out,
         tables: [dsdt_addr, fadt_addr, madt_addr, xsdt_addr],
+        mcfg: mcfg_addr,
     })
 }
 
@@ -294,7 +320,7 @@ mod tests {
     use super::*;
 
     fn tables() -> AcpiTables {
-        build(2, (0x2_0000_0000, 64 << 30)).unwrap()
+        build(2, (0x2_0000_0000, 64 << 30), PciConfigAccess::Ecam).unwrap()
     }
 
     /// The table at guest address `addr`.
@@ -328,7 +354,7 @@ mod tests {
             .map(|o| u64_at(xsdt, o))
             .collect();
         let sigs: Vec<&[u8]> = entries.iter().map(|&a| &table(&t, a)[..4]).collect();
-        assert_eq!(sigs, [b"FACP", b"APIC"]);
+        assert_eq!(sigs, [b"FACP", b"APIC", b"MCFG"]);
         for &a in &entries {
             assert_eq!(sum(table(&t, a)), 0, "checksum of the table at {a:#x}");
             assert_eq!(a % 8, 0);
@@ -363,7 +389,7 @@ mod tests {
     #[test]
     fn the_madt_has_every_cpu_and_the_ioapic() {
         for n in [1u8, 2, 8] {
-            let t = build(n, (0x2_0000_0000, 1 << 30)).unwrap();
+            let t = build(n, (0x2_0000_0000, 1 << 30), PciConfigAccess::Ecam).unwrap();
             let madt = table(&t, t.tables[2]);
             assert_eq!(
                 u32::from_le_bytes(madt[36..40].try_into().unwrap()),
@@ -425,5 +451,31 @@ mod tests {
         entry.extend_from_slice(&(3u32 << 16 | 0xffff).to_le_bytes());
         entry.extend_from_slice(&[0x0a, 2, 0x00, 0x0a, pci_intx_gsi(3, 2) as u8]);
         assert!(find(dsdt, &entry).is_some(), "slot 3 INTC route");
+    }
+
+    /// With ECAM the MCFG names the window and its buses (0..=1, segment 0) and the host
+    /// bridge claims no configuration ports; with the ports there is no MCFG and the bridge
+    /// claims 0xCF8..0xCFF.
+    #[test]
+    fn the_mcfg_or_the_ports_tell_the_guest_how_to_reach_pci_configuration() {
+        let ports_descriptor = [0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08];
+        let t = tables();
+        let mcfg = table(&t, t.mcfg.unwrap());
+        assert_eq!(&mcfg[..4], b"MCFG");
+        assert_eq!(
+            mcfg.len(),
+            44 + 16,
+            "header, 8 reserved bytes, one allocation"
+        );
+        assert_eq!(u64_at(mcfg, 44), PCI_ECAM_START);
+        assert_eq!(&mcfg[52..56], &[0, 0, 0, 1], "segment 0, buses 0..=1");
+        let dsdt = table(&t, t.tables[0]);
+        assert_eq!(find(dsdt, &ports_descriptor), None);
+
+        let t = build(1, (0x2_0000_0000, 1 << 30), PciConfigAccess::Io).unwrap();
+        assert_eq!(t.mcfg, None);
+        let xsdt = table(&t, t.tables[3]);
+        assert_eq!(xsdt.len(), 36 + 2 * 8, "FADT and MADT only");
+        assert!(find(table(&t, t.tables[0]), &ports_descriptor).is_some());
     }
 }

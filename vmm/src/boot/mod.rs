@@ -15,6 +15,7 @@ pub mod vmlinux;
 use vm_memory::GuestMemoryMmap;
 
 use crate::layout::{ACPI_START, BOOT_GDT_START, BOOT_IDT_START, PDPT_START, PD_START, PML4_START};
+use crate::vm::PciConfigAccess;
 pub use loader::{Decompressor, KernelEntry, KernelForm, LoaderError, Unpacking};
 
 /// Errors writing the boot structures.
@@ -33,11 +34,13 @@ fn u64s_to_bytes(v: &[u64]) -> Vec<u8> {
 }
 
 /// Writes the GDT, the empty IDT, the identity page tables and the ACPI tables
-/// (which describe the 64-bit PCI window `mmio64`, base and size) into guest RAM.
+/// (which describe the 64-bit PCI window `mmio64`, base and size, and how PCI configuration
+/// space is reached) into guest RAM.
 pub fn write_boot_structures(
     mem: &GuestMemoryMmap,
     nr_vcpus: u8,
     mmio64: (u64, u64),
+    pci_config: PciConfigAccess,
 ) -> Result<(), BootError> {
     loader::write_bytes(mem, BOOT_GDT_START, &u64s_to_bytes(&gdt::boot_gdt()), "GDT")?;
     loader::write_bytes(mem, BOOT_IDT_START, &0u64.to_le_bytes(), "IDT")?;
@@ -45,7 +48,7 @@ pub fn write_boot_structures(
     loader::write_bytes(mem, PML4_START, &u64s_to_bytes(&map.pml4), "PML4")?;
     loader::write_bytes(mem, PDPT_START, &u64s_to_bytes(&map.pdpt), "PDPT")?;
     loader::write_bytes(mem, PD_START, &u64s_to_bytes(&map.pd), "page directories")?;
-    let tables = acpi::build(nr_vcpus, mmio64)?;
+    let tables = acpi::build(nr_vcpus, mmio64, pci_config)?;
     loader::write_bytes(mem, ACPI_START, &tables.bytes, "ACPI tables")?;
     Ok(())
 }
@@ -58,7 +61,7 @@ mod tests {
     #[test]
     fn structures_land_where_the_registers_point() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
-        write_boot_structures(&mem, 2, (1 << 32, 1 << 30)).unwrap();
+        write_boot_structures(&mem, 2, (1 << 32, 1 << 30), PciConfigAccess::Ecam).unwrap();
         let code: u64 = mem.read_obj(GuestAddress(BOOT_GDT_START + 8)).unwrap();
         assert_eq!(code, gdt::boot_gdt()[1]);
         let pml4e: u64 = mem.read_obj(GuestAddress(PML4_START)).unwrap();
