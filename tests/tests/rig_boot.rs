@@ -2,7 +2,10 @@
 //! prints `L2-MARKER` and reboots; the VMM exits 0 without a KVM error. The VMM decompressed the
 //! kernel itself and placed it at random (KASLR): L2's `_text` is not the link address, a second
 //! boot takes the kernel from the VMM's cache, and `nokaslr` keeps the link address. A fourth boot
-//! with the guest's own decompressor sees the same e820 map, command line and initramfs.
+//! with the guest's own decompressor sees the same e820 map, command line and initramfs. The guest
+//! reaches PCI configuration space through the ECAM window the MCFG announces and finds the host
+//! bridge and the PCI-to-PCI bridge; a fifth boot with `--pci-config io` finds them through the
+//! ports 0xCF8.
 
 // Rig scenarios need QEMU and run only with the `rig` feature (resources/test-all.sh).
 #![cfg(feature = "rig")]
@@ -45,7 +48,7 @@ fn vmm_boots_l2_to_its_marker() {
             .unwrap_or_else(|| panic!("no text{n} in {r}"));
         u64::from_str_radix(t, 16).unwrap_or_else(|_| panic!("text{n}={t} is no address: {r}"))
     };
-    for n in 1..=4 {
+    for n in 1..=5 {
         assert_eq!(r.get(&format!("exit{n}")), Some("0"), "boot {n}: {r}");
     }
     assert_eq!(
@@ -53,11 +56,35 @@ fn vmm_boots_l2_to_its_marker() {
             r.get("load1"),
             r.get("load2"),
             r.get("load3"),
-            r.get("load4")
+            r.get("load4"),
+            r.get("load5")
         ),
-        (Some("host"), Some("cache"), Some("cache"), Some("guest")),
+        (
+            Some("host"),
+            Some("cache"),
+            Some("cache"),
+            Some("guest"),
+            Some("cache")
+        ),
         "who unpacked the kernel: {r}"
     );
+    // PCI configuration: the ECAM window alone by default, the ports alone with --pci-config io;
+    // either way the same functions, the host bridge and the PCI-to-PCI bridge among them.
+    for n in 1..=4 {
+        assert_eq!(r.get(&format!("pcicfg{n}")), Some("ecam"), "boot {n}: {r}");
+    }
+    assert_eq!(r.get("pcicfg5"), Some("conf1"), "--pci-config io: {r}");
+    let devs = r.get("pcidevs1").unwrap_or("none");
+    for want in ["0000:00:00.0=8086:0d57", "0000:00:01.0=1b36:0001"] {
+        assert!(
+            devs.split(',').any(|d| d == want),
+            "no {want} in {devs}: {r}"
+        );
+    }
+    for n in 2..=5 {
+        assert_eq!(r.get(&format!("pcidevs{n}")), Some(devs), "boot {n}: {r}");
+    }
+    println!("PCI functions: {devs}");
     // Unpacked by the VMM or by the guest: the kernel was given the same things.
     for k in ["e820", "cmdline", "initrd"] {
         let (host, guest) = (r.get(&format!("{k}1")), r.get(&format!("{k}4")));

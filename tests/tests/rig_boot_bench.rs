@@ -1,6 +1,7 @@
 //! Scenario `boot-bench`: the boot benchmark. QEMU `-M microvm` with KVM and our vmm (anonymous
 //! guest RAM; `vmmbz`: the same with the guest decompressing the bzImage; with a virtio-gpu: memfd
-//! guest RAM) boot the same L2 alternately in one L1, with L1's shmem THP at Debian's default
+//! guest RAM; `vmmio`, in the `never` setting: the PCI configuration ports instead of the ECAM
+//! window) boot the same L2 alternately in one L1, with L1's shmem THP at Debian's default
 //! (`never`), at `advise`, and at `never` with 2 MiB hugetlb pages reserved (`hugetlb`: QEMU and
 //! the memfd-backed vmms only), and, with a passthrough device (`vmmvfio`: the rig's ivshmem and a
 //! virtio-gpu), the time to DMA-map guest RAM; the medians, the vmm/QEMU ratio and
@@ -26,8 +27,10 @@ fn boot_benchmark_against_qemu_microvm() {
     println!("| L1 setting | VMM | boot s | kernel s | before kernel s | guest RAM | vmm set-up ms | kernel load ms | DMA map ms | exits | pf_fixed | io | mmio | insn_emulation | halt | vs QEMU |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for thp in ["never", "advise", "hugetlb"] {
-        for vmm in ["qemu", "vmm", "vmmbz", "vmmgpu", "vmmvfio"] {
-            if thp == "hugetlb" && (vmm == "vmm" || vmm == "vmmbz") {
+        for vmm in ["qemu", "vmm", "vmmio", "vmmbz", "vmmgpu", "vmmvfio"] {
+            if (thp == "hugetlb" && (vmm == "vmm" || vmm == "vmmbz"))
+                || (thp != "never" && vmm == "vmmio")
+            {
                 continue;
             }
             let g = |k: &str| {
@@ -37,6 +40,7 @@ fn boot_benchmark_against_qemu_microvm() {
             };
             let ratio = match vmm {
                 "vmm" => r.get(&format!("{thp}_ratio")).unwrap_or("-"),
+                "vmmio" => r.get(&format!("{thp}_ratio_io")).unwrap_or("-"),
                 "vmmbz" => r.get(&format!("{thp}_ratio_bz")).unwrap_or("-"),
                 "vmmgpu" => r.get(&format!("{thp}_ratio_gpu")).unwrap_or("-"),
                 "vmmvfio" => r.get(&format!("{thp}_ratio_vfio")).unwrap_or("-"),

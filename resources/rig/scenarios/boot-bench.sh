@@ -4,7 +4,8 @@
 # and command line RUNS times each, alternating: QEMU `-M microvm` with KVM, our vmm (no device:
 # anonymous guest RAM; it decompresses the bzImage itself), the same with `--decompress guest`
 # (vmmbz: the guest's decompressor) and our vmm with `--device gpu=blob` (memfd guest RAM);
-# 512 MiB, 1 vCPU.
+# 512 MiB, 1 vCPU. In the never setting also vmmio: our vmm with `--pci-config io` (the
+# configuration ports instead of the ECAM window).
 # With the rig's ivshmem bound to vfio-pci, also vmmvfio: `--device vfio=<ivshmem>,gpu=blob` (memfd
 # guest RAM, DMA-mapped before the guest runs; dma_ms is that mapping). A third setting, hugetlb
 # (shmem THP never, 264 2 MiB hugetlb pages reserved), boots QEMU and the memfd-backed vmms only. Per VMM and setting: the median of the runs of
@@ -47,6 +48,7 @@ else
 fi
 for thp in never advise hugetlb; do
     vmms="qemu vmm vmmbz vmmgpu $vfio"
+    [ "$thp" = never ] && vmms="qemu vmm vmmio vmmbz vmmgpu $vfio"
     if [ "$thp" = hugetlb ]; then
         # shmem THP off, 2 MiB hugetlb pages reserved for guest RAM (512 MiB + slack): only the
         # memfd-backed vmm (vmmgpu) uses them.
@@ -58,7 +60,7 @@ for thp in never advise hugetlb; do
         echo "$thp" >"$shmem"
         echo 0 >"$hugepages"
     fi
-    for vmm in qemu vmm vmmbz vmmgpu vmmvfio; do
+    for vmm in qemu vmm vmmio vmmbz vmmgpu vmmvfio; do
         eval "boots_$vmm=''; kerns_$vmm=''; pres_$vmm=''; setups_$vmm=''; loads_$vmm=''; dmas_$vmm=''"
     done
     i=0
@@ -76,6 +78,11 @@ for thp in never advise hugetlb; do
                 vmm)
                     RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$out" --kernel /rig/l2/vmlinuz \
                         --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M
+                    ;;
+                vmmio)
+                    RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$out" --kernel /rig/l2/vmlinuz \
+                        --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M \
+                        --pci-config io
                     ;;
                 vmmbz)
                     RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$out" --kernel /rig/l2/vmlinuz \
@@ -147,6 +154,9 @@ for thp in never advise hugetlb; do
     z=$(median $boots_vmmbz)
     fields="$fields ${thp}_ratio=$(ratio "$v" "$q") ${thp}_ratio_bz=$(ratio "$z" "$q")"
     fields="$fields ${thp}_ratio_gpu=$(ratio "$g" "$q")"
+    # shellcheck disable=SC2086
+    o=$(median $boots_vmmio)
+    fields="$fields ${thp}_ratio_io=$(ratio "$o" "$q")"
     # shellcheck disable=SC2086
     f=$(median $boots_vmmvfio)
     fields="$fields ${thp}_ratio_vfio=$(ratio "$f" "$q")"

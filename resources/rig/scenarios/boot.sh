@@ -1,13 +1,15 @@
 #!/bin/sh
 # boot: vmm boots the L2 kernel (Debian's bzImage) to its init (L2-MARKER), which prints how it was
 # started (rig.l2=boot-facts: _text, the e820 map, the command line's checksum, the initramfs size)
-# and reboots. Then three more boots: the same again (the vmm's kernel cache was filled by the
-# first), one with nokaslr, and one with --decompress guest (the kernel's own decompressor).
+# and reboots. Then four more boots: the same again (the vmm's kernel cache was filled by the
+# first), one with nokaslr, one with --decompress guest (the kernel's own decompressor) and one
+# with --pci-config io (the configuration ports instead of the ECAM window).
 # Facts only (tests/tests/rig_boot.rs judges them: exit 0, marker seen, no KVM error, a random
 # placement, the same map, command line and initramfs either way): the first boot's vmm exit, KVM
-# errors, L2 marker and boot time (rig_vmm_facts), its number of output lines, and per boot N (1..4)
-# textN (L2's _text), e820N, cmdlineN, initrdN, loadN (host: the vmm decompressed the bzImage,
-# cache: it took it from its kernel cache, guest: the guest's decompressor ran) and exitN.
+# errors, L2 marker and boot time (rig_vmm_facts), its number of output lines, and per boot N (1..5)
+# textN (L2's _text), e820N, cmdlineN, initrdN, pcicfgN, pcidevsN, loadN (host: the vmm
+# decompressed the bzImage, cache: it took it from its kernel cache, guest: the guest's
+# decompressor ran) and exitN.
 # FAIL only when the facts are incomplete: no /dev/kvm, or the vmm killed by a signal.
 . /rig/lib.sh
 
@@ -15,17 +17,18 @@
 base="console=ttyS0 noxsave reboot=k panic=-1 quiet rig.l2=boot-facts"
 facts=""
 n=0
-for how in host host nokaslr guest; do
+for how in host host nokaslr guest pciio; do
     n=$((n + 1))
     out=/tmp/vmm-boot-$n.out
-    cmdline=$base decompress=host
+    cmdline=$base decompress=host pcicfg=ecam
     [ "$how" = nokaslr ] && cmdline="$base nokaslr"
     [ "$how" = guest ] && decompress=guest
+    [ "$how" = pciio ] && pcicfg=io
     RUST_LOG=warn,vmm::boot=debug rig_run_vmm 150 "$out" --kernel /rig/l2/vmlinuz \
         --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$cmdline" --memory 512M \
-        --decompress "$decompress"
+        --decompress "$decompress" --pci-config "$pcicfg"
     f=$(grep -m1 'L2-BOOT-FACTS:' "$out" | tr -d '\r')
-    for k in text e820 cmdline initrd; do
+    for k in text e820 cmdline initrd pcicfg pcidevs; do
         v=$(echo "$f" | tr ' ' '\n' | sed -n "s/^$k=//p")
         facts="$facts $k$n=${v:-none}"
     done
