@@ -219,18 +219,25 @@ fn load_kernel_image(
     let mut image = Vec::new();
     file.read_to_end(&mut image).map_err(io_err(path))?;
     if unpacking.decompressor == Decompressor::Host {
-        let cache = unpacking.cache.as_deref().and_then(|dir| {
-            let key = kernel_cache::key(&file)
-                .map_err(|e| log::debug!("kernel cache: no key for {}: {e}", path.display()))
-                .ok()?;
-            match KernelCache::open(dir) {
-                Ok(c) => Some((c, key)),
-                Err(e) => {
-                    log::info!("kernel cache {} not used: {e}", dir.display());
-                    None
+        // The cache (and its directory) only for a payload the VMM can unpack.
+        let unpackable = bzimage_payload::find(&image)
+            .is_ok_and(|p| !matches!(p.compression, Compression::Unsupported(_)));
+        let cache = unpacking
+            .cache
+            .as_deref()
+            .filter(|_| unpackable)
+            .and_then(|dir| {
+                let key = kernel_cache::key(&file)
+                    .map_err(|e| log::debug!("kernel cache: no key for {}: {e}", path.display()))
+                    .ok()?;
+                match KernelCache::open(dir) {
+                    Ok(c) => Some((c, key)),
+                    Err(e) => {
+                        log::info!("kernel cache {} not used: {e}", dir.display());
+                        None
+                    }
                 }
-            }
-        });
+            });
         match unpack(room, &image, cache.as_ref().map(|(c, k)| (c, k.as_str()))) {
             Ok(k) => return Ok(k),
             Err(why) => log::info!(
@@ -580,15 +587,22 @@ mod tests {
         let m = mem();
         let k = temp_file("bz", &fake_bzimage(0x3));
         let i = temp_file("initrd", &[0xab; 10_000]);
+        // A kernel the guest decompresses leaves no cache directory behind.
+        let cache = std::env::temp_dir().join(format!("vmm-loader-nocache-{}", std::process::id()));
         let r = load(
             &m,
             MEM,
             &k,
             Some(&i),
             "console=ttyS0 quiet",
-            &Unpacking::default(),
+            &Unpacking {
+                decompressor: Decompressor::Host,
+                cache: Some(cache.clone()),
+            },
         )
         .unwrap();
+        assert_eq!(r.form, KernelForm::BzImage);
+        assert!(!cache.exists(), "{} was created", cache.display());
         assert_eq!(r.entry, HIMEM_START + 0x200);
         assert_eq!(r.kernel_end, HIMEM_START + 8192);
         let (addr, size) = r.initramfs.unwrap();
