@@ -91,6 +91,15 @@ pub enum VmError {
     },
 }
 
+/// The error of registering `what` on `bus`, from the bus's own error.
+fn bus_error<E: std::fmt::Debug>(what: &'static str, bus: &'static str) -> impl Fn(E) -> VmError {
+    move |e| VmError::Bus {
+        what,
+        bus,
+        detail: format!("{e:?}"),
+    }
+}
+
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { what, source }
 }
@@ -253,6 +262,7 @@ impl Vm {
         })
     }
 
+    /// Registers `dev` on the port I/O bus over `len` ports from `base`.
     fn register_pio<T>(
         &mut self,
         what: &'static str,
@@ -263,15 +273,11 @@ impl Vm {
     where
         T: vm_device::DevicePio + Send + Sync + 'static,
     {
-        let err = |detail: String| VmError::Bus {
-            what,
-            bus: "port I/O",
-            detail,
-        };
-        let range = PioRange::new(PioAddress(base), len).map_err(|e| err(format!("{e:?}")))?;
+        let err = bus_error(what, "port I/O");
+        let range = PioRange::new(PioAddress(base), len).map_err(&err)?;
         self.io_mut(what, "port I/O")?
             .register_pio(range, dev)
-            .map_err(|e| err(format!("{e:?}")))
+            .map_err(&err)
     }
 
     /// Registers `dev` on the MMIO bus over `size` bytes at `base`.
@@ -285,15 +291,11 @@ impl Vm {
     where
         T: vm_device::DeviceMmio + Send + Sync + 'static,
     {
-        let err = |detail: String| VmError::Bus {
-            what,
-            bus: "MMIO",
-            detail,
-        };
-        let range = MmioRange::new(MmioAddress(base), size).map_err(|e| err(format!("{e:?}")))?;
+        let err = bus_error(what, "MMIO");
+        let range = MmioRange::new(MmioAddress(base), size).map_err(&err)?;
         self.io_mut(what, "MMIO")?
             .register_mmio(range, dev)
-            .map_err(|e| err(format!("{e:?}")))
+            .map_err(&err)
     }
 
     /// Adds COM1 (IRQ 4 through an irqfd), the i8042, the CMOS, the ACPI power management
