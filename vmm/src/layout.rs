@@ -17,6 +17,7 @@
 //! then          the 64-bit PCI MMIO window
 //! ```
 
+use devices::pci::ECAM_BUS_SIZE;
 use linux_loader::loader::bootparam::boot_e820_entry;
 
 /// Boot GDT (four 8-byte entries).
@@ -70,7 +71,7 @@ pub const PCI_ECAM_START: u64 = 0xfe00_0000;
 /// the MCFG's last one it does not know (32 reads each: 8160 exits for buses 0..=255).
 pub const PCI_ECAM_BUSES: u64 = 2;
 /// Size of the ECAM window.
-pub const PCI_ECAM_SIZE: u64 = PCI_ECAM_BUSES << 20;
+pub const PCI_ECAM_SIZE: u64 = PCI_ECAM_BUSES * ECAM_BUS_SIZE;
 
 /// 32-bit PCI MMIO window for BARs: the part of the hole below the ECAM window.
 pub const PCI_MMIO32_START: u64 = MMIO_HOLE_START;
