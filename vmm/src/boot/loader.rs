@@ -14,7 +14,7 @@ use linux_loader::loader::{load_cmdline, BzImage, Elf, KernelLoader};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::bzimage_payload::{self, Compression, PayloadError};
+use super::bzimage_payload::{self, Compression, Payload, PayloadError};
 use super::kaslr::{self, Placement};
 use super::kernel_cache::{self, KernelCache};
 use super::vmlinux::{Layout, Unpacked, Unpacker, VmlinuxError};
@@ -219,8 +219,10 @@ fn load_kernel_image(
     let mut image = Vec::new();
     file.read_to_end(&mut image).map_err(io_err(path))?;
     if unpacking.decompressor == Decompressor::Host {
+        let payload = bzimage_payload::find(&image);
         // The cache (and its directory) only for a payload the VMM can unpack.
-        let unpackable = bzimage_payload::find(&image)
+        let unpackable = payload
+            .as_ref()
             .is_ok_and(|p| !matches!(p.compression, Compression::Unsupported(_)));
         let cache = unpacking
             .cache
@@ -238,7 +240,11 @@ fn load_kernel_image(
                     }
                 }
             });
-        match unpack(room, &image, cache.as_ref().map(|(c, k)| (c, k.as_str()))) {
+        let cache = cache.as_ref().map(|(c, k)| (c, k.as_str()));
+        match payload
+            .map_err(UnpackError::from)
+            .and_then(|p| unpack(room, &p, cache))
+        {
             Ok(k) => return Ok(k),
             Err(why) => log::info!(
                 "kernel {}: the guest decompresses it ({why})",
@@ -273,15 +279,14 @@ enum UnpackError {
     Entropy(io::Error),
 }
 
-/// Decompresses the bzImage `image` on the host and loads the kernel proper at a random place
+/// Decompresses a bzImage's `payload` on the host and loads the kernel proper at a random place
 /// (unless `nokaslr` or the kernel has no relocations), as the kernel's decompressor would.
 fn unpack(
     room: &Room,
-    image: &[u8],
+    payload: &Payload<'_>,
     cache: Option<(&KernelCache, &str)>,
 ) -> Result<LoadedKernel, UnpackError> {
     let t = Instant::now();
-    let payload = bzimage_payload::find(image)?;
     let mut header = payload.header;
     if !has_64bit_entry(&header) {
         return Err(UnpackError::No64BitEntry);
