@@ -40,15 +40,17 @@ pub struct Args {
     #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
     pub cmdline: String,
 
-    /// Who decompresses a bzImage's kernel: `host` (the VMM, for zstd and gzip payloads; it
-    /// places the kernel at random as the kernel's own decompressor would, unless the command
-    /// line says `nokaslr`; other formats fall back to the guest) or `guest`.
+    /// Who decompresses a bzImage's kernel and the initramfs's compressed archives: `host` (the
+    /// VMM, for zstd and gzip; it places the kernel at random as the kernel's own decompressor
+    /// would, unless the command line says `nokaslr`, and gives the guest the initramfs's
+    /// archives uncompressed when that is at most a quarter of guest RAM; other formats fall back
+    /// to the guest) or `guest`.
     #[arg(long, value_name = "host|guest", default_value = "host")]
     pub decompress: crate::boot::Decompressor,
 
-    /// Where the VMM keeps kernels it unpacked, to boot them again without decompressing: a
-    /// directory (created with mode 0700; at most 4 kernels are kept, about 60 MiB each for a
-    /// distribution kernel) or `off`. Default: $XDG_CACHE_HOME/vmm/kernels, else
+    /// Where the VMM keeps kernels and initramfs images it unpacked, to boot them again without
+    /// decompressing: a directory (created with mode 0700; at most 4 entries are kept, about
+    /// 60 MiB for a distribution kernel) or `off`. Default: $XDG_CACHE_HOME/vmm/kernels, else
     /// ~/.cache/vmm/kernels.
     #[arg(long, value_name = "DIR|off", value_parser = parse_kernel_cache)]
     pub kernel_cache: Option<KernelCacheArg>,

@@ -46,7 +46,8 @@ pub enum Compression {
 }
 
 impl Compression {
-    fn detect(payload: &[u8]) -> Self {
+    /// The format of the compressed stream that starts `payload`.
+    pub(crate) fn detect(payload: &[u8]) -> Self {
         if payload.starts_with(&ZSTD_MAGIC) {
             Self::Zstd
         } else if payload.starts_with(&GZIP_MAGIC) {

@@ -1,9 +1,10 @@
-//! A cache of unpacked kernels: decompressing a bzImage's payload is most of what loading it
-//! costs (about 0.16 s natively for Debian's kernel, over a second under nested emulation), and
-//! a VM host boots the same kernel again and again. An entry is the decompressed payload (the
-//! ELF kernel and its relocation table, exactly as decompressed), named after the bzImage's
+//! A cache of unpacked kernels and initramfs images: decompressing a bzImage's payload is most of
+//! what loading it costs (about 0.16 s natively for Debian's kernel, over a second under nested
+//! emulation), and a VM host boots the same kernel and initramfs again and again. An entry is
+//! the decompressed payload (the ELF kernel and its relocation table, exactly as decompressed)
+//! or the initramfs with its archives decompressed, named after what it is and the source file's
 //! identity (device, inode, size, modification and change times), so a replaced or rewritten
-//! kernel file gets a new entry. Entries are written to a temporary file and renamed into
+//! file gets a new entry. Entries are written to a temporary file and renamed into
 //! place, so a reader never sees half of one; only the newest [`KEEP`] are kept. A cache that
 //! cannot be used never fails a boot: the VMM then decompresses as without it.
 
@@ -13,7 +14,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 /// Entries kept (the newest by modification time); each is a decompressed kernel (about
-/// 60 MiB for a distribution kernel).
+/// 60 MiB for a distribution kernel) or initramfs.
 pub const KEEP: usize = 4;
 /// Bumped when the entry format changes, so old entries are never read.
 const FORMAT: &str = "v1";
@@ -38,12 +39,25 @@ pub fn default_dir() -> Option<PathBuf> {
     Some(base.join("vmm").join("kernels"))
 }
 
-/// The entry name of the kernel file `kernel`: its identity, not its contents (hashing the
-/// file would cost a good part of what the cache saves).
-pub fn key(kernel: &File) -> io::Result<String> {
-    let m = kernel.metadata()?;
+/// What an entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A bzImage's decompressed payload.
+    Kernel,
+    /// An initramfs with its archives decompressed.
+    Initramfs,
+}
+
+/// The name of the entry of `kind` made from `source`: the file's identity, not its contents
+/// (hashing the file would cost a good part of what the cache saves).
+pub fn key(source: &File, kind: EntryKind) -> io::Result<String> {
+    let m = source.metadata()?;
+    let kind = match kind {
+        EntryKind::Kernel => "kernel",
+        EntryKind::Initramfs => "initramfs",
+    };
     Ok(format!(
-        "{FORMAT}-{:x}-{:x}-{:x}-{:x}.{:x}-{:x}.{:x}",
+        "{FORMAT}-{kind}-{:x}-{:x}-{:x}-{:x}.{:x}-{:x}.{:x}",
         m.dev(),
         m.ino(),
         m.size(),
@@ -88,6 +102,18 @@ impl KernelCache {
             return None;
         }
         Some(file)
+    }
+
+    /// The entry `key` and its length, if there is one of 1 to `max` bytes (for entries whose
+    /// length is not known beforehand).
+    pub fn get_at_most(&self, key: &str, max: u64) -> Option<(File, u64)> {
+        let file = File::open(self.dir.join(key)).ok()?;
+        let size = file.metadata().ok()?.len();
+        if size == 0 || size > max {
+            log::debug!("kernel cache: entry {key} has {size} bytes, not 1 to {max}: ignored");
+            return None;
+        }
+        Some((file, size))
     }
 
     /// A writer of the entry `key`; it appears only on [`EntryWriter::commit`].
@@ -190,6 +216,10 @@ mod tests {
         assert_eq!(s, "hello kernel");
         // A length other than the payload's is not an entry for it.
         assert!(c.get("v1-abc", 13).is_none());
+        // Where the length is not known: any up to a bound.
+        assert_eq!(c.get_at_most("v1-abc", 12).unwrap().1, 12);
+        assert!(c.get_at_most("v1-abc", 11).is_none());
+        assert!(c.get_at_most("v1-none", 100).is_none());
         // An abandoned writer leaves nothing behind.
         let w = c.writer("v1-def").unwrap();
         drop(w);
@@ -250,13 +280,23 @@ mod tests {
         fs::create_dir_all(&d).unwrap();
         let p = d.join("vmlinuz");
         fs::write(&p, b"one").unwrap();
-        let k1 = key(&File::open(&p).unwrap()).unwrap();
-        assert_eq!(k1, key(&File::open(&p).unwrap()).unwrap());
-        assert!(k1.starts_with("v1-"));
+        let k1 = key(&File::open(&p).unwrap(), EntryKind::Kernel).unwrap();
+        assert_eq!(
+            k1,
+            key(&File::open(&p).unwrap(), EntryKind::Kernel).unwrap()
+        );
+        assert!(k1.starts_with("v1-kernel-"));
+        // The same file as an initramfs is another entry.
+        let i1 = key(&File::open(&p).unwrap(), EntryKind::Initramfs).unwrap();
+        assert!(i1.starts_with("v1-initramfs-"));
+        assert_ne!(k1, i1);
         // Rewritten with other contents of the same size: a new key (the change time moves).
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(&p, b"two").unwrap();
-        assert_ne!(k1, key(&File::open(&p).unwrap()).unwrap());
+        assert_ne!(
+            k1,
+            key(&File::open(&p).unwrap(), EntryKind::Kernel).unwrap()
+        );
         fs::remove_dir_all(&d).unwrap();
     }
 

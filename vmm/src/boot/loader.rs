@@ -15,8 +15,9 @@ use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::bzimage_payload::{self, Compression, Payload, PayloadError};
+use super::initramfs;
 use super::kaslr::{self, Placement};
-use super::kernel_cache::{self, KernelCache};
+use super::kernel_cache::{self, EntryKind, KernelCache};
 use super::vmlinux::{Layout, Unpacked, Unpacker, VmlinuxError};
 use crate::layout::{
     e820_entries, low_ram_end, CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, ZERO_PAGE_START,
@@ -43,6 +44,9 @@ const ELF_KERNEL_ALIGNMENT: u32 = 0x100_0000;
 /// Command-line buffer size assumed for ELF kernels (x86's COMMAND_LINE_SIZE).
 const ELF_CMDLINE_SIZE: usize = 2048;
 const PAGE_SIZE: u64 = 4096;
+/// An initramfs is unpacked on the host only up to this share of guest RAM (1/4): the guest
+/// holds it and the files unpacked from it at the same time.
+const UNPACKED_INITRAMFS_RAM_DIVISOR: u64 = 4;
 const ELF_MAGIC: [u8; 4] = [0x7f, b'E', b'L', b'F'];
 
 /// Errors while loading the guest's boot images.
@@ -105,6 +109,8 @@ pub struct KernelEntry {
     pub kernel_end: u64,
     /// Initramfs location, if any: (address, size).
     pub initramfs: Option<(u64, u64)>,
+    /// How the initramfs went into guest memory, if there is one.
+    pub initramfs_form: Option<InitramfsForm>,
     /// Guest range the kernel writes while it boots, before its own allocator runs: (start, end).
     /// A bzImage's decompressor works up to `pref_address + init_size`; an ELF kernel stays in
     /// its image.
@@ -128,14 +134,14 @@ fn is_elf(file: &mut File) -> io::Result<bool> {
     Ok(n == 4 && magic == ELF_MAGIC)
 }
 
-/// Who decompresses a bzImage's kernel.
+/// Who decompresses a bzImage's kernel and the initramfs's compressed archives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Decompressor {
     /// The VMM, for the formats it knows (zstd, gzip); it then places the kernel at random
     /// like the kernel's decompressor would. Others fall back to the guest.
     #[default]
     Host,
-    /// The kernel's own decompressor, in the guest.
+    /// The kernel's own decompressors, in the guest.
     Guest,
 }
 
@@ -144,8 +150,20 @@ pub enum Decompressor {
 pub struct Unpacking {
     /// Who decompresses it.
     pub decompressor: Decompressor,
-    /// Where unpacked kernels are kept between boots (`None`: nowhere).
+    /// Where unpacked kernels and initramfs images are kept between boots (`None`: nowhere).
     pub cache: Option<PathBuf>,
+}
+
+/// How the initramfs went into guest memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitramfsForm {
+    /// As the file is: uncompressed already, or left to the kernel's decompressors.
+    AsGiven,
+    /// With its compressed archives decompressed by the VMM.
+    Unpacked {
+        /// Whether it came from the cache (no decompression).
+        from_cache: bool,
+    },
 }
 
 /// How the kernel image went into guest memory.
@@ -224,22 +242,10 @@ fn load_kernel_image(
         let unpackable = payload
             .as_ref()
             .is_ok_and(|p| !matches!(p.compression, Compression::Unsupported(_)));
-        let cache = unpacking
-            .cache
-            .as_deref()
-            .filter(|_| unpackable)
-            .and_then(|dir| {
-                let key = kernel_cache::key(&file)
-                    .map_err(|e| log::debug!("kernel cache: no key for {}: {e}", path.display()))
-                    .ok()?;
-                match KernelCache::open(dir) {
-                    Ok(c) => Some((c, key)),
-                    Err(e) => {
-                        log::info!("kernel cache {} not used: {e}", dir.display());
-                        None
-                    }
-                }
-            });
+        let cache = unpackable
+            .then(|| open_cache(unpacking))
+            .flatten()
+            .and_then(|c| Some((c, cache_key(&file, path, EntryKind::Kernel)?)));
         let cache = cache.as_ref().map(|(c, k)| (c, k.as_str()));
         match payload
             .map_err(UnpackError::from)
@@ -264,6 +270,21 @@ fn load_kernel_image(
         header,
         form: KernelForm::BzImage,
     })
+}
+
+/// The cache of unpacked images, if one is configured and usable.
+fn open_cache(unpacking: &Unpacking) -> Option<KernelCache> {
+    let dir = unpacking.cache.as_deref()?;
+    KernelCache::open(dir)
+        .map_err(|e| log::info!("kernel cache {} not used: {e}", dir.display()))
+        .ok()
+}
+
+/// The cache entry's name for the file `source` at `path`.
+fn cache_key(source: &File, path: &Path, kind: EntryKind) -> Option<String> {
+    kernel_cache::key(source, kind)
+        .map_err(|e| log::debug!("kernel cache: no key for {}: {e}", path.display()))
+        .ok()
 }
 
 /// Why the VMM leaves a bzImage to the guest's decompressor.
@@ -420,6 +441,114 @@ pub fn initramfs_address(
     (addr >= kernel_end_aligned).then_some(addr)
 }
 
+/// The initramfs as it goes into guest memory.
+struct Initramfs<'a> {
+    path: &'a Path,
+    data: InitramfsData,
+    /// Bytes that go into guest memory.
+    size: u64,
+    form: InitramfsForm,
+}
+
+/// Where the initramfs's bytes come from.
+enum InitramfsData {
+    /// A file: the initramfs itself, or a cache entry.
+    File(File),
+    /// Bytes read or unpacked.
+    Bytes(Vec<u8>),
+}
+
+impl<'a> Initramfs<'a> {
+    /// The file at `path` as it is.
+    fn as_given(path: &'a Path) -> Result<Self, LoaderError> {
+        let (file, size) = Self::open(path)?;
+        Ok(Self::given(path, InitramfsData::File(file), size))
+    }
+
+    fn open(path: &Path) -> Result<(File, u64), LoaderError> {
+        let file = File::open(path).map_err(io_err(path))?;
+        let size = file.metadata().map_err(io_err(path))?.len();
+        Ok((file, size))
+    }
+
+    fn given(path: &'a Path, data: InitramfsData, size: u64) -> Self {
+        Self {
+            path,
+            data,
+            size,
+            form: InitramfsForm::AsGiven,
+        }
+    }
+
+    /// The initramfs at `path` with its compressed archives unpacked when `unpacking` says
+    /// the host decompresses and the result is at most a quarter of guest RAM (from the cache
+    /// when it has it); else as it is.
+    fn prepare(path: &'a Path, mem_size: u64, unpacking: &Unpacking) -> Result<Self, LoaderError> {
+        let (mut file, size) = Self::open(path)?;
+        if unpacking.decompressor == Decompressor::Guest || size > mem_size {
+            // A file larger than guest RAM fails to load either way, with its own size.
+            return Ok(Self::given(path, InitramfsData::File(file), size));
+        }
+        let limit = mem_size / UNPACKED_INITRAMFS_RAM_DIVISOR;
+        let key = unpacking
+            .cache
+            .as_ref()
+            .and_then(|_| cache_key(&file, path, EntryKind::Initramfs));
+        let cache = || Some((open_cache(unpacking)?, key.clone()?));
+        // Looked up where the directory is there already: it is created only for an entry.
+        let existing = unpacking.cache.as_deref().is_some_and(Path::is_dir);
+        if let Some((c, key)) = existing.then(cache).flatten() {
+            if let Some((entry, size)) = c.get_at_most(&key, limit) {
+                log::debug!(
+                    "initramfs {}: archives unpacked, from the kernel cache ({} MiB)",
+                    path.display(),
+                    size >> 20
+                );
+                return Ok(Self {
+                    path,
+                    data: InitramfsData::File(entry),
+                    size,
+                    form: InitramfsForm::Unpacked { from_cache: true },
+                });
+            }
+        }
+        let t = Instant::now();
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.read_to_end(&mut bytes).map_err(io_err(path))?;
+        let size = bytes.len() as u64;
+        let unpacked = match initramfs::unpack(&bytes, limit as usize) {
+            Ok(Some(unpacked)) => unpacked,
+            Ok(None) => return Ok(Self::given(path, InitramfsData::Bytes(bytes), size)),
+            Err(why) => {
+                log::info!("initramfs {}: the guest unpacks it ({why})", path.display());
+                return Ok(Self::given(path, InitramfsData::Bytes(bytes), size));
+            }
+        };
+        log::debug!(
+            "initramfs {}: archives decompressed on the host ({} MiB to {} MiB in {:.1} ms)",
+            path.display(),
+            bytes.len() >> 20,
+            unpacked.len() >> 20,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        if let Some((c, key)) = cache() {
+            let added = c.writer(&key).and_then(|mut w| {
+                w.write(&unpacked)?;
+                w.commit()
+            });
+            if let Err(e) = added {
+                log::info!("kernel cache: cannot add {key}: {e}");
+            }
+        }
+        Ok(Self {
+            path,
+            size: unpacked.len() as u64,
+            data: InitramfsData::Bytes(unpacked),
+            form: InitramfsForm::Unpacked { from_cache: false },
+        })
+    }
+}
+
 /// Loads everything the kernel needs and returns where to start it.
 pub fn load(
     mem: &GuestMemoryMmap,
@@ -430,17 +559,13 @@ pub fn load(
     unpacking: &Unpacking,
 ) -> Result<KernelEntry, LoaderError> {
     let initramfs = initramfs
-        .map(|path| -> Result<_, LoaderError> {
-            let file = File::open(path).map_err(io_err(path))?;
-            let size = file.metadata().map_err(io_err(path))?.len();
-            Ok((path, file, size))
-        })
+        .map(|path| Initramfs::prepare(path, mem_size, unpacking))
         .transpose()?;
     let room = Room {
         mem,
         mem_size,
         cmdline,
-        initramfs_size: initramfs.as_ref().map(|(_, _, size)| *size),
+        initramfs_size: initramfs.as_ref().map(|i| i.size),
     };
     let LoadedKernel {
         entry,
@@ -478,26 +603,47 @@ pub fn load(
     params.hdr.cmdline_size = cmdline_len as u32;
 
     let mut initramfs_loc = None;
-    if let Some((path, mut file, size)) = initramfs {
+    let mut initramfs_form = None;
+    if let Some(mut image) = initramfs {
         let initrd_addr_max = initrd_addr_max(&params.hdr);
         let low_end = low_ram_end(mem_size);
-        let addr =
-            initramfs_address(size, kernel_end, initrd_addr_max, low_end).ok_or_else(|| {
-                LoaderError::InitramfsTooLarge {
-                    path: path.to_path_buf(),
-                    size,
-                    kernel_end,
-                    limit: initrd_addr_max.saturating_add(1).min(low_end),
-                }
-            })?;
-        mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
-            .map_err(|e| LoaderError::GuestMemory {
-                what: "initramfs",
-                detail: e.to_string(),
-            })?;
+        let place = |size| initramfs_address(size, kernel_end, initrd_addr_max, low_end);
+        if place(image.size).is_none() && image.form != InitramfsForm::AsGiven {
+            log::info!(
+                "initramfs {}: unpacked it does not fit below {:#x}; the guest unpacks it",
+                image.path.display(),
+                initrd_addr_max.saturating_add(1).min(low_end)
+            );
+            image = Initramfs::as_given(image.path)?;
+        }
+        let Initramfs {
+            path,
+            mut data,
+            size,
+            form,
+        } = image;
+        let addr = place(size).ok_or_else(|| LoaderError::InitramfsTooLarge {
+            path: path.to_path_buf(),
+            size,
+            kernel_end,
+            limit: initrd_addr_max.saturating_add(1).min(low_end),
+        })?;
+        let guest_err = |e: vm_memory::GuestMemoryError| LoaderError::GuestMemory {
+            what: "initramfs",
+            detail: e.to_string(),
+        };
+        match &mut data {
+            InitramfsData::File(file) => mem
+                .read_exact_volatile_from(GuestAddress(addr), file, size as usize)
+                .map_err(guest_err)?,
+            InitramfsData::Bytes(bytes) => mem
+                .write_slice(bytes, GuestAddress(addr))
+                .map_err(guest_err)?,
+        }
         params.hdr.ramdisk_image = addr as u32;
         params.hdr.ramdisk_size = size as u32;
         initramfs_loc = Some((addr, size));
+        initramfs_form = Some(form);
     }
 
     let e820 = e820_entries(mem_size);
@@ -528,6 +674,7 @@ pub fn load(
         boot_params: ZERO_PAGE_START,
         kernel_end,
         initramfs: initramfs_loc,
+        initramfs_form,
         boot_footprint: (start, footprint_end.min(low_ram_end(mem_size))),
         form,
     })
@@ -642,6 +789,103 @@ mod tests {
 
     /// A minimal ELF64 x86_64 executable: one PT_LOAD of `payload` at physical `paddr`,
     /// entry point `entry`.
+    /// The initramfs in guest memory and its boot_params fields, after `load`.
+    fn loaded_initramfs(m: &GuestMemoryMmap, r: &KernelEntry) -> Vec<u8> {
+        let (addr, size) = r.initramfs.unwrap();
+        let p: boot_params = m.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();
+        let (img, sz) = (p.hdr.ramdisk_image, p.hdr.ramdisk_size);
+        assert_eq!((u64::from(img), u64::from(sz)), (addr, size));
+        let mut bytes = vec![0u8; size as usize];
+        m.read_slice(&mut bytes, GuestAddress(addr)).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn a_compressed_initramfs_goes_in_unpacked_and_comes_from_the_cache_next_time() {
+        use crate::boot::initramfs::tests::{archive, gzip};
+        let k = temp_file("bz-initrd", &fake_bzimage(0x3));
+        let cpio = archive(&[("init", b"#!/bin/sh\n"), ("data", &[5u8; 70_000])]);
+        let packed = gzip(&cpio);
+        let i = temp_file("initrd.gz", &packed);
+        let cache = std::env::temp_dir().join(format!("vmm-loader-icache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&cache);
+        let host = Unpacking {
+            decompressor: Decompressor::Host,
+            cache: Some(cache.clone()),
+        };
+        let boot = |unpacking: &Unpacking| {
+            let m = mem();
+            let r = load(&m, MEM, &k, Some(&i), "quiet", unpacking).unwrap();
+            (r.initramfs_form.unwrap(), loaded_initramfs(&m, &r))
+        };
+        let (form, bytes) = boot(&host);
+        assert_eq!(form, InitramfsForm::Unpacked { from_cache: false });
+        assert_eq!(bytes, cpio);
+        let (form, bytes) = boot(&host);
+        assert_eq!(form, InitramfsForm::Unpacked { from_cache: true });
+        assert_eq!(bytes, cpio);
+        // Without a cache, and with the guest's decompressors (the file as it is).
+        let (form, bytes) = boot(&Unpacking {
+            decompressor: Decompressor::Host,
+            cache: None,
+        });
+        assert_eq!(
+            (form, bytes),
+            (InitramfsForm::Unpacked { from_cache: false }, cpio)
+        );
+        let (form, bytes) = boot(&Unpacking {
+            decompressor: Decompressor::Guest,
+            cache: Some(cache.clone()),
+        });
+        assert_eq!((form, bytes), (InitramfsForm::AsGiven, packed.clone()));
+        // Rewritten in place: a new entry, never the old one's contents.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let cpio2 = archive(&[("init", b"#!/bin/sh\necho 2\n")]);
+        std::fs::write(&i, gzip(&cpio2)).unwrap();
+        let (form, bytes) = boot(&host);
+        assert_eq!(
+            (form, bytes),
+            (InitramfsForm::Unpacked { from_cache: false }, cpio2)
+        );
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
+
+    #[test]
+    fn an_initramfs_that_unpacks_too_large_or_does_not_fit_goes_in_as_it_is() {
+        use crate::boot::initramfs::tests::{archive, gzip};
+        let host = Unpacking {
+            decompressor: Decompressor::Host,
+            cache: None,
+        };
+        // More than a quarter of guest RAM unpacked (16 MiB of 64).
+        let big = gzip(&archive(&[("zeros", &vec![0u8; 17 << 20])]));
+        let i = temp_file("initrd-big.gz", &big);
+        let k = temp_file("bz-big", &fake_bzimage(0x3));
+        let m = mem();
+        let r = load(&m, MEM, &k, Some(&i), "quiet", &host).unwrap();
+        assert_eq!(r.initramfs_form, Some(InitramfsForm::AsGiven));
+        assert_eq!(loaded_initramfs(&m, &r), big);
+        // Within the quarter, but not below the kernel's initrd_addr_max (4 MiB) with the
+        // kernel ending above 1 MiB, where the compressed file fits.
+        let mut bz = fake_bzimage(0x3);
+        bz[0x22c..0x230].copy_from_slice(&0x3f_ffffu32.to_le_bytes());
+        let k = temp_file("bz-low", &bz);
+        let mid = gzip(&archive(&[("zeros", &vec![0u8; 4 << 20])]));
+        let i = temp_file("initrd-mid.gz", &mid);
+        let m = mem();
+        let r = load(&m, MEM, &k, Some(&i), "quiet", &host).unwrap();
+        assert_eq!(r.initramfs_form, Some(InitramfsForm::AsGiven));
+        assert_eq!(loaded_initramfs(&m, &r), mid);
+        // A format the VMM does not decompress: as it is too.
+        let mut xz = vec![0xfd, b'7', b'z', b'X', b'Z', 0];
+        xz.extend_from_slice(&[3; 100]);
+        let i = temp_file("initrd.xz", &xz);
+        let m = mem();
+        let r = load(&m, MEM, &k, Some(&i), "quiet", &host).unwrap();
+        assert_eq!(r.initramfs_form, Some(InitramfsForm::AsGiven));
+        assert_eq!(loaded_initramfs(&m, &r), xz);
+    }
+
     fn fake_vmlinux(paddr: u64, entry: u64, payload: &[u8]) -> Vec<u8> {
         const EHDR: usize = 64;
         const PHDR: usize = 56;

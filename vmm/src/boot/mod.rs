@@ -4,6 +4,7 @@ pub mod acpi;
 pub mod bzimage_payload;
 pub mod cpuid;
 pub mod gdt;
+pub mod initramfs;
 pub mod kaslr;
 pub mod kernel_cache;
 pub mod loader;
@@ -16,7 +17,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::layout::{ACPI_START, BOOT_GDT_START, BOOT_IDT_START, PDPT_START, PD_START, PML4_START};
 use crate::vm::PciConfigAccess;
-pub use loader::{Decompressor, KernelEntry, KernelForm, LoaderError, Unpacking};
+pub use loader::{Decompressor, InitramfsForm, KernelEntry, KernelForm, LoaderError, Unpacking};
 
 /// Errors writing the boot structures.
 #[derive(Debug, thiserror::Error)]
