@@ -1,8 +1,10 @@
 //! Scenario `boot`: `vmm` inside L1 boots the L2 kernel (Debian's bzImage) to its init, which
 //! prints `L2-MARKER` and reboots; the VMM exits 0 without a KVM error. The VMM decompressed the
 //! kernel itself and placed it at random (KASLR): L2's `_text` is not the link address, a second
-//! boot takes the kernel from the VMM's cache, and `nokaslr` keeps the link address. A fourth boot
-//! with the guest's own decompressor sees the same e820 map, command line and initramfs. The guest
+//! boot takes the kernel from the VMM's cache, and `nokaslr` keeps the link address. The VMM gave
+//! the guest the initramfs's archives decompressed (from its cache the second time). A fourth boot
+//! with the guest's own decompressors sees the same e820 map, command line and root file system
+//! unpacked from the initramfs, from the compressed initramfs as it is. The guest
 //! reaches PCI configuration space through the ECAM window the MCFG announces and finds the host
 //! bridge and the PCI-to-PCI bridge; a fifth boot with `--pci-config io` finds them through the
 //! ports 0xCF8.
@@ -85,8 +87,36 @@ fn vmm_boots_l2_to_its_marker() {
         assert_eq!(r.get(&format!("pcidevs{n}")), Some(devs), "boot {n}: {r}");
     }
     println!("PCI functions: {devs}");
+    assert_eq!(
+        (
+            r.get("initramfs1"),
+            r.get("initramfs2"),
+            r.get("initramfs3"),
+            r.get("initramfs4"),
+            r.get("initramfs5")
+        ),
+        (
+            Some("host"),
+            Some("cache"),
+            Some("cache"),
+            Some("given"),
+            Some("cache")
+        ),
+        "who unpacked the initramfs: {r}"
+    );
+    // The guest freed the initramfs it was given: uncompressed, larger than the file.
+    let initrd_kib = |n: u32| -> u64 {
+        let v = r.get(&format!("initrd{n}")).unwrap_or("none");
+        v.trim_end_matches('K')
+            .parse()
+            .unwrap_or_else(|_| panic!("initrd{n}={v} is no size: {r}"))
+    };
+    assert!(
+        initrd_kib(1) > initrd_kib(4),
+        "the unpacked initramfs is not larger than the compressed one: {r}"
+    );
     // Unpacked by the VMM or by the guest: the kernel was given the same things.
-    for k in ["e820", "cmdline", "initrd"] {
+    for k in ["e820", "cmdline", "rootfs"] {
         let (host, guest) = (r.get(&format!("{k}1")), r.get(&format!("{k}4")));
         assert!(host.is_some_and(|v| v != "none"), "no {k}1: {r}");
         assert_eq!(

@@ -2,8 +2,8 @@
 # boot-bench: the boot benchmark (run.sh --bench: L1 has this machine's QEMU under /opt/qemu). For
 # each L1 shmem THP setting (never, Debian's default; advise) it boots the same L2 kernel, initramfs
 # and command line RUNS times each, alternating: QEMU `-M microvm` with KVM, our vmm (no device:
-# anonymous guest RAM; it decompresses the bzImage itself), the same with `--decompress guest`
-# (vmmbz: the guest's decompressor) and our vmm with `--device gpu=blob` (memfd guest RAM);
+# anonymous guest RAM; it decompresses the bzImage and the initramfs itself), the same with
+# `--decompress guest` (vmmbz: the guest's decompressors) and our vmm with `--device gpu=blob` (memfd guest RAM);
 # 512 MiB, 1 vCPU. In the never setting also vmmio: our vmm with `--pci-config io` (the
 # configuration ports instead of the ECAM window).
 # With the rig's ivshmem bound to vfio-pci, also vmmvfio: `--device vfio=<ivshmem>,gpu=blob` (memfd
@@ -12,10 +12,11 @@
 #   boot_s   VMM start to L2's init marker (L1 clock);
 #   kern_s   the L2 kernel's own clock at that marker (it starts after the decompressor);
 #   pre_s    boot_s - kern_s: VMM set-up, kernel load, the decompressor and early boot;
-# for our vmm also setup_ms (its own set-up, from its debug line), load_ms (the kernel load in it,
-# decompression included; per run kernel_cache says whether the unpacked kernel came from the
-# vmm's kernel cache: the first host-decompressing boot of the scenario fills it), ram (how guest
-# RAM was backed) and the KVM counters of its exit
+# for our vmm also setup_ms (its own set-up, from its debug line), load_ms (the kernel and
+# initramfs load in it, decompression included; per run kernel_cache and initramfs_cache say
+# whether the unpacked kernel and initramfs came from the vmm's kernel cache: the first
+# host-decompressing boot of the scenario fills it), ram (how guest RAM was backed) and the KVM
+# counters of its exit
 # line (exits pf_fixed io_exits mmio_exits insn_emulation halt_exits, last run). ratio = vmm / qemu.
 # Facts only (tests/tests/rig_boot_bench.rs prints them); RIG-DATA lines carry every run.
 # FAIL only when the facts are incomplete: no /dev/kvm, no QEMU in L1, or a run without its marker.
@@ -110,11 +111,14 @@ for thp in never advise hugetlb; do
             fi
             setup=$(sed -n 's/.*vmm: set up in \([0-9.]*\) ms.*/\1/p' "$out" | head -n1)
             load=$(sed -n 's/.*vmm: set up in .*, kernel \([0-9.]*\) ms,.*/\1/p' "$out" | head -n1)
-            kcache=none
-            grep -q 'decompressed on the host' "$out" && kcache=miss
-            grep -q 'unpacked from the kernel cache' "$out" && kcache=hit
+            kcache=none icache=none
+            grep -q 'payload decompressed on the host' "$out" && kcache=miss
+            grep -q 'payload unpacked from the kernel cache' "$out" && kcache=hit
+            grep -q 'initramfs .*: archives decompressed on the host' "$out" && icache=miss
+            grep -q 'initramfs .*: archives unpacked, from the kernel cache' "$out" && icache=hit
             rig_data thp="$thp" vmm="$vmm" run="$i" boot_s="$boot" kern_s="$kern" pre_s="$pre" \
-                setup_ms="${setup:-none}" load_ms="${load:-none}" kernel_cache="$kcache" exit="$RIG_VMM_RC"
+                setup_ms="${setup:-none}" load_ms="${load:-none}" kernel_cache="$kcache" \
+                initramfs_cache="$icache" exit="$RIG_VMM_RC"
             eval "boots_$vmm=\"\$boots_$vmm $boot\"; kerns_$vmm=\"\$kerns_$vmm $kern\""
             eval "pres_$vmm=\"\$pres_$vmm $pre\"; setups_$vmm=\"\$setups_$vmm ${setup:-}\""
             eval "loads_$vmm=\"\$loads_$vmm ${load:-}\""

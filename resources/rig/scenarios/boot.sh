@@ -1,15 +1,17 @@
 #!/bin/sh
 # boot: vmm boots the L2 kernel (Debian's bzImage) to its init (L2-MARKER), which prints how it was
-# started (rig.l2=boot-facts: _text, the e820 map, the command line's checksum, the initramfs size)
+# started (rig.l2=boot-facts: _text, the e820 map, the command line's checksum, the initramfs size,
+# its root file system's checksum)
 # and reboots. Then four more boots: the same again (the vmm's kernel cache was filled by the
-# first), one with nokaslr, one with --decompress guest (the kernel's own decompressor) and one
+# first), one with nokaslr, one with --decompress guest (the kernel's own decompressors) and one
 # with --pci-config io (the configuration ports instead of the ECAM window).
 # Facts only (tests/tests/rig_boot.rs judges them: exit 0, marker seen, no KVM error, a random
-# placement, the same map, command line and initramfs either way): the first boot's vmm exit, KVM
+# placement, the same map, command line and root file system either way): the first boot's vmm exit, KVM
 # errors, L2 marker and boot time (rig_vmm_facts), its number of output lines, and per boot N (1..5)
-# textN (L2's _text), e820N, cmdlineN, initrdN, pcicfgN, pcidevsN, loadN (host: the vmm
+# textN (L2's _text), e820N, cmdlineN, initrdN, rootfsN, pcicfgN, pcidevsN, loadN (host: the vmm
 # decompressed the bzImage, cache: it took it from its kernel cache, guest: the guest's
-# decompressor ran) and exitN.
+# decompressor ran), initramfsN (host: the vmm decompressed the initramfs's archives, cache: it
+# took them from its cache, given: the guest got the file as it is) and exitN.
 # FAIL only when the facts are incomplete: no /dev/kvm, or the vmm killed by a signal.
 . /rig/lib.sh
 
@@ -28,14 +30,17 @@ for how in host host nokaslr guest pciio; do
         --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$cmdline" --memory 512M \
         --decompress "$decompress" --pci-config "$pcicfg"
     f=$(grep -m1 'L2-BOOT-FACTS:' "$out" | tr -d '\r')
-    for k in text e820 cmdline initrd pcicfg pcidevs; do
+    for k in text e820 cmdline initrd rootfs pcicfg pcidevs; do
         v=$(echo "$f" | tr ' ' '\n' | sed -n "s/^$k=//p")
         facts="$facts $k$n=${v:-none}"
     done
     load=guest
-    grep -q 'decompressed on the host' "$out" && load=host
-    grep -q 'unpacked from the kernel cache' "$out" && load=cache
-    facts="$facts load$n=$load exit$n=$RIG_VMM_RC"
+    grep -q 'payload decompressed on the host' "$out" && load=host
+    grep -q 'payload unpacked from the kernel cache' "$out" && load=cache
+    initramfs=given
+    grep -q 'initramfs .*: archives decompressed on the host' "$out" && initramfs=host
+    grep -q 'initramfs .*: archives unpacked, from the kernel cache' "$out" && initramfs=cache
+    facts="$facts load$n=$load initramfs$n=$initramfs exit$n=$RIG_VMM_RC"
     if [ "$n" = 1 ]; then
         rig_vmm_facts "$out"
         first_fields=$RIG_FIELDS first_reason=$RIG_REASON
