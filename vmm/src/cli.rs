@@ -43,8 +43,8 @@ pub struct Args {
     /// Who decompresses a bzImage's kernel and the initramfs's compressed archives: `host` (the
     /// VMM, for zstd and gzip; it places the kernel at random as the kernel's own decompressor
     /// would, unless the command line says `nokaslr`, and gives the guest the initramfs's
-    /// archives uncompressed when that is at most a quarter of guest RAM; other formats fall back
-    /// to the guest) or `guest`.
+    /// archives uncompressed when that is at most a quarter of guest RAM and 1 GiB; other formats
+    /// fall back to the guest) or `guest`.
     #[arg(long, value_name = "host|guest", default_value = "host")]
     pub decompress: crate::boot::Decompressor,
 

@@ -47,6 +47,8 @@ const PAGE_SIZE: u64 = 4096;
 /// An initramfs is unpacked on the host only up to this share of guest RAM (1/4): the guest
 /// holds it and the files unpacked from it at the same time.
 const UNPACKED_INITRAMFS_RAM_DIVISOR: u64 = 4;
+/// And only up to this size (the VMM holds it in its own memory while it loads it).
+const UNPACKED_INITRAMFS_MAX: u64 = 1 << 30;
 const ELF_MAGIC: [u8; 4] = [0x7f, b'E', b'L', b'F'];
 
 /// Errors while loading the guest's boot images.
@@ -481,15 +483,15 @@ impl<'a> Initramfs<'a> {
     }
 
     /// The initramfs at `path` with its compressed archives unpacked when `unpacking` says
-    /// the host decompresses and the result is at most a quarter of guest RAM (from the cache
-    /// when it has it); else as it is.
+    /// the host decompresses and the result is at most a quarter of guest RAM and 1 GiB (from
+    /// the cache when it has it); else as it is.
     fn prepare(path: &'a Path, mem_size: u64, unpacking: &Unpacking) -> Result<Self, LoaderError> {
         let (mut file, size) = Self::open(path)?;
         if unpacking.decompressor == Decompressor::Guest || size > mem_size {
             // A file larger than guest RAM fails to load either way, with its own size.
             return Ok(Self::given(path, InitramfsData::File(file), size));
         }
-        let limit = mem_size / UNPACKED_INITRAMFS_RAM_DIVISOR;
+        let limit = (mem_size / UNPACKED_INITRAMFS_RAM_DIVISOR).min(UNPACKED_INITRAMFS_MAX);
         let key = unpacking
             .cache
             .as_ref()
