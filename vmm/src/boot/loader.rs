@@ -789,8 +789,6 @@ mod tests {
         std::fs::remove_file(i).unwrap();
     }
 
-    /// A minimal ELF64 x86_64 executable: one PT_LOAD of `payload` at physical `paddr`,
-    /// entry point `entry`.
     /// The initramfs in guest memory and its boot_params fields, after `load`.
     fn loaded_initramfs(m: &GuestMemoryMmap, r: &KernelEntry) -> Vec<u8> {
         let (addr, size) = r.initramfs.unwrap();
@@ -888,6 +886,8 @@ mod tests {
         assert_eq!(loaded_initramfs(&m, &r), xz);
     }
 
+    /// A minimal ELF64 x86_64 executable: one PT_LOAD of `payload` at physical `paddr`,
+    /// entry point `entry`.
     fn fake_vmlinux(paddr: u64, entry: u64, payload: &[u8]) -> Vec<u8> {
         const EHDR: usize = 64;
         const PHDR: usize = 56;
