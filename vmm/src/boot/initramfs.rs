@@ -90,19 +90,8 @@ pub fn unpack(image: &[u8], limit: usize) -> Result<Option<Vec<u8>>, InitramfsEr
                 offset: pos,
             });
         }
-        let room = limit
-            .checked_sub(start)
-            .ok_or(InitramfsError::TooLarge { limit })?;
         out.resize(start, 0);
-        let consumed =
-            decompress(format, &image[pos..], room, &mut out).map_err(|detail| match detail {
-                Decoded::TooLarge => InitramfsError::TooLarge { limit },
-                Decoded::Corrupt(detail) => InitramfsError::Corrupt {
-                    format,
-                    offset: pos,
-                    detail,
-                },
-            })?;
+        let consumed = decompress(format, image, pos, limit, &mut out)?;
         // The kernel parses a decompressed archive on its own: it must hold whole entries.
         check_archive(&out[start..])?;
         compressed = true;
@@ -136,13 +125,19 @@ fn entry_end(data: &[u8], pos: usize) -> Result<usize, InitramfsError> {
     if &header[..6] != b"070701" && &header[..6] != b"070702" {
         return Err(malformed("no newc cpio magic"));
     }
-    let field = |at: usize| -> Result<usize, InitramfsError> {
-        let digits = std::str::from_utf8(&header[at..at + CPIO_FIELD_LEN])
-            .map_err(|_| malformed("header field not hex"))?;
-        usize::from_str_radix(digits, 16).map_err(|_| malformed("header field not hex"))
+    // The kernel refuses a header with anything but hex digits in any of its fields.
+    if !header[6..].iter().all(u8::is_ascii_hexdigit) {
+        return Err(malformed("damaged header"));
+    }
+    let field = |at: usize| {
+        header[at..at + CPIO_FIELD_LEN]
+            .iter()
+            .fold(0usize, |v, &d| {
+                v << 4 | char::from(d).to_digit(16).unwrap_or(0) as usize
+            })
     };
-    let name_len = field(CPIO_NAMESIZE_AT)?;
-    let body_len = field(CPIO_FILESIZE_AT)?;
+    let name_len = field(CPIO_NAMESIZE_AT);
+    let body_len = field(CPIO_FILESIZE_AT);
     // The kernel's N_ALIGN: the name is padded so that header and name end 4-byte aligned.
     let name_padded = ((name_len + 1) & !3) + 2;
     let end = (pos + CPIO_HEADER_LEN + name_padded + body_len).next_multiple_of(ALIGN);
@@ -171,50 +166,48 @@ fn check_archive(data: &[u8]) -> Result<(), InitramfsError> {
     Ok(())
 }
 
-/// Why a decompression stopped.
-enum Decoded {
-    TooLarge,
-    Corrupt(String),
-}
-
 /// Decompresses the one archive (a gzip member, a zstd frame, as the kernel's decompressors do)
-/// at the start of `input` onto `out`, at most `room` bytes; returns the compressed bytes used.
+/// at `offset` of `image` onto `out`, which it must not grow beyond `limit` bytes; returns the
+/// compressed bytes used.
 fn decompress(
     format: Compression,
-    input: &[u8],
-    room: usize,
+    image: &[u8],
+    offset: usize,
+    limit: usize,
     out: &mut Vec<u8>,
-) -> Result<usize, Decoded> {
-    let corrupt = |e: std::io::Error| Decoded::Corrupt(e.to_string());
+) -> Result<usize, InitramfsError> {
+    let input = &image[offset..];
+    let corrupt = |e: std::io::Error| InitramfsError::Corrupt {
+        format,
+        offset,
+        detail: e.to_string(),
+    };
+    // One byte more than the room, to see an output that is larger.
+    let room = limit.saturating_sub(out.len()) as u64 + 1;
     let rest = match format {
         Compression::Gzip => {
             let mut d = flate2::bufread::GzDecoder::new(input);
-            read_bounded(&mut d, room, out)?;
+            (&mut d).take(room).read_to_end(out).map_err(corrupt)?;
             d.into_inner()
         }
         Compression::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(input)
                 .map_err(corrupt)?
                 .single_frame();
-            read_bounded(&mut d, room, out)?;
+            (&mut d).take(room).read_to_end(out).map_err(corrupt)?;
             d.finish()
         }
-        Compression::Unsupported(name) => return Err(Decoded::Corrupt(format!("{name} format"))),
+        Compression::Unsupported(name) => {
+            return Err(InitramfsError::Unsupported {
+                format: name,
+                offset,
+            })
+        }
     };
-    Ok(input.len() - rest.len())
-}
-
-/// Reads `reader` to its end onto `out`, failing beyond `room` bytes.
-fn read_bounded(reader: &mut impl Read, room: usize, out: &mut Vec<u8>) -> Result<(), Decoded> {
-    // One byte more than the room, to see an output that is larger.
-    let n = reader
-        .take(room as u64 + 1)
-        .read_to_end(out)
-        .map_err(|e| Decoded::Corrupt(e.to_string()))?;
-    if n > room {
-        return Err(Decoded::TooLarge);
+    if out.len() > limit {
+        return Err(InitramfsError::TooLarge { limit });
     }
-    Ok(())
+    Ok(input.len() - rest.len())
 }
 
 #[cfg(test)]
@@ -279,6 +272,24 @@ pub(crate) mod tests {
             entry_end(cut, 0),
             Err(InitramfsError::Malformed { .. })
         ));
+        // A sign or any other non-hex character in any field: the kernel's "damaged header".
+        for at in [
+            6,
+            CPIO_FILESIZE_AT,
+            CPIO_NAMESIZE_AT + 7,
+            CPIO_HEADER_LEN - 1,
+        ] {
+            let mut damaged = e.clone();
+            damaged[at] = if at == CPIO_FILESIZE_AT { b'+' } else { b'g' };
+            assert_eq!(
+                entry_end(&damaged, 0),
+                Err(InitramfsError::Malformed {
+                    offset: 0,
+                    why: "damaged header"
+                }),
+                "byte {at}"
+            );
+        }
         let mut odc = e.clone();
         odc[..6].copy_from_slice(b"070707");
         assert!(matches!(
