@@ -84,14 +84,15 @@ pub fn unpack(image: &[u8], limit: usize) -> Result<Option<Vec<u8>>, InitramfsEr
             continue;
         }
         let format = Compression::detect(&image[pos..]);
-        if let Compression::Unsupported(name) = format {
-            return Err(InitramfsError::Unsupported {
-                format: name,
-                offset: pos,
-            });
-        }
         out.resize(start, 0);
         let consumed = decompress(format, image, pos, limit, &mut out)?;
+        if consumed == 0 {
+            // Never the case for a stream that decoded; a guard against going round forever.
+            return Err(InitramfsError::Malformed {
+                offset: pos,
+                why: "an archive of no bytes",
+            });
+        }
         // The kernel parses a decompressed archive on its own: it must hold whole entries.
         check_archive(&out[start..])?;
         compressed = true;
