@@ -159,6 +159,18 @@ for s in "$HERE"/scenarios/*.sh; do
 done
 cp "$MODDIR/vmlinuz" "$L1/rig/l2/vmlinuz"
 cp "$RIG/l2-initramfs.cpio.gz" "$L1/rig/l2/initramfs.cpio.gz"
+# Two small archives for boot's initramfs of several archives (as Debian's, an uncompressed one
+# first): early.cpio uncompressed and extra.cpio.zst in zstd, each with one marker file; boot
+# puts them before and after the L2 initramfs.
+layers=$RIG/l2-layers
+rm -rf "$layers"
+mkdir -p "$layers/early/rig-early" "$layers/extra/rig-extra"
+echo early >"$layers/early/rig-early/marker"
+echo extra >"$layers/extra/rig-extra/marker"
+(cd "$layers/early" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) \
+    >"$L1/rig/l2/early.cpio"
+(cd "$layers/extra" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | zstd -q) \
+    >"$L1/rig/l2/extra.cpio.zst"
 
 add_modules "$L1" "$L1/rig/modules.list" <"$HERE/l1/modules"
 # virtio-9p for L0's root (run.sh --l0-root), loaded by /init only when the device is there.

@@ -4,7 +4,9 @@
 //! boot takes the kernel from the VMM's cache, and `nokaslr` keeps the link address. The VMM gave
 //! the guest the initramfs's archives decompressed (from its cache the second time). A fourth boot
 //! with the guest's own decompressors sees the same e820 map, command line and root file system
-//! unpacked from the initramfs, from the compressed initramfs as it is. The guest
+//! unpacked from the initramfs, from the compressed initramfs as it is; so do two boots with an
+//! initramfs of three archives (uncompressed, gzip, zstd), unpacked by the VMM and by the guest.
+//! The guest
 //! reaches PCI configuration space through the ECAM window the MCFG announces and finds the host
 //! bridge and the PCI-to-PCI bridge; a fifth boot with `--pci-config io` finds them through the
 //! ports 0xCF8.
@@ -50,7 +52,7 @@ fn vmm_boots_l2_to_its_marker() {
             .unwrap_or_else(|| panic!("no text{n} in {r}"));
         u64::from_str_radix(t, 16).unwrap_or_else(|_| panic!("text{n}={t} is no address: {r}"))
     };
-    for n in 1..=5 {
+    for n in 1..=7 {
         assert_eq!(r.get(&format!("exit{n}")), Some("0"), "boot {n}: {r}");
     }
     assert_eq!(
@@ -104,6 +106,28 @@ fn vmm_boots_l2_to_its_marker() {
         ),
         "who unpacked the initramfs: {r}"
     );
+    // An initramfs of three archives (uncompressed, gzip, zstd): the VMM unpacked it (a new file,
+    // so not from the cache), then the guest did; every archive reached the root file system,
+    // which is the same either way and holds more than the L2 initramfs alone.
+    assert_eq!(
+        (r.get("initramfs6"), r.get("initramfs7")),
+        (Some("host"), Some("given")),
+        "who unpacked the initramfs of three archives: {r}"
+    );
+    assert_eq!(r.get("layers1"), Some("none"), "{r}");
+    for n in [6, 7] {
+        assert_eq!(
+            r.get(&format!("layers{n}")),
+            Some("early+extra"),
+            "boot {n}: {r}"
+        );
+    }
+    assert_eq!(
+        r.get("rootfs6"),
+        r.get("rootfs7"),
+        "host or guest unpacking: {r}"
+    );
+    assert_ne!(r.get("rootfs6"), r.get("rootfs1"), "{r}");
     // The guest freed the initramfs it was given: uncompressed, larger than the file.
     let initrd_kib = |n: u32| -> u64 {
         let v = r.get(&format!("initrd{n}")).unwrap_or("none");
@@ -111,10 +135,12 @@ fn vmm_boots_l2_to_its_marker() {
             .parse()
             .unwrap_or_else(|_| panic!("initrd{n}={v} is no size: {r}"))
     };
-    assert!(
-        initrd_kib(1) > initrd_kib(4),
-        "the unpacked initramfs is not larger than the compressed one: {r}"
-    );
+    for (host, guest) in [(1, 4), (6, 7)] {
+        assert!(
+            initrd_kib(host) > initrd_kib(guest),
+            "boots {host} and {guest}: the unpacked initramfs is not larger than the file: {r}"
+        );
+    }
     // Unpacked by the VMM or by the guest: the kernel was given the same things.
     for k in ["e820", "cmdline", "rootfs"] {
         let (host, guest) = (r.get(&format!("{k}1")), r.get(&format!("{k}4")));

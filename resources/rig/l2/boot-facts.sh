@@ -5,7 +5,8 @@
 # initrd: the initramfs size it freed (from its log); rootfs: a checksum of the root file system
 # unpacked from the initramfs (every entry's type, mode, owner and name, the size and modification
 # time of all but directories, whose times change as the kernel fills them, and every regular
-# file's contents; without the mount points /proc, /sys, /dev and /tmp); pcicfg: how it reaches PCI configuration
+# file's contents; without the mount points /proc, /sys, /dev and /tmp); layers: the marker files
+# of boot's extra archives found (early, extra, joined by +, or none); pcicfg: how it reaches PCI configuration
 # space (ecam: it claimed an MCFG window, /proc/iomem "PCI ECAM"; conf1: it claimed the ports
 # 0xCF8, /proc/ioports "PCI conf1"; both joined by +, or none); pcidevs: the PCI functions it
 # found (address=vendor:device, comma-separated). grep -m1 stops early in /proc/kallsyms.
@@ -32,4 +33,7 @@ for d in /sys/bus/pci/devices/*; do
     v=$(cat "$d/vendor") i=$(cat "$d/device")
     pcidevs="$pcidevs${pcidevs:+,}${d##*/}=${v#0x}:${i#0x}"
 done
-echo "L2-BOOT-FACTS: text=${text:-none} e820=${e820:-none} cmdline=$sum initrd=${initrd:-none} rootfs=$rootfs pcicfg=${pcicfg:-none} pcidevs=${pcidevs:-none}"
+layers=""
+[ -f /rig-early/marker ] && layers=early
+[ -f /rig-extra/marker ] && layers="${layers:+$layers+}extra"
+echo "L2-BOOT-FACTS: text=${text:-none} e820=${e820:-none} cmdline=$sum initrd=${initrd:-none} rootfs=$rootfs layers=${layers:-none} pcicfg=${pcicfg:-none} pcidevs=${pcidevs:-none}"
