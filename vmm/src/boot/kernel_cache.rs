@@ -10,6 +10,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::ops::RangeInclusive;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -93,24 +94,13 @@ impl KernelCache {
         })
     }
 
-    /// The entry `key`, if there is one of `len` bytes (the payload's announced length).
-    pub fn get(&self, key: &str, len: u64) -> Option<File> {
+    /// The entry `key` and its length, if there is one whose length is in `sizes` (a kernel's:
+    /// exactly its payload's announced length; an initramfs's: 1 up to a bound).
+    pub fn get(&self, key: &str, sizes: RangeInclusive<u64>) -> Option<(File, u64)> {
         let file = File::open(self.dir.join(key)).ok()?;
         let size = file.metadata().ok()?.len();
-        if size != len {
-            log::debug!("kernel cache: entry {key} has {size} bytes, not {len}: ignored");
-            return None;
-        }
-        Some(file)
-    }
-
-    /// The entry `key` and its length, if there is one of 1 to `max` bytes (for entries whose
-    /// length is not known beforehand).
-    pub fn get_at_most(&self, key: &str, max: u64) -> Option<(File, u64)> {
-        let file = File::open(self.dir.join(key)).ok()?;
-        let size = file.metadata().ok()?.len();
-        if size == 0 || size > max {
-            log::debug!("kernel cache: entry {key} has {size} bytes, not 1 to {max}: ignored");
+        if !sizes.contains(&size) {
+            log::debug!("kernel cache: entry {key} has {size} bytes, not {sizes:?}: ignored");
             return None;
         }
         Some((file, size))
@@ -209,17 +199,21 @@ mod tests {
         let mut w = c.writer("v1-abc").unwrap();
         w.write(b"hello ").unwrap();
         w.write(b"kernel").unwrap();
-        assert!(c.get("v1-abc", 12).is_none(), "not before commit");
+        assert!(c.get("v1-abc", 12..=12).is_none(), "not before commit");
         w.commit().unwrap();
         let mut s = String::new();
-        c.get("v1-abc", 12).unwrap().read_to_string(&mut s).unwrap();
+        c.get("v1-abc", 12..=12)
+            .unwrap()
+            .0
+            .read_to_string(&mut s)
+            .unwrap();
         assert_eq!(s, "hello kernel");
         // A length other than the payload's is not an entry for it.
-        assert!(c.get("v1-abc", 13).is_none());
+        assert!(c.get("v1-abc", 13..=13).is_none());
         // Where the length is not known: any up to a bound.
-        assert_eq!(c.get_at_most("v1-abc", 12).unwrap().1, 12);
-        assert!(c.get_at_most("v1-abc", 11).is_none());
-        assert!(c.get_at_most("v1-none", 100).is_none());
+        assert_eq!(c.get("v1-abc", 1..=12).unwrap().1, 12);
+        assert!(c.get("v1-abc", 1..=11).is_none());
+        assert!(c.get("v1-none", 1..=100).is_none());
         // An abandoned writer leaves nothing behind.
         let w = c.writer("v1-def").unwrap();
         drop(w);

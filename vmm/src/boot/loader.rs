@@ -349,7 +349,8 @@ fn unpack(
         placement = Some(p);
         p.phys
     };
-    let entry = cache.and_then(|(c, key)| c.get(key, payload.announced_len()));
+    let len = payload.announced_len();
+    let entry = cache.and_then(|(c, key)| Some(c.get(key, len..=len)?.0));
     let from_cache = entry.is_some();
     let (phys, kernel) = if let Some(mut entry) = entry {
         Unpacked::read_from(room.mem, &mut entry, payload.announced_len(), &mut place)?
@@ -500,7 +501,7 @@ impl<'a> Initramfs<'a> {
         // Looked up where the directory is there already: it is created only for an entry.
         let existing = unpacking.cache.as_deref().is_some_and(Path::is_dir);
         if let Some((c, key)) = existing.then(cache).flatten() {
-            if let Some((entry, size)) = c.get_at_most(&key, limit) {
+            if let Some((entry, size)) = c.get(&key, 1..=limit) {
                 log::debug!(
                     "initramfs {}: archives unpacked, from the kernel cache ({} MiB)",
                     path.display(),
