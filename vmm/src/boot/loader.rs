@@ -611,11 +611,12 @@ pub fn load(
         let initrd_addr_max = initrd_addr_max(&params.hdr);
         let low_end = low_ram_end(mem_size);
         let place = |size| initramfs_address(size, kernel_end, initrd_addr_max, low_end);
+        // The end the initramfs must stay below (as initramfs_address computes it).
+        let top = initrd_addr_max.saturating_add(1).min(low_end);
         if place(image.size).is_none() && image.form != InitramfsForm::AsGiven {
             log::info!(
-                "initramfs {}: unpacked it does not fit below {:#x}; the guest unpacks it",
+                "initramfs {}: unpacked it does not fit below {top:#x}; the guest unpacks it",
                 image.path.display(),
-                initrd_addr_max.saturating_add(1).min(low_end)
             );
             image = Initramfs::as_given(image.path)?;
         }
@@ -629,7 +630,7 @@ pub fn load(
             path: path.to_path_buf(),
             size,
             kernel_end,
-            limit: initrd_addr_max.saturating_add(1).min(low_end),
+            limit: top,
         })?;
         let guest_err = |e: vm_memory::GuestMemoryError| LoaderError::GuestMemory {
             what: "initramfs",
