@@ -9,7 +9,7 @@
 
 use thiserror::Error;
 use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, ReadVolatile, VolatileSlice,
+    ByteValued, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, ReadVolatile, VolatileSlice,
 };
 
 /// Virtual address of physical 0 in the x86-64 kernel mapping (`__START_KERNEL_map`).
@@ -466,54 +466,64 @@ impl Unpacked {
             (&relocs.abs32, Field::Add32),
             (&relocs.inverse32, Field::Sub32),
         ];
-        let fields = || {
-            kinds.iter().flat_map(|&(list, kind)| {
-                list.iter().map(move |&reloc| {
-                    let vaddr = i64::from(reloc) as u64;
-                    (self.layout.image_offset(vaddr, kind.width()), vaddr, kind)
-                })
-            })
-        };
-        // Every target is checked before any is written.
-        let mut count = 0;
-        for (at, vaddr, kind) in fields() {
-            if at.is_none() {
-                return Err(VmlinuxError::RelocationOutside {
+        let field_at = |reloc: i32, kind: Field| {
+            let vaddr = i64::from(reloc) as u64;
+            self.layout
+                .image_offset(vaddr, kind.width())
+                .ok_or(VmlinuxError::RelocationOutside {
                     vaddr,
                     width: kind.width(),
-                });
+                })
+        };
+        // Every target is checked before any is written.
+        for (list, kind) in kinds {
+            for &reloc in list {
+                field_at(reloc, kind)?;
             }
-            count += 1;
         }
         let image = self.layout.image_in(mem, phys)?;
-        for (at, _, kind) in fields() {
-            // Checked above against the layout, whose span the slice covers.
-            let at = at.expect("checked offset") as usize;
-            match kind {
-                Field::Add64 => {
-                    let v: u64 = image.read_obj(at).expect("checked offset");
-                    image
-                        .write_obj(v.wrapping_add(offset), at)
-                        .expect("checked offset");
-                }
-                Field::Add32 | Field::Sub32 => {
-                    let v: u32 = image.read_obj(at).expect("checked offset");
-                    let v = if kind == Field::Add32 {
-                        v.wrapping_add(offset as u32)
-                    } else {
-                        v.wrapping_sub(offset as u32)
-                    };
-                    image.write_obj(v, at).expect("checked offset");
+        for (list, kind) in kinds {
+            for &reloc in list {
+                // Checked above against the layout, whose span the slice covers.
+                let at = field_at(reloc, kind).expect("checked offset") as usize;
+                match kind {
+                    Field::Add64 => update(&image, at, |v: u64| v.wrapping_add(offset)),
+                    Field::Add32 => update(&image, at, |v: u32| v.wrapping_add(offset as u32)),
+                    Field::Sub32 => update(&image, at, |v: u32| v.wrapping_sub(offset as u32)),
                 }
             }
         }
+        let count = kinds.iter().map(|(list, _)| list.len()).sum();
         Ok(count)
+    }
+}
+
+/// Replaces the `T` at byte `at` of `image` (any alignment) with `f` of it. For the kernel's
+/// image while it is loaded, before any vCPU runs: a plain access instead of `read_obj` and
+/// `write_obj`, whose per-call cost adds up over a relocation table (Debian's kernel has 338479
+/// fields; relocating it took 6 ms through them and 1.5-2.8 ms this way, natively on a 2-core
+/// development machine). Panics if the field is not wholly in `image`.
+fn update<T: ByteValued>(image: &VolatileSlice<'_, ()>, at: usize, f: impl FnOnce(T) -> T) {
+    let end = at.checked_add(std::mem::size_of::<T>());
+    assert!(
+        end.is_some_and(|end| end <= image.len()),
+        "field outside the image"
+    );
+    let guard = image.ptr_guard_mut();
+    // SAFETY: the bytes `at..at + size_of::<T>()` lie in `image` (asserted above), which is mapped
+    // guest memory for its whole length while the slice lives; the unaligned read and write need no
+    // alignment, and `T: ByteValued` is valid for any bytes. Nothing else accesses this memory: the
+    // kernel is relocated while it is loaded, before the vCPUs are created.
+    unsafe {
+        let field = guard.as_ptr().add(at).cast::<T>();
+        field.write_unaligned(f(field.read_unaligned()));
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use vm_memory::Bytes;
 
     /// An x86-64 vmlinux: one PT_LOAD of `payload` at physical `paddr` (virtual
     /// `START_KERNEL_MAP + paddr`) with `bss` more bytes in memory, entry `entry`, followed by
@@ -658,6 +668,37 @@ pub(crate) mod tests {
             assert_eq!(u32_at(&b, 12), inv_want);
             assert!(b[16..].iter().all(|&x| x == 0x5a));
         }
+    }
+
+    #[test]
+    fn a_field_is_updated_in_place_at_any_alignment() {
+        let m = mem();
+        let image = m.get_slice(GuestAddress(0x1000), 32).unwrap();
+        m.write_slice(&[0xaa; 32], GuestAddress(0x1000)).unwrap();
+        m.write_obj(0x1122_3344_5566_7788u64, GuestAddress(0x1003))
+            .unwrap();
+        update(&image, 3, |v: u64| v.wrapping_add(0x10));
+        assert_eq!(
+            m.read_obj::<u64>(GuestAddress(0x1003)).unwrap(),
+            0x1122_3344_5566_7798
+        );
+        update(&image, 28, |v: u32| v.wrapping_sub(1));
+        assert_eq!(
+            m.read_obj::<u32>(GuestAddress(0x101c)).unwrap(),
+            0xaaaa_aaa9
+        );
+        // The bytes around the fields are untouched.
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x1002)).unwrap(), 0xaa);
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x100b)).unwrap(), 0xaa);
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x101b)).unwrap(), 0xaa);
+    }
+
+    #[test]
+    #[should_panic(expected = "field outside the image")]
+    fn a_field_past_the_image_is_refused() {
+        let m = mem();
+        let image = m.get_slice(GuestAddress(0x1000), 32).unwrap();
+        update(&image, 29, |v: u32| v);
     }
 
     #[test]
