@@ -1,7 +1,8 @@
 #!/bin/sh
 # boot-bench: the boot benchmark (run.sh --bench: L1 has this machine's QEMU under /opt/qemu). For
 # each L1 shmem THP setting (never, Debian's default; advise) it boots the same L2 kernel, initramfs
-# and command line RUNS times each, alternating: QEMU `-M microvm` with KVM, our vmm (no device:
+# and command line RUNS times each (3, or N with rig.bench_runs=N on L1's command line, e.g.
+# RIG_L1_APPEND=rig.bench_runs=7), alternating: QEMU `-M microvm` with KVM, our vmm (no device:
 # anonymous guest RAM; it decompresses the bzImage and the initramfs itself), the same with
 # `--decompress guest` (vmmbz: the guest's decompressors) and our vmm with `--device gpu=blob` (memfd guest RAM);
 # 512 MiB, 1 vCPU. In the never setting also vmmio: our vmm with `--pci-config io` (the
@@ -14,10 +15,13 @@
 #   pre_s    boot_s - kern_s: VMM set-up, kernel load, the decompressor and early boot;
 # for our vmm also setup_ms (its own set-up, from its debug line), load_ms (the kernel and
 # initramfs load in it, decompression included; per run kernel_cache and initramfs_cache say
-# whether the unpacked kernel and initramfs came from the vmm's kernel cache: the first
-# host-decompressing boot of the scenario fills it), ram (how guest RAM was backed) and the KVM
-# counters of its exit
-# line (exits pf_fixed io_exits mmio_exits insn_emulation halt_exits, last run). ratio = vmm / qemu.
+# whether the unpacked kernel and initramfs came from the vmm's kernel cache), ram (how guest RAM
+# was backed) and the KVM counters of its exit line (exits pf_fixed io_exits mmio_exits
+# insn_emulation halt_exits, last run). ratio = vmm / qemu.
+# One boot of our vmm comes first and is in no median: it fills the kernel cache, so that every
+# timed run of a host-decompressing vmm loads the kernel and the initramfs from it, as every boot
+# after a user's first does (first_boot_s, first_setup_ms, first_load_ms, first_kernel_cache and
+# first_initramfs_cache report that boot).
 # Facts only (tests/tests/rig_boot_bench.rs prints them); RIG-DATA lines carry every run.
 # FAIL only when the facts are incomplete: no /dev/kvm, no QEMU in L1, or a run without its marker.
 . /rig/lib.sh
@@ -25,6 +29,12 @@
 [ -c /dev/kvm ] || rig_fail no-dev-kvm
 [ -x /opt/qemu/qemu ] || rig_fail no-qemu-in-l1 hint=run.sh_--bench
 RUNS=3
+for a in $(cat /proc/cmdline); do
+    case "$a" in
+        rig.bench_runs=*) RUNS=${a#rig.bench_runs=} ;;
+    esac
+done
+case "$RUNS" in '' | *[!0-9]* | 0*) rig_fail bad-bench-runs runs="$RUNS" ;; esac
 shmem=/sys/kernel/mm/transparent_hugepage/shmem_enabled
 base="console=ttyS0 noxsave panic=-1 quiet"
 fields="runs=$RUNS qemu=$(rig_word "$(/opt/qemu/qemu --version | head -n1)")"
@@ -36,6 +46,36 @@ median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR ? 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && a > 0 && b > 0) printf "%.2f", a / b; else print "none" }'; }
 # stat NAME OUT -> KVM counter NAME from the vmm's exit line in OUT
 kvm_stat() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" "$2" | tail -n1; }
+
+# run_facts OUT NAME -> sets boot kern pre setup load kcache icache from a run's output OUT (none or
+# empty where a fact is missing); a run without L2's marker sets `reason` (no-marker-NAME) unless
+# it is set.
+run_facts() {
+    boot=none kern=none pre=none
+    if t=$(rig_line_time 'L2-MARKER' "$1"); then
+        boot=$(rig_sub "$t" "$RIG_VMM_T0")
+        kern=$(sed -n 's/.*L2-MARKER: .* uptime=\([0-9.]*\).*/\1/p' "$1" | head -n1)
+        [ -n "$kern" ] && pre=$(rig_sub "$boot" "$kern") || kern=none
+    else
+        [ -n "$reason" ] || reason=no-marker-$2
+    fi
+    setup=$(sed -n 's/.*vmm: set up in \([0-9.]*\) ms.*/\1/p' "$1" | head -n1)
+    load=$(sed -n 's/.*vmm: set up in .*, kernel \([0-9.]*\) ms,.*/\1/p' "$1" | head -n1)
+    kcache=none icache=none
+    grep -q 'payload decompressed on the host' "$1" && kcache=miss
+    grep -q 'payload unpacked from the kernel cache' "$1" && kcache=hit
+    grep -q 'initramfs .*: archives decompressed on the host' "$1" && icache=miss
+    grep -q 'initramfs .*: archives unpacked, from the kernel cache' "$1" && icache=hit
+    return 0
+}
+
+# The cache-filling boot.
+out=/tmp/bench-first.out
+RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$out" --kernel /rig/l2/vmlinuz \
+    --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M
+run_facts "$out" vmm-first
+fields="$fields first_boot_s=$boot first_setup_ms=${setup:-none} first_load_ms=${load:-none}"
+fields="$fields first_kernel_cache=$kcache first_initramfs_cache=$icache"
 
 hugepages=/proc/sys/vm/nr_hugepages
 # The rig's ivshmem, bound to vfio-pci, for the vmmvfio row (a passthrough device: guest RAM is
@@ -101,21 +141,7 @@ for thp in never advise hugetlb; do
                         --cmdline "$base reboot=k" --memory 512M --device "vfio=$ivshmem,gpu=blob"
                     ;;
             esac
-            boot=none kern=none pre=none setup=none
-            if t=$(rig_line_time 'L2-MARKER' "$out"); then
-                boot=$(rig_sub "$t" "$RIG_VMM_T0")
-                kern=$(sed -n 's/.*L2-MARKER: .* uptime=\([0-9.]*\).*/\1/p' "$out" | head -n1)
-                [ -n "$kern" ] && pre=$(rig_sub "$boot" "$kern") || kern=none
-            else
-                [ -n "$reason" ] || reason=no-marker-$vmm-$thp
-            fi
-            setup=$(sed -n 's/.*vmm: set up in \([0-9.]*\) ms.*/\1/p' "$out" | head -n1)
-            load=$(sed -n 's/.*vmm: set up in .*, kernel \([0-9.]*\) ms,.*/\1/p' "$out" | head -n1)
-            kcache=none icache=none
-            grep -q 'payload decompressed on the host' "$out" && kcache=miss
-            grep -q 'payload unpacked from the kernel cache' "$out" && kcache=hit
-            grep -q 'initramfs .*: archives decompressed on the host' "$out" && icache=miss
-            grep -q 'initramfs .*: archives unpacked, from the kernel cache' "$out" && icache=hit
+            run_facts "$out" "$vmm-$thp"
             rig_data thp="$thp" vmm="$vmm" run="$i" boot_s="$boot" kern_s="$kern" pre_s="$pre" \
                 setup_ms="${setup:-none}" load_ms="${load:-none}" kernel_cache="$kcache" \
                 initramfs_cache="$icache" exit="$RIG_VMM_RC"
