@@ -5,7 +5,8 @@
 //! (`never`), at `advise`, and at `never` with 2 MiB hugetlb pages reserved (`hugetlb`: QEMU and
 //! the memfd-backed vmms only), and, with a passthrough device (`vmmvfio`: the rig's ivshmem and a
 //! virtio-gpu), the time to DMA-map guest RAM; the medians, the vmm/QEMU ratio and
-//! the phases are printed; a first boot that fills the vmm's kernel cache is reported apart. A
+//! the phases are printed; a first boot that fills the vmm's kernel cache is reported apart, and
+//! one more boot of QEMU and of our vmm gives their exits by reason. A
 //! benchmark, not a timed test: it asserts only that every run booted.
 //! Alone: `cargo test -p rig-tests --features rig --test rig_boot_bench -- --nocapture`
 //! (`RIG_L1_APPEND=rig.bench_runs=N` for N runs of each instead of 3).
@@ -74,5 +75,11 @@ fn boot_benchmark_against_qemu_microvm() {
                 g("halt_exits")
             );
         }
+    }
+    for vmm in ["qemu", "vmm"] {
+        println!(
+            "Exits of one more {vmm} boot by reason (L1's kvm_exit event, shmem THP never; in no median): {}",
+            f(&format!("exits_{vmm}"))
+        );
     }
 }

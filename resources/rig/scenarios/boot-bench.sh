@@ -69,10 +69,45 @@ run_facts() {
     return 0
 }
 
+# bench_boot VMM OUT -> one boot of VMM (qemu vmm vmmio vmmbz vmmgpu vmmvfio), output in OUT.
+bench_boot() {
+    case "$1" in
+        qemu)
+            RIG_VMM=/opt/qemu/qemu rig_run_vmm 150 "$2" -M microvm,accel=kvm -cpu host -smp 1 \
+                -m 512M -nodefaults -no-user-config -display none -serial stdio -monitor none \
+                -no-reboot -kernel /rig/l2/vmlinuz -initrd /rig/l2/initramfs.cpio.gz \
+                -append "$base reboot=t"
+            ;;
+        vmm)
+            RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$2" --kernel /rig/l2/vmlinuz \
+                --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M
+            ;;
+        vmmio)
+            RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$2" --kernel /rig/l2/vmlinuz \
+                --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M \
+                --pci-config io
+            ;;
+        vmmbz)
+            RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$2" --kernel /rig/l2/vmlinuz \
+                --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M \
+                --decompress guest
+            ;;
+        vmmgpu)
+            RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$2" --kernel /rig/l2/vmlinuz \
+                --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M \
+                --device gpu=blob
+            ;;
+        vmmvfio)
+            RUST_LOG=warn,vmm=debug,devices::vfio::open=info rig_run_vmm 150 "$2" \
+                --kernel /rig/l2/vmlinuz --initramfs /rig/l2/initramfs.cpio.gz \
+                --cmdline "$base reboot=k" --memory 512M --device "vfio=$ivshmem,gpu=blob"
+            ;;
+    esac
+}
+
 # The cache-filling boot.
 out=/tmp/bench-first.out
-RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$out" --kernel /rig/l2/vmlinuz \
-    --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M
+bench_boot vmm "$out"
 run_facts "$out" vmm-first
 fields="$fields first_boot_s=$boot first_setup_ms=${setup:-none} first_load_ms=${load:-none}"
 fields="$fields first_kernel_cache=$kcache first_initramfs_cache=$icache"
@@ -109,38 +144,7 @@ for thp in never advise hugetlb; do
         i=$((i + 1))
         for vmm in $vmms; do
             out=/tmp/bench-$thp-$vmm-$i.out
-            case "$vmm" in
-                qemu)
-                    RIG_VMM=/opt/qemu/qemu rig_run_vmm 150 "$out" -M microvm,accel=kvm -cpu host -smp 1 \
-                        -m 512M -nodefaults -no-user-config -display none -serial stdio -monitor none \
-                        -no-reboot -kernel /rig/l2/vmlinuz -initrd /rig/l2/initramfs.cpio.gz \
-                        -append "$base reboot=t"
-                    ;;
-                vmm)
-                    RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$out" --kernel /rig/l2/vmlinuz \
-                        --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M
-                    ;;
-                vmmio)
-                    RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$out" --kernel /rig/l2/vmlinuz \
-                        --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M \
-                        --pci-config io
-                    ;;
-                vmmbz)
-                    RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$out" --kernel /rig/l2/vmlinuz \
-                        --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M \
-                        --decompress guest
-                    ;;
-                vmmgpu)
-                    RUST_LOG=warn,vmm=debug rig_run_vmm 150 "$out" --kernel /rig/l2/vmlinuz \
-                        --initramfs /rig/l2/initramfs.cpio.gz --cmdline "$base reboot=k" --memory 512M \
-                        --device gpu=blob
-                    ;;
-                vmmvfio)
-                    RUST_LOG=warn,vmm=debug,devices::vfio::open=info rig_run_vmm 150 "$out" \
-                        --kernel /rig/l2/vmlinuz --initramfs /rig/l2/initramfs.cpio.gz \
-                        --cmdline "$base reboot=k" --memory 512M --device "vfio=$ivshmem,gpu=blob"
-                    ;;
-            esac
+            bench_boot "$vmm" "$out"
             run_facts "$out" "$vmm-$thp"
             rig_data thp="$thp" vmm="$vmm" run="$i" boot_s="$boot" kern_s="$kern" pre_s="$pre" \
                 setup_ms="${setup:-none}" load_ms="${load:-none}" kernel_cache="$kcache" \
@@ -191,6 +195,60 @@ for thp in never advise hugetlb; do
     f=$(median $boots_vmmvfio)
     fields="$fields ${thp}_ratio_vfio=$(ratio "$f" "$q")"
 done
+
+# Exits by reason, for QEMU as for our vmm: one more boot of each (shmem THP never), in no median,
+# with a hist trigger on L1's kvm_exit event counting the reasons in L1's kernel (the counting
+# costs time, most for the VMM with the most exits). exits_<vmm>=name:count,... gives the 8 most
+# frequent, named as the event's format names them for L1's CPU (SVM or VMX), rN for a reason it
+# does not name; none without the event.
+tracing=/sys/kernel/tracing
+[ -d "$tracing/events" ] || mount -t tracefs tracefs "$tracing" 2>/dev/null
+kvm_exit=$tracing/events/kvm/kvm_exit
+vendor=vmx
+grep -qw svm /proc/cpuinfo && vendor=svm
+# exit_reasons -> the kvm_exit hist's reasons as name:count,..., most frequent first (8 at most)
+exit_reasons() {
+    awk -v vendor="$vendor" '
+        function num(s,    v, i) {
+            if (s !~ /^0x/) return s + 0
+            v = 0
+            for (i = 3; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(tolower(s), i, 1)) - 1
+            return v
+        }
+        # The format file: { code, "name" } pairs of both tables (VMX names upper case, SVM lower).
+        FNR == NR {
+            line = $0
+            while (match(line, /\{ *(0x[0-9a-fA-F]+|[0-9]+), *"[A-Za-z0-9_]+" *\}/)) {
+                pair = substr(line, RSTART + 1, RLENGTH - 2)
+                line = substr(line, RSTART + RLENGTH)
+                split(pair, f, ",")
+                code = f[1]; gsub(/ /, "", code)
+                n = f[2]; gsub(/[ "]/, "", n)
+                if ((vendor == "svm") == (n ~ /^[a-z0-9_]+$/)) name[num(code)] = n
+            }
+            next
+        }
+        /exit_reason:/ {
+            c = $3 + 0
+            print $6, ((c in name) ? name[c] : "r" c)
+        }
+    ' "$kvm_exit/format" "$kvm_exit/hist" | sort -rn | head -n 8 | awk '{ printf "%s%s:%s", (NR > 1 ? "," : ""), $2, $1 }'
+}
+echo never >"$shmem"
+echo 0 >"$hugepages"
+for vmm in qemu vmm; do
+    if [ -f "$kvm_exit/trigger" ] && echo 'hist:keys=exit_reason:size=512' >"$kvm_exit/trigger"; then
+        out=/tmp/bench-exits-$vmm.out
+        bench_boot "$vmm" "$out"
+        run_facts "$out" "$vmm-exits"
+        reasons=$(exit_reasons)
+        echo '!hist:keys=exit_reason:size=512' >"$kvm_exit/trigger"
+        fields="$fields exits_${vmm}=${reasons:-none}"
+    else
+        fields="$fields exits_${vmm}=none"
+    fi
+done
+
 echo advise >"$shmem"
 echo 0 >"$hugepages"
 RIG_REASON=$reason
