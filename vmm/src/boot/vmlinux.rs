@@ -451,8 +451,9 @@ impl Unpacked {
 
     /// Moves the kernel's virtual base up by `offset` bytes in guest memory (the kernel is at
     /// `phys`): every address the relocation table names is adjusted. Returns how many fields
-    /// changed. All targets are checked before any is written.
-    pub fn relocate(
+    /// changed. All targets are checked before any is written. Only while the kernel is loaded,
+    /// before any vCPU exists: the fields are updated with plain memory accesses (see [`update`]).
+    pub(crate) fn relocate(
         &self,
         mem: &GuestMemoryMmap,
         phys: u64,
