@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test of the project: formatting, lints, unit tests and the kernel-in-the-loop rig.
+# Runs every test of the project: formatting, lints, the API docs, unit tests and the kernel-in-the-loop rig.
 # Installs what it needs (Debian packages through apt, as root) first. Downloads are cached under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "cargo test (unit tests and rig scenarios)"
 cargo test --workspace --locked --features rig-tests/rig -- --test-threads=1 --nocapture

@@ -83,6 +83,8 @@ pub struct Args {
     /// clients) or `wayland[=<socket>]` (a window per scanout on a Wayland compositor, default
     /// $WAYLAND_DISPLAY in $XDG_RUNTIME_DIR; dma-bufs handed over when the compositor imports
     /// them). May be repeated: every display sees every frame.
+    // The text above is the option's help as users see it, not markdown.
+    #[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "headless|capture=<dir>[,keep=N]|vnc=<listen>[,...]|wayland[=<socket>]",
           default_value = "headless", value_parser = DisplayConfig::parse)]
     pub display: Vec<DisplayConfig>,

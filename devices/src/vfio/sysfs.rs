@@ -1,6 +1,6 @@
 //! Finding a PCI device in sysfs and checking it can be passed through: bound to vfio-pci, in
 //! a viable IOMMU group, with a VFIO node we may open: its own cdev (/dev/vfio/devices/vfioN,
-//! used with iommufd) when the host has /dev/iommu, else its group node (/dev/vfio/<group>,
+//! used with iommufd) when the host has /dev/iommu, else its group node (`/dev/vfio/<group>`,
 //! used with the legacy container).
 
 use std::fs::OpenOptions;
@@ -27,7 +27,7 @@ pub struct VfioDeviceLocation {
 /// The VFIO node a device is opened through.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VfioAccess {
-    /// Legacy: the group node /dev/vfio/<group>, added to a VFIO container.
+    /// Legacy: the group node `/dev/vfio/<group>`, added to a VFIO container.
     Group(PathBuf),
     /// iommufd: the device's cdev /dev/vfio/devices/vfioN, bound to /dev/iommu.
     Cdev(PathBuf),

@@ -132,9 +132,9 @@ pub struct ScanoutBlob {
     pub height: u32,
     /// VIRTIO_GPU_FORMAT_*.
     pub format: u32,
-    /// Bytes per row (strides[0]).
+    /// Bytes per row (`strides[0]`).
     pub stride: u32,
-    /// Byte offset of the image in the blob (offsets[0]).
+    /// Byte offset of the image in the blob (`offsets[0]`).
     pub offset: u32,
 }
 

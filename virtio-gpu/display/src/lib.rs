@@ -1,5 +1,5 @@
 //! Display backends for the `virtio-gpu-blob` device, behind its
-//! [`DisplayBackend`](virtio_gpu_blob::DisplayBackend) trait, and the `--display` argument that picks
+//! [`virtio_gpu_blob::DisplayBackend`] trait, and the `--display` argument that picks
 //! them:
 //!
 //! - `headless`: [`virtio_gpu_blob::display::HeadlessDisplay`], nothing shown;

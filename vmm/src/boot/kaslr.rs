@@ -44,7 +44,7 @@ fn slot(random: u64, min: u64, limit: u64, size: u64, align: u64) -> u64 {
 
 /// A random placement for a kernel linked at `link_base` (2 MiB aligned) whose image spans
 /// `span` bytes: physically anywhere from `link_base` to `phys_limit` (exclusive: where the
-/// initramfs or the end of low RAM starts), virtually within [`KERNEL_IMAGE_SIZE`]. `align`
+/// initramfs or the end of low RAM starts), virtually within `KERNEL_IMAGE_SIZE`. `align`
 /// is the kernel's `kernel_alignment`. `random` supplies the entropy (two halves).
 pub fn place(random: u64, link_base: u64, span: u64, phys_limit: u64, align: u64) -> Placement {
     let align = align.max(MIN_ALIGN).next_power_of_two();
