@@ -18,11 +18,26 @@ use std::time::Duration;
 
 use rig_tests::Scenario;
 
+/// Runs of each VMM and setting: `rig.bench_runs=N` in `RIG_L1_APPEND` (L1's command line), else
+/// the scenario's 3.
+fn bench_runs() -> u64 {
+    std::env::var("RIG_L1_APPEND")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("rig.bench_runs="))
+        .filter_map(|n| n.parse().ok())
+        .next_back()
+        .unwrap_or(3)
+}
+
 #[test]
 fn boot_benchmark_against_qemu_microvm() {
+    // About 70 s a run of every VMM and 70 s besides in the rig here; twice that, so that an L1
+    // that hangs costs a few minutes rather than twenty.
+    let timeout = Duration::from_secs(bench_runs().saturating_mul(140).saturating_add(150));
     let out = Scenario::new("boot-bench")
         .bench(true)
-        .timeout(Duration::from_secs(1200))
+        .timeout(timeout)
         .run()
         .unwrap_or_else(|e| panic!("{e}"));
     out.assert_passed();
