@@ -3,9 +3,14 @@
 # inside it.
 #
 # Usage: resources/rig/run.sh SCENARIO [--timeout SECS] [--shm FILE] [--edu] [--e1000e] [--xhci] [--l1-kernel K] [--bench]
-#                               [--l0-root] [--l2-kernel K] [--l1-cpu C]
+#                               [--l0-root] [--l2-kernel K] [--l1-cpu C] [--silent SECS]
 #   SCENARIO        name of resources/rig/scenarios/SCENARIO.sh (passed as rig.scenario=SCENARIO)
 #   --timeout SECS  kill QEMU after SECS seconds (default 300)
+#   --silent SECS   L1 writes its uptime to its second serial port every 5 s (l1/init); after SECS
+#                   seconds without one (3 x SECS before the first) run.sh saves QEMU's view of L1's
+#                   CPU (`info registers`, `info lapic`, `info pic`) to
+#                   target/rig/logs/SCENARIO.silent.log and sends L1 an NMI; if L1 is still silent
+#                   SECS/2 seconds later, QEMU is told to quit (exit 4). Default 60
 #   --shm FILE      ivshmem backing file in /dev/shm (created with 16 MiB if missing, kept afterwards);
 #                   default: a fresh /dev/shm/rig-SCENARIO-PID, removed afterwards
 #   --edu           add QEMU's `edu` device
@@ -27,7 +32,8 @@
 # Console is streamed to stdout and saved to target/rig/logs/SCENARIO.log.
 # Exit: 0 iff the RIG-RESULT line says status=PASS; 1 on FAIL; 3 if no result line and QEMU ended by
 #       itself (L1 crashed or powered off early); 4 if no result line and QEMU was killed at the
-#       timeout (L1 hung or too slow); 2 on bad usage or missing images (run resources/rig/build.sh first).
+#       timeout or stopped for a silent L1 (L1 hung or too slow); 2 on bad usage or missing images
+#       (run resources/rig/build.sh first).
 # Runs are serialised machine-wide with a lock on target/rig/run.lock (one QEMU at a time).
 set -euo pipefail
 
@@ -35,11 +41,12 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 RIG=$ROOT/target/rig
 
-usage() { sed -n '4,29p' "$0" >&2; exit 2; }
+usage() { sed -n '4,37p' "$0" >&2; exit 2; }
 die() { echo "rig-run: ERROR: $*" >&2; exit 2; }
 
 SCENARIO=""
 TIMEOUT=300
+SILENT=60
 SHM=""
 EDU=0
 E1000E=0
@@ -52,6 +59,7 @@ L1_CPU=zen
 while [ $# -gt 0 ]; do
     case "$1" in
         --timeout) [ $# -ge 2 ] || usage; TIMEOUT=$2; shift 2 ;;
+        --silent) [ $# -ge 2 ] || usage; SILENT=$2; shift 2 ;;
         --shm) [ $# -ge 2 ] || usage; SHM=$2; shift 2 ;;
         --edu) EDU=1; shift ;;
         --e1000e) E1000E=1; shift ;;
@@ -69,6 +77,8 @@ done
 [ -n "$SCENARIO" ] || usage
 case "$SCENARIO" in *[!A-Za-z0-9_.-]*) die "bad scenario name '$SCENARIO'" ;; esac
 case "$TIMEOUT" in '' | *[!0-9]*) die "--timeout wants whole seconds, got '$TIMEOUT'" ;; esac
+case "$SILENT" in '' | *[!0-9]* | 0 | 1 | [0-9]) die "--silent wants whole seconds (10 or more), got '$SILENT'" ;; esac
+command -v python3 >/dev/null || die "python3 not found (run.sh's watch on L1 needs it); run resources/rig/setup.sh"
 [ -f "$HERE/scenarios/$SCENARIO.sh" ] || die "no scenario resources/rig/scenarios/$SCENARIO.sh"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found; run resources/rig/setup.sh"
 KERNEL_APPEND=""
@@ -124,16 +134,67 @@ fi
 if [ ! -e "$SHM" ]; then
     truncate -s 16M "$SHM"
 fi
+# L1's heartbeat file, QEMU's QMP socket and the watch's verdict.
+WATCH=$(mktemp -d)
+HEARTBEAT=$WATCH/heartbeat
+QMP=$WATCH/qmp.sock
+SILENT_LOG=$RIG/logs/$SCENARIO$LOG_SUFFIX.silent.log
+rm -f "$SILENT_LOG"
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
+    if [ -n "${WATCHER:-}" ]; then kill "$WATCHER" 2>/dev/null || true; fi
     if [ "$OWN_SHM" = 1 ]; then rm -f "$SHM"; fi
     if [ -n "${L2K:-}" ]; then rm -rf "$L2K"; fi
+    rm -rf "$WATCH"
 }
 trap cleanup EXIT
+
+# Says $1 on stderr and in the silent log.
+watch_note() {
+    echo "rig-run: $1" >&2
+    echo "== $(date +%T) $1" >>"$SILENT_LOG"
+}
+# One QMP command; what it prints goes to the silent log.
+watch_qmp() {
+    python3 "$HERE/qmp.py" "$QMP" "$@" >>"$SILENT_LOG" 2>&1 || true
+}
+# Runs while QEMU does. L1 under TCG has gone silent for good a few times (QEMU idle, not even
+# L1's own timeouts ran) and only QEMU's timeout ended it; a missing heartbeat tells sooner. After
+# SILENT s without one (3 x SILENT before the first: L1's boot) it saves QEMU's view of L1's CPU
+# and sends an NMI (it reaches a halted CPU even with interrupts disabled); still silent SILENT/2 s
+# later, QEMU is told to quit and run.sh exits 4.
+watch_l1() {
+    local last=0 size quiet=0 limit=$((3 * SILENT)) state=beating
+    while sleep 5; do
+        size=$(stat -c %s "$HEARTBEAT" 2>/dev/null || echo 0)
+        if [ "$size" != "$last" ]; then
+            [ "$state" = beating ] || watch_note "L1's heartbeat is back after the NMI"
+            last=$size quiet=0 limit=$SILENT state=beating
+            continue
+        fi
+        quiet=$((quiet + 5))
+        [ "$quiet" -ge "$limit" ] || continue
+        if [ "$state" = beating ]; then
+            watch_note "no heartbeat from L1 for ${quiet}s: saving its CPU state to $SILENT_LOG and sending it an NMI"
+            for what in registers lapic pic; do
+                echo "== info $what" >>"$SILENT_LOG"
+                watch_qmp human-monitor-command "{\"command-line\": \"info $what\"}"
+            done
+            watch_qmp inject-nmi
+            state=nmi limit=$((quiet + SILENT / 2))
+        else
+            watch_note "L1 still silent ${quiet}s after its last heartbeat, NMI or not: telling QEMU to quit"
+            touch "$WATCH/silent"
+            watch_qmp quit
+            return
+        fi
+    done
+}
 
 # shellcheck disable=SC2054 # commas belong to QEMU's option values
 QEMU=(qemu-system-x86_64 -M q35,accel=tcg,kernel-irqchip=split -cpu "$CPU" -smp 1 -m 2048
     -nographic -no-reboot -nic none -device intel-iommu,intremap=on,caching-mode=on
+    -serial mon:stdio -serial "file:$HEARTBEAT" -qmp "unix:$QMP,server=on,wait=off"
     -object "memory-backend-file,size=16M,share=on,mem-path=$SHM,id=hostmem"
     -device ivshmem-plain,memdev=hostmem)
 [ "$EDU" = 0 ] || QEMU+=(-device edu)
@@ -173,10 +234,15 @@ l0_note=""
 [ "$L0_ROOT" = 0 ] || l0_note=", L0's / read-only at /l0"
 echo "rig-run: scenario $SCENARIO, timeout ${TIMEOUT}s, shm $SHM, L1 kernel $L1_KERNEL, L1 CPU $CPU, L2 kernel $L2_KERNEL$l0_note, log $LOG" >&2
 t0=$(date +%s.%N)
+watch_l1 &
+WATCHER=$!
 set +e
 timeout --foreground -k 5 "$TIMEOUT" "${QEMU[@]}" 2>&1 | tee "$LOG"
 qrc=${PIPESTATUS[0]}
 set -e
+kill "$WATCHER" 2>/dev/null || true
+wait "$WATCHER" 2>/dev/null || true
+WATCHER=""
 t1=$(date +%s.%N)
 wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
 
@@ -184,6 +250,10 @@ result=$(tr -d '\r' <"$LOG" | grep -E "^RIG-RESULT scenario=$SCENARIO " | tail -
 if [ -z "$result" ]; then
     if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
         echo "rig-run: NO RESULT for $SCENARIO (timed out after ${TIMEOUT}s, wall ${wall}s); log: $LOG" >&2
+        exit 4
+    fi
+    if [ -e "$WATCH/silent" ]; then
+        echo "rig-run: NO RESULT for $SCENARIO (L1 went silent, wall ${wall}s); log: $LOG, CPU state: $SILENT_LOG" >&2
         exit 4
     fi
     echo "rig-run: NO RESULT for $SCENARIO (qemu exit $qrc, wall ${wall}s); log: $LOG" >&2

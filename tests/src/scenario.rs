@@ -24,7 +24,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Extra time the harness' watchdog gives run.sh beyond the scenario timeout.
 const WATCHDOG_GRACE: Duration = Duration::from_secs(30);
-/// run.sh's exit status when QEMU was killed at the timeout before L1 reported a result.
+/// run.sh's exit status when QEMU was killed at the timeout, or stopped for a silent L1, before L1
+/// reported a result.
 const RUN_SH_TIMED_OUT: i32 = 4;
 /// Runs of a scenario whose L1 hangs (no result before the timeout) before it is an error.
 const HUNG_ATTEMPTS: u32 = 2;
@@ -129,6 +130,8 @@ pub struct Scenario {
     l0_root: bool,
     vnc_clients: bool,
     weston_root: bool,
+    silent: Option<Duration>,
+    retry_hung: bool,
 }
 
 /// What a finished run produced.
@@ -262,6 +265,8 @@ impl Scenario {
             l0_root: false,
             vnc_clients: false,
             weston_root: false,
+            silent: None,
+            retry_hung: true,
         }
     }
 
@@ -344,6 +349,25 @@ impl Scenario {
         self
     }
 
+    /// How long L1 may go without a heartbeat before run.sh sends it an NMI and, still silent,
+    /// stops QEMU (run.sh `--silent`, whole seconds, at least 10; run.sh's default otherwise).
+    pub fn silent(mut self, silent: Duration) -> Self {
+        self.silent = Some(silent);
+        self
+    }
+
+    /// Whether a run whose L1 hung is run once more (the default) or reported at once.
+    pub fn retry_hung(mut self, retry: bool) -> Self {
+        self.retry_hung = retry;
+        self
+    }
+
+    /// `target/rig/logs/<scenario>.silent.log`: what run.sh saw of a silent L1 (its CPU's state,
+    /// the NMI, whether its heartbeat came back); absent when L1 never went silent.
+    pub fn silent_log_path(&self) -> PathBuf {
+        logs_dir().join(format!("{}{}.silent.log", self.name, self.l1_cpu.suffix()))
+    }
+
     /// run.sh's command line for this scenario.
     fn command(&self, secs: u64, shm: &Path) -> Command {
         let mut cmd = Command::new(rig_script("run.sh"));
@@ -376,12 +400,16 @@ impl Scenario {
         if self.l0_root {
             cmd.arg("--l0-root");
         }
+        if let Some(silent) = self.silent {
+            cmd.arg("--silent").arg(silent.as_secs().to_string());
+        }
         cmd
     }
 
     /// Builds the rig (once per process; skipped with `RIG_SKIP_BUILD=1`), runs the scenario and
     /// returns its lines. A scenario that reports FAIL is an `Ok` outcome; no result line is an error.
-    /// A run whose L1 hung (QEMU killed at the timeout, no result) is run once more, saying so.
+    /// A run whose L1 hung (QEMU killed at the timeout or stopped for a silent L1, no result) is run
+    /// once more, saying so, unless `retry_hung(false)`.
     pub fn run(mut self) -> Result<Outcome, RigError> {
         let _guard = RUN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         if !in_path("qemu-system-x86_64") {
@@ -425,15 +453,19 @@ impl Scenario {
                 Duration::from_secs(secs) + WATCHDOG_GRACE,
                 &log_path,
             )?;
-            if attempt < HUNG_ATTEMPTS && l1_hung(&status) {
+            if self.retry_hung && attempt < HUNG_ATTEMPTS && l1_hung(&status) {
                 // L1 gave nothing before the timeout: the emulator hung (TCG, nested). A vmm that
                 // hangs inside L1 does not get here: rig_run_vmm's own timeout ends it and the
                 // scenario reports that. Keep the log of the hung run and go once more.
                 let hung = logs_dir().join(format!("{log_name}.hung-{attempt}.log"));
                 let _ = std::fs::rename(&log_path, &hung);
+                let _ = std::fs::rename(
+                    self.silent_log_path(),
+                    logs_dir().join(format!("{log_name}.hung-{attempt}.silent.log")),
+                );
                 eprintln!(
-                    "rig-tests: scenario {}: QEMU was killed at the {secs} s timeout without a \
-                     result (L1 hung); its log is {}; running it once more",
+                    "rig-tests: scenario {}: no result, QEMU killed at the {secs} s timeout or \
+                     stopped for a silent L1 (L1 hung); its log is {}; running it once more",
                     self.name,
                     hung.display()
                 );
@@ -487,7 +519,8 @@ impl Scenario {
     }
 }
 
-/// True when run.sh says QEMU was killed at the timeout before L1 reported a result.
+/// True when run.sh says QEMU was killed at the timeout, or stopped because L1 went silent, before
+/// L1 reported a result.
 fn l1_hung(status: &ExitStatus) -> bool {
     status.code() == Some(RUN_SH_TIMED_OUT)
 }
@@ -712,6 +745,23 @@ mod tests {
         let (lines, bad) = parse_lines(&console);
         assert!(bad.is_empty());
         assert!(lines[0].is_pass());
+    }
+
+    #[test]
+    fn the_silence_limit_reaches_run_sh_only_when_set() {
+        let args = |s: Scenario| -> Vec<String> {
+            s.command(60, Path::new("/dev/shm/x"))
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let set = args(Scenario::new("x").silent(Duration::from_secs(20)));
+        let at = set.iter().position(|a| a == "--silent").expect("--silent");
+        assert_eq!(set[at + 1], "20");
+        assert!(!args(Scenario::new("x")).iter().any(|a| a == "--silent"));
+        assert!(Scenario::new("x")
+            .silent_log_path()
+            .ends_with("logs/x.silent.log"));
     }
 
     #[test]
