@@ -8,10 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_bindings::{
+    KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
+    KVM_SYSTEM_EVENT_SHUTDOWN,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use log::{debug, warn};
-use log_limit::debug_limit_global;
+use log_limit::{debug_limit_global, warn_limit_global};
 use vm_device::bus::{MmioAddress, PioAddress};
 use vm_device::device_manager::{IoManager, MmioManager, PioManager};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -165,6 +168,8 @@ pub struct ExitStats {
     pub mmio: u64,
     /// KVM's own per-vCPU counters (in-kernel exits included), summed over vCPUs.
     pub kvm: BTreeMap<String, u64>,
+    /// Event-delivery errors after which the vCPU ran again (see `DeliveryRetry`).
+    pub delivery_retries: u64,
 }
 
 /// KVM counters shown in the summary, in this order.
@@ -188,6 +193,7 @@ impl ExitStats {
         for (name, n) in &other.kvm {
             *self.kvm.entry(name.clone()).or_default() += n;
         }
+        self.delivery_retries += other.delivery_retries;
     }
 
     /// Total exits counted.
@@ -219,6 +225,9 @@ impl ExitStats {
                 }
             }
         }
+        if self.delivery_retries > 0 {
+            let _ = write!(s, "; event-delivery retries: {}", self.delivery_retries);
+        }
         s
     }
 }
@@ -236,6 +245,36 @@ pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
     register_signal_handler(kick_signal(), noop_signal_handler)
 }
 
+/// Whether to run a vCPU again after KVM's event-delivery error (`KVM_INTERNAL_ERROR_DELIVERY_EV`).
+///
+/// KVM reports it when it has to emulate an instruction (an MMIO access that faulted in the
+/// nested page tables) and the exit says an event was being delivered to the guest. A host CPU
+/// that is itself emulated (QEMU's TCG with nested SVM) leaves the type of the last event it
+/// delivered to the guest in the exit's event information; KVM reads that as a delivery in
+/// progress and stops an ordinary MMIO access. Run again, the vCPU repeats the access with no
+/// event in flight and KVM emulates it. A real fault during event delivery comes back at once, so
+/// the retry is allowed once until the vCPU makes progress (an exit the VMM handles).
+#[derive(Debug, Default)]
+struct DeliveryRetry {
+    retried: bool,
+}
+
+impl DeliveryRetry {
+    /// Whether an internal error with `suberror` gets one more run.
+    fn allows(&mut self, suberror: u32) -> bool {
+        if suberror != KVM_INTERNAL_ERROR_DELIVERY_EV || self.retried {
+            return false;
+        }
+        self.retried = true;
+        true
+    }
+
+    /// The vCPU got past the access: a later error gets its own retry.
+    fn progressed(&mut self) {
+        self.retried = false;
+    }
+}
+
 /// A vCPU ready to run.
 pub struct Vcpu {
     id: u8,
@@ -244,6 +283,7 @@ pub struct Vcpu {
     exit: Arc<ExitNotifier>,
     stop: Arc<AtomicBool>,
     stats: ExitStats,
+    delivery_retry: DeliveryRetry,
 }
 
 enum Step {
@@ -270,6 +310,7 @@ impl Vcpu {
             exit,
             stop,
             stats: ExitStats::default(),
+            delivery_retry: DeliveryRetry::default(),
         }
     }
 
@@ -352,17 +393,19 @@ impl Vcpu {
         Ok(step)
     }
 
-    fn internal_error_detail(&mut self) -> String {
+    /// The internal error's suberror, its data and a description of both.
+    fn internal_error(&mut self) -> (u32, Vec<u64>, String) {
         let run = self.fd.get_kvm_run();
         // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the union member
         // KVM filled in; it is plain data.
         let internal = unsafe { run.__bindgen_anon_1.internal };
         let n = (internal.ndata as usize).min(internal.data.len());
-        format!(
-            "KVM_EXIT_INTERNAL_ERROR suberror {} data {:x?}",
-            internal.suberror,
-            &internal.data[..n]
-        )
+        let data = internal.data[..n].to_vec();
+        let detail = format!(
+            "KVM_EXIT_INTERNAL_ERROR suberror {} data {data:x?}",
+            internal.suberror
+        );
+        (internal.suberror, data, detail)
     }
 
     /// Registers and segment state, for error messages.
@@ -421,10 +464,25 @@ impl Vcpu {
                 Err(e) => Step::Unexpected(format!("KVM_RUN failed: {e}")),
             };
             let reason = match step {
-                Step::Continue => continue,
+                Step::Continue => {
+                    self.delivery_retry.progressed();
+                    continue;
+                }
                 Step::Exit(reason) => reason,
                 Step::InternalError => {
-                    let detail = self.internal_error_detail();
+                    let (suberror, data, detail) = self.internal_error();
+                    if self.delivery_retry.allows(suberror) {
+                        self.stats.delivery_retries += 1;
+                        warn_limit_global!(
+                            1,
+                            GUEST_LOG_INTERVAL,
+                            "vCPU {}: KVM would not emulate an access it took for part of an \
+                             event delivery (suberror {suberror}, data {data:x?}); an emulated \
+                             host CPU reports ordinary accesses so: running the vCPU again, once",
+                            self.id
+                        );
+                        continue;
+                    }
                     self.error(detail)
                 }
                 Step::FailEntry(reason) => self.error(format!(
@@ -524,6 +582,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_event_delivery_error_is_retried_once_until_the_vcpu_progresses() {
+        let mut retry = DeliveryRetry::default();
+        assert!(retry.allows(KVM_INTERNAL_ERROR_DELIVERY_EV));
+        // The same error again with no exit handled in between: a real delivery fault.
+        assert!(!retry.allows(KVM_INTERNAL_ERROR_DELIVERY_EV));
+        retry.progressed();
+        assert!(retry.allows(KVM_INTERNAL_ERROR_DELIVERY_EV));
+        // Other internal errors (emulation failure, unexpected exit reason) are never retried.
+        let mut fresh = DeliveryRetry::default();
+        for suberror in [
+            kvm_bindings::KVM_INTERNAL_ERROR_EMULATION,
+            kvm_bindings::KVM_INTERNAL_ERROR_SIMUL_EX,
+            kvm_bindings::KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+        ] {
+            assert!(!fresh.allows(suberror), "suberror {suberror}");
+        }
+        assert!(fresh.allows(KVM_INTERNAL_ERROR_DELIVERY_EV));
+    }
+
+    #[test]
     fn exit_codes() {
         assert_eq!(VmExit::Reset.exit_code(), 0);
         assert_eq!(VmExit::PowerOff.exit_code(), 0);
@@ -617,6 +695,15 @@ mod tests {
         );
         assert!(s.contains("top ports: 0x3f8=15 0x70=7"), "{s}");
         assert!(s.ends_with("KVM: exits=150"), "{s}");
+        // Retries after event-delivery errors are summed and named only when there were some.
+        b.delivery_retries = 2;
+        a.merge(&b);
+        a.merge(&b);
+        assert!(
+            a.summary().ends_with("; event-delivery retries: 4"),
+            "{}",
+            a.summary()
+        );
     }
 
     #[test]
