@@ -25,12 +25,11 @@ fn a_silent_l1_gets_an_nmi_and_is_watched_again_once_it_beats() {
     let out = scenario.run().unwrap_or_else(|e| panic!("{e}"));
     out.assert_passed();
     let r = &out.result;
-    let count = |k: &str| -> u64 {
-        r.get(k)
-            .and_then(|v| v.parse().ok())
+    let nmis = |k: &str| {
+        r.parse_field::<u64>(k)
             .unwrap_or_else(|| panic!("{k} in {r}"))
     };
-    assert!(count("nmis_after") > count("nmis_before"), "{r}");
+    assert!(nmis("nmis_after") > nmis("nmis_before"), "{r}");
     let log = read(&path);
     assert!(log.contains("no heartbeat from L1 for"), "{log}");
     // QEMU's `info registers` and `info lapic` for the silent CPU.

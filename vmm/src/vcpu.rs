@@ -393,19 +393,14 @@ impl Vcpu {
         Ok(step)
     }
 
-    /// The internal error's suberror, its data and a description of both.
-    fn internal_error(&mut self) -> (u32, Vec<u64>, String) {
+    /// The internal error's suberror and the data KVM gave with it.
+    fn internal_error(&mut self) -> (u32, Vec<u64>) {
         let run = self.fd.get_kvm_run();
         // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the union member
         // KVM filled in; it is plain data.
         let internal = unsafe { run.__bindgen_anon_1.internal };
         let n = (internal.ndata as usize).min(internal.data.len());
-        let data = internal.data[..n].to_vec();
-        let detail = format!(
-            "KVM_EXIT_INTERNAL_ERROR suberror {} data {data:x?}",
-            internal.suberror
-        );
-        (internal.suberror, data, detail)
+        (internal.suberror, internal.data[..n].to_vec())
     }
 
     /// Registers and segment state, for error messages.
@@ -470,7 +465,7 @@ impl Vcpu {
                 }
                 Step::Exit(reason) => reason,
                 Step::InternalError => {
-                    let (suberror, data, detail) = self.internal_error();
+                    let (suberror, data) = self.internal_error();
                     if self.delivery_retry.allows(suberror) {
                         self.stats.delivery_retries += 1;
                         warn_limit_global!(
@@ -483,7 +478,9 @@ impl Vcpu {
                         );
                         continue;
                     }
-                    self.error(detail)
+                    self.error(format!(
+                        "KVM_EXIT_INTERNAL_ERROR suberror {suberror} data {data:x?}"
+                    ))
                 }
                 Step::FailEntry(reason) => self.error(format!(
                     "KVM_EXIT_FAIL_ENTRY, hardware entry failure reason {reason:#x}"
