@@ -32,7 +32,7 @@ fn a_silent_l1_gets_an_nmi_and_is_watched_again_once_it_beats() {
     assert!(nmis("nmis_after") > nmis("nmis_before"), "{r}");
     let log = read(&path);
     assert!(log.contains("no heartbeat from L1 for"), "{log}");
-    // QEMU's `info registers` and `info lapic` for the silent CPU.
+    // QEMU's `info registers` for the silent CPU.
     assert!(log.contains("RIP="), "{log}");
     assert!(log.contains("heartbeat is back after the NMI"), "{log}");
     assert!(!log.contains("telling QEMU to quit"), "{log}");
